@@ -1,0 +1,34 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// The hot kernels need the CPU's vector features: without them Swift's SIMD FMAs become library
+// calls (measured: 1.4 GFLOPS instead of 100+). -Ounchecked drops bounds checks in inner loops.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-Xcc", "-march=native", "-wmo"])]
+
+let package = Package(
+    name: "SideTune",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sidetune", targets: ["sidetune"]),
+        .library(name: "SideTuneEngine", targets: ["SideTuneEngine"]),
+        .library(name: "SideTuneNN", targets: ["SideTuneNN"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Layer 1: tensors, kernels, autograd tape, memory ledger, quantisation.
+        .target(name: "SideTuneEngine", swiftSettings: fast),
+        // Layer 2: modules, layers, optimizers, schedules.
+        .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        // Layer 6: command implementations (a library so tests can drive them).
+        .target(name: "SideTuneCLI", dependencies: [
+            "SideTuneEngine", "SideTuneNN",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: fast),
+        .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
+        .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"], swiftSettings: fast),
+        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
+    ]
+)

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+public struct SideTuneCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "sidetune",
+        abstract: "Side-tuning for pretrained transformers on CPU: train small side networks on frozen backbones, with memory measured.",
+        subcommands: [Bench.self]
+    )
+    public init() {}
+}

@@ -1,0 +1,250 @@
+import Foundation
+
+/// Row-major single-precision matrix multiply: C[M,N] (+)= op(A)[M,K] * op(B)[K,N], where op(X) is
+/// X or its transpose. `lda`, `ldb`, `ldc` are the row strides of the matrices as stored.
+///
+/// The fast path is BLIS-shaped: B is packed in KC x NC blocks into NR-wide micro-panels, A in
+/// MC x KC blocks into MR-tall micro-panels, and a 12x32 register-blocked micro-kernel runs over
+/// them. Packing absorbs the transposes, so one kernel serves all four modes.
+public struct GEMMShape: Sendable, Equatable {
+    public var m: Int, n: Int, k: Int
+    public var transA: Bool, transB: Bool
+    public init(m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false) {
+        self.m = m; self.n = n; self.k = k; self.transA = transA; self.transB = transB
+    }
+}
+
+/// Plain triple loop, the reference every fast path is tested against (accumulates in Double).
+public func gemmReference(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                          _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false) {
+    for i in 0..<s.m {
+        for j in 0..<s.n {
+            var acc: Double = accumulate ? Double(c[i * ldc + j]) : 0
+            for p in 0..<s.k {
+                let av = s.transA ? a[p * lda + i] : a[i * lda + p]
+                let bv = s.transB ? b[j * ldb + p] : b[p * ldb + j]
+                acc += Double(av) * Double(bv)
+            }
+            c[i * ldc + j] = Float(acc)
+        }
+    }
+}
+
+/// A micro-kernel with its register tile (MR x NR) and the cache blocking that suits it.
+public struct GEMMKernel: Sendable {
+    public var name: String
+    public var mr: Int, nr: Int
+    public var mc: Int, kc: Int, nc: Int
+    let run: @Sendable (Int, UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Bool) -> Void
+
+    /// AVX2 (16 ymm): 6x16 tile; a 16 KiB B micro-panel stays in L1 while A streams from L2.
+    public static let avx2 = GEMMKernel(name: "6x16", mr: 6, nr: 16, mc: 168, kc: 256, nc: 4080, run: microKernel6x16)
+    /// AVX-512 (32 zmm): 12x32 tile.
+    public static let avx512 = GEMMKernel(name: "12x32", mr: 12, nr: 32, mc: 96, kc: 256, nc: 2048, run: microKernel12x32)
+    /// The kernel for this machine. The build uses -march=native, so the CPU's flags say what the
+    /// compiler could use.
+    public static let native: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : .avx2
+}
+
+/// The fast GEMM. Threads: `pool.activeThreads`. Small problems run on the calling thread.
+public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                 _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false,
+                 pool: ThreadPool = .shared, singleThreaded: Bool = false, kernel: GEMMKernel = .native) {
+    let m = s.m, n = s.n, k = s.k
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        if !accumulate { for i in 0..<m { (c + i * ldc).initialize(repeating: 0, count: n) } }
+        return
+    }
+    if m == 1 && !s.transA {
+        gemvRow(s, a, b, ldb: ldb, c, accumulate: accumulate)
+        return
+    }
+    let nr = kernel.nr, mc = kernel.mc, kc0 = kernel.kc, nc0 = kernel.nc
+    let threads = singleThreaded ? 1 : (2 * m * n * k < 1 << 21 ? 1 : pool.activeThreads)
+    let ncMax = min(nc0, roundUp(n, nr))
+    let kcMax = min(kc0, k)
+    let packedB = Workspace(floats: kcMax * ncMax)
+    let mBlocks = (m + mc - 1) / mc
+    // Split N too when there are few row blocks, so every thread gets work.
+    let nPanelsMax = ncMax / nr
+    let nGroups = threads > 1 && mBlocks < 2 * threads ? min(nPanelsMax, max(1, (2 * threads + mBlocks - 1) / mBlocks)) : 1
+    let tasks = mBlocks * nGroups
+    let packedA = Workspace(floats: threads * mc * kcMax) // one A block per thread
+    var jc = 0
+    while jc < n {
+        let nc = min(ncMax, n - jc)
+        let nPanels = (nc + nr - 1) / nr
+        var pc = 0
+        while pc < k {
+            let kc = min(kcMax, k - pc)
+            let acc = accumulate || pc > 0
+            // Pack B[pc..<pc+kc, jc..<jc+nc] into nr-wide panels (in parallel by panel).
+            let packB = { (panel: Int) in
+                packBPanel(s.transB, b, ldb, pc, kc, jc + panel * nr, min(nr, nc - panel * nr), nr, packedB.floats + panel * kc * nr)
+            }
+            if threads > 1 { pool.parallelFor(nPanels, packB) } else { for p in 0..<nPanels { packB(p) } }
+            // Static round-robin of (row block, panel group) tasks: thread t owns A buffer t.
+            let runThread = { (t: Int) in
+                let pa = packedA.floats + t * mc * kcMax
+                var task = t
+                while task < tasks {
+                    let mb = task / nGroups, g = task % nGroups
+                    let ic = mb * mc, mcur = min(mc, m - ic)
+                    let p0 = nPanels * g / nGroups, p1 = nPanels * (g + 1) / nGroups
+                    if p0 < p1 {
+                        packABlock(s.transA, a, lda, ic, mcur, pc, kc, kernel.mr, pa)
+                        macroKernel(kernel, pa, packedB.floats, mcur, nc, kc, p0, p1, c + ic * ldc + jc, ldc, acc)
+                    }
+                    task += threads
+                }
+            }
+            if threads > 1 { pool.parallelFor(threads, runThread) } else { runThread(0) }
+            pc += kc
+        }
+        jc += nc
+    }
+}
+
+@inline(__always) func roundUp(_ x: Int, _ m: Int) -> Int { (x + m - 1) / m * m }
+
+/// Runs the micro-kernel over B panels p0..<p1 and every MR row panel of a packed A block.
+@inline(__always)
+func macroKernel(_ kernel: GEMMKernel, _ pa: UnsafeMutablePointer<Float>, _ pb: UnsafeMutablePointer<Float>, _ mcur: Int,
+                 _ nc: Int, _ kc: Int, _ p0: Int, _ p1: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ acc: Bool) {
+    let mr = kernel.mr, nr = kernel.nr
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: mr * nr) { tileBuffer in
+        let tile = tileBuffer.baseAddress! // scratch for partial tiles at the edges
+        for p in p0..<p1 {
+            let j = p * nr, ncur = min(nr, nc - j)
+            let bp = pb + p * kc * nr
+            var i = 0
+            while i < mcur {
+                let mcurr = min(mr, mcur - i)
+                let ap = pa + i * kc
+                if mcurr == mr && ncur == nr {
+                    kernel.run(kc, ap, bp, c + i * ldc + j, ldc, acc)
+                } else {
+                    kernel.run(kc, ap, bp, tile, nr, false)
+                    for r in 0..<mcurr {
+                        let dst = c + (i + r) * ldc + j, src = tile + r * nr
+                        if acc { for q in 0..<ncur { dst[q] += src[q] } } else { for q in 0..<ncur { dst[q] = src[q] } }
+                    }
+                }
+                i += mr
+            }
+        }
+    }
+}
+
+/// Packs op(A)[ic..<ic+mcur, pc..<pc+kc] as MR-tall panels: panel-major, then k, then row.
+@inline(__always)
+func packABlock(_ trans: Bool, _ a: UnsafePointer<Float>, _ lda: Int, _ ic: Int, _ mcur: Int, _ pc: Int, _ kc: Int,
+                _ mr: Int, _ dst: UnsafeMutablePointer<Float>) {
+    var i = 0
+    while i < mcur {
+        let rows = min(mr, mcur - i)
+        let d = dst + i * kc
+        if trans {
+            // op(A)[r][p] = A[p][r]: rows are contiguous in memory for each p.
+            for p in 0..<kc {
+                let src = a + (pc + p) * lda + ic + i
+                let o = d + p * mr
+                for r in 0..<rows { o[r] = src[r] }
+                for r in rows..<mr { o[r] = 0 }
+            }
+        } else {
+            for r in 0..<rows {
+                let src = a + (ic + i + r) * lda + pc
+                for p in 0..<kc { d[p * mr + r] = src[p] }
+            }
+            if rows < mr { for p in 0..<kc { for r in rows..<mr { d[p * mr + r] = 0 } } }
+        }
+        i += mr
+    }
+}
+
+/// Packs op(B)[pc..<pc+kc, j0..<j0+cols] into one NR-wide panel (k-major), zero-padded.
+@inline(__always)
+func packBPanel(_ trans: Bool, _ b: UnsafePointer<Float>, _ ldb: Int, _ pc: Int, _ kc: Int, _ j0: Int, _ cols: Int,
+                _ nr: Int, _ dst: UnsafeMutablePointer<Float>) {
+    if !trans {
+        if cols == nr {
+            for p in 0..<kc {
+                let src = UnsafeRawPointer(b + (pc + p) * ldb + j0)
+                let o = UnsafeMutableRawPointer(dst + p * nr)
+                var q = 0
+                while q < nr {
+                    o.storeBytes(of: src.loadUnaligned(fromByteOffset: q * 4, as: SIMD16<Float>.self), toByteOffset: q * 4, as: SIMD16<Float>.self)
+                    q += 16
+                }
+            }
+        } else {
+            for p in 0..<kc {
+                let src = b + (pc + p) * ldb + j0
+                let o = dst + p * nr
+                for q in 0..<cols { o[q] = src[q] }
+                for q in cols..<nr { o[q] = 0 }
+            }
+        }
+    } else {
+        // op(B)[p][q] = B[q][p]: read each stored row contiguously, write with stride NR.
+        for q in 0..<cols {
+            let src = b + (j0 + q) * ldb + pc
+            for p in 0..<kc { dst[p * nr + q] = src[p] }
+        }
+        if cols < nr { for p in 0..<kc { for q in cols..<nr { dst[p * nr + q] = 0 } } }
+    }
+}
+
+/// M == 1: c[j] = sum_p a[p] * op(B)[p][j]. Streams B once (memory-bound), vectorised over j or p.
+func gemvRow(_ s: GEMMShape, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, ldb: Int,
+             _ c: UnsafeMutablePointer<Float>, accumulate: Bool) {
+    let n = s.n, k = s.k
+    if !s.transB {
+        if !accumulate { c.initialize(repeating: 0, count: n) }
+        for p in 0..<k { axpy(n, a[p], b + p * ldb, c) }
+    } else {
+        for j in 0..<n {
+            let d = dot(k, a, b + j * ldb)
+            c[j] = accumulate ? c[j] + d : d
+        }
+    }
+}
+
+/// y += alpha * x (n floats).
+@inline(__always)
+public func axpy(_ n: Int, _ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    let xr = UnsafeRawPointer(x), yr = UnsafeMutableRawPointer(y)
+    let av = SIMD16<Float>(repeating: alpha)
+    var i = 0
+    while i + 16 <= n {
+        let o = i * 4
+        yr.storeBytes(of: yr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)
+            .addingProduct(av, xr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)), toByteOffset: o, as: SIMD16<Float>.self)
+        i += 16
+    }
+    while i < n { y[i] += alpha * x[i]; i += 1 }
+}
+
+/// Dot product of n floats with four independent accumulators.
+@inline(__always)
+public func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
+    let xr = UnsafeRawPointer(x), yr = UnsafeRawPointer(y)
+    var s0 = SIMD16<Float>(), s1 = SIMD16<Float>()
+    var i = 0
+    while i + 32 <= n {
+        let o = i * 4
+        s0.addProduct(xr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self), yr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
+        s1.addProduct(xr.loadUnaligned(fromByteOffset: o + 64, as: SIMD16<Float>.self), yr.loadUnaligned(fromByteOffset: o + 64, as: SIMD16<Float>.self))
+        i += 32
+    }
+    while i + 16 <= n {
+        let o = i * 4
+        s0.addProduct(xr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self), yr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
+        i += 16
+    }
+    var s = (s0 + s1).sum()
+    while i < n { s += x[i] * y[i]; i += 1 }
+    return s
+}

@@ -1,0 +1,101 @@
+import Foundation
+
+/// The GEMM benchmark behind `sidetune bench gemm`: peak first, then each shape.
+public enum GEMMBenchmark {
+    public static let defaultShapes: [GEMMShape] = [256, 512, 1024, 1536, 2048].map { GEMMShape(m: $0, n: $0, k: $0) } + [
+        GEMMShape(m: 4096, n: 1536, k: 384),  // FFN up: 32 x 128 tokens, width 384 -> 1536
+        GEMMShape(m: 4096, n: 384, k: 1536),  // FFN down
+        GEMMShape(m: 4096, n: 384, k: 384),   // attention projection
+        GEMMShape(m: 4096, n: 384, k: 1536, transA: false, transB: true), // backward dX = dY W (W stored [out, in])
+        GEMMShape(m: 384, n: 1536, k: 4096, transA: true, transB: false), // backward dW = X^T dY
+    ]
+
+    public struct Row: Codable, Sendable {
+        public var m: Int, n: Int, k: Int, threads: Int, gflops: Double, seconds: Double
+        public var transA: Bool, transB: Bool
+        enum CodingKeys: String, CodingKey { case m, n, k, threads, gflops, seconds, transA = "trans_a", transB = "trans_b" }
+    }
+
+    public struct Report: Codable, Sendable {
+        public var cpu: String
+        public var cpuFamily: Int?
+        public var peakGFLOPS: [String: Double]
+        public var rows: [Row]
+        enum CodingKeys: String, CodingKey { case cpu, cpuFamily = "cpu_family", peakGFLOPS = "peak_gflops", rows }
+
+        public func jsonString() -> String {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            return String(decoding: try! enc.encode(self), as: UTF8.self)
+        }
+
+        public func table() -> String {
+            var out = ["", "cpu: \(cpu)"]
+            for (t, p) in peakGFLOPS.sorted(by: { $0.key < $1.key }) {
+                out.append(String(format: "FP32 peak (in-register FMA loop), %@ thread(s): %.1f GFLOPS", t, p))
+            }
+            out.append("")
+            out.append("     m      n      k  op     threads   GFLOPS  % of peak   seconds")
+            for r in rows {
+                let peak = peakGFLOPS[String(r.threads)] ?? .nan
+                let op = (r.transA ? "T" : "N") + (r.transB ? "T" : "N")
+                out.append(String(format: "%6d %6d %6d  %@  %9d %8.1f %9.1f%% %9.5f", r.m, r.n, r.k, op, r.threads, r.gflops,
+                                  100 * r.gflops / peak, r.seconds))
+            }
+            return out.joined(separator: "\n")
+        }
+    }
+
+    public static func parseShapes(_ text: String) throws -> [GEMMShape] {
+        try text.split(separator: ",").map { item in
+            let d = item.split(separator: "x").compactMap { Int($0) }
+            guard d.count == 3, d.allSatisfy({ $0 > 0 }) else {
+                throw BenchmarkError("bad shape '\(item)': expected MxNxK with positive integers, e.g. 1024x1024x1024")
+            }
+            return GEMMShape(m: d[0], n: d[1], k: d[2])
+        }
+    }
+
+    public static func run(shapes: [GEMMShape], threadCounts: [Int], minSeconds: Double,
+                           pool: ThreadPool = .shared, progress: ((String) -> Void)? = nil) -> Report {
+        let cpu = CPUInfo.current()
+        progress?("cpu: \(cpu.description)")
+        var peaks: [String: Double] = [:]
+        for t in threadCounts {
+            peaks[String(t)] = PeakFLOPS.measure(threads: t, pool: pool)
+            progress?(String(format: "peak on %d thread(s): %.1f GFLOPS", t, peaks[String(t)]!))
+        }
+        var rows: [Row] = []
+        let saved = pool.activeThreads
+        defer { pool.activeThreads = saved }
+        for s in shapes {
+            let a = Workspace(floats: s.m * s.k), b = Workspace(floats: s.k * s.n), c = Workspace(floats: s.m * s.n)
+            var rng = SplitMix64(seed: 1)
+            for i in 0..<(s.m * s.k) { a.floats[i] = rng.nextFloat() - 0.5 }
+            for i in 0..<(s.k * s.n) { b.floats[i] = rng.nextFloat() - 0.5 }
+            let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
+            for t in threadCounts {
+                pool.activeThreads = t
+                gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool) // warm-up
+                var best = Double.infinity, total = 0.0, runs = 0
+                while total < minSeconds || runs < 3 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                    let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                    best = min(best, dt); total += dt; runs += 1
+                }
+                let gf = 2 * Double(s.m) * Double(s.n) * Double(s.k) / best / 1e9
+                rows.append(Row(m: s.m, n: s.n, k: s.k, threads: t, gflops: gf, seconds: best, transA: s.transA, transB: s.transB))
+                progress?(String(format: "%dx%dx%d%@ on %d thread(s): %.1f GFLOPS (%.0f%% of peak)", s.m, s.n, s.k,
+                                 s.transA || s.transB ? " (\(s.transA ? "T" : "N")\(s.transB ? "T" : "N"))" : "", t, gf,
+                                 100 * gf / (peaks[String(t)] ?? .nan)))
+            }
+        }
+        return Report(cpu: cpu.model, cpuFamily: cpu.family, peakGFLOPS: peaks, rows: rows)
+    }
+}
+
+public struct BenchmarkError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

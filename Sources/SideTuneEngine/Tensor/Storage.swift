@@ -1,0 +1,69 @@
+import Foundation
+
+/// A block of tensor bytes, 64-byte aligned, tagged in the memory ledger for its whole life.
+/// Storage may also borrow bytes from elsewhere (a memory-mapped file); `owner` keeps that alive.
+public final class TensorStorage: @unchecked Sendable {
+    public let raw: UnsafeMutableRawPointer
+    public let byteCount: Int
+    public let dtype: DType
+    public private(set) var category: MemoryCategory
+    /// Non-nil when the bytes belong to someone else (e.g. a mapped file): not freed here.
+    let owner: AnyObject?
+
+    /// Allocates uninitialised storage for `byteCount` bytes.
+    public init(byteCount: Int, dtype: DType, category: MemoryCategory = MemoryLedger.currentCategory) {
+        var p: UnsafeMutableRawPointer?
+        let n = max(byteCount, 1)
+        guard posix_memalign(&p, 64, (n + 63) & ~63) == 0, let p else {
+            fatalError("SideTune: out of memory allocating \(formatBytes(byteCount)) for \(category.rawValue)")
+        }
+        raw = p
+        self.byteCount = byteCount
+        self.dtype = dtype
+        self.category = category
+        owner = nil
+        MemoryLedger.shared.didAllocate(byteCount, category)
+    }
+
+    /// Wraps bytes owned by `owner` (zero-copy). Counted in the ledger while alive.
+    public init(borrowing raw: UnsafeMutableRawPointer, byteCount: Int, dtype: DType, owner: AnyObject,
+                category: MemoryCategory = .weights) {
+        self.raw = raw
+        self.byteCount = byteCount
+        self.dtype = dtype
+        self.category = category
+        self.owner = owner
+        MemoryLedger.shared.didAllocate(byteCount, category)
+    }
+
+    deinit {
+        MemoryLedger.shared.didFree(byteCount, category)
+        if owner == nil { free(raw) }
+    }
+
+    /// Changes the ledger category of these bytes (e.g. a parameter created as an activation).
+    public func retag(_ newCategory: MemoryCategory) {
+        MemoryLedger.shared.move(byteCount, from: category, to: newCategory)
+        category = newCategory
+    }
+
+    @inline(__always) public var floats: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
+}
+
+/// Scratch memory for kernels (packing buffers), tagged `.workspace`.
+public final class Workspace {
+    public let raw: UnsafeMutableRawPointer
+    public let byteCount: Int
+    public init(floats: Int) {
+        byteCount = floats * 4
+        var p: UnsafeMutableRawPointer?
+        guard posix_memalign(&p, 64, max(byteCount, 64)) == 0, let p else { fatalError("SideTune: out of memory (workspace)") }
+        raw = p
+        MemoryLedger.shared.didAllocate(byteCount, .workspace)
+    }
+    deinit {
+        MemoryLedger.shared.didFree(byteCount, .workspace)
+        free(raw)
+    }
+    @inline(__always) public var floats: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
+}

@@ -1,0 +1,3 @@
+import SideTuneCLI
+
+SideTuneCommand.main()

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Writes Sources/SideTuneEngine/Kernels/MicroKernel.swift: MR x NR register-blocked GEMM kernels.
+
+The accumulators must be separate local variables for the compiler to keep them in registers,
+so the kernels are written out rather than looped. Run from the repository root."""
+
+def kernel(mr, nv):
+    out = []
+    a = out.append
+    a("@inline(__always)")
+    a(f"func microKernel{mr}x{nv*16}(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,")
+    a("                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {")
+    a("    typealias V = SIMD16<Float>")
+    for i in range(mr):
+        a("    var " + ", ".join(f"c{i}_{j} = V()" for j in range(nv)))
+    a("    var pa = a, pb = UnsafeRawPointer(b)")
+    a("    for _ in 0..<kc {")
+    a("        " + "; ".join(f"let b{j} = pb.load(fromByteOffset: {64*j}, as: V.self)" for j in range(nv)))
+    for i in range(mr):
+        a(f"        do {{ let ai = V(repeating: pa[{i}]); " + "; ".join(f"c{i}_{j}.addProduct(ai, b{j})" for j in range(nv)) + " }")
+    a(f"        pa += {mr}; pb += {nv*64}")
+    a("    }")
+    a("    if accumulate {")
+    for i in range(mr):
+        a(f"        do {{ let r = UnsafeMutableRawPointer(c + {i} * ldc); " + "; ".join(
+            f"r.storeBytes(of: r.loadUnaligned(fromByteOffset: {64*j}, as: V.self) + c{i}_{j}, toByteOffset: {64*j}, as: V.self)"
+            for j in range(nv)) + " }")
+    a("    } else {")
+    for i in range(mr):
+        a(f"        do {{ let r = UnsafeMutableRawPointer(c + {i} * ldc); " + "; ".join(
+            f"r.storeBytes(of: c{i}_{j}, toByteOffset: {64*j}, as: V.self)" for j in range(nv)) + " }")
+    a("    }")
+    a("}")
+    return "\n".join(out)
+
+HEADER = """// Register-blocked GEMM micro-kernels over packed panels (written out by scripts/gen_microkernels.py).
+// 6x16 fits AVX2's 16 ymm registers: 12 accumulators, 2 for B, 1 broadcast.
+// 12x32 fits AVX-512's 32 zmm registers: 24 accumulators, 2 for B, 1 broadcast.
+// Per k step each reads one packed row of B (NR floats) and MR packed values of A.
+"""
+
+if __name__ == "__main__":
+    with open("Sources/SideTuneEngine/Kernels/MicroKernel.swift", "w") as f:
+        f.write(HEADER + kernel(6, 1) + "\n\n" + kernel(12, 2) + "\n")

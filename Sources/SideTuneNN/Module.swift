@@ -1,1 +1,113 @@
 import SideTuneEngine
+
+/// Base class of layers and models. Parameters are the stored `Tensor` properties, children the
+/// stored `Module`, `[Module]` and `Module?` properties, found by reflection (as MLX Swift does), so
+/// names follow the code: `encoder.layers.0.attention.query.weight`. Properties whose names start
+/// with `_` are skipped (buffers, caches, frozen references that are not ours).
+open class Module {
+    /// Dropout and similar layers behave differently in training; set with `train(_:)`.
+    public private(set) var training = true
+
+    public init() {}
+
+    /// (name, parameter) for every parameter in this module and its children, depth first.
+    public func namedParameters() -> [(String, Tensor)] {
+        var out: [(String, Tensor)] = []
+        collect(prefix: "", into: &out)
+        return out
+    }
+
+    public func parameters() -> [Tensor] { namedParameters().map { $0.1 } }
+
+    /// Parameters that receive gradients (not frozen).
+    public func trainableParameters() -> [(String, Tensor)] { namedParameters().filter { $0.1.requiresGrad } }
+
+    /// Direct children with their names.
+    public func children() -> [(String, Module)] {
+        var out: [(String, Module)] = []
+        for case let (label?, value) in Mirror(reflecting: self).allChildren where !label.hasPrefix("_") {
+            if let m = value as? Module { out.append((label, m)) }
+            else if let list = value as? [Module] { for (i, m) in list.enumerated() { out.append(("\(label).\(i)", m)) } }
+            else if let opt = value as? Module?, let m = opt { out.append((label, m)) }
+        }
+        return out
+    }
+
+    private func collect(prefix: String, into out: inout [(String, Tensor)]) {
+        for case let (label?, value) in Mirror(reflecting: self).allChildren where !label.hasPrefix("_") {
+            let name = prefix + label
+            if let t = value as? Tensor { out.append((name, t)) }
+            else if let opt = value as? Tensor?, let t = opt { out.append((name, t)) }
+            else if let m = value as? Module { m.collect(prefix: name + ".", into: &out) }
+            else if let list = value as? [Module] {
+                for (i, m) in list.enumerated() { m.collect(prefix: "\(name).\(i).", into: &out) }
+            } else if let opt = value as? Module?, let m = opt { m.collect(prefix: name + ".", into: &out) }
+        }
+    }
+
+    /// Stops gradients for every parameter here (or only those whose names are in `keys`).
+    @discardableResult
+    public func freeze(keys: Set<String>? = nil) -> Self {
+        for (n, p) in namedParameters() where keys == nil || keys!.contains(n) { p.requiresGrad = false }
+        return self
+    }
+
+    /// Lets gradients flow to every parameter here (or only those named in `keys`).
+    @discardableResult
+    public func unfreeze(keys: Set<String>? = nil) -> Self {
+        for (n, p) in namedParameters() where keys == nil || keys!.contains(n) { p.requiresGrad = true }
+        return self
+    }
+
+    /// Sets training mode here and in every child.
+    @discardableResult
+    public func train(_ on: Bool = true) -> Self {
+        training = on
+        for (_, c) in children() { c.train(on) }
+        return self
+    }
+
+    public var parameterCount: Int { parameters().reduce(0) { $0 + $1.count } }
+    public var trainableParameterCount: Int { trainableParameters().reduce(0) { $0 + $1.1.count } }
+
+    /// Copies values into parameters by name. Unknown names, missing names (when `strict`) and
+    /// shape mismatches are errors naming the tensor.
+    public func load(_ values: [String: Tensor], strict: Bool = true) throws {
+        let params = Dictionary(namedParameters(), uniquingKeysWith: { a, _ in a })
+        if strict {
+            let unknown = Set(values.keys).subtracting(params.keys)
+            if !unknown.isEmpty { throw ModuleError("unknown parameter(s): \(unknown.sorted().prefix(5).joined(separator: ", "))") }
+            let missing = Set(params.keys).subtracting(values.keys)
+            if !missing.isEmpty { throw ModuleError("missing parameter(s): \(missing.sorted().prefix(5).joined(separator: ", "))") }
+        }
+        for (name, v) in values {
+            guard let p = params[name] else { continue }
+            guard p.shape == v.shape else { throw ModuleError("parameter \(name): expected shape \(p.shape), got \(v.shape)") }
+            let src = v.float32()
+            p.data.update(from: src.data, count: p.count)
+        }
+    }
+}
+
+/// Mirror children including superclasses' stored properties.
+extension Mirror {
+    var allChildren: [Mirror.Child] {
+        var out = Array(children)
+        var m = superclassMirror
+        while let s = m { out.append(contentsOf: s.children); m = s.superclassMirror }
+        return out
+    }
+}
+
+public struct ModuleError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Makes a trainable parameter counted as weights in the ledger.
+public func parameter(_ t: Tensor, name: String = "") -> Tensor {
+    t.storage.retag(.weights)
+    t.requiresGrad = true
+    t.name = name
+    return t
+}

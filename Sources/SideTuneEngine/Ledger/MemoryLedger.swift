@@ -92,41 +92,56 @@ public final class MemoryLedger: Sendable {
         }
     }
 
-    // MARK: category scope
+    // MARK: scopes
 
     /// The category new tensors are tagged with on this thread. Op outputs are activations by
     /// default; backward runs under `.gradients`, optimizers under `.optimizer`.
-    public static var currentCategory: MemoryCategory {
-        CategoryStack.top
-    }
+    public static var currentCategory: MemoryCategory { ThreadState.current.categories.last ?? .activations }
 
     /// Runs `body` with new allocations on this thread tagged `category`.
     public static func withCategory<R>(_ category: MemoryCategory, _ body: () throws -> R) rethrows -> R {
-        CategoryStack.push(category)
-        defer { CategoryStack.pop() }
+        let state = ThreadState.current
+        state.categories.append(category)
+        defer { state.categories.removeLast() }
         return try body()
     }
+
+    /// The ledger allocations on this thread are counted in (`shared` unless a scope says otherwise).
+    public static var current: MemoryLedger { ThreadState.current.ledger ?? .shared }
+
+    /// Counts allocations made on this thread inside `body` in `ledger` instead of the shared one:
+    /// a measurement that other threads (parallel tests, say) cannot disturb. Bytes are returned to
+    /// the ledger they were counted in, whenever they are freed.
+    public static func withLedger<R>(_ ledger: MemoryLedger, _ body: () throws -> R) rethrows -> R {
+        let state = ThreadState.current
+        let saved = state.ledger
+        state.ledger = ledger
+        defer { state.ledger = saved }
+        return try body()
+    }
+
+    public init() {}
 }
 
-/// Per-thread stack of allocation categories (thread-local so worker threads never disturb the
-/// caller's scope).
-enum CategoryStack {
-    final class Box { var stack: [MemoryCategory] = [] }
-    nonisolated(unsafe) static var key: pthread_key_t = {
+/// Per-thread engine state: allocation category stack, ledger scope, autograd switch. Thread-local
+/// so that worker threads and parallel tests never see each other's scopes.
+final class ThreadState {
+    var categories: [MemoryCategory] = []
+    var ledger: MemoryLedger?
+    var gradEnabled = true
+
+    nonisolated(unsafe) static let key: pthread_key_t = {
         var k = pthread_key_t()
-        pthread_key_create(&k) { ptr in if let ptr { Unmanaged<Box>.fromOpaque(ptr).release() } }
+        pthread_key_create(&k) { ptr in if let ptr { Unmanaged<ThreadState>.fromOpaque(ptr).release() } }
         return k
     }()
 
-    static var box: Box {
-        if let p = pthread_getspecific(key) { return Unmanaged<Box>.fromOpaque(p).takeUnretainedValue() }
-        let b = Box()
-        pthread_setspecific(key, Unmanaged.passRetained(b).toOpaque())
-        return b
+    static var current: ThreadState {
+        if let p = pthread_getspecific(key) { return Unmanaged<ThreadState>.fromOpaque(p).takeUnretainedValue() }
+        let s = ThreadState()
+        pthread_setspecific(key, Unmanaged.passRetained(s).toOpaque())
+        return s
     }
-    static var top: MemoryCategory { box.stack.last ?? .activations }
-    static func push(_ c: MemoryCategory) { box.stack.append(c) }
-    static func pop() { box.stack.removeLast() }
 }
 
 /// A point-in-time view of the ledger with the process's resident memory beside it.

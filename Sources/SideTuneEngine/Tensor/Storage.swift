@@ -7,6 +7,7 @@ public final class TensorStorage: @unchecked Sendable {
     public let byteCount: Int
     public let dtype: DType
     public private(set) var category: MemoryCategory
+    let ledger: MemoryLedger
     /// Non-nil when the bytes belong to someone else (e.g. a mapped file): not freed here.
     let owner: AnyObject?
 
@@ -22,7 +23,8 @@ public final class TensorStorage: @unchecked Sendable {
         self.dtype = dtype
         self.category = category
         owner = nil
-        MemoryLedger.shared.didAllocate(byteCount, category)
+        ledger = MemoryLedger.current
+        ledger.didAllocate(byteCount, category)
     }
 
     /// Wraps bytes owned by `owner` (zero-copy). Counted in the ledger while alive.
@@ -33,17 +35,18 @@ public final class TensorStorage: @unchecked Sendable {
         self.dtype = dtype
         self.category = category
         self.owner = owner
-        MemoryLedger.shared.didAllocate(byteCount, category)
+        ledger = MemoryLedger.current
+        ledger.didAllocate(byteCount, category)
     }
 
     deinit {
-        MemoryLedger.shared.didFree(byteCount, category)
+        ledger.didFree(byteCount, category)
         if owner == nil { free(raw) }
     }
 
     /// Changes the ledger category of these bytes (e.g. a parameter created as an activation).
     public func retag(_ newCategory: MemoryCategory) {
-        MemoryLedger.shared.move(byteCount, from: category, to: newCategory)
+        ledger.move(byteCount, from: category, to: newCategory)
         category = newCategory
     }
 
@@ -54,15 +57,16 @@ public final class TensorStorage: @unchecked Sendable {
 public final class Workspace {
     public let raw: UnsafeMutableRawPointer
     public let byteCount: Int
+    let ledger = MemoryLedger.current
     public init(floats: Int) {
         byteCount = floats * 4
         var p: UnsafeMutableRawPointer?
         guard posix_memalign(&p, 64, max(byteCount, 64)) == 0, let p else { fatalError("SideTune: out of memory (workspace)") }
         raw = p
-        MemoryLedger.shared.didAllocate(byteCount, .workspace)
+        ledger.didAllocate(byteCount, .workspace)
     }
     deinit {
-        MemoryLedger.shared.didFree(byteCount, .workspace)
+        ledger.didFree(byteCount, .workspace)
         free(raw)
     }
     @inline(__always) public var floats: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }

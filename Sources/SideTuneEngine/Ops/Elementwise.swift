@@ -1,0 +1,234 @@
+import Foundation
+
+// Elementwise ops with NumPy broadcasting. Each op: forward kernel, then its derivative rule.
+// Gradients of broadcast inputs are summed back to the input's shape (`sumToShape`), in one place.
+
+/// The broadcast shape of two shapes (NumPy rules), or a precondition failure naming both.
+public func broadcastShape(_ a: [Int], _ b: [Int]) -> [Int] {
+    let r = max(a.count, b.count)
+    var out = [Int](repeating: 0, count: r)
+    for i in 0..<r {
+        let da = i < r - a.count ? 1 : a[i - (r - a.count)]
+        let db = i < r - b.count ? 1 : b[i - (r - b.count)]
+        precondition(da == db || da == 1 || db == 1, "shapes \(a) and \(b) do not broadcast")
+        out[i] = max(da, db)
+    }
+    return out
+}
+
+enum BinaryKind { case add, sub, mul, div }
+
+/// Computes out = a (op) b with broadcasting. Fast paths: equal shapes, scalar b, b broadcast over
+/// leading axes (bias rows); otherwise a strided loop with a vectorised last axis.
+func broadcastBinary(_ a: Tensor, _ b: Tensor, _ kind: BinaryKind) -> Tensor {
+    let shape = broadcastShape(a.shape, b.shape)
+    let out = Tensor(shape: shape)
+    let n = out.count
+    let pa = a.data, pb = b.data, po = out.data
+    @inline(__always) func f(_ x: V16, _ y: V16) -> V16 {
+        switch kind { case .add: x + y; case .sub: x - y; case .mul: x * y; case .div: x / y }
+    }
+    @inline(__always) func fs(_ x: Float, _ y: Float) -> Float {
+        switch kind { case .add: x + y; case .sub: x - y; case .mul: x * y; case .div: x / y }
+    }
+    if a.shape == b.shape {
+        switch kind {
+        case .add: mapBinary(n, pa, pb, po) { $0 + $1 }
+        case .sub: mapBinary(n, pa, pb, po) { $0 - $1 }
+        case .mul: mapBinary(n, pa, pb, po) { $0 * $1 }
+        case .div: mapBinary(n, pa, pb, po) { $0 / $1 }
+        }
+        return out
+    }
+    if a.count == n && b.count == 1 {
+        let s = V16(repeating: pb[0])
+        switch kind {
+        case .add: mapUnary(n, pa, po) { $0 + s }
+        case .sub: mapUnary(n, pa, po) { $0 - s }
+        case .mul: mapUnary(n, pa, po) { $0 * s }
+        case .div: mapUnary(n, pa, po) { $0 / s }
+        }
+        return out
+    }
+    if a.count == n && b.count > 0 && b.rank <= a.rank && Array(a.shape.suffix(b.rank)) == b.shape {
+        // b repeats over rows of a: [rows, cols] (op) [cols].
+        let cols = b.count, rows = n / cols
+        ThreadPool.shared.parallelChunks(rows, minChunk: max(1, (1 << 15) / max(cols, 1))) { r in
+            for row in r {
+                let x = pa + row * cols, o = po + row * cols
+                var j = 0
+                while j + 16 <= cols { storeV(o + j, f(loadV(x + j), loadV(pb + j))); j += 16 }
+                while j < cols { o[j] = fs(x[j], pb[j]); j += 1 }
+            }
+        }
+        return out
+    }
+    // General strided path.
+    let r = shape.count
+    let sa = broadcastStrides(a.shape, to: shape), sb = broadcastStrides(b.shape, to: shape)
+    let last = r == 0 ? 1 : shape[r - 1]
+    let outer = last == 0 ? 0 : n / last
+    let la = r == 0 ? 0 : sa[r - 1], lb = r == 0 ? 0 : sb[r - 1]
+    var idx = [Int](repeating: 0, count: max(r - 1, 0))
+    var oa = 0, ob = 0
+    for o in 0..<outer {
+        let dst = po + o * last
+        if la == 1 && lb == 1 {
+            for j in 0..<last { dst[j] = fs(pa[oa + j], pb[ob + j]) }
+        } else {
+            for j in 0..<last { dst[j] = fs(pa[oa + j * la], pb[ob + j * lb]) }
+        }
+        // Advance the multi-index over the leading axes.
+        var d = r - 2
+        while d >= 0 {
+            idx[d] += 1; oa += sa[d]; ob += sb[d]
+            if idx[d] < shape[d] { break }
+            oa -= sa[d] * shape[d]; ob -= sb[d] * shape[d]; idx[d] = 0
+            d -= 1
+        }
+    }
+    return out
+}
+
+/// Element strides of `shape` viewed as broadcast to `target` (0 on broadcast axes).
+func broadcastStrides(_ shape: [Int], to target: [Int]) -> [Int] {
+    let r = target.count, off = r - shape.count
+    var strides = [Int](repeating: 0, count: r)
+    var s = 1
+    for i in stride(from: shape.count - 1, through: 0, by: -1) {
+        strides[i + off] = shape[i] == 1 ? 0 : s
+        s *= shape[i]
+    }
+    return strides
+}
+
+/// Sums `g` over the axes that broadcasting added or stretched, giving a tensor of `shape`.
+public func sumToShape(_ g: Tensor, _ shape: [Int]) -> Tensor {
+    if g.shape == shape { return g }
+    let r = g.rank, off = r - shape.count
+    var axes: [Int] = Array(0..<off)
+    for i in 0..<shape.count where shape[i] == 1 && g.shape[i + off] != 1 { axes.append(i + off) }
+    let s = noGrad { g.sum(axes: axes, keepDims: true) }
+    return s.reshaped(shape)
+}
+
+extension Tensor {
+    public static func + (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastBinary(a, b, .add)
+        return record(out, "add", [a, b]) { g in
+            [a.requiresGrad ? sumToShape(g, a.shape) : nil, b.requiresGrad ? sumToShape(g, b.shape) : nil]
+        }
+    }
+
+    public static func - (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastBinary(a, b, .sub)
+        return record(out, "sub", [a, b]) { g in
+            [a.requiresGrad ? sumToShape(g, a.shape) : nil, b.requiresGrad ? sumToShape(-g, b.shape) : nil]
+        }
+    }
+
+    public static func * (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastBinary(a, b, .mul)
+        return record(out, "mul", [a, b]) { g in
+            [a.requiresGrad ? sumToShape(g * b, a.shape) : nil, b.requiresGrad ? sumToShape(g * a, b.shape) : nil]
+        }
+    }
+
+    public static func / (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastBinary(a, b, .div)
+        let y = out.detach() // never capture `out` itself: its node would own it (a cycle)
+        return record(out, "div", [a, b]) { g in
+            let ga = a.requiresGrad ? sumToShape(g / b, a.shape) : nil
+            // d(a/b)/db = -a / b^2 = -out / b
+            let gb = b.requiresGrad ? sumToShape(-(g * y / b), b.shape) : nil
+            return [ga, gb]
+        }
+    }
+
+    public static prefix func - (a: Tensor) -> Tensor { a * -1 }
+
+    public static func + (a: Tensor, s: Float) -> Tensor { a.affine(scale: 1, shift: s) }
+    public static func - (a: Tensor, s: Float) -> Tensor { a.affine(scale: 1, shift: -s) }
+    public static func * (a: Tensor, s: Float) -> Tensor { a.affine(scale: s, shift: 0) }
+    public static func / (a: Tensor, s: Float) -> Tensor { a.affine(scale: 1 / s, shift: 0) }
+    public static func * (s: Float, a: Tensor) -> Tensor { a.affine(scale: s, shift: 0) }
+    public static func + (s: Float, a: Tensor) -> Tensor { a.affine(scale: 1, shift: s) }
+    public static func - (s: Float, a: Tensor) -> Tensor { a.affine(scale: -1, shift: s) }
+
+    /// scale * x + shift.
+    public func affine(scale: Float, shift: Float) -> Tensor {
+        let out = Tensor(shape: shape)
+        let vs = V16(repeating: scale), vb = V16(repeating: shift)
+        mapUnary(count, data, out.data) { $0 * vs + vb }
+        return record(out, "affine", [self]) { g in [g.affine(scale: scale, shift: 0)] }
+    }
+
+    /// Elementwise op with a derivative that is a function of (x, y): grad_x = g * d(x, y).
+    func unary(_ op: String, _ f: (V16) -> V16, derivative: @escaping (V16, V16) -> V16) -> Tensor {
+        let out = Tensor(shape: shape)
+        mapUnary(count, data, out.data, f)
+        let y = out.detach() // the output's bytes without its node (capturing `out` would be a cycle)
+        return record(out, op, [self]) { [self] g in
+            let x = self
+            let d = Tensor(shape: x.shape)
+            let px = x.data, py = y.data, pg = g.data, pd = d.data
+            parallelElementwise(x.count) { lo, hi in
+                var i = lo
+                while i + 16 <= hi { storeV(pd + i, loadV(pg + i) * derivative(loadV(px + i), loadV(py + i))); i += 16 }
+                if i < hi {
+                    var vx = V16(), vy = V16(), vg = V16()
+                    for j in 0..<(hi - i) { vx[j] = px[i + j]; vy[j] = py[i + j]; vg[j] = pg[i + j] }
+                    let r = vg * derivative(vx, vy)
+                    for j in 0..<(hi - i) { pd[i + j] = r[j] }
+                }
+            }
+            return [d]
+        }
+    }
+
+    public func exp() -> Tensor { unary("exp", { vexp($0) }, derivative: { _, y in y }) }
+
+    public func log() -> Tensor {
+        let out = Tensor(shape: shape)
+        for i in 0..<count { out.data[i] = Foundation.log(data[i]) }
+        return record(out, "log", [self]) { [self] g in [g / self.detach()] }
+    }
+
+    public func sqrt() -> Tensor { unary("sqrt", { $0.squareRoot() }, derivative: { _, y in 0.5 / y }) }
+    public func tanh() -> Tensor { unary("tanh", { vtanh($0) }, derivative: { _, y in 1 - y * y }) }
+    public func sigmoid() -> Tensor { unary("sigmoid", { vsigmoid($0) }, derivative: { _, y in y * (1 - y) }) }
+    public func relu() -> Tensor {
+        unary("relu", { $0.replacing(with: 0, where: $0 .< 0) }, derivative: { x, _ in V16(repeating: 1).replacing(with: 0, where: x .<= 0) })
+    }
+    public func square() -> Tensor { unary("square", { $0 * $0 }, derivative: { x, _ in 2 * x }) }
+
+    /// SiLU (swish): x * sigmoid(x).
+    public func silu() -> Tensor {
+        unary("silu", { $0 * vsigmoid($0) }, derivative: { x, _ in
+            let s = vsigmoid(x)
+            return s * (1 + x * (1 - s))
+        })
+    }
+
+    /// GELU, exact form: 0.5 x (1 + erf(x / sqrt 2)) (BERT's "gelu").
+    public func gelu() -> Tensor {
+        unary("gelu", { x in 0.5 * x * (1 + verf(x * 0.707_106_78)) }, derivative: { x, _ in
+            0.5 * (1 + verf(x * 0.707_106_78)) + x * 0.398_942_28 * vexp(-0.5 * x * x)
+        })
+    }
+
+    /// GELU, tanh approximation (GPT-2's "gelu_new").
+    public func geluTanh() -> Tensor {
+        let c: Float = 0.797_884_56, k: Float = 0.044715
+        return unary("gelu_tanh", { (x: V16) -> V16 in
+            let inner: V16 = c * (x + k * x * x * x)
+            return 0.5 * x * (1 + vtanh(inner))
+        }, derivative: { (x: V16, _: V16) -> V16 in
+            let x2: V16 = x * x
+            let t: V16 = vtanh(c * (x + k * x2 * x))
+            let dInner: V16 = c * (1 + 3 * k * x2)
+            let left: V16 = 0.5 * (1 + t)
+            return left + 0.5 * x * (1 - t * t) * dInner
+        })
+    }
+}

@@ -1,0 +1,114 @@
+/// Matrix products with autograd. Transposes are flags handled by the GEMM's packing, so
+/// backward never materialises a transposed copy:
+///   C = op(A) op(B):  dA = dC op(B)^T (or its transpose), dB = op(A)^T dC (or its transpose).
+extension Tensor {
+    /// [..., M, K] x [K, N] -> [..., M, N] (leading axes of `self` are flattened into M), or a
+    /// batched product when `other` has the same leading axes: [..., M, K] x [..., K, N].
+    public func matmul(_ other: Tensor, transposeSelf: Bool = false, transposeOther: Bool = false) -> Tensor {
+        Tensor.matmul(self, other, transposeA: transposeSelf, transposeB: transposeOther)
+    }
+
+    public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+        precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank >= 2, got \(a.shape) and \(b.shape)")
+        if b.rank == 2 && !(transposeA && a.rank > 2) {
+            return linearProduct(a, b, transposeA: transposeA, transposeB: transposeB)
+        }
+        return batchedProduct(a, b, transposeA: transposeA, transposeB: transposeB)
+    }
+
+    /// a [..., M, K] (flattened to rows) times a 2-D b.
+    static func linearProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> Tensor {
+        let rowsA = a.shape[a.rank - 2], colsA = a.shape[a.rank - 1]
+        let lead = a.count / max(rowsA * colsA, 1)
+        let m = transposeA ? colsA : lead * rowsA, k = transposeA ? rowsA : colsA
+        let (kb, n) = transposeB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+        precondition(k == kb, "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") x \(b.shape)\(transposeB ? "ᵀ" : "")")
+        let outShape = transposeA ? [m, n] : Array(a.shape.dropLast()) + [n]
+        let out = Tensor(shape: outShape)
+        let bb = b.dtype == .float32 ? b : b.float32()
+        gemm(GEMMShape(m: m, n: n, k: k, transA: transposeA, transB: transposeB), a.data, lda: colsA,
+             bb.data, ldb: b.shape[1], out.data, ldc: n)
+        return record(out, "matmul", [a, b]) { g in
+            var ga: Tensor?, gb: Tensor?
+            if a.requiresGrad {
+                // op(A) = G op(B)^T; if A was transposed, A = (G op(B)^T)^T = op(B) G^T.
+                ga = Tensor(shape: a.shape)
+                if !transposeA {
+                    gemm(GEMMShape(m: m, n: k, k: n, transA: false, transB: !transposeB), g.data, lda: n,
+                         bb.data, ldb: b.shape[1], ga!.data, ldc: k)
+                } else {
+                    gemm(GEMMShape(m: k, n: m, k: n, transA: transposeB, transB: true), bb.data, lda: b.shape[1],
+                         g.data, ldb: n, ga!.data, ldc: m)
+                }
+            }
+            if b.requiresGrad {
+                // op(B) = op(A)^T G; if B was transposed, B = G^T op(A).
+                gb = Tensor(shape: b.shape)
+                if !transposeB {
+                    gemm(GEMMShape(m: k, n: n, k: m, transA: !transposeA, transB: false), a.data, lda: colsA,
+                         g.data, ldb: n, gb!.data, ldc: n)
+                } else {
+                    gemm(GEMMShape(m: n, n: k, k: m, transA: true, transB: transposeA), g.data, lda: n,
+                         a.data, ldb: colsA, gb!.data, ldc: k)
+                }
+            }
+            return [ga, gb]
+        }
+    }
+
+    /// [B..., M, K] x [B..., K, N] with identical leading axes; each product single-threaded and
+    /// the batch spread over the pool (attention's many small products).
+    static func batchedProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> Tensor {
+        precondition(a.rank == b.rank && a.shape.dropLast(2) == b.shape.dropLast(2),
+                     "batched matmul needs equal leading axes: \(a.shape) x \(b.shape)")
+        let r = a.rank
+        let (ra, ca, rb, cb) = (a.shape[r - 2], a.shape[r - 1], b.shape[r - 2], b.shape[r - 1])
+        let (m, k) = transposeA ? (ca, ra) : (ra, ca)
+        let (kb, n) = transposeB ? (cb, rb) : (rb, cb)
+        precondition(k == kb, "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") x \(b.shape)\(transposeB ? "ᵀ" : "")")
+        let batch = a.count / max(ra * ca, 1)
+        let out = Tensor(shape: Array(a.shape.dropLast(2)) + [m, n])
+        batchedGEMM(batch, GEMMShape(m: m, n: n, k: k, transA: transposeA, transB: transposeB),
+                    a.data, ra * ca, ca, b.data, rb * cb, cb, out.data, m * n, n)
+        return record(out, "bmm", [a, b]) { g in
+            var ga: Tensor?, gb: Tensor?
+            if a.requiresGrad {
+                ga = Tensor(shape: a.shape)
+                if !transposeA {
+                    batchedGEMM(batch, GEMMShape(m: m, n: k, k: n, transA: false, transB: !transposeB),
+                                g.data, m * n, n, b.data, rb * cb, cb, ga!.data, ra * ca, ca)
+                } else {
+                    batchedGEMM(batch, GEMMShape(m: k, n: m, k: n, transA: transposeB, transB: true),
+                                b.data, rb * cb, cb, g.data, m * n, n, ga!.data, ra * ca, ca)
+                }
+            }
+            if b.requiresGrad {
+                gb = Tensor(shape: b.shape)
+                if !transposeB {
+                    batchedGEMM(batch, GEMMShape(m: k, n: n, k: m, transA: !transposeA, transB: false),
+                                a.data, ra * ca, ca, g.data, m * n, n, gb!.data, rb * cb, cb)
+                } else {
+                    batchedGEMM(batch, GEMMShape(m: n, n: k, k: m, transA: true, transB: transposeA),
+                                g.data, m * n, n, a.data, ra * ca, ca, gb!.data, rb * cb, cb)
+                }
+            }
+            return [ga, gb]
+        }
+    }
+}
+
+/// `batch` independent GEMMs with fixed element strides between matrices.
+public func batchedGEMM(_ batch: Int, _ s: GEMMShape, _ a: UnsafePointer<Float>, _ strideA: Int, _ lda: Int,
+                        _ b: UnsafePointer<Float>, _ strideB: Int, _ ldb: Int,
+                        _ c: UnsafeMutablePointer<Float>, _ strideC: Int, _ ldc: Int, accumulate: Bool = false) {
+    if batch == 1 {
+        gemm(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate)
+        return
+    }
+    ThreadPool.shared.parallelChunks(batch) { r in
+        for i in r {
+            gemm(s, a + i * strideA, lda: lda, b + i * strideB, ldb: ldb, c + i * strideC, ldc: ldc,
+                 accumulate: accumulate, singleThreaded: true)
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import SideTuneEngine
+import Testing
+
+/// Every differentiable op against finite differences.
+@Suite struct GradientTests {
+    @Test func elementwiseBroadcast() {
+        let a = randomTensor([3, 4, 5], seed: 1), b = randomTensor([4, 1], seed: 2)
+        gradCheck("add", [a, b]) { $0[0] + $0[1] }
+        gradCheck("sub", [a, b]) { $0[0] - $0[1] }
+        gradCheck("mul", [a, b]) { $0[0] * $0[1] }
+        let c = randomTensor([5], seed: 3)
+        gradCheck("mul rows", [a, c]) { $0[0] * $0[1] }
+        let pos = (randomTensor([4, 1], seed: 4) * 0.3) + 2
+        gradCheck("div", [a, pos]) { $0[0] / $0[1] }
+        gradCheck("scalar ops", [a]) { (($0[0] * 3) + 1) / 2 - 0.5 }
+        gradCheck("neg", [a]) { -$0[0] }
+        let s = randomTensor([1, 1, 5], seed: 5)
+        gradCheck("broadcast both", [randomTensor([3, 1, 1], seed: 6), s]) { $0[0] * $0[1] }
+    }
+
+    @Test func unary() {
+        let a = randomTensor([2, 37], seed: 7)
+        gradCheck("exp", [a]) { $0[0].exp() }
+        gradCheck("tanh", [a]) { $0[0].tanh() }
+        gradCheck("sigmoid", [a]) { $0[0].sigmoid() }
+        gradCheck("gelu", [a]) { $0[0].gelu() }
+        gradCheck("gelu_tanh", [a]) { $0[0].geluTanh() }
+        gradCheck("silu", [a]) { $0[0].silu() }
+        gradCheck("square", [a]) { $0[0].square() }
+        let pos = a * a + 0.5
+        gradCheck("log", [pos.detach()]) { $0[0].log() }
+        gradCheck("sqrt", [pos.detach()]) { $0[0].sqrt() }
+        // ReLU: keep inputs away from the kink at 0.
+        let away = a + Tensor(a.toArray().map { $0 >= 0 ? 0.1 : -0.1 }, shape: a.shape)
+        gradCheck("relu", [away.detach()]) { $0[0].relu() }
+    }
+
+    @Test func reductions() {
+        let a = randomTensor([3, 4, 5], seed: 8)
+        gradCheck("sum all", [a]) { $0[0].sum() }
+        gradCheck("sum axis 1", [a]) { $0[0].sum(axes: [1]) }
+        gradCheck("sum axes 0,2 keep", [a]) { $0[0].sum(axes: [0, 2], keepDims: true) }
+        gradCheck("mean last", [a]) { $0[0].mean(axes: [-1]) }
+    }
+
+    @Test func shapes() {
+        let a = randomTensor([2, 3, 4], seed: 9)
+        gradCheck("reshape", [a]) { $0[0].reshaped([6, 4]) * $0[0].reshaped([6, 4]) }
+        gradCheck("transpose", [a]) { $0[0].transposed(0, 2) }
+        gradCheck("permute", [a]) { $0[0].permuted([1, 2, 0]) }
+        gradCheck("slice", [a]) { $0[0].slice(axis: 1, 1, 3) }
+        gradCheck("split", [a]) { x in
+            let parts = x[0].split(axis: 2, sizes: [1, 3])
+            return parts[0] * parts[1].sum(axes: [2], keepDims: true)
+        }
+        let b = randomTensor([2, 2, 4], seed: 10)
+        gradCheck("concat", [a, b]) { Tensor.concat([$0[0], $0[1]], axis: 1) }
+    }
+
+    @Test func matmulAllModes() {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let a = randomTensor(ta ? [5, 3] : [3, 5], seed: 11), b = randomTensor(tb ? [4, 5] : [5, 4], seed: 12)
+            gradCheck("matmul \(ta) \(tb)", [a, b]) { Tensor.matmul($0[0], $0[1], transposeA: ta, transposeB: tb) }
+            let qa = randomTensor(ta ? [2, 5, 3] : [2, 3, 5], seed: 13), qb = randomTensor(tb ? [2, 4, 5] : [2, 5, 4], seed: 14)
+            gradCheck("bmm \(ta) \(tb)", [qa, qb]) { Tensor.matmul($0[0], $0[1], transposeA: ta, transposeB: tb) }
+        }
+        let x = randomTensor([2, 3, 5], seed: 15), w = randomTensor([4, 5], seed: 16)
+        gradCheck("linear 3-D", [x, w]) { $0[0].matmul($0[1], transposeOther: true) }
+    }
+
+    @Test func softmaxFamily() {
+        let a = randomTensor([3, 7], seed: 17)
+        gradCheck("softmax", [a]) { $0[0].softmax() }
+        gradCheck("softmax temperature", [a]) { $0[0].softmax(temperature: 0.5) }
+        let mask = Tensor([0, 0, -Float.infinity, 0, 0, -Float.infinity, 0], shape: [7])
+        gradCheck("softmax masked", [a]) { $0[0].softmax(mask: mask) }
+        gradCheck("log_softmax", [a]) { $0[0].logSoftmax() }
+        gradCheck("cross_entropy", [a]) { $0[0].crossEntropy(targets: [1, -100, 6]) }
+        gradCheck("cross_entropy smoothing", [a]) { $0[0].crossEntropy(targets: [1, 0, 6], labelSmoothing: 0.1) }
+    }
+
+    @Test func norms() {
+        let x = randomTensor([4, 6], seed: 18), w = randomTensor([6], seed: 19) + 1, b = randomTensor([6], seed: 20)
+        gradCheck("layer_norm", [x, w, b]) { $0[0].layerNorm(weight: $0[1], bias: $0[2]) }
+        gradCheck("layer_norm plain", [x]) { $0[0].layerNorm(weight: nil, bias: nil) }
+        gradCheck("rms_norm", [x, w]) { $0[0].rmsNorm(weight: $0[1]) }
+    }
+
+    @Test func embeddingAndDropout() {
+        let table = randomTensor([5, 3], seed: 21)
+        gradCheck("embedding (repeated ids)", [table]) { $0[0].embedding([1, 4, 1, 0], shape: [2, 2]) }
+        let x = randomTensor([4, 8], seed: 22)
+        gradCheck("dropout", [x]) { $0[0].dropout(0.3, seed: 5) }
+        let y = x.dropout(0.5, seed: 5).toArray()
+        #expect(y.filter { $0 == 0 }.count > 4 && y.filter { $0 == 0 }.count < 28, "dropout keeps about half")
+        #expect(x.dropout(0.5, seed: 5).toArray() == y, "same seed, same mask")
+    }
+
+    @Test func attention() {
+        let q = randomTensor([2, 2, 5, 4], seed: 23), k = randomTensor([2, 2, 6, 4], seed: 24), v = randomTensor([2, 2, 6, 3], seed: 25)
+        let pad = AttentionMask(keyPadding: [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1])
+        gradCheck("attention reference", [q, k, v]) { Tensor.attentionReference($0[0], $0[1], $0[2], mask: pad) }
+        gradCheck("attention blocked", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: pad) }
+        let causal = AttentionMask(causal: true)
+        gradCheck("attention blocked causal", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: causal) }
+    }
+}

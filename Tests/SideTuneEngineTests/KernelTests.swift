@@ -1,0 +1,108 @@
+import Foundation
+import SideTuneEngine
+import Testing
+
+@Suite struct GEMMTests {
+    static let sizes = [1, 7, 33, 257]
+
+    /// Fast GEMM against the plain triple loop, every transpose mode, awkward sizes, both kernels.
+    @Test(arguments: [GEMMKernel.avx2, GEMMKernel.avx512])
+    func matchesReference(kernel: GEMMKernel) {
+        var rng = SplitMix64(seed: 3)
+        var shapes: [(Int, Int, Int)] = []
+        for m in Self.sizes { for n in Self.sizes { for k in Self.sizes where m * n * k <= 257 * 257 * 33 { shapes.append((m, n, k)) } } }
+        shapes += [(300, 65, 513), (12, 32, 256), (169, 17, 600)]
+        for (m, n, k) in shapes {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = (0..<(m * k)).map { _ in rng.nextFloat() - 0.5 }, b = (0..<(k * n)).map { _ in rng.nextFloat() - 0.5 }
+                var fast = [Float](repeating: 7, count: m * n), ref = fast
+                let s = GEMMShape(m: m, n: n, k: k, transA: ta, transB: tb)
+                let lda = ta ? m : k, ldb = tb ? k : n
+                gemm(s, a, lda: lda, b, ldb: ldb, &fast, ldc: n, accumulate: true, kernel: kernel)
+                gemmReference(s, a, lda: lda, b, ldb: ldb, &ref, ldc: n, accumulate: true)
+                var worst: Float = 0
+                for i in 0..<(m * n) { worst = max(worst, abs(fast[i] - ref[i]) / (1e-4 + 1e-4 * abs(ref[i]))) }
+                #expect(worst <= 1, "\(kernel.name) \(m)x\(n)x\(k) \(ta ? "T" : "N")\(tb ? "T" : "N"): off by \(worst)x the tolerance")
+            }
+        }
+    }
+
+    /// One and two threads give bit-identical results (static work split, same summation order).
+    @Test func threadsAgree() {
+        let pool = ThreadPool(threads: 2)
+        var rng = SplitMix64(seed: 4)
+        let (m, n, k) = (331, 290, 515)
+        let a = (0..<(m * k)).map { _ in rng.nextFloat() - 0.5 }, b = (0..<(k * n)).map { _ in rng.nextFloat() - 0.5 }
+        var one = [Float](repeating: 0, count: m * n), two = one
+        pool.activeThreads = 1
+        gemm(GEMMShape(m: m, n: n, k: k), a, lda: k, b, ldb: n, &one, ldc: n, pool: pool)
+        pool.activeThreads = 2
+        gemm(GEMMShape(m: m, n: n, k: k), a, lda: k, b, ldb: n, &two, ldc: n, pool: pool)
+        #expect(one == two)
+    }
+}
+
+@Suite struct VectorMathTests {
+    @Test func transcendentalsMatchLibm() {
+        var worstExp: Float = 0, worstErf: Float = 0, worstTanh: Float = 0
+        var x: Float = -20
+        while x < 20 {
+            let v = V16(repeating: x)
+            worstExp = max(worstExp, abs(vexp(v)[0] - Foundation.exp(x)) / Foundation.exp(x))
+            worstErf = max(worstErf, abs(verf(v)[0] - Foundation.erf(x)))
+            worstTanh = max(worstTanh, abs(vtanh(v)[0] - Foundation.tanh(x)))
+            x += 0.01
+        }
+        #expect(worstExp < 1e-6, "exp relative error \(worstExp)")
+        #expect(worstErf < 1e-6, "erf absolute error \(worstErf)")
+        #expect(worstTanh < 1e-6, "tanh absolute error \(worstTanh)")
+    }
+}
+
+@Suite struct AttentionTests {
+    /// The blocked path equals the reference on sizes that cross its 64-query blocks.
+    @Test func blockedMatchesReference() {
+        let q = randomTensor([2, 3, 70, 16], seed: 1), k = randomTensor([2, 3, 70, 16], seed: 2), v = randomTensor([2, 3, 70, 16], seed: 3)
+        var pad = [Float](repeating: 1, count: 140)
+        for j in 60..<70 { pad[j] = 0 }
+        for mask in [AttentionMask.none, AttentionMask(keyPadding: pad), AttentionMask(keyPadding: pad, causal: true)] {
+            for t in [q, k, v] { t.requiresGrad = true; t.zeroGrad() }
+            let r = randomTensor([2, 3, 70, 16], seed: 4)
+            let ref = Tensor.attentionReference(q, k, v, mask: mask)
+            (ref * r).sum().backward()
+            let refGrads = [q, k, v].map { $0.grad!.copy() }
+            for t in [q, k, v] { t.zeroGrad() }
+            let fast = Tensor.attention(q, k, v, mask: mask)
+            (fast * r).sum().backward()
+            #expect(maxAbsDiff(ref, fast) < 1e-5)
+            for (g, t) in zip(refGrads, [q, k, v]) { #expect(maxAbsDiff(g, t.grad!) < 1e-4) }
+        }
+    }
+}
+
+@Suite struct StorageTests {
+    @Test func halfPrecisionRoundTrip() {
+        let x = randomTensor([1000], seed: 5)
+        for dt in [DType.float16, .bfloat16] {
+            let back = x.converted(to: dt).float32()
+            var worst: Float = 0
+            for i in 0..<x.count { worst = max(worst, abs(back.data[i] - x.data[i]) / max(abs(x.data[i]), 1e-3)) }
+            #expect(worst <= (dt == .bfloat16 ? 1.0 / 256 : 1.0 / 2048), "\(dt) relative error \(worst)")
+        }
+        #expect(bfloat16Bits(1.0) == 0x3F80)
+        #expect(floatFromBFloat16(0xC000) == -2)
+        #expect(bfloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80, "ties round to even")
+        #expect(bfloat16Bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82, "ties round to even")
+    }
+
+    @Test func blockQuantisationRoundTrip() {
+        let x = randomTensor([4, 64], seed: 6)
+        for (dt, tol) in [(DType.q8_0, Float(0.01)), (.q4_0, 0.2), (.q4_1, 0.15)] {
+            let q = x.converted(to: dt)
+            #expect(q.storage.byteCount == 8 * dt.bytesPerBlock)
+            let back = q.float32()
+            let err = maxAbsDiff(back, x)
+            #expect(err < tol * 3, "\(dt) max error \(err)")
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import SideTuneEngine
+import Testing
+
+/// The ledger is a product feature: what it says must be true. Each test counts in its own ledger
+/// so parallel tests cannot disturb it.
+@Suite struct LedgerTests {
+    func mlp(_ x: Tensor, _ w1: Tensor, _ w2: Tensor) -> Tensor {
+        x.matmul(w1).gelu().matmul(w2)
+    }
+
+    @Test func noGradForwardKeepsNothing() {
+        let ledger = MemoryLedger()
+        MemoryLedger.withLedger(ledger) {
+            let w1 = randomTensor([32, 64], seed: 1), w2 = randomTensor([64, 8], seed: 2)
+            w1.storage.retag(.weights); w2.storage.retag(.weights)
+            w1.requiresGrad = true; w2.requiresGrad = true
+            let x = randomTensor([16, 32], seed: 3)
+            x.storage.retag(.weights)
+            do {
+                let y = noGrad { mlp(x, w1, w2) }
+                #expect(ledger.current(.activations) == y.count * 4, "only the output is alive")
+                #expect(Autograd.graphSize(y) == 0)
+            }
+            #expect(ledger.current(.activations) == 0)
+            #expect(ledger.current(.gradients) == 0)
+            #expect(ledger.peak(.activations) >= 16 * 64 * 4, "the hidden layer was counted while alive")
+        }
+    }
+
+    @Test func backwardAndStepFreeActivations() {
+        let ledger = MemoryLedger()
+        MemoryLedger.withLedger(ledger) {
+            let w1 = randomTensor([32, 64], seed: 1), w2 = randomTensor([64, 8], seed: 2)
+            for w in [w1, w2] { w.storage.retag(.weights); w.requiresGrad = true }
+            let x = randomTensor([16, 32], seed: 3)
+            do {
+                let loss = mlp(x, w1, w2).crossEntropy(targets: (0..<16).map { Int32($0 % 8) })
+                #expect(ledger.current(.activations) > 16 * 64 * 4, "forward keeps activations for backward")
+                loss.backward()
+                #expect(Autograd.graphSize(loss) == 0, "backward frees the graph")
+            }
+            // Plain SGD step on the gradients.
+            for w in [w1, w2] { let g = w.grad!; for i in 0..<w.count { w.data[i] -= 0.1 * g.data[i] } }
+            #expect(ledger.current(.activations) == x.count * 4, "only the input remains an activation")
+            #expect(ledger.current(.gradients) == (w1.count + w2.count) * 4, "exactly the two weight gradients")
+            w1.zeroGrad(); w2.zeroGrad()
+            #expect(ledger.current(.gradients) == 0)
+        }
+    }
+
+    @Test func totalsMatchAllocationsAndFrees() {
+        let ledger = MemoryLedger()
+        MemoryLedger.withLedger(ledger) {
+            var live: [Tensor] = []
+            var expected = 0
+            for i in 1...20 {
+                let t = MemoryLedger.withCategory(i % 2 == 0 ? .cache : .workspace) { Tensor.zeros([i, 3]) }
+                live.append(t)
+                expected += i * 3 * 4
+            }
+            #expect(ledger.currentTotal == expected)
+            #expect(ledger.current(.cache) + ledger.current(.workspace) == expected)
+            #expect(ledger.counts.allocations == 20)
+            live.removeAll()
+            #expect(ledger.currentTotal == 0)
+            #expect(ledger.counts.frees == 20)
+            #expect(ledger.peakTotal == expected)
+            let report = ledger.snapshot().report()
+            #expect(report.contains("cache") && report.contains("process RSS"))
+        }
+    }
+}

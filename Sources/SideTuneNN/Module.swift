@@ -70,13 +70,13 @@ open class Module {
     public var parameterCount: Int { parameters().reduce(0) { $0 + $1.count } }
     public var trainableParameterCount: Int { trainableParameters().reduce(0) { $0 + $1.1.count } }
 
-    /// Copies values into parameters by name. Unknown names, missing names (when `strict`) and
-    /// shape mismatches are errors naming the tensor.
+    /// Copies values into parameters by name. Unknown names and shape mismatches are errors naming
+    /// the tensor; missing names too when `strict` (non-strict loads a subset, e.g. an adapter).
     public func load(_ values: [String: Tensor], strict: Bool = true) throws {
         let params = Dictionary(namedParameters(), uniquingKeysWith: { a, _ in a })
+        let unknown = Set(values.keys).subtracting(params.keys)
+        if !unknown.isEmpty { throw ModuleError("unknown parameter(s): \(unknown.sorted().prefix(5).joined(separator: ", "))") }
         if strict {
-            let unknown = Set(values.keys).subtracting(params.keys)
-            if !unknown.isEmpty { throw ModuleError("unknown parameter(s): \(unknown.sorted().prefix(5).joined(separator: ", "))") }
             let missing = Set(params.keys).subtracting(values.keys)
             if !missing.isEmpty { throw ModuleError("missing parameter(s): \(missing.sorted().prefix(5).joined(separator: ", "))") }
         }

@@ -12,6 +12,28 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
     /// Uniform in [0, 1) with 24 bits.
     @inline(__always) public mutating func nextFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
+    /// Uniform in 0..<bound without modulo bias (Lemire's multiply-shift with rejection).
+    /// Written out rather than using the stdlib's `Int.random(in:using:)`, whose algorithm is
+    /// not guaranteed to stay the same across Swift versions.
+    public mutating func nextInt(below bound: Int) -> Int {
+        precondition(bound > 0, "nextInt(below:) needs a positive bound, got \(bound)")
+        let b = UInt64(bound)
+        var m = next().multipliedFullWidth(by: b)
+        if m.low < b {
+            let threshold = (0 &- b) % b
+            while m.low < threshold { m = next().multipliedFullWidth(by: b) }
+        }
+        return Int(m.high)
+    }
+
+    /// Fisher-Yates shuffle driven by `nextInt(below:)`.
+    public mutating func shuffle<T>(_ array: inout [T]) {
+        guard array.count > 1 else { return }
+        for i in stride(from: array.count - 1, to: 0, by: -1) {
+            array.swapAt(i, nextInt(below: i + 1))
+        }
+    }
+
     /// Standard normal (Box-Muller).
     public mutating func nextNormal() -> Float {
         let u1 = max(Double(next() >> 11) * 0x1p-53, 1e-300), u2 = Double(next() >> 11) * 0x1p-53

@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         // Layer 1: tensors, kernels, autograd tape, memory ledger, quantisation.
@@ -24,6 +25,11 @@ let package = Package(
         // Layer 3: tokenizers and data sets.
         .target(name: "SideTuneTokenizers", swiftSettings: fast),
         .target(name: "SideTuneData", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        // Layer 3: model formats and named assets.
+        .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        .target(name: "SideTuneAssets", dependencies: [
+            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ], swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
             "SideTuneEngine", "SideTuneNN",
@@ -35,6 +41,10 @@ let package = Package(
         .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers"], exclude: ["Goldens"],
                     swiftSettings: fast),
         .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine"], swiftSettings: fast),
+        .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"], swiftSettings: fast),
+        .testTarget(name: "SideTuneAssetsTests", dependencies: [
+            "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ], swiftSettings: fast),
         .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
     ]
 )

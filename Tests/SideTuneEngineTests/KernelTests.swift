@@ -89,10 +89,10 @@ import Testing
             for i in 0..<x.count { worst = max(worst, abs(back.data[i] - x.data[i]) / max(abs(x.data[i]), 1e-3)) }
             #expect(worst <= (dt == .bfloat16 ? 1.0 / 256 : 1.0 / 2048), "\(dt) relative error \(worst)")
         }
-        #expect(bfloat16Bits(1.0) == 0x3F80)
-        #expect(floatFromBFloat16(0xC000) == -2)
-        #expect(bfloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80, "ties round to even")
-        #expect(bfloat16Bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82, "ties round to even")
+        #expect(floatToBFloat16Bits(1.0) == 0x3F80)
+        #expect(bfloat16BitsToFloat(0xC000) == -2)
+        #expect(floatToBFloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80, "ties round to even")
+        #expect(floatToBFloat16Bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82, "ties round to even")
     }
 
     @Test func blockQuantisationRoundTrip() {

@@ -9,14 +9,14 @@ public func dequantize(_ src: UnsafeRawPointer, dtype: DType, count: Int, into d
     case .q8_0:
         for b in 0..<blocks {
             let p = src + b * 34
-            let d = floatFromFloat16(p.loadUnaligned(as: UInt16.self))
+            let d = float16BitsToFloat(p.loadUnaligned(as: UInt16.self))
             let q = (p + 2).assumingMemoryBound(to: Int8.self)
             for j in 0..<32 { dst[b * 32 + j] = Float(q[j]) * d }
         }
     case .q4_0:
         for b in 0..<blocks {
             let p = src + b * 18
-            let d = floatFromFloat16(p.loadUnaligned(as: UInt16.self))
+            let d = float16BitsToFloat(p.loadUnaligned(as: UInt16.self))
             let q = (p + 2).assumingMemoryBound(to: UInt8.self)
             for j in 0..<16 {
                 dst[b * 32 + j] = Float(Int(q[j] & 0x0F) - 8) * d
@@ -26,8 +26,8 @@ public func dequantize(_ src: UnsafeRawPointer, dtype: DType, count: Int, into d
     case .q4_1:
         for b in 0..<blocks {
             let p = src + b * 20
-            let d = floatFromFloat16(p.loadUnaligned(as: UInt16.self))
-            let m = floatFromFloat16((p + 2).loadUnaligned(as: UInt16.self))
+            let d = float16BitsToFloat(p.loadUnaligned(as: UInt16.self))
+            let m = float16BitsToFloat((p + 2).loadUnaligned(as: UInt16.self))
             let q = (p + 4).assumingMemoryBound(to: UInt8.self)
             for j in 0..<16 {
                 dst[b * 32 + j] = Float(q[j] & 0x0F) * d + m
@@ -54,7 +54,7 @@ public func quantize(_ src: UnsafePointer<Float>, to dtype: DType, count: Int, i
             let d = amax / 127
             let id: Float = d != 0 ? 1 / d : 0
             let p = dst + b * 34
-            p.storeBytes(of: float16Bits(d), as: UInt16.self)
+            p.storeBytes(of: floatToFloat16Bits(d), as: UInt16.self)
             let q = (p + 2).assumingMemoryBound(to: Int8.self)
             for j in 0..<32 { q[j] = Int8((x[j] * id).rounded(.toNearestOrAwayFromZero)) }
         }
@@ -66,7 +66,7 @@ public func quantize(_ src: UnsafePointer<Float>, to dtype: DType, count: Int, i
             let d = maxv / -8
             let id: Float = d != 0 ? 1 / d : 0
             let p = dst + b * 18
-            p.storeBytes(of: float16Bits(d), as: UInt16.self)
+            p.storeBytes(of: floatToFloat16Bits(d), as: UInt16.self)
             let q = (p + 2).assumingMemoryBound(to: UInt8.self)
             for j in 0..<16 {
                 let lo = UInt8(min(15, Int8(x[j] * id + 8.5)))
@@ -82,8 +82,8 @@ public func quantize(_ src: UnsafePointer<Float>, to dtype: DType, count: Int, i
             let d = (hi - lo) / 15
             let id: Float = d != 0 ? 1 / d : 0
             let p = dst + b * 20
-            p.storeBytes(of: float16Bits(d), as: UInt16.self)
-            (p + 2).storeBytes(of: float16Bits(lo), as: UInt16.self)
+            p.storeBytes(of: floatToFloat16Bits(d), as: UInt16.self)
+            (p + 2).storeBytes(of: floatToFloat16Bits(lo), as: UInt16.self)
             let q = (p + 4).assumingMemoryBound(to: UInt8.self)
             for j in 0..<16 {
                 let a = UInt8(min(15, Int8((x[j] - lo) * id + 0.5)))

@@ -19,7 +19,8 @@ let package = Package(
     ],
     targets: [
         // Layer 1: tensors, kernels, autograd tape, memory ledger, quantisation.
-        .target(name: "SideTuneEngine", swiftSettings: fast),
+        .target(name: "CSideTuneKernels", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
+        .target(name: "SideTuneEngine", dependencies: ["CSideTuneKernels"], swiftSettings: fast),
         // Layer 2: modules, layers, optimizers, schedules.
         .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: tokenizers and data sets.

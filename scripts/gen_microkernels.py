@@ -11,6 +11,9 @@ def kernel(mr, nv):
     a(f"func microKernel{mr}x{nv*16}(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,")
     a("                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {")
     a("    typealias V = SIMD16<Float>")
+    a("    // Ask for the C tile now; it is read and written after the k loop.")
+    for i in range(mr):
+        a(f"    sidetune_prefetch_write(c + {i} * ldc); sidetune_prefetch_write(c + {i} * ldc + {nv*16-1})")
     for i in range(mr):
         a("    var " + ", ".join(f"c{i}_{j} = V()" for j in range(nv)))
     a("    var pa = a, pb = UnsafeRawPointer(b)")
@@ -33,7 +36,9 @@ def kernel(mr, nv):
     a("}")
     return "\n".join(out)
 
-HEADER = """// Register-blocked GEMM micro-kernels over packed panels (written out by scripts/gen_microkernels.py).
+HEADER = """import CSideTuneKernels
+
+// Register-blocked GEMM micro-kernels over packed panels (written out by scripts/gen_microkernels.py).
 // 6x16 fits AVX2's 16 ymm registers: 12 accumulators, 2 for B, 1 broadcast.
 // 12x32 fits AVX-512's 32 zmm registers: 24 accumulators, 2 for B, 1 broadcast.
 // Per k step each reads one packed row of B (NR floats) and MR packed values of A.

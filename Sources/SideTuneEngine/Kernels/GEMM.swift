@@ -43,7 +43,15 @@ public struct GEMMKernel: Sendable {
     public static let avx512 = GEMMKernel(name: "12x32", mr: 12, nr: 32, mc: 96, kc: 256, nc: 2048, run: microKernel12x32)
     /// The kernel for this machine. The build uses -march=native, so the CPU's flags say what the
     /// compiler could use.
-    public static let native: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : .avx2
+    public static let native: GEMMKernel = {
+        var k: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : .avx2
+        // SIDETUNE_GEMM_BLOCKING=mc,kc,nc overrides the cache blocking (for tuning on a new CPU).
+        if let s = ProcessInfo.processInfo.environment["SIDETUNE_GEMM_BLOCKING"] {
+            let v = s.split(separator: ",").compactMap { Int($0) }
+            if v.count == 3, v[0] % k.mr == 0, v[2] % k.nr == 0, v.allSatisfy({ $0 > 0 }) { (k.mc, k.kc, k.nc) = (v[0], v[1], v[2]) }
+        }
+        return k
+    }()
 }
 
 /// The fast GEMM. Threads: `pool.activeThreads`. Small problems run on the calling thread.
@@ -60,49 +68,72 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
         gemvRow(s, a, b, ldb: ldb, c, accumulate: accumulate)
         return
     }
-    let nr = kernel.nr, mc = kernel.mc, kc0 = kernel.kc, nc0 = kernel.nc
+    let mr = kernel.mr, nr = kernel.nr, mc = kernel.mc, kc0 = kernel.kc, nc0 = kernel.nc
     let threads = singleThreaded ? 1 : (2 * m * n * k < 1 << 21 ? 1 : pool.activeThreads)
     let ncMax = min(nc0, roundUp(n, nr))
     let kcMax = min(kc0, k)
-    let packedB = Workspace(floats: kcMax * ncMax)
-    let mBlocks = (m + mc - 1) / mc
-    // Split N too when there are few row blocks, so every thread gets work.
-    let nPanelsMax = ncMax / nr
-    let nGroups = threads > 1 && mBlocks < 2 * threads ? min(nPanelsMax, max(1, (2 * threads + mBlocks - 1) / mBlocks)) : 1
-    let tasks = mBlocks * nGroups
-    let packedA = Workspace(floats: threads * mc * kcMax) // one A block per thread
-    var jc = 0
-    while jc < n {
-        let nc = min(ncMax, n - jc)
-        let nPanels = (nc + nr - 1) / nr
-        var pc = 0
-        while pc < k {
-            let kc = min(kcMax, k - pc)
-            let acc = accumulate || pc > 0
-            // Pack B[pc..<pc+kc, jc..<jc+nc] into nr-wide panels (in parallel by panel).
-            let packB = { (panel: Int) in
-                packBPanel(s.transB, b, ldb, pc, kc, jc + panel * nr, min(nr, nc - panel * nr), nr, packedB.floats + panel * kc * nr)
-            }
-            if threads > 1 { pool.parallelFor(nPanels, packB) } else { for p in 0..<nPanels { packB(p) } }
-            // Static round-robin of (row block, panel group) tasks: thread t owns A buffer t.
-            let runThread = { (t: Int) in
-                let pa = packedA.floats + t * mc * kcMax
-                var task = t
-                while task < tasks {
-                    let mb = task / nGroups, g = task % nGroups
-                    let ic = mb * mc, mcur = min(mc, m - ic)
-                    let p0 = nPanels * g / nGroups, p1 = nPanels * (g + 1) / nGroups
-                    if p0 < p1 {
-                        packABlock(s.transA, a, lda, ic, mcur, pc, kc, kernel.mr, pa)
-                        macroKernel(kernel, pa, packedB.floats, mcur, nc, kc, p0, p1, c + ic * ldc + jc, ldc, acc)
-                    }
-                    task += threads
+    // Threads own rectangles of C: rows split into `tm` even bands (whole MR panels), B panels into
+    // `tn` groups, so no thread waits on another's leftover block.
+    let rowPanels = (m + mr - 1) / mr
+    let tm = threads == 1 ? 1 : (rowPanels >= threads * 4 || m >= n ? threads : 1)
+    let tn = threads / tm
+    PackingBuffers.with(floats: kcMax * ncMax + threads * mc * kcMax) { buffer in
+        let packedB = buffer, packedA = buffer + kcMax * ncMax
+        var jc = 0
+        while jc < n {
+            let nc = min(ncMax, n - jc)
+            let nPanels = (nc + nr - 1) / nr
+            var pc = 0
+            while pc < k {
+                let kc = min(kcMax, k - pc)
+                let acc = accumulate || pc > 0
+                // Pack B[pc..<pc+kc, jc..<jc+nc] into nr-wide panels (in parallel by panel).
+                let packB = { (panel: Int) in
+                    packBPanel(s.transB, b, ldb, pc, kc, jc + panel * nr, min(nr, nc - panel * nr), nr, packedB + panel * kc * nr)
                 }
+                if threads > 1 { pool.parallelFor(nPanels, packB) } else { for p in 0..<nPanels { packB(p) } }
+                let runThread = { (t: Int) in
+                    let pa = packedA + t * mc * kcMax
+                    let bandIndex = t / tn, group = t % tn
+                    let r0 = rowPanels * bandIndex / tm * mr, r1 = min(m, rowPanels * (bandIndex + 1) / tm * mr)
+                    let p0 = nPanels * group / tn, p1 = nPanels * (group + 1) / tn
+                    if p0 >= p1 { return }
+                    var ic = r0
+                    while ic < r1 {
+                        let mcur = min(mc, r1 - ic)
+                        packABlock(s.transA, a, lda, ic, mcur, pc, kc, mr, pa)
+                        macroKernel(kernel, pa, packedB, mcur, nc, kc, p0, p1, c + ic * ldc + jc, ldc, acc)
+                        ic += mcur
+                    }
+                }
+                if threads > 1 { pool.parallelFor(tm * tn, runThread) } else { runThread(0) }
+                pc += kc
             }
-            if threads > 1 { pool.parallelFor(threads, runThread) } else { runThread(0) }
-            pc += kc
+            jc += nc
         }
-        jc += nc
+    }
+}
+
+/// Packing buffers reused across GEMM calls (allocating megabytes per call would page-fault every
+/// time). Counted as workspace in the shared ledger for as long as they are cached.
+enum PackingBuffers {
+    nonisolated(unsafe) static var free: [Workspace] = []
+    static let lock = NSLock()
+
+    static func with<R>(floats: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+        lock.lock()
+        let index = free.firstIndex { $0.byteCount >= floats * 4 }
+        let ws = index.map { free.remove(at: $0) }
+        lock.unlock()
+        let buffer = ws ?? MemoryLedger.withLedger(.shared) { Workspace(floats: floats) }
+        defer {
+            lock.lock()
+            free.append(buffer)
+            // Keep at most a few buffers: one per concurrent caller is enough.
+            if free.count > 4 { free.sort { $0.byteCount > $1.byteCount }; free.removeLast() }
+            lock.unlock()
+        }
+        return body(buffer.floats)
     }
 }
 

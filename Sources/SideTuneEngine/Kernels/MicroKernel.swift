@@ -1,3 +1,5 @@
+import CSideTuneKernels
+
 // Register-blocked GEMM micro-kernels over packed panels (written out by scripts/gen_microkernels.py).
 // 6x16 fits AVX2's 16 ymm registers: 12 accumulators, 2 for B, 1 broadcast.
 // 12x32 fits AVX-512's 32 zmm registers: 24 accumulators, 2 for B, 1 broadcast.
@@ -6,6 +8,13 @@
 func microKernel6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
     typealias V = SIMD16<Float>
+    // Ask for the C tile now; it is read and written after the k loop.
+    sidetune_prefetch_write(c + 0 * ldc); sidetune_prefetch_write(c + 0 * ldc + 15)
+    sidetune_prefetch_write(c + 1 * ldc); sidetune_prefetch_write(c + 1 * ldc + 15)
+    sidetune_prefetch_write(c + 2 * ldc); sidetune_prefetch_write(c + 2 * ldc + 15)
+    sidetune_prefetch_write(c + 3 * ldc); sidetune_prefetch_write(c + 3 * ldc + 15)
+    sidetune_prefetch_write(c + 4 * ldc); sidetune_prefetch_write(c + 4 * ldc + 15)
+    sidetune_prefetch_write(c + 5 * ldc); sidetune_prefetch_write(c + 5 * ldc + 15)
     var c0_0 = V()
     var c1_0 = V()
     var c2_0 = V()
@@ -44,6 +53,19 @@ func microKernel6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Fl
 func microKernel12x32(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
     typealias V = SIMD16<Float>
+    // Ask for the C tile now; it is read and written after the k loop.
+    sidetune_prefetch_write(c + 0 * ldc); sidetune_prefetch_write(c + 0 * ldc + 31)
+    sidetune_prefetch_write(c + 1 * ldc); sidetune_prefetch_write(c + 1 * ldc + 31)
+    sidetune_prefetch_write(c + 2 * ldc); sidetune_prefetch_write(c + 2 * ldc + 31)
+    sidetune_prefetch_write(c + 3 * ldc); sidetune_prefetch_write(c + 3 * ldc + 31)
+    sidetune_prefetch_write(c + 4 * ldc); sidetune_prefetch_write(c + 4 * ldc + 31)
+    sidetune_prefetch_write(c + 5 * ldc); sidetune_prefetch_write(c + 5 * ldc + 31)
+    sidetune_prefetch_write(c + 6 * ldc); sidetune_prefetch_write(c + 6 * ldc + 31)
+    sidetune_prefetch_write(c + 7 * ldc); sidetune_prefetch_write(c + 7 * ldc + 31)
+    sidetune_prefetch_write(c + 8 * ldc); sidetune_prefetch_write(c + 8 * ldc + 31)
+    sidetune_prefetch_write(c + 9 * ldc); sidetune_prefetch_write(c + 9 * ldc + 31)
+    sidetune_prefetch_write(c + 10 * ldc); sidetune_prefetch_write(c + 10 * ldc + 31)
+    sidetune_prefetch_write(c + 11 * ldc); sidetune_prefetch_write(c + 11 * ldc + 31)
     var c0_0 = V(), c0_1 = V()
     var c1_0 = V(), c1_1 = V()
     var c2_0 = V(), c2_1 = V()

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Times SideTune's GEMM and PyTorch's matmul on the same shapes in the same run, prints the ratio.
+
+Usage: python3 scripts/compare_gemm_torch.py [--binary .build/release/sidetune] [--threads 1,2]
+         [--shapes 1024x1024x1024,...] [--seconds 0.5] [--json OUT]
+Runs `sidetune bench gemm --json` first (it also measures the machine's FP32 peak), then PyTorch
+with torch.set_num_threads(t) on every (shape, threads) row, best of repeated runs for both.
+PyTorch is used only here, for comparison; SideTune never needs it.
+"""
+import argparse, json, subprocess, sys, time
+
+def time_torch(torch, m, n, k, trans_a, trans_b, threads, seconds):
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand((k, m) if trans_a else (m, k), generator=g) - 0.5
+    b = torch.rand((n, k) if trans_b else (k, n), generator=g) - 0.5
+    a = a.t() if trans_a else a
+    b = b.t() if trans_b else b
+    c = torch.empty(m, n)
+    torch.matmul(a, b, out=c)  # warm-up
+    best, total, runs = float("inf"), 0.0, 0
+    while total < seconds or runs < 3:
+        t0 = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        dt = time.perf_counter() - t0
+        best, total, runs = min(best, dt), total + dt, runs + 1
+    return best
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--binary", default=".build/release/sidetune")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--shapes", default=None)
+    p.add_argument("--seconds", default="0.5")
+    p.add_argument("--json", default=None, help="also write the combined rows here")
+    args = p.parse_args()
+    cmd = [args.binary, "bench", "gemm", "--json", "--threads", args.threads, "--seconds", args.seconds]
+    if args.shapes:
+        cmd += ["--shapes", args.shapes]
+    ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    import torch
+    print(f"cpu: {ours['cpu']} (family {ours.get('cpu_family')}); torch {torch.__version__}")
+    for t, peak in sorted(ours["peak_gflops"].items()):
+        print(f"FP32 peak, {t} thread(s): {peak:.1f} GFLOPS")
+    print(f"{'m':>6} {'n':>6} {'k':>6} op {'thr':>3} {'sidetune':>9} {'%peak':>6} {'torch':>8} {'%peak':>6} {'ratio':>6}")
+    rows = []
+    for r in ours["rows"]:
+        ta, tb = r.get("trans_a", False), r.get("trans_b", False)
+        tt = time_torch(torch, r["m"], r["n"], r["k"], ta, tb, r["threads"], float(args.seconds))
+        tg = 2.0 * r["m"] * r["n"] * r["k"] / tt / 1e9
+        peak = ours["peak_gflops"][str(r["threads"])]
+        op = ("T" if ta else "N") + ("T" if tb else "N")
+        ratio = r["gflops"] / tg
+        print(f"{r['m']:>6} {r['n']:>6} {r['k']:>6} {op} {r['threads']:>3} {r['gflops']:>9.1f} {100*r['gflops']/peak:>5.1f}% "
+              f"{tg:>8.1f} {100*tg/peak:>5.1f}% {ratio:>5.2f}x")
+        rows.append(dict(r, torch_gflops=tg, ratio=ratio))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(ours, rows=rows, torch=torch.__version__), f, indent=1)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -91,6 +91,15 @@ public enum GEMMBenchmark {
                                  100 * gf / (peaks[String(t)] ?? .nan)))
             }
         }
+        // Measure the peak again at the end and keep the higher figure: these VMs have noisy
+        // neighbours, and a low peak would flatter the fractions.
+        for t in threadCounts {
+            let again = PeakFLOPS.measure(threads: t, pool: pool)
+            if again > peaks[String(t)]! {
+                peaks[String(t)] = again
+                progress?(String(format: "peak on %d thread(s) re-measured: %.1f GFLOPS", t, again))
+            }
+        }
         return Report(cpu: cpu.model, cpuFamily: cpu.family, peakGFLOPS: peaks, rows: rows)
     }
 }

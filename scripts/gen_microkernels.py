@@ -4,34 +4,36 @@
 The accumulators must be separate local variables for the compiler to keep them in registers,
 so the kernels are written out rather than looped. Run from the repository root."""
 
-def kernel(mr, nv):
+def kernel(mr, nv, lanes=16):
+    """MR rows x (nv * lanes) columns; accumulators are nv vectors of `lanes` floats per row."""
     out = []
     a = out.append
+    vb = lanes * 4  # bytes per vector
     a("@inline(__always)")
-    a(f"func microKernel{mr}x{nv*16}(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,")
+    a(f"func microKernel{mr}x{nv*lanes}(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,")
     a("                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {")
-    a("    typealias V = SIMD16<Float>")
+    a(f"    typealias V = SIMD{lanes}<Float>")
     a("    // Ask for the C tile now; it is read and written after the k loop.")
     for i in range(mr):
-        a(f"    sidetune_prefetch_write(c + {i} * ldc); sidetune_prefetch_write(c + {i} * ldc + {nv*16-1})")
+        a(f"    sidetune_prefetch_write(c + {i} * ldc); sidetune_prefetch_write(c + {i} * ldc + {nv*lanes-1})")
     for i in range(mr):
         a("    var " + ", ".join(f"c{i}_{j} = V()" for j in range(nv)))
     a("    var pa = a, pb = UnsafeRawPointer(b)")
     a("    for _ in 0..<kc {")
-    a("        " + "; ".join(f"let b{j} = pb.load(fromByteOffset: {64*j}, as: V.self)" for j in range(nv)))
+    a("        " + "; ".join(f"let b{j} = pb.load(fromByteOffset: {vb*j}, as: V.self)" for j in range(nv)))
     for i in range(mr):
         a(f"        do {{ let ai = V(repeating: pa[{i}]); " + "; ".join(f"c{i}_{j}.addProduct(ai, b{j})" for j in range(nv)) + " }")
-    a(f"        pa += {mr}; pb += {nv*64}")
+    a(f"        pa += {mr}; pb += {nv*vb}")
     a("    }")
     a("    if accumulate {")
     for i in range(mr):
         a(f"        do {{ let r = UnsafeMutableRawPointer(c + {i} * ldc); " + "; ".join(
-            f"r.storeBytes(of: r.loadUnaligned(fromByteOffset: {64*j}, as: V.self) + c{i}_{j}, toByteOffset: {64*j}, as: V.self)"
+            f"r.storeBytes(of: r.loadUnaligned(fromByteOffset: {vb*j}, as: V.self) + c{i}_{j}, toByteOffset: {vb*j}, as: V.self)"
             for j in range(nv)) + " }")
     a("    } else {")
     for i in range(mr):
         a(f"        do {{ let r = UnsafeMutableRawPointer(c + {i} * ldc); " + "; ".join(
-            f"r.storeBytes(of: c{i}_{j}, toByteOffset: {64*j}, as: V.self)" for j in range(nv)) + " }")
+            f"r.storeBytes(of: c{i}_{j}, toByteOffset: {vb*j}, as: V.self)" for j in range(nv)) + " }")
     a("    }")
     a("}")
     return "\n".join(out)
@@ -46,4 +48,4 @@ HEADER = """import CSideTuneKernels
 
 if __name__ == "__main__":
     with open("Sources/SideTuneEngine/Kernels/MicroKernel.swift", "w") as f:
-        f.write(HEADER + kernel(6, 1) + "\n\n" + kernel(12, 2) + "\n")
+        f.write(HEADER + kernel(6, 2, 8) + "\n\n" + kernel(4, 3, 8) + "\n\n" + kernel(12, 2) + "\n")

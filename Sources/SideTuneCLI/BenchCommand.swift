@@ -32,9 +32,17 @@ extension SideTuneCommand.Bench {
         @Option(help: "Minimum seconds spent timing each shape (best run is reported).")
         var seconds: Double = 0.5
 
+        @Flag(help: "Also time the micro-kernel alone on cache-resident panels (the ceiling for the full GEMM).")
+        var microKernel = false
+
         public init() {}
 
         public func run() throws {
+            if microKernel {
+                let k = GEMMKernel.native
+                print(String(format: "micro-kernel %@ alone: %.1f GFLOPS; FP32 peak 1 thread: %.1f GFLOPS", k.name,
+                             GEMMBenchmark.microKernelGFLOPS(kernel: k), PeakFLOPS.measure(threads: 1)))
+            }
             let threadCounts = try threads.split(separator: ",").map { s -> Int in
                 guard let t = Int(s), t >= 1 else { throw ValidationError("bad thread count '\(s)'") }
                 return min(t, ThreadPool.shared.maxThreads)

@@ -39,12 +39,15 @@ public struct GEMMKernel: Sendable {
 
     /// AVX2 (16 ymm): 6x16 tile; a 16 KiB B micro-panel stays in L1 while A streams from L2.
     public static let avx2 = GEMMKernel(name: "6x16", mr: 6, nr: 16, mc: 168, kc: 256, nc: 4080, run: microKernel6x16)
+    /// AVX2 alternative: 4x24 tile (3 B vectors, 4 broadcasts per k).
+    public static let avx2Wide = GEMMKernel(name: "4x24", mr: 4, nr: 24, mc: 168, kc: 256, nc: 4080, run: microKernel4x24)
     /// AVX-512 (32 zmm): 12x32 tile.
     public static let avx512 = GEMMKernel(name: "12x32", mr: 12, nr: 32, mc: 96, kc: 256, nc: 2048, run: microKernel12x32)
     /// The kernel for this machine. The build uses -march=native, so the CPU's flags say what the
     /// compiler could use.
     public static let native: GEMMKernel = {
         var k: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : .avx2
+        if ProcessInfo.processInfo.environment["SIDETUNE_GEMM_KERNEL"] == "4x24" { k = .avx2Wide }
         // SIDETUNE_GEMM_BLOCKING=mc,kc,nc overrides the cache blocking (for tuning on a new CPU).
         if let s = ProcessInfo.processInfo.environment["SIDETUNE_GEMM_BLOCKING"] {
             let v = s.split(separator: ",").compactMap { Int($0) }

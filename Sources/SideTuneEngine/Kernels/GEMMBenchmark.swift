@@ -104,6 +104,28 @@ public enum GEMMBenchmark {
     }
 }
 
+extension GEMMBenchmark {
+    /// GFLOPS of the micro-kernel alone on cache-resident packed panels (one thread): the ceiling
+    /// the full GEMM can reach; the gap to it is packing, edges and memory traffic.
+    public static func microKernelGFLOPS(kernel: GEMMKernel = .native, kc: Int = 256, panels: Int = 28, seconds: Double = 0.3) -> Double {
+        let a = Workspace(floats: panels * kernel.mr * kc), b = Workspace(floats: kc * kernel.nr)
+        let c = Workspace(floats: panels * kernel.mr * kernel.nr)
+        for i in 0..<(panels * kernel.mr * kc) { a.floats[i] = Float(i % 7) * 0.01 }
+        for i in 0..<(kc * kernel.nr) { b.floats[i] = Float(i % 5) * 0.01 }
+        var calls = 0
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var elapsed = 0.0
+        repeat {
+            for p in 0..<panels {
+                kernel.run(kc, a.floats + p * kernel.mr * kc, b.floats, c.floats + p * kernel.mr * kernel.nr, kernel.nr, true)
+            }
+            calls += panels
+            elapsed = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        } while elapsed < seconds
+        return Double(calls) * Double(2 * kernel.mr * kernel.nr * kc) / elapsed / 1e9
+    }
+}
+
 public struct BenchmarkError: Error, CustomStringConvertible {
     public var description: String
     public init(_ d: String) { description = d }

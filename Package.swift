@@ -31,6 +31,10 @@ let package = Package(
         .target(name: "SideTuneAssets", dependencies: [
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
+        // Layer 4: pretrained backbones (a file per model).
+        .target(name: "SideTuneBackbones", dependencies: [
+            "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
+        ], swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
             "SideTuneEngine", "SideTuneNN",
@@ -46,6 +50,9 @@ let package = Package(
         .testTarget(name: "SideTuneAssetsTests", dependencies: [
             "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
+        .testTarget(name: "SideTuneBackbonesTests", dependencies: [
+            "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
+        ], exclude: ["Goldens"], swiftSettings: fast),
         .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
     ]
 )

@@ -7,7 +7,9 @@ import Testing
     @Test func benchGEMMJSON() throws {
         var cmd = try SideTuneCommand.parseAsRoot(["bench", "gemm", "--json", "--shapes", "64x48x40", "--threads", "1", "--seconds", "0.01"])
         let output = try captureStandardOutput { try cmd.run() }
-        let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
+        // Other suites run in parallel and may print while fd 1 is redirected: take the JSON line.
+        let line = output.split(separator: "\n").last { $0.hasPrefix("{") }.map(String.init) ?? output
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
         #expect(object["cpu"] is String)
         let peaks = object["peak_gflops"] as! [String: Double]
         #expect((peaks["1"] ?? 0) > 1)

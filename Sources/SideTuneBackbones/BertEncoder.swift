@@ -1,0 +1,344 @@
+import Foundation
+import SideTuneEngine
+import SideTuneFormats
+import SideTuneNN
+import SideTuneTokenizers
+
+/// A BERT encoder (post-LN, absolute positions, GELU) built from a Hugging Face `config.json` and
+/// loaded from `model.safetensors`. Forward returns every tap: h_0 (after the embeddings) and
+/// h_1..h_L (after each layer), each [batch, seq, hidden].
+///
+/// Works under autograd (full fine-tuning) and inside `noGrad` (frozen backbone for side-tuning).
+
+// MARK: - Config
+
+/// The `config.json` fields a BERT encoder needs (snake_case keys as Hugging Face writes them).
+public struct BertConfig: Codable, Sendable, Equatable {
+    public var hiddenSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var intermediateSize: Int
+    public var hiddenAct: String
+    public var layerNormEps: Float
+    public var vocabSize: Int
+    public var maxPositionEmbeddings: Int
+    public var typeVocabSize: Int
+    public var positionEmbeddingType: String?
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case intermediateSize = "intermediate_size"
+        case hiddenAct = "hidden_act"
+        case layerNormEps = "layer_norm_eps"
+        case vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case typeVocabSize = "type_vocab_size"
+        case positionEmbeddingType = "position_embedding_type"
+    }
+
+    public init(hiddenSize: Int, numHiddenLayers: Int, numAttentionHeads: Int, intermediateSize: Int,
+                hiddenAct: String = "gelu", layerNormEps: Float = 1e-12, vocabSize: Int,
+                maxPositionEmbeddings: Int = 512, typeVocabSize: Int = 2) {
+        self.hiddenSize = hiddenSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.intermediateSize = intermediateSize
+        self.hiddenAct = hiddenAct
+        self.layerNormEps = layerNormEps
+        self.vocabSize = vocabSize
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.typeVocabSize = typeVocabSize
+        positionEmbeddingType = "absolute"
+    }
+
+    public static func load(_ url: URL) throws -> BertConfig {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw BertError("\(url.path): cannot read config: \(error.localizedDescription)")
+        }
+        let config: BertConfig
+        do { config = try JSONDecoder().decode(BertConfig.self, from: data) } catch let DecodingError.keyNotFound(key, _) {
+            throw BertError("\(url.path): missing key '\(key.stringValue)'")
+        } catch {
+            throw BertError("\(url.path): not a BERT config: \(error)")
+        }
+        try config.validate(file: url.path)
+        return config
+    }
+
+    /// Rejects what this encoder does not implement, naming the field.
+    public func validate(file: String = "config") throws {
+        guard hiddenSize > 0, numAttentionHeads > 0, hiddenSize % numAttentionHeads == 0 else {
+            throw BertError("\(file): hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
+        }
+        guard ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"].contains(hiddenAct) else {
+            throw BertError("\(file): hidden_act '\(hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
+        }
+        if let p = positionEmbeddingType, p != "absolute" {
+            throw BertError("\(file): position_embedding_type '\(p)' is not supported (absolute only)")
+        }
+    }
+
+    public var headDim: Int { hiddenSize / numAttentionHeads }
+}
+
+public struct BertError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+// MARK: - Modules
+
+/// word + position + token-type embeddings, then LayerNorm.
+public final class BertEmbeddings: Module {
+    public let wordEmbeddings: Embedding      // [vocab, d]
+    public let positionEmbeddings: Embedding  // [maxPositions, d]
+    public let tokenTypeEmbeddings: Embedding // [typeVocab, d]
+    public let layerNorm: LayerNorm
+
+    init(_ c: BertConfig) {
+        wordEmbeddings = Embedding(weight: parameter(.zeros([c.vocabSize, c.hiddenSize])))
+        positionEmbeddings = Embedding(weight: parameter(.zeros([c.maxPositionEmbeddings, c.hiddenSize])))
+        tokenTypeEmbeddings = Embedding(weight: parameter(.zeros([c.typeVocabSize, c.hiddenSize])))
+        layerNorm = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
+        super.init()
+    }
+
+    /// ids, typeIds: [batch * seq] -> [batch, seq, d].
+    public func callAsFunction(ids: [Int32], typeIds: [Int32], batch: Int, seq: Int) -> Tensor {
+        let words = wordEmbeddings(ids, shape: [batch, seq])                     // [B, T, d]
+        let positions = positionEmbeddings.weight.slice(axis: 0, 0, seq)        // [T, d], broadcast over B
+        let types = tokenTypeEmbeddings(typeIds, shape: [batch, seq])           // [B, T, d]
+        return layerNorm(words + positions + types)
+    }
+}
+
+/// Multi-head self-attention with its output projection (before the residual).
+public final class BertSelfAttention: Module {
+    public let query: Linear // [d, d]
+    public let key: Linear
+    public let value: Linear
+    public let output: Linear
+    let heads: Int
+
+    init(_ c: BertConfig) {
+        func linear(_ i: Int, _ o: Int) -> Linear { Linear(weight: parameter(.zeros([o, i])), bias: parameter(.zeros([o]))) }
+        query = linear(c.hiddenSize, c.hiddenSize)
+        key = linear(c.hiddenSize, c.hiddenSize)
+        value = linear(c.hiddenSize, c.hiddenSize)
+        output = linear(c.hiddenSize, c.hiddenSize)
+        heads = c.numAttentionHeads
+        super.init()
+    }
+
+    /// x [B, T, d] -> [B, T, d]; `keyPadding` is [B * T] of 1 (token) / 0 (padding).
+    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+        let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let hd = d / heads
+        func split(_ y: Tensor) -> Tensor { y.reshaped([b, t, heads, hd]).permuted([0, 2, 1, 3]) } // [B, H, T, hd]
+        let q = split(query(x)), k = split(key(x)), v = split(value(x))
+        let a = Tensor.attention(q, k, v, mask: AttentionMask(keyPadding: keyPadding), scale: 1 / Float(hd).squareRoot())
+        return output(a.permuted([0, 2, 1, 3]).reshaped([b, t, d]))
+    }
+}
+
+/// One post-LN encoder layer: x = LN(x + Attn(x)); x = LN(x + W2 act(W1 x)).
+public final class BertLayer: Module {
+    public let attention: BertSelfAttention
+    public let attentionNorm: LayerNorm
+    public let intermediate: Linear // [d_ff, d]
+    public let output: Linear       // [d, d_ff]
+    public let outputNorm: LayerNorm
+    let act: String
+
+    init(_ c: BertConfig) {
+        attention = BertSelfAttention(c)
+        attentionNorm = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
+        intermediate = Linear(weight: parameter(.zeros([c.intermediateSize, c.hiddenSize])), bias: parameter(.zeros([c.intermediateSize])))
+        output = Linear(weight: parameter(.zeros([c.hiddenSize, c.intermediateSize])), bias: parameter(.zeros([c.hiddenSize])))
+        outputNorm = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
+        act = c.hiddenAct
+        super.init()
+    }
+
+    func activation(_ x: Tensor) -> Tensor {
+        switch act {
+        case "gelu": return x.gelu()
+        case "relu": return x.relu()
+        default: return x.geluTanh() // gelu_new, gelu_pytorch_tanh
+        }
+    }
+
+    /// x [B, T, d] -> [B, T, d].
+    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+        let h = attentionNorm(x + attention(x, keyPadding: keyPadding))
+        return outputNorm(h + output(activation(intermediate(h))))
+    }
+}
+
+/// What the encoder returns: every tap.
+public struct BertOutput {
+    /// h_0 (embeddings) ... h_L (last layer), each [batch, seq, hidden].
+    public var hiddenStates: [Tensor]
+    public var last: Tensor { hiddenStates[hiddenStates.count - 1] }
+}
+
+public final class BertEncoder: Module {
+    public let embeddings: BertEmbeddings
+    public let layers: [BertLayer]
+    public let _config: BertConfig // `_`: not a parameter
+    public var config: BertConfig { _config }
+
+    public init(config: BertConfig) {
+        _config = config
+        embeddings = BertEmbeddings(config)
+        layers = (0..<config.numHiddenLayers).map { _ in BertLayer(config) }
+        super.init()
+    }
+
+    /// ids, typeIds, attentionMask: [batch * seq] row-major. Returns h_0...h_L.
+    public func callAsFunction(ids: [Int32], typeIds: [Int32]? = nil, attentionMask: [Int32], batch: Int, seq: Int) -> BertOutput {
+        precondition(ids.count == batch * seq && attentionMask.count == batch * seq,
+                     "BertEncoder: expected \(batch * seq) ids and mask values for [\(batch), \(seq)], got \(ids.count) and \(attentionMask.count)")
+        precondition(seq <= config.maxPositionEmbeddings, "BertEncoder: sequence length \(seq) > max_position_embeddings \(config.maxPositionEmbeddings)")
+        let types = typeIds ?? [Int32](repeating: 0, count: ids.count)
+        precondition(types.count == ids.count, "BertEncoder: \(types.count) type ids for \(ids.count) ids")
+        let keyPadding = attentionMask.map { $0 != 0 ? Float(1) : 0 }
+        var h = embeddings(ids: ids, typeIds: types, batch: batch, seq: seq)
+        var taps = [h]
+        taps.reserveCapacity(layers.count + 1)
+        for layer in layers {
+            h = layer(h, keyPadding: keyPadding)
+            taps.append(h)
+        }
+        return BertOutput(hiddenStates: taps)
+    }
+
+    public func callAsFunction(_ batch: BatchEncoding) -> BertOutput {
+        self(ids: batch.ids, typeIds: batch.typeIds, attentionMask: batch.attentionMask, batch: batch.batchSize, seq: batch.seqLength)
+    }
+
+    // MARK: Checkpoint names
+
+    /// The one key map: module parameter name -> Hugging Face checkpoint name (without the
+    /// `bert.` prefix that BertFor* checkpoints add; `load` accepts either).
+    public static func checkpointNames(layers: Int) -> [(module: String, checkpoint: String)] {
+        var map: [(String, String)] = [
+            ("embeddings.wordEmbeddings.weight", "embeddings.word_embeddings.weight"),
+            ("embeddings.positionEmbeddings.weight", "embeddings.position_embeddings.weight"),
+            ("embeddings.tokenTypeEmbeddings.weight", "embeddings.token_type_embeddings.weight"),
+            ("embeddings.layerNorm.weight", "embeddings.LayerNorm.weight"),
+            ("embeddings.layerNorm.bias", "embeddings.LayerNorm.bias"),
+        ]
+        let perLayer: [(String, String)] = [
+            ("attention.query", "attention.self.query"),
+            ("attention.key", "attention.self.key"),
+            ("attention.value", "attention.self.value"),
+            ("attention.output", "attention.output.dense"),
+            ("attentionNorm", "attention.output.LayerNorm"),
+            ("intermediate", "intermediate.dense"),
+            ("output", "output.dense"),
+            ("outputNorm", "output.LayerNorm"),
+        ]
+        for i in 0..<layers {
+            for (m, c) in perLayer {
+                for p in ["weight", "bias"] { map.append(("layers.\(i).\(m).\(p)", "encoder.layer.\(i).\(c).\(p)")) }
+            }
+        }
+        return map
+    }
+
+    /// Checkpoint tensors a BERT checkpoint may carry that the encoder does not use.
+    static func isIgnorable(_ name: String) -> Bool {
+        let n = name.hasPrefix("bert.") ? String(name.dropFirst(5)) : name
+        return n.hasPrefix("pooler.") || n == "embeddings.position_ids" || n.hasPrefix("cls.")
+    }
+
+    /// Copies the checkpoint's tensors into the parameters. Every parameter must be present with
+    /// its exact shape; errors name the tensor (checkpoint and module name) and both shapes.
+    /// Unknown tensors (other than a pooler, `position_ids` or an MLM head) are errors when `strict`.
+    public func load(weights file: SafetensorsFile, strict: Bool = true) throws {
+        let params = Dictionary(namedParameters(), uniquingKeysWith: { a, _ in a })
+        let map = Self.checkpointNames(layers: config.numHiddenLayers)
+        precondition(map.count == params.count, "key map has \(map.count) entries for \(params.count) parameters")
+        let prefix = file.contains("embeddings.word_embeddings.weight") ? "" : (file.contains("bert.embeddings.word_embeddings.weight") ? "bert." : "")
+        var missing: [String] = [], mismatched: [String] = []
+        for (m, c) in map {
+            let name = prefix + c
+            guard let p = params[m] else { preconditionFailure("key map names unknown parameter \(m)") }
+            guard file.contains(name) else { missing.append(name); continue }
+            let info = try file.info(name)
+            guard info.shape == p.shape else {
+                mismatched.append("\(name) (parameter \(m)): checkpoint shape \(info.shape), config expects \(p.shape)")
+                continue
+            }
+            guard info.dtype != nil || info.storageType == .f64 else {
+                mismatched.append("\(name): unsupported dtype \(info.storageType.rawValue)")
+                continue
+            }
+            try file.withFloat32(name) { src in p.data.update(from: src.baseAddress!, count: p.count) }
+        }
+        if !missing.isEmpty || !mismatched.isEmpty {
+            var lines: [String] = []
+            if !missing.isEmpty {
+                lines.append("missing \(missing.count) tensor(s): \(missing.prefix(8).joined(separator: ", "))\(missing.count > 8 ? ", ..." : "")")
+            }
+            lines.append(contentsOf: mismatched.prefix(8))
+            throw BertError("\(file.path): checkpoint does not match config (\(config.numHiddenLayers) layers, width \(config.hiddenSize)):\n  "
+                            + lines.joined(separator: "\n  "))
+        }
+        if strict {
+            let used = Set(map.map { prefix + $0.checkpoint })
+            let unknown = file.names.filter { !used.contains($0) && !Self.isIgnorable($0) }
+            if !unknown.isEmpty {
+                throw BertError("\(file.path): \(unknown.count) unexpected tensor(s): \(unknown.prefix(8).joined(separator: ", ")) (load with strict: false to ignore)")
+            }
+        }
+    }
+
+    /// Builds the encoder from a Hugging Face-style folder (config.json + model.safetensors).
+    /// Parameters are trainable; call `freeze()` for a frozen backbone.
+    public static func load(folder: URL, strict: Bool = true) throws -> BertEncoder {
+        let config = try BertConfig.load(folder.appendingPathComponent("config.json"))
+        let weightsURL = folder.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
+            throw BertError("\(folder.path): no model.safetensors")
+        }
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(path: weightsURL.path) } catch { throw BertError("\(error)") }
+        let encoder = MemoryLedger.withCategory(.weights) { BertEncoder(config: config) }
+        try encoder.load(weights: file, strict: strict)
+        return encoder
+    }
+}
+
+// MARK: - Pooling
+
+extension BertEncoder {
+    /// sentence-transformers' mean pooling: sum over tokens with mask 1 divided by
+    /// max(count, 1e-9), then optionally divided by max(L2 norm, 1e-12) (its `Normalize` module).
+    /// hidden [B, T, d] -> [B, d]. Differentiable.
+    public static func meanPool(_ hidden: Tensor, attentionMask: [Int32], normalize: Bool = false) -> Tensor {
+        let (b, t) = (hidden.shape[0], hidden.shape[1])
+        precondition(attentionMask.count == b * t, "meanPool: mask has \(attentionMask.count) values for [\(b), \(t)]")
+        let mask = Tensor(attentionMask.map { Float($0) }, shape: [b, t, 1])
+        var counts = [Float](repeating: 0, count: b)
+        for i in 0..<b { for j in 0..<t { counts[i] += attentionMask[i * t + j] != 0 ? 1 : 0 } }
+        let summed = (hidden * mask).sum(axes: [1], keepDims: false) // [B, d]
+        let pooled = summed / Tensor(counts.map { max($0, 1e-9) }, shape: [b, 1])
+        guard normalize else { return pooled }
+        let norm = (pooled * pooled).sum(axes: [1], keepDims: true).sqrt() // [B, 1]
+        return pooled / norm.clampedBelow(1e-12)
+    }
+}
+
+extension Tensor {
+    /// max(x, floor) elementwise with the gradient passing where x > floor (a norm guard).
+    func clampedBelow(_ floor: Float) -> Tensor {
+        let m = Tensor(toArray().map { $0 > floor ? 1 : 0 }, shape: shape)
+        let c = Tensor(toArray().map { $0 > floor ? 0 : floor }, shape: shape)
+        return self * m + c
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneFormats
+import SideTuneNN
+import Testing
+
+/// Tests that need no downloaded model: config parsing, the key map, loading errors, masking.
+@Suite struct BertEncoderTests {
+    static let tiny = BertConfig(hiddenSize: 8, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 16,
+                                 vocabSize: 11, maxPositionEmbeddings: 6, typeVocabSize: 2)
+
+    func tempDir() throws -> URL {
+        let u = FileManager.default.temporaryDirectory.appendingPathComponent("bert-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+        return u
+    }
+
+    /// Writes a checkpoint with HF names and random values for `config` (minus `drop`, with `reshape` overrides).
+    func writeCheckpoint(_ config: BertConfig, to folder: URL, drop: Set<String> = [], extra: [String: [Int]] = [:],
+                         reshape: [String: [Int]] = [:]) throws -> [String: [Float]] {
+        let model = BertEncoder(config: config)
+        let params = Dictionary(model.namedParameters(), uniquingKeysWith: { a, _ in a })
+        var w = SafetensorsWriter()
+        var rng = SplitMix64(seed: 3)
+        var values: [String: [Float]] = [:]
+        for (m, c) in BertEncoder.checkpointNames(layers: config.numHiddenLayers) where !drop.contains(c) {
+            let shape = reshape[c] ?? params[m]!.shape
+            let v = (0..<shape.reduce(1, *)).map { _ in rng.nextFloat() - 0.5 }
+            values[m] = v
+            try w.add(c, floats: v, shape: shape)
+        }
+        for (name, shape) in extra { try w.add(name, floats: [Float](repeating: 0, count: shape.reduce(1, *)), shape: shape) }
+        try w.write(to: folder.appendingPathComponent("model.safetensors").path)
+        let json = """
+            {"hidden_size": \(config.hiddenSize), "num_hidden_layers": \(config.numHiddenLayers),
+             "num_attention_heads": \(config.numAttentionHeads), "intermediate_size": \(config.intermediateSize),
+             "hidden_act": "gelu", "layer_norm_eps": 1e-12, "vocab_size": \(config.vocabSize),
+             "max_position_embeddings": \(config.maxPositionEmbeddings), "type_vocab_size": 2, "model_type": "bert", "position_embedding_type": "absolute"}
+            """
+        try json.write(to: folder.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        return values
+    }
+
+    @Test func keyMapCoversEveryParameterOnce() {
+        let model = BertEncoder(config: Self.tiny)
+        let names = model.namedParameters().map(\.0)
+        let map = BertEncoder.checkpointNames(layers: 2)
+        #expect(Set(map.map(\.module)) == Set(names))
+        #expect(Set(map.map(\.checkpoint)).count == names.count)
+        #expect(names.count == 5 + 2 * 16)
+        #expect(map.contains { $0 == ("layers.1.attentionNorm.weight", "encoder.layer.1.attention.output.LayerNorm.weight") })
+    }
+
+    @Test func loadsAFolderAndIgnoresPooler() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let values = try writeCheckpoint(Self.tiny, to: dir, extra: ["pooler.dense.weight": [8, 8], "pooler.dense.bias": [8]])
+        let model = try BertEncoder.load(folder: dir)
+        #expect(model.config == Self.tiny)
+        for (name, p) in model.namedParameters() { #expect(p.toArray() == values[name]!, "\(name) not loaded") }
+    }
+
+    @Test func missingAndMismatchedTensorsAreNamed() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try writeCheckpoint(Self.tiny, to: dir, drop: ["encoder.layer.1.output.dense.bias"],
+                                reshape: ["encoder.layer.0.intermediate.dense.weight": [16, 7]])
+        do {
+            _ = try BertEncoder.load(folder: dir)
+            Issue.record("load should fail")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("missing 1 tensor(s): encoder.layer.1.output.dense.bias"), "\(text)")
+            #expect(text.contains("encoder.layer.0.intermediate.dense.weight") && text.contains("[16, 7]") && text.contains("[16, 8]"), "\(text)")
+        }
+    }
+
+    @Test func unexpectedTensorsFailWhenStrict() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try writeCheckpoint(Self.tiny, to: dir, extra: ["encoder.layer.2.output.dense.bias": [8]])
+        #expect(throws: BertError.self) { _ = try BertEncoder.load(folder: dir) }
+        _ = try BertEncoder.load(folder: dir, strict: false)
+    }
+
+    @Test func badConfigIsNamed() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try #"{"hidden_size": 8, "num_hidden_layers": 1}"#.write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        do { _ = try BertConfig.load(dir.appendingPathComponent("config.json")); Issue.record("should fail") } catch {
+            #expect("\(error)".contains("missing key"), "\(error)")
+        }
+    }
+
+    /// Padding must not change the real tokens' outputs; the grad path equals the no-grad path.
+    @Test func paddingIsMaskedAndModesAgree() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try writeCheckpoint(Self.tiny, to: dir)
+        let model = try BertEncoder.load(folder: dir)
+        let short = model(ids: [1, 4, 5, 2], attentionMask: [1, 1, 1, 1], batch: 1, seq: 4)
+        let padded = noGrad { model(ids: [1, 4, 5, 2, 0, 0, 1, 7, 2, 0, 0, 0], attentionMask: [1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0], batch: 2, seq: 6) }
+        #expect(short.hiddenStates.count == 3 && padded.last.shape == [2, 6, 8])
+        for (a, b) in zip(short.hiddenStates, padded.hiddenStates) {
+            let x = a.toArray(), y = Array(b.toArray()[0..<32])
+            #expect(zip(x, y).allSatisfy { abs($0 - $1) < 1e-5 })
+        }
+        #expect(short.last.requiresGrad && !padded.last.requiresGrad)
+        let pooled = noGrad { BertEncoder.meanPool(padded.last, attentionMask: [1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0], normalize: true) }
+        let p = pooled.toArray()
+        let last: [Float] = short.last.toArray()
+        var manual = [Float](repeating: 0, count: 8)
+        for i in 0..<4 { for j in 0..<8 { manual[j] += last[i * 8 + j] / 4 } }
+        let n: Float = manual.map { $0 * $0 }.reduce(0, +).squareRoot()
+        for j in 0..<8 { #expect(abs(p[j] - manual[j] / n) < 1e-5) }
+    }
+}

@@ -35,13 +35,21 @@ let package = Package(
         .target(name: "SideTuneBackbones", dependencies: [
             "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
         ], swiftSettings: fast),
+        // Layer 5: side-tuning methods and the trainer.
+        .target(name: "SideTuneMethods", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"],
+                swiftSettings: fast),
+        // Helpers shared by the test targets (gradient checks).
+        .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneBackbones", "SideTuneTokenizers"], swiftSettings: fast),
+        .target(name: "SideTuneTrainer", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneMethods",
+                                                        "SideTuneTokenizers"], swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
-            "SideTuneEngine", "SideTuneNN",
+            "SideTuneEngine", "SideTuneNN", "SideTuneTrainer", "SideTuneMethods", "SideTuneBackbones", "SideTuneData",
+            "SideTuneTokenizers", "SideTuneAssets",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
-        .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport"], swiftSettings: fast),
         .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"], swiftSettings: fast),
         .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers"], exclude: ["Goldens"],
                     swiftSettings: fast),
@@ -53,6 +61,11 @@ let package = Package(
         .testTarget(name: "SideTuneBackbonesTests", dependencies: [
             "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
         ], exclude: ["Goldens"], swiftSettings: fast),
+        .testTarget(name: "SideTuneMethodsTests", dependencies: ["SideTuneMethods", "SideTuneTestSupport", "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
+                    swiftSettings: fast),
+        .testTarget(name: "SideTuneTrainerTests", dependencies: ["SideTuneTrainer", "SideTuneMethods", "SideTuneTestSupport",
+                                                               "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
+                    swiftSettings: fast),
         .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
     ]
 )

@@ -117,10 +117,11 @@ public final class BertEmbeddings: Module {
 
 /// Multi-head self-attention with its output projection (before the residual).
 public final class BertSelfAttention: Module {
-    public let query: Linear // [d, d]
-    public let key: Linear
-    public let value: Linear
-    public let output: Linear
+    // `var`: parameter-efficient methods swap these for wrapped layers (LoRA).
+    public var query: Linear // [d, d]
+    public var key: Linear
+    public var value: Linear
+    public var output: Linear
     let heads: Int
 
     init(_ c: BertConfig) {
@@ -148,12 +149,15 @@ public final class BertSelfAttention: Module {
 public final class BertLayer: Module {
     public let attention: BertSelfAttention
     public let attentionNorm: LayerNorm
-    public let intermediate: Linear // [d_ff, d]
-    public let output: Linear       // [d, d_ff]
+    public var intermediate: Linear // [d_ff, d]
+    public var output: Linear       // [d, d_ff]
     public let outputNorm: LayerNorm
+    /// Optional adapters applied to each sub-layer's output before its residual (Houlsby).
+    public var attentionAdapter: BottleneckAdapter?
+    public var outputAdapter: BottleneckAdapter?
     let act: String
 
-    init(_ c: BertConfig) {
+    public init(_ c: BertConfig) {
         attention = BertSelfAttention(c)
         attentionNorm = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
         intermediate = Linear(weight: parameter(.zeros([c.intermediateSize, c.hiddenSize])), bias: parameter(.zeros([c.intermediateSize])))
@@ -173,8 +177,12 @@ public final class BertLayer: Module {
 
     /// x [B, T, d] -> [B, T, d].
     public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
-        let h = attentionNorm(x + attention(x, keyPadding: keyPadding))
-        return outputNorm(h + output(activation(intermediate(h))))
+        var a = attention(x, keyPadding: keyPadding)
+        if let attentionAdapter { a = attentionAdapter(a) }
+        let h = attentionNorm(x + a)
+        var f = output(activation(intermediate(h)))
+        if let outputAdapter { f = outputAdapter(f) }
+        return outputNorm(h + f)
     }
 }
 
@@ -198,15 +206,26 @@ public final class BertEncoder: Module {
         super.init()
     }
 
-    /// ids, typeIds, attentionMask: [batch * seq] row-major. Returns h_0...h_L.
-    public func callAsFunction(ids: [Int32], typeIds: [Int32]? = nil, attentionMask: [Int32], batch: Int, seq: Int) -> BertOutput {
+    /// ids, typeIds, attentionMask: [batch * seq] row-major. Returns h_0...h_L. `prompt` ([P, d],
+    /// prompt tuning) is prepended to the embeddings' output as P always-visible tokens; the taps
+    /// then have P + seq positions, prompts first.
+    public func callAsFunction(ids: [Int32], typeIds: [Int32]? = nil, attentionMask: [Int32], batch: Int, seq: Int,
+                               prompt: Tensor? = nil) -> BertOutput {
         precondition(ids.count == batch * seq && attentionMask.count == batch * seq,
                      "BertEncoder: expected \(batch * seq) ids and mask values for [\(batch), \(seq)], got \(ids.count) and \(attentionMask.count)")
         precondition(seq <= config.maxPositionEmbeddings, "BertEncoder: sequence length \(seq) > max_position_embeddings \(config.maxPositionEmbeddings)")
         let types = typeIds ?? [Int32](repeating: 0, count: ids.count)
         precondition(types.count == ids.count, "BertEncoder: \(types.count) type ids for \(ids.count) ids")
-        let keyPadding = attentionMask.map { $0 != 0 ? Float(1) : 0 }
+        var keyPadding = attentionMask.map { $0 != 0 ? Float(1) : 0 }
         var h = embeddings(ids: ids, typeIds: types, batch: batch, seq: seq)
+        if let prompt {
+            let p = prompt.shape[0]
+            h = Tensor.concat([Tensor.zeros([batch, p, config.hiddenSize]) + prompt.reshaped([1, p, config.hiddenSize]), h], axis: 1)
+            var padded: [Float] = []
+            padded.reserveCapacity(batch * (p + seq))
+            for b in 0..<batch { padded += [Float](repeating: 1, count: p) + keyPadding[(b * seq)..<((b + 1) * seq)] }
+            keyPadding = padded
+        }
         var taps = [h]
         taps.reserveCapacity(layers.count + 1)
         for layer in layers {
@@ -216,8 +235,9 @@ public final class BertEncoder: Module {
         return BertOutput(hiddenStates: taps)
     }
 
-    public func callAsFunction(_ batch: BatchEncoding) -> BertOutput {
-        self(ids: batch.ids, typeIds: batch.typeIds, attentionMask: batch.attentionMask, batch: batch.batchSize, seq: batch.seqLength)
+    public func callAsFunction(_ batch: BatchEncoding, prompt: Tensor? = nil) -> BertOutput {
+        self(ids: batch.ids, typeIds: batch.typeIds, attentionMask: batch.attentionMask, batch: batch.batchSize, seq: batch.seqLength,
+             prompt: prompt)
     }
 
     // MARK: Checkpoint names

@@ -1,8 +1,8 @@
 import SideTuneEngine
 
 /// y = x W^T + b, W stored [out, in] as in PyTorch checkpoints. PyTorch's default initialisation:
-/// uniform(-1/sqrt(in), 1/sqrt(in)) for both.
-public final class Linear: Module {
+/// uniform(-1/sqrt(in), 1/sqrt(in)) for both. Open so adapters (LoRA) can wrap it in place.
+open class Linear: Module {
     public let weight: Tensor
     public let bias: Tensor?
 
@@ -22,10 +22,54 @@ public final class Linear: Module {
     public var inFeatures: Int { weight.shape[1] }
     public var outFeatures: Int { weight.shape[0] }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    open func callAsFunction(_ x: Tensor) -> Tensor {
         let y = x.matmul(weight, transposeOther: true)
         return bias.map { y + $0 } ?? y
     }
+}
+
+/// LoRA (Hu et al.): y = x W^T + b + (alpha / r) x A^T B^T with W, b frozen and A [r, in], B [out, r]
+/// trainable. A starts uniform(+-1/sqrt(in)), B at zero, so the wrapped layer starts as the base.
+public final class LoRALinear: Linear {
+    public let loraA: Tensor
+    public let loraB: Tensor
+    public let scale: Float
+
+    public init(wrapping base: Linear, rank: Int, alpha: Float, rng: inout SplitMix64) {
+        let bound = 1 / Float(base.inFeatures).squareRoot()
+        loraA = parameter(.uniform([rank, base.inFeatures], low: -bound, high: bound, rng: &rng), name: "lora_a")
+        loraB = parameter(.zeros([base.outFeatures, rank]), name: "lora_b")
+        scale = alpha / Float(rank)
+        super.init(weight: base.weight, bias: base.bias)
+        weight.requiresGrad = false
+        bias?.requiresGrad = false
+    }
+
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        super.callAsFunction(x) + x.matmul(loraA, transposeOther: true).matmul(loraB, transposeOther: true) * scale
+    }
+
+    /// The base layer with the low-rank update merged into its weight (for inference).
+    public func fused() -> Linear {
+        let delta = noGrad { loraB.matmul(loraA) * scale } // [out, in]
+        let w = noGrad { weight + delta }
+        w.storage.retag(.weights)
+        return Linear(weight: w, bias: bias)
+    }
+}
+
+/// Houlsby bottleneck adapter: x + Up(GELU(Down(x))), Up starting at zero (an identity at first).
+public final class BottleneckAdapter: Module {
+    public let down: Linear
+    public let up: Linear
+
+    public init(_ dim: Int, bottleneck: Int, rng: inout SplitMix64) {
+        down = Linear(dim, bottleneck, rng: &rng)
+        up = Linear(weight: parameter(.zeros([dim, bottleneck])), bias: parameter(.zeros([dim])))
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { x + up(down(x).gelu()) }
 }
 
 /// A lookup table [vocab, dim].

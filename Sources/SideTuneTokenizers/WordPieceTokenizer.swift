@@ -26,6 +26,15 @@ public struct BatchEncoding: Sendable, Equatable {
     public var seqLength: Int
     /// Unpadded length of each row.
     public var lengths: [Int]
+
+    public init(ids: [Int32], attentionMask: [Int32], typeIds: [Int32], batchSize: Int, seqLength: Int, lengths: [Int]) {
+        self.ids = ids
+        self.attentionMask = attentionMask
+        self.typeIds = typeIds
+        self.batchSize = batchSize
+        self.seqLength = seqLength
+        self.lengths = lengths
+    }
 }
 
 /// BERT WordPiece tokenizer matching Hugging Face's fast `BertTokenizerFast` / tokenizers

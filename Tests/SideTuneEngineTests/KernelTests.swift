@@ -1,5 +1,6 @@
 import Foundation
 import SideTuneEngine
+import SideTuneTestSupport
 import Testing
 
 @Suite struct GEMMTests {

@@ -1,4 +1,5 @@
 import SideTuneEngine
+import SideTuneTestSupport
 import Testing
 
 /// The ledger is a product feature: what it says must be true. Each test counts in its own ledger

@@ -181,6 +181,14 @@ public func formatBytes(_ bytes: Int) -> String {
 public enum ProcessMemory {
     /// VmHWM: peak resident set size.
     public static func peakResidentBytes() -> Int { statusField("VmHWM:") }
+    /// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
+    public static func resetPeak() {
+        if let h = FileHandle(forWritingAtPath: "/proc/self/clear_refs") {
+            h.write(Data("5".utf8))
+            try? h.close()
+        }
+    }
+
     /// VmRSS: current resident set size.
     public static func residentBytes() -> Int { statusField("VmRSS:") }
 

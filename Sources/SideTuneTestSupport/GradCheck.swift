@@ -2,10 +2,12 @@ import Foundation
 import SideTuneEngine
 import Testing
 
+/// Test support shared by the test targets (not used by the tool itself).
+
 /// Finite-difference gradient check. The scalar checked is sum(f(inputs) * R) for a fixed random R
 /// (so every output element matters), accumulated in Double on the host. Central differences with
 /// step `eps`; an element passes when |analytic - numeric| <= atol + rtol * |numeric|.
-func gradCheck(_ name: String, _ inputs: [Tensor], eps: Float = 1e-2, atol: Float = 2e-3, rtol: Float = 2e-2,
+public func gradCheck(_ name: String, _ inputs: [Tensor], eps: Float = 1e-2, atol: Float = 2e-3, rtol: Float = 2e-2,
                sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor) {
     for x in inputs { x.requiresGrad = true; x.zeroGrad() }
     let out = f(inputs)
@@ -38,13 +40,13 @@ func gradCheck(_ name: String, _ inputs: [Tensor], eps: Float = 1e-2, atol: Floa
     #expect(worst.0 <= 1, "\(name): gradient mismatch, worst at \(worst.1)", sourceLocation: sourceLocation)
 }
 
-func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
+public func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
     var rng = SplitMix64(seed: seed)
     return Tensor.randn(shape, std: scale, rng: &rng)
 }
 
 /// max |a - b| over two tensors of the same shape.
-func maxAbsDiff(_ a: Tensor, _ b: Tensor) -> Float {
+public func maxAbsDiff(_ a: Tensor, _ b: Tensor) -> Float {
     precondition(a.shape == b.shape, "shapes \(a.shape) vs \(b.shape)")
     var m: Float = 0
     for i in 0..<a.count { m = max(m, abs(a.data[i] - b.data[i])) }

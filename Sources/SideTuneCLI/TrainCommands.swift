@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneMethods
+import SideTuneTrainer
+
+extension SideTuneCommand {
+    public struct Train: ParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "Adapt a backbone to a classification task with one method, and report accuracy, memory and time.",
+            discussion: """
+            Methods: \(MethodKind.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; ")).
+            Side methods (lst, last, linear) run the backbone without autograd and, from epoch 2 on,
+            read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off).
+            Memory is measured by the engine's ledger (bytes by category) and the process's peak RSS.
+            Example: sidetune train --model minilm --data tweets --method lst --epochs 3 --train-limit 2000
+            """
+        )
+        @OptionGroup var task: TextTaskOptions
+        @Option(help: "Method: \(MethodKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+        var method: String = "lst"
+        @OptionGroup var methodFlags: MethodFlags
+        @Option(help: "Epochs.")
+        var epochs: Int = 3
+        @Option(help: "Examples per optimizer step.")
+        var batchSize: Int = 32
+        @Option(name: .customLong("lr"), help: "Peak learning rate (default depends on the method: 5e-5 full, 1e-3 LoRA/BitFit/adapter, 3e-3 side methods).")
+        var learningRate: Float?
+        @Option(help: "AdamW decoupled weight decay.")
+        var weightDecay: Float = 0.01
+        @Option(help: "Fraction of steps spent warming the learning rate up (then cosine decay).")
+        var warmup: Float = 0.06
+        @Option(help: "Clip the global gradient norm to this (0 = off).")
+        var clipNorm: Float = 1
+        @Option(help: "Early stopping: epochs without a better validation accuracy (0 = never).")
+        var patience: Int = 2
+        @Flag(help: "Side methods: recompute the backbone every epoch instead of caching its taps.")
+        var noCache = false
+        @Option(help: "Largest feature cache to build, in MiB.")
+        var cacheLimitMb: Int = 4096
+        @Option(help: "Folder for checkpoints (best/, last/, state.json).")
+        var output: String?
+        @Flag(help: "Continue an interrupted run from --output's last checkpoint.")
+        var resume = false
+        @Option(help: "Also write the report as JSON to this file.")
+        var report: String?
+
+        public init() {}
+
+        public func validate() throws {
+            guard MethodKind(rawValue: method) != nil else {
+                throw ValidationError("--method must be one of \(MethodKind.allCases.map(\.rawValue).joined(separator: ", ")), got \(method)")
+            }
+            guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be >= 1") }
+            if resume && output == nil { throw ValidationError("--resume needs --output (the folder of the interrupted run)") }
+        }
+
+        public func run() throws {
+            print(try runTraining().table())
+        }
+
+        /// Runs the training and returns the report (also written to --report).
+        @discardableResult
+        func runTraining() throws -> TrainingReport {
+            let kind = MethodKind(rawValue: method)!
+            let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
+            let prepared = try PreparedTextTask.prepare(task, log: log)
+            let backbone = try prepared.loadBackbone()
+            let options = try methodFlags.options()
+            let fisher = kind == .lst && options.sideInit == .fisher
+                ? zip(prepared.train.ids, prepared.train.labels).map { (ids: $0, label: $1) } : []
+            let model = try TextClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options,
+                                           seed: task.seed, fisherData: fisher, progress: log)
+            log("method \(kind.rawValue): \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters; \(ThreadPool.shared.activeThreads) threads")
+            var p = TrainingParameters()
+            p.epochs = epochs
+            p.batchSize = batchSize
+            p.learningRate = learningRate ?? defaultLearningRate(kind)
+            p.weightDecay = weightDecay
+            p.warmupFraction = warmup
+            p.clipNorm = clipNorm
+            p.seed = task.seed
+            p.patience = patience
+            p.useCache = !noCache
+            p.cacheLimitBytes = cacheLimitMb << 20
+            p.outputFolder = output.map { URL(fileURLWithPath: $0, isDirectory: true) }
+            p.resume = resume
+            let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: task.maxLength,
+                                          backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
+                                          seed: task.seed, epoch: 0, validationAccuracy: nil)
+            let trainer = try Trainer(model: model, parameters: p, train: prepared.train, validation: prepared.validation,
+                                      test: prepared.test, checkpointConfig: config)
+            let bar = ProgressBar()
+            let result = try trainer.run(progress: bar.update)
+            if let path = report {
+                try Data(result.jsonString().utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+            }
+            return result
+        }
+    }
+}

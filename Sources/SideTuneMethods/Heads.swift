@@ -1,0 +1,45 @@
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneNN
+
+/// A network that turns backbone taps (h_0 ... h_L, each [B, T, d]) into logits [B, classes].
+/// Side methods call it on frozen taps; the other methods on taps computed with autograd.
+public protocol TapReader: Module {
+    func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor
+}
+
+/// Pools [B, T, d] over real tokens: their mean, or the first token.
+func pool(_ x: Tensor, keyPadding: [Float], _ pooling: MethodOptions.Pooling) -> Tensor {
+    switch pooling {
+    case .mean:
+        return BertEncoder.meanPool(x, attentionMask: keyPadding.map { $0 != 0 ? 1 : 0 })
+    case .first:
+        let (b, d) = (x.shape[0], x.shape[2])
+        return x.slice(axis: 1, 0, 1).reshaped([b, d])
+    }
+}
+
+/// Mean of the last tap over real tokens -> dropout -> Linear: the classifier of the linear probe
+/// and of the methods that change the backbone (full, BitFit, LoRA, adapters, prompts).
+public final class PooledHead: Module, TapReader {
+    public let classifier: Linear
+    public let dropout: Dropout
+    let _pooling: MethodOptions.Pooling
+    /// Positions at the start of the taps that are not tokens (prompt tuning's prompts).
+    let _skip: Int
+
+    public init(width: Int, classes: Int, dropout p: Float, pooling: MethodOptions.Pooling = .mean, skip: Int = 0,
+                rng: inout SplitMix64) {
+        classifier = Linear(width, classes, rng: &rng)
+        dropout = Dropout(p, seed: rng.next())
+        _pooling = pooling
+        _skip = skip
+        super.init()
+    }
+
+    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor {
+        var last = taps[taps.count - 1]
+        if _skip > 0 { last = last.slice(axis: 1, _skip, last.shape[1]) }
+        return classifier(dropout(pool(last, keyPadding: keyPadding, _pooling)))
+    }
+}

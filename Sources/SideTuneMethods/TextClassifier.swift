@@ -1,0 +1,112 @@
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneNN
+import SideTuneTokenizers
+
+/// A sequence classifier: a BERT-family backbone plus what a method trains. Side methods (LST,
+/// LAST, linear probe) run the backbone inside `noGrad` and never backpropagate into it; the
+/// others (full, BitFit, LoRA, adapters, prompts) backpropagate through it.
+///
+/// Only `trainableParameters()` are saved in checkpoints and seen by the optimizer.
+public final class TextClassifier: Module {
+    public let backbone: BertEncoder
+    public let reader: any TapReader
+    /// Prompt tuning's prompt vectors [P, d] (nil for other methods).
+    public let prompt: Tensor?
+    public let _method: MethodKind
+    public let _options: MethodOptions
+    public let _classes: Int
+
+    public var method: MethodKind { _method }
+    public var options: MethodOptions { _options }
+    public var classes: Int { _classes }
+
+    /// Builds the method around `backbone` (which it freezes or modifies as the method needs).
+    /// `fisherData` feeds LST's Fisher initialisation (ids of training examples with labels).
+    public init(backbone: BertEncoder, method: MethodKind, classes: Int, options: MethodOptions, seed: UInt64,
+                fisherData: [(ids: [Int32], label: Int)] = [], progress: ((String) -> Void)? = nil) throws {
+        guard classes >= 2 else { throw MethodError("a classifier needs at least 2 classes, got \(classes)") }
+        var rng = SplitMix64(seed: seed)
+        let c = backbone.config
+        self.backbone = backbone
+        _method = method
+        _options = options
+        _classes = classes
+        backbone.freeze()
+        var promptTensor: Tensor?
+        switch method {
+        case .lst:
+            let side = try LSTSide(backbone: c, classes: classes, options: options, rng: &rng)
+            switch options.sideInit {
+            case .random: break
+            case .magnitude:
+                try side.initializeFromBackbone(backbone, importance: Importance.magnitude(backbone))
+            case .fisher:
+                guard !fisherData.isEmpty else { throw MethodError("LST fisher initialisation needs training examples") }
+                let n = min(options.fisherExamples, fisherData.count)
+                progress?("LST: Fisher importance over \(n) training examples")
+                let imp = Importance.fisher(backbone, classes: classes, examples: Array(fisherData.prefix(n)), rng: &rng)
+                try side.initializeFromBackbone(backbone, importance: imp)
+            }
+            reader = side
+        case .last:
+            reader = try LASTSide(backbone: c, classes: classes, options: options, rng: &rng)
+        case .linear:
+            reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: 0, rng: &rng)
+        case .full:
+            backbone.unfreeze()
+            reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: options.dropout, rng: &rng)
+        case .bitfit:
+            let biases = Set(backbone.namedParameters().map { $0.0 }.filter { $0.hasSuffix(".bias") })
+            backbone.unfreeze(keys: biases)
+            reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: options.dropout, rng: &rng)
+        case .lora:
+            for layer in backbone.layers {
+                layer.attention.query = LoRALinear(wrapping: layer.attention.query, rank: options.loraRank, alpha: options.loraAlpha, rng: &rng)
+                layer.attention.value = LoRALinear(wrapping: layer.attention.value, rank: options.loraRank, alpha: options.loraAlpha, rng: &rng)
+            }
+            reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: options.dropout, rng: &rng)
+        case .adapter:
+            for layer in backbone.layers {
+                layer.attentionAdapter = BottleneckAdapter(c.hiddenSize, bottleneck: options.adapterBottleneck, rng: &rng)
+                layer.outputAdapter = BottleneckAdapter(c.hiddenSize, bottleneck: options.adapterBottleneck, rng: &rng)
+            }
+            reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: options.dropout, rng: &rng)
+        case .prompt:
+            // Initialised from random vocabulary embeddings, as Lester et al. suggest.
+            let p = Tensor(shape: [options.promptLength, c.hiddenSize])
+            let table = backbone.embeddings.wordEmbeddings.weight
+            for i in 0..<options.promptLength {
+                let row = rng.nextInt(below: table.shape[0])
+                (p.data + i * c.hiddenSize).update(from: table.data + row * c.hiddenSize, count: c.hiddenSize)
+            }
+            promptTensor = parameter(p, name: "prompt")
+            reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: options.dropout, skip: options.promptLength, rng: &rng)
+        }
+        prompt = promptTensor
+        super.init()
+    }
+
+    /// Which taps a side method reads (all of h_0...h_L for LST and LAST; the last for the probe).
+    public var tapsRead: [Int] {
+        let l = backbone.config.numHiddenLayers
+        return method == .linear ? [l] : Array(0...l)
+    }
+
+    /// The backbone's taps for a batch, without autograd (what side methods read, and cache).
+    public func frozenTaps(_ batch: BatchEncoding) -> [Tensor] {
+        noGrad { backbone(batch).hiddenStates }
+    }
+
+    /// Logits [B, classes]. `taps` (from the feature cache) skips the backbone for side methods.
+    public func callAsFunction(_ batch: BatchEncoding, taps cached: [Tensor]? = nil) -> Tensor {
+        let keyPadding = batch.attentionMask.map { $0 != 0 ? Float(1) : 0 }
+        if method.readsFrozenTaps {
+            let taps = cached ?? frozenTaps(batch)
+            return reader(taps: taps, keyPadding: keyPadding)
+        }
+        let out = backbone(batch, prompt: prompt)
+        return reader(taps: out.hiddenStates, keyPadding: keyPadding)
+    }
+}

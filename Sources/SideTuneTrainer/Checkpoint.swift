@@ -1,0 +1,104 @@
+import Foundation
+import SideTuneEngine
+import SideTuneFormats
+import SideTuneMethods
+
+/// What a checkpoint says about itself (`checkpoint.json`): enough to rebuild the network and to
+/// refuse the wrong backbone.
+public struct CheckpointConfig: Codable, Sendable {
+    public var format = "sidetune-checkpoint-1"
+    public var method: MethodKind
+    public var options: MethodOptions
+    public var labels: [String]
+    public var maxLength: Int
+    public var backboneName: String
+    /// SHA-256 of the backbone's weights file.
+    public var backboneSHA256: String
+    public var seed: UInt64
+    public var epoch: Int
+    public var validationAccuracy: Double?
+
+    public init(method: MethodKind, options: MethodOptions, labels: [String], maxLength: Int, backboneName: String,
+                backboneSHA256: String, seed: UInt64, epoch: Int, validationAccuracy: Double?) {
+        self.method = method
+        self.options = options
+        self.labels = labels
+        self.maxLength = maxLength
+        self.backboneName = backboneName
+        self.backboneSHA256 = backboneSHA256
+        self.seed = seed
+        self.epoch = epoch
+        self.validationAccuracy = validationAccuracy
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, method, options, labels, seed, epoch
+        case maxLength = "max_length", backboneName = "backbone_name", backboneSHA256 = "backbone_sha256"
+        case validationAccuracy = "validation_accuracy"
+    }
+}
+
+/// A folder holding the trainable parameters (`weights.safetensors`) and `checkpoint.json`, both
+/// written atomically (temporary file, then rename), so a crash never leaves half a checkpoint.
+public enum Checkpoint {
+    public static func save(_ model: TextClassifier, config: CheckpointConfig, to folder: URL) throws {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var writer = SafetensorsWriter(metadata: ["format": config.format, "method": config.method.rawValue])
+        for (name, p) in model.trainableParameters() {
+            try writer.add(name, floats: p.toArray(), shape: p.shape)
+        }
+        try writer.write(to: folder.appendingPathComponent("weights.safetensors").path)
+        try writeJSONAtomically(config, to: folder.appendingPathComponent("checkpoint.json"))
+    }
+
+    public static func readConfig(_ folder: URL) throws -> CheckpointConfig {
+        let url = folder.appendingPathComponent("checkpoint.json")
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw TrainerError("\(url.path): no checkpoint here (expected checkpoint.json and weights.safetensors)")
+        }
+        do { return try JSONDecoder().decode(CheckpointConfig.self, from: data) } catch {
+            throw TrainerError("\(url.path): not a SideTune checkpoint: \(error)")
+        }
+    }
+
+    /// Loads the trainable parameters into `model` after checking the backbone identity.
+    public static func load(into model: TextClassifier, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
+        let config = try readConfig(folder)
+        guard config.backboneSHA256 == backboneSHA256 else {
+            throw TrainerError("\(folder.path): checkpoint was trained on backbone '\(config.backboneName)' with weights sha256 \(config.backboneSHA256.prefix(12))..., but this backbone's weights have sha256 \(backboneSHA256.prefix(12))...")
+        }
+        guard config.method == model.method else {
+            throw TrainerError("\(folder.path): checkpoint is for method \(config.method.rawValue), model is \(model.method.rawValue)")
+        }
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(path: folder.appendingPathComponent("weights.safetensors").path) } catch {
+            throw TrainerError("\(folder.path)/weights.safetensors: \(error)")
+        }
+        let params = Dictionary(model.trainableParameters(), uniquingKeysWith: { a, _ in a })
+        let missing = Set(params.keys).subtracting(file.names)
+        if !missing.isEmpty { throw TrainerError("\(folder.path)/weights.safetensors: missing \(missing.sorted().prefix(5).joined(separator: ", "))") }
+        for name in file.names {
+            guard let p = params[name] else { throw TrainerError("\(folder.path)/weights.safetensors: unexpected tensor \(name)") }
+            let info = try file.info(name)
+            guard info.shape == p.shape else {
+                throw TrainerError("\(folder.path)/weights.safetensors: tensor \(name) has shape \(info.shape), the model expects \(p.shape)")
+            }
+            let values = try file.floats(name)
+            values.withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: p.count) }
+        }
+        return config
+    }
+}
+
+func writeJSONAtomically<T: Encodable>(_ value: T, to url: URL) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let data = try enc.encode(value)
+    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+    try data.write(to: tmp)
+    if FileManager.default.fileExists(atPath: url.path) {
+        _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
+    } else {
+        try FileManager.default.moveItem(at: tmp, to: url)
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import SideTuneEngine
+
+/// Frozen backbone taps of every training example, computed once (epoch 1) and reused: side
+/// methods never change the backbone, so its outputs for an example never change either.
+///
+/// Stored in bf16 in one file of [example][tap][token][width] with only each example's real
+/// tokens, memory-mapped; its bytes are counted in the ledger as `cache`.
+public final class FeatureCache {
+    public let url: URL
+    public let width: Int
+    public let taps: [Int]
+    public let byteCount: Int
+    let offsets: [Int]   // byte offset of each example
+    let lengths: [Int]
+    private var filled: [Bool]
+    private let base: UnsafeMutableRawPointer
+    private let ledgerEntry: TensorStorage
+
+    /// Bytes the cache needs for examples of these token lengths.
+    public static func estimateBytes(lengths: [Int], taps: Int, width: Int) -> Int {
+        lengths.reduce(0, +) * taps * width * 2
+    }
+
+    public init(url: URL, lengths: [Int], taps: [Int], width: Int) throws {
+        self.url = url
+        self.width = width
+        self.taps = taps
+        self.lengths = lengths
+        var o: [Int] = [], acc = 0
+        for l in lengths { o.append(acc); acc += l * taps.count * width * 2 }
+        offsets = o
+        byteCount = max(acc, 2)
+        filled = [Bool](repeating: false, count: lengths.count)
+        try? FileManager.default.removeItem(at: url)
+        let fd = open(url.path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw TrainerError("feature cache: cannot create \(url.path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(byteCount)) == 0 else {
+            throw TrainerError("feature cache: cannot size \(url.path) to \(formatBytes(byteCount)): \(String(cString: strerror(errno)))")
+        }
+        guard let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw TrainerError("feature cache: cannot map \(url.path): \(String(cString: strerror(errno)))")
+        }
+        base = p
+        // A zero-copy storage entry whose only job is to count the mapping as cache in the ledger.
+        ledgerEntry = TensorStorage(borrowing: p, byteCount: byteCount, dtype: .bfloat16, owner: NSNull(), category: .cache)
+    }
+
+    deinit {
+        munmap(base, byteCount)
+        try? FileManager.default.removeItem(at: url)
+    }
+
+    public func contains(_ example: Int) -> Bool { filled[example] }
+    public var isComplete: Bool { !filled.contains(false) }
+
+    /// Stores example `example` (row `row` of a batch's taps [B, T, d], its first `length` tokens).
+    public func store(_ example: Int, row: Int, from batchTaps: [Tensor]) {
+        let l = lengths[example], d = width
+        var dst = (base + offsets[example]).assumingMemoryBound(to: UInt16.self)
+        for t in taps {
+            let tap = batchTaps[t], seq = tap.shape[1]
+            let src = tap.data + row * seq * d
+            for i in 0..<(l * d) { dst[i] = floatToBFloat16Bits(src[i]) }
+            dst += l * d
+        }
+        filled[example] = true
+    }
+
+    /// Rebuilds the taps [B, seq, d] of a batch from the cache (zeros at padding). Taps this
+    /// cache does not hold are left empty ([0]) — side methods never read them.
+    public func taps(for examples: [Int], seq: Int, totalTaps: Int) -> [Tensor] {
+        let d = width, b = examples.count
+        var out = [Tensor](repeating: Tensor(shape: [0]), count: totalTaps)
+        for (k, t) in taps.enumerated() {
+            let tensor = Tensor.zeros([b, seq, d])
+            for (row, e) in examples.enumerated() {
+                precondition(filled[e], "feature cache: example \(e) was never stored")
+                let l = lengths[e]
+                let src = (base + offsets[e]).assumingMemoryBound(to: UInt16.self) + k * l * d
+                let dst = tensor.data + row * seq * d
+                for i in 0..<(min(l, seq) * d) { dst[i] = bfloat16BitsToFloat(src[i]) }
+            }
+            out[t] = tensor
+        }
+        return out
+    }
+}
+
+public struct TrainerError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

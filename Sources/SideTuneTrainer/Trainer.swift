@@ -1,0 +1,274 @@
+import Foundation
+import SideTuneEngine
+import SideTuneFormats
+import SideTuneMethods
+import SideTuneNN
+import SideTuneTokenizers
+
+/// Training hyperparameters (what `sidetune train` maps its flags to).
+public struct TrainingParameters: Codable, Sendable {
+    public var epochs = 3
+    public var batchSize = 32
+    public var learningRate: Float = 1e-3
+    public var weightDecay: Float = 0.01
+    public var warmupFraction: Float = 0.06
+    public var clipNorm: Float = 1
+    public var seed: UInt64 = 42
+    /// Stop after this many epochs without a better validation accuracy (0: never).
+    public var patience = 2
+    /// Side methods: cache the frozen taps after epoch 1.
+    public var useCache = true
+    public var cacheLimitBytes = 4 << 30
+    public var cacheFolder: URL?
+    public var evalBatchSize = 64
+    /// Where checkpoints go (`best/`, `last/`, `state.json`); nil: keep nothing.
+    public var outputFolder: URL?
+    /// Continue from `outputFolder/last` if it exists.
+    public var resume = false
+    public init() {}
+}
+
+/// Tokenised examples: token ids without padding, and labels.
+public struct EncodedSplit: Sendable {
+    public var ids: [[Int32]]
+    public var labels: [Int]
+    public init(ids: [[Int32]], labels: [Int]) {
+        self.ids = ids
+        self.labels = labels
+    }
+    public var count: Int { ids.count }
+}
+
+/// What the trainer reports while it runs (a progress bar and log lines are made from these).
+public enum TrainingEvent: Sendable {
+    case message(String)
+    case step(epoch: Int, step: Int, stepsPerEpoch: Int, loss: Float, examplesPerSecond: Double, etaSeconds: Double)
+    case epochEnd(epoch: Int, trainLoss: Double, validation: ClassificationMetrics, seconds: Double, fromCache: Bool, improved: Bool)
+}
+
+/// Pads token id rows into a batch (to the longest row).
+public func makeBatch(_ rows: [[Int32]], padId: Int32 = 0) -> BatchEncoding {
+    let seq = max(rows.map(\.count).max() ?? 1, 1)
+    var ids: [Int32] = [], mask: [Int32] = []
+    ids.reserveCapacity(rows.count * seq)
+    mask.reserveCapacity(rows.count * seq)
+    for r in rows {
+        ids += r + [Int32](repeating: padId, count: seq - r.count)
+        mask += [Int32](repeating: 1, count: r.count) + [Int32](repeating: 0, count: seq - r.count)
+    }
+    return BatchEncoding(ids: ids, attentionMask: mask, typeIds: [Int32](repeating: 0, count: ids.count), batchSize: rows.count,
+                         seqLength: seq, lengths: rows.map(\.count))
+}
+
+/// Resume state written after every epoch.
+struct TrainerState: Codable {
+    var epochsDone: Int
+    var bestValidationAccuracy: Double
+    var epochsWithoutImprovement: Int
+    var optimizerStep: Int
+    var epochSeconds: [Double]
+}
+
+public final class Trainer {
+    public let model: TextClassifier
+    public let parameters: TrainingParameters
+    public let train: EncodedSplit, validation: EncodedSplit, test: EncodedSplit
+    public let checkpointConfig: CheckpointConfig
+
+    public init(model: TextClassifier, parameters: TrainingParameters, train: EncodedSplit, validation: EncodedSplit,
+                test: EncodedSplit, checkpointConfig: CheckpointConfig) throws {
+        guard train.count > 0 else { throw TrainerError("no training examples") }
+        guard validation.count > 0, test.count > 0 else { throw TrainerError("validation and test splits must not be empty") }
+        guard parameters.batchSize >= 1, parameters.epochs >= 1 else {
+            throw TrainerError("batch size and epochs must be >= 1 (got \(parameters.batchSize), \(parameters.epochs))")
+        }
+        self.model = model
+        self.parameters = parameters
+        self.train = train
+        self.validation = validation
+        self.test = test
+        self.checkpointConfig = checkpointConfig
+    }
+
+    /// Predictions (argmax) and metrics on a split, without autograd and with dropout off.
+    public func evaluate(_ split: EncodedSplit) -> ClassificationMetrics {
+        model.train(false)
+        defer { model.train(true) }
+        var predictions: [Int] = []
+        noGrad {
+            var i = 0
+            while i < split.count {
+                let rows = Array(split.ids[i..<min(i + parameters.evalBatchSize, split.count)])
+                let logits = model(makeBatch(rows))
+                let c = logits.shape[1]
+                for r in 0..<rows.count {
+                    var best = 0
+                    for j in 1..<c where logits.data[r * c + j] > logits.data[r * c + best] { best = j }
+                    predictions.append(best)
+                }
+                i += rows.count
+            }
+        }
+        return ClassificationMetrics(predictions: predictions, labels: split.labels, classes: model.classes)
+    }
+
+    public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingReport {
+        let p = parameters
+        let trainable = model.trainableParameters().map { $0.1 }
+        let optimizer = AdamW(parameters: trainable, learningRate: p.learningRate, weightDecay: p.weightDecay)
+        let stepsPerEpoch = (train.count + p.batchSize - 1) / p.batchSize
+        let schedule = LRSchedule(peak: p.learningRate, warmupSteps: Int(Float(stepsPerEpoch * p.epochs) * p.warmupFraction),
+                                  totalSteps: stepsPerEpoch * p.epochs, decay: .cosine)
+        var state = TrainerState(epochsDone: 0, bestValidationAccuracy: -1, epochsWithoutImprovement: 0, optimizerStep: 0, epochSeconds: [])
+        if p.resume, let out = p.outputFolder { try resumeIfPossible(out, optimizer: optimizer, state: &state, progress: progress) }
+
+        // Feature cache for side methods: estimate first, build during the first epoch.
+        var cache: FeatureCache?
+        if model.method.readsFrozenTaps && p.useCache && p.epochs - state.epochsDone > 1 {
+            let bytes = FeatureCache.estimateBytes(lengths: train.ids.map(\.count), taps: model.tapsRead.count,
+                                                   width: model.backbone.config.hiddenSize)
+            if bytes > p.cacheLimitBytes {
+                progress(.message("feature cache: would need \(formatBytes(bytes)), over the limit of \(formatBytes(p.cacheLimitBytes)); training without it (raise --cache-limit-mb or shorten --max-length)"))
+            } else {
+                let folder = p.cacheFolder ?? FileManager.default.temporaryDirectory
+                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+                let url = folder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
+                progress(.message("feature cache: \(formatBytes(bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(train.ids.map(\.count).reduce(0, +)) tokens x \(model.backbone.config.hiddenSize)) at \(url.path), built in epoch 1"))
+                cache = try FeatureCache(url: url, lengths: train.ids.map(\.count), taps: model.tapsRead, width: model.backbone.config.hiddenSize)
+            }
+        }
+
+        MemoryLedger.shared.resetPeaks()
+        ProcessMemory.resetPeak()
+        var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
+        let totalTaps = model.backbone.config.numHiddenLayers + 1
+        model.train(true)
+        for epoch in state.epochsDone..<p.epochs {
+            // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
+            var order = Array(0..<train.count)
+            var shuffler = SplitMix64(seed: p.seed &+ UInt64(epoch) &* 0x9E37_79B9)
+            shuffler.shuffle(&order)
+            let epochStart = DispatchTime.now().uptimeNanoseconds
+            var lossSum = 0.0
+            var usedCache = false
+            for s in 0..<stepsPerEpoch {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let idx = Array(order[(s * p.batchSize)..<min((s + 1) * p.batchSize, train.count)])
+                let batch = makeBatch(idx.map { train.ids[$0] })
+                var taps: [Tensor]?
+                if let cache {
+                    if idx.allSatisfy(cache.contains) {
+                        taps = cache.taps(for: idx, seq: batch.seqLength, totalTaps: totalTaps)
+                        usedCache = true
+                    } else {
+                        let fresh = model.frozenTaps(batch)
+                        for (row, e) in idx.enumerated() { cache.store(e, row: row, from: fresh) }
+                        taps = fresh
+                    }
+                }
+                optimizer.learningRate = schedule.rate(at: state.optimizerStep)
+                let logits = model(batch, taps: taps)
+                let loss = logits.crossEntropy(targets: idx.map { Int32(train.labels[$0]) })
+                optimizer.zeroGrad()
+                loss.backward()
+                if p.clipNorm > 0 { clipGradNorm(trainable, maxNorm: p.clipNorm) }
+                optimizer.step()
+                state.optimizerStep += 1
+                let l = loss.item()
+                guard l.isFinite else { throw TrainerError("loss became \(l) at epoch \(epoch + 1) step \(s + 1): lower --lr") }
+                lossSum += Double(l)
+                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                if taps != nil && usedCache { cachedStepTimes.append(dt) } else { uncachedStepTimes.append(dt) }
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+                let done = s + 1
+                progress(.step(epoch: epoch + 1, step: done, stepsPerEpoch: stepsPerEpoch, loss: l,
+                               examplesPerSecond: Double(min(done * p.batchSize, train.count)) / max(elapsed, 1e-9),
+                               etaSeconds: elapsed / Double(done) * Double(stepsPerEpoch - done)))
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+            state.epochSeconds.append(seconds)
+            let val = evaluate(validation)
+            let improved = val.accuracy > state.bestValidationAccuracy
+            if improved {
+                state.bestValidationAccuracy = val.accuracy
+                state.epochsWithoutImprovement = 0
+                if let out = p.outputFolder {
+                    var cfg = checkpointConfig
+                    cfg.epoch = epoch + 1
+                    cfg.validationAccuracy = val.accuracy
+                    try Checkpoint.save(model, config: cfg, to: out.appendingPathComponent("best"))
+                }
+            } else {
+                state.epochsWithoutImprovement += 1
+            }
+            state.epochsDone = epoch + 1
+            if let out = p.outputFolder { try saveResumeState(out, optimizer: optimizer, state: state) }
+            progress(.epochEnd(epoch: epoch + 1, trainLoss: lossSum / Double(stepsPerEpoch), validation: val, seconds: seconds,
+                               fromCache: usedCache, improved: improved))
+            if p.patience > 0 && state.epochsWithoutImprovement >= p.patience && epoch + 1 < p.epochs {
+                progress(.message("early stopping: no better validation accuracy for \(p.patience) epoch(s)"))
+                break
+            }
+        }
+        let snapshot = MemoryLedger.shared.snapshot()
+        // Test with the best weights.
+        if let out = p.outputFolder, FileManager.default.fileExists(atPath: out.appendingPathComponent("best/checkpoint.json").path) {
+            _ = try Checkpoint.load(into: model, from: out.appendingPathComponent("best"), backboneSHA256: checkpointConfig.backboneSHA256)
+        }
+        let testMetrics = evaluate(test)
+        var peak = [String: Int]()
+        for c in MemoryCategory.allCases { peak[c.rawValue] = snapshot.peak[c] ?? 0 }
+        peak["total"] = snapshot.peakTotal
+        let mean = { (xs: [Double]) -> Double in xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count) }
+        return TrainingReport(method: model.method.rawValue, accuracy: testMetrics.accuracy, macroF1: testMetrics.macroF1,
+                              validationAccuracy: state.bestValidationAccuracy, trainableParams: model.trainableParameterCount,
+                              totalParams: model.parameterCount, peakBytes: peak, peakRSSBytes: snapshot.peakRSS,
+                              secondsPerStep: mean(uncachedStepTimes), secondsPerStepCached: cachedStepTimes.isEmpty ? nil : mean(cachedStepTimes),
+                              epochSeconds: state.epochSeconds, trainExamples: train.count, testExamples: test.count,
+                              batchSize: p.batchSize, maxLength: checkpointConfig.maxLength, threads: ThreadPool.shared.activeThreads,
+                              cacheBytes: cache?.byteCount)
+    }
+
+    // MARK: resume
+
+    func saveResumeState(_ out: URL, optimizer: AdamW, state: TrainerState) throws {
+        var cfg = checkpointConfig
+        cfg.epoch = state.epochsDone
+        try Checkpoint.save(model, config: cfg, to: out.appendingPathComponent("last"))
+        var writer = SafetensorsWriter(metadata: ["step": String(optimizer.stepCount)])
+        let (_, m, v) = optimizer.state
+        for (i, (mi, vi)) in zip(m, v).enumerated() {
+            if let mi { try writer.add("m.\(i)", floats: mi.toArray(), shape: mi.shape) }
+            if let vi { try writer.add("v.\(i)", floats: vi.toArray(), shape: vi.shape) }
+        }
+        try writer.write(to: out.appendingPathComponent("last/optimizer.safetensors").path)
+        try writeJSONAtomically(state, to: out.appendingPathComponent("state.json"))
+    }
+
+    func resumeIfPossible(_ out: URL, optimizer: AdamW, state: inout TrainerState, progress: (TrainingEvent) -> Void) throws {
+        let stateURL = out.appendingPathComponent("state.json")
+        guard let data = FileManager.default.contents(atPath: stateURL.path) else {
+            progress(.message("resume: no state in \(out.path); starting fresh"))
+            return
+        }
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw TrainerError("\(stateURL.path): cannot resume: \(error)")
+        }
+        _ = try Checkpoint.load(into: model, from: out.appendingPathComponent("last"), backboneSHA256: checkpointConfig.backboneSHA256)
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(path: out.appendingPathComponent("last/optimizer.safetensors").path) } catch {
+            throw TrainerError("\(out.path)/last/optimizer.safetensors: \(error)")
+        }
+        let n = optimizer.parameters.count
+        var m = [Tensor?](repeating: nil, count: n), v = [Tensor?](repeating: nil, count: n)
+        try MemoryLedger.withCategory(.optimizer) {
+            for i in 0..<n {
+                let shape = optimizer.parameters[i].shape
+                if file.contains("m.\(i)") { m[i] = Tensor(try file.floats("m.\(i)"), shape: shape) }
+                if file.contains("v.\(i)") { v[i] = Tensor(try file.floats("v.\(i)"), shape: shape) }
+            }
+        }
+        optimizer.restore(step: state.optimizerStep, m: m, v: v)
+        progress(.message("resumed after epoch \(state.epochsDone) (step \(state.optimizerStep)) from \(out.path)"))
+    }
+}

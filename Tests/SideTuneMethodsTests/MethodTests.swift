@@ -1,0 +1,111 @@
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneMethods
+import SideTuneNN
+import SideTuneTestSupport
+import SideTuneTokenizers
+import Testing
+
+@Suite struct MethodTests {
+    /// LST and LAST side networks against finite differences (inputs: the taps and every parameter).
+    @Test func sideNetworkGradients() throws {
+        let enc = tinyBackbone()
+        let batch = tinyBatch()
+        let taps = noGrad { enc(batch).hiddenStates }
+        let keyPadding = batch.attentionMask.map { Float($0) }
+        var o = MethodOptions()
+        o.sideInit = .random
+        o.dropout = 0
+        o.reduction = 4 // side width 4 = 2 heads of 2
+        var rng = SplitMix64(seed: 3)
+        let lst = try LSTSide(backbone: enc.config, classes: 3, options: o, rng: &rng)
+        // Non-zero gates so the ladder mixing is exercised away from 0.5.
+        lst.gates.data[0] = 0.03; lst.gates.data[1] = -0.05
+        let lstParams = lst.parameters()
+        gradCheck("LST side", [taps[0], taps[2]] + lstParams.filter { $0.count <= 64 }) { _ in
+            lst(taps: taps, keyPadding: keyPadding)
+        }
+        o.rank = 4
+        let last = try LASTSide(backbone: enc.config, classes: 3, options: o, rng: &rng)
+        for b in last.blocks { for i in 0..<b.up.weight.count { b.up.weight.data[i] = rng.nextNormal() * 0.3 } }
+        gradCheck("LAST side", [taps[0], taps[1], taps[2]] + last.parameters().filter { $0.count <= 64 }) { _ in
+            last(taps: taps, keyPadding: keyPadding)
+        }
+    }
+
+    /// During a side-tuning step nothing of the backbone is kept for backward and no backbone
+    /// weight gets gradient storage: the gradient bytes are exactly the side network's.
+    @Test(arguments: [MethodKind.lst, .last, .linear])
+    func backpropNeverEntersTheBackbone(method: MethodKind) throws {
+        let ledger = MemoryLedger()
+        try MemoryLedger.withLedger(ledger) {
+            let enc = tinyBackbone()
+            var o = MethodOptions()
+            o.sideInit = .magnitude
+            o.reduction = 4
+            let model = try TextClassifier(backbone: enc, method: method, classes: 3, options: o, seed: 1)
+            let batch = tinyBatch()
+            let taps = model.frozenTaps(batch)
+            #expect(taps.allSatisfy { !$0.requiresGrad }, "taps carry no graph")
+            let loss = model(batch).crossEntropy(targets: [0, 1, 2, 1])
+            let gradsBefore = ledger.current(.gradients)
+            loss.backward()
+            for (name, p) in enc.namedParameters() { #expect(p.grad == nil, "backbone weight \(name) got a gradient") }
+            let trainableBytes = model.trainableParameters().reduce(0) { $0 + $1.1.count * 4 }
+            #expect(ledger.current(.gradients) - gradsBefore == trainableBytes)
+            #expect(model.trainableParameters().allSatisfy { !$0.0.hasPrefix("backbone.") })
+        }
+    }
+
+    /// Every method builds, reports what trains, and fits a tiny task (loss falls).
+    @Test(arguments: MethodKind.allCases)
+    func everyMethodLearns(method: MethodKind) throws {
+        let enc = tinyBackbone()
+        var o = MethodOptions()
+        o.sideInit = .fisher
+        o.fisherExamples = 8
+        o.reduction = 4
+        o.rank = 4
+        o.loraRank = 2
+        o.adapterBottleneck = 4
+        o.promptLength = 2
+        o.dropout = 0
+        let batch = tinyBatch()
+        let labels: [Int32] = [0, 1, 2, 1]
+        let fisher = (0..<4).map { i in (ids: Array(batch.ids[(i * 6)..<(i * 6 + batch.lengths[i])]), label: Int(labels[i])) }
+        let model = try TextClassifier(backbone: enc, method: method, classes: 3, options: o, seed: 5, fisherData: fisher)
+        let trainable = model.trainableParameters()
+        #expect(!trainable.isEmpty)
+        switch method {
+        case .full: #expect(trainable.count == model.parameters().count)
+        case .bitfit: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.hasSuffix(".bias") })
+        case .lora: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.contains("lora") })
+        case .adapter: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.contains("Adapter") })
+        default: #expect(trainable.allSatisfy { !$0.0.hasPrefix("backbone.") || $0.0.contains("prompt") })
+        }
+        let opt = AdamW(parameters: trainable.map { $0.1 }, learningRate: 1e-2, weightDecay: 0)
+        var first: Float = 0, last: Float = 0
+        for step in 0..<40 {
+            let loss = model(batch).crossEntropy(targets: labels)
+            if step == 0 { first = loss.item() }
+            last = loss.item()
+            opt.zeroGrad()
+            loss.backward()
+            opt.step()
+        }
+        #expect(last < first * 0.7, "\(method): loss \(first) -> \(last)")
+    }
+
+    /// LoRA starts as the base layer and fuses back into it.
+    @Test func loraStartsAsBaseAndFuses() {
+        var rng = SplitMix64(seed: 1)
+        let base = Linear(5, 3, rng: &rng)
+        let lora = LoRALinear(wrapping: base, rank: 2, alpha: 4, rng: &rng)
+        let x = randomTensor([2, 5], seed: 3)
+        #expect(maxAbsDiff(lora(x), base(x)) == 0)
+        for i in 0..<lora.loraB.count { lora.loraB.data[i] = rng.nextNormal() }
+        #expect(maxAbsDiff(lora.fused()(x), lora(x)) < 1e-5)
+        #expect(lora.trainableParameters().map { $0.0 }.sorted() == ["loraA", "loraB"])
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneMethods
+import SideTuneNN
+import SideTuneTestSupport
+import SideTuneTokenizers
+import SideTuneTrainer
+import Testing
+
+/// Synthetic 3-class task on the tiny backbone: the class is which of three token ranges dominates.
+func syntheticSplit(_ n: Int, seed: UInt64) -> EncodedSplit {
+    var rng = SplitMix64(seed: seed)
+    var ids: [[Int32]] = [], labels: [Int] = []
+    for _ in 0..<n {
+        let label = rng.nextInt(below: 3)
+        let len = 3 + rng.nextInt(below: 5)
+        ids.append((0..<len).map { _ in Int32(1 + label * 13 + rng.nextInt(below: 13)) })
+        labels.append(label)
+    }
+    return EncodedSplit(ids: ids, labels: labels)
+}
+
+func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Bool = true, resume: Bool = false,
+                 sha: String = "abc") throws -> Trainer {
+    let enc = tinyBackbone()
+    var o = MethodOptions()
+    o.sideInit = .magnitude
+    o.reduction = 4
+    o.rank = 4
+    let model = try TextClassifier(backbone: enc, method: method, classes: 3, options: o, seed: 1)
+    var p = TrainingParameters()
+    p.epochs = epochs
+    p.batchSize = 8
+    p.learningRate = 1e-2
+    p.useCache = cache
+    p.outputFolder = folder
+    p.resume = resume
+    p.patience = 0
+    let cfg = CheckpointConfig(method: method, options: o, labels: ["a", "b", "c"], maxLength: 16, backboneName: "tiny",
+                               backboneSHA256: sha, seed: 1, epoch: 0, validationAccuracy: nil)
+    return try Trainer(model: model, parameters: p, train: syntheticSplit(64, seed: 1), validation: syntheticSplit(24, seed: 2),
+                       test: syntheticSplit(24, seed: 3), checkpointConfig: cfg)
+}
+
+func tempFolder() -> URL {
+    let u = FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-test-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+    return u
+}
+
+@Suite(.serialized) struct TrainerTests {
+    @Test func metricsAreRight() {
+        let m = ClassificationMetrics(predictions: [0, 0, 1, 2, 2, 2], labels: [0, 1, 1, 2, 2, 0], classes: 3)
+        #expect(abs(m.accuracy - 4.0 / 6) < 1e-12)
+        // F1: class0 p=1/2 r=1/2 -> .5; class1 p=1 r=1/2 -> 2/3; class2 p=2/3 r=1 -> .8
+        #expect(abs(m.macroF1 - (0.5 + 2.0 / 3 + 0.8) / 3) < 1e-12)
+    }
+
+    /// LST learns the synthetic task; epochs after the first read the taps from the cache, and the
+    /// cache's bytes show in the ledger as cache.
+    @Test func lstTrainsWithFeatureCache() throws {
+        let trainer = try makeTrainer(.lst, folder: nil, epochs: 4)
+        var cachedEpochs = 0
+        let report = try trainer.run { if case .epochEnd(_, _, _, _, let cached, _) = $0, cached { cachedEpochs += 1 } }
+        #expect(cachedEpochs == 3)
+        #expect(report.secondsPerStepCached != nil)
+        #expect((report.peakBytes["cache"] ?? 0) > 0)
+        #expect(report.accuracy > 0.8, "test accuracy \(report.accuracy)")
+        #expect(report.peakBytes["total"]! >= report.peakBytes["weights"]!)
+    }
+
+    /// The cache hands back the same taps the backbone computes (to bf16 precision).
+    @Test func cachedTapsMatchFreshOnes() throws {
+        let enc = tinyBackbone()
+        let split = syntheticSplit(5, seed: 9)
+        let batch = makeBatch(split.ids)
+        let fresh = noGrad { enc(batch).hiddenStates }
+        let url = tempFolder().appendingPathComponent("taps.bin")
+        let cache = try FeatureCache(url: url, lengths: split.ids.map(\.count), taps: [0, 1, 2], width: 16)
+        for r in 0..<5 { cache.store(r, row: r, from: fresh) }
+        let back = cache.taps(for: Array(0..<5), seq: batch.seqLength, totalTaps: 3)
+        for t in 0..<3 {
+            for r in 0..<5 {
+                for j in 0..<(split.ids[r].count * 16) {
+                    let a = fresh[t].data[r * batch.seqLength * 16 + j], b = back[t].data[r * batch.seqLength * 16 + j]
+                    #expect(abs(a - b) <= abs(a) / 128 + 1e-6)
+                }
+            }
+        }
+    }
+
+    /// A run interrupted after 2 of 4 epochs and resumed ends where an uninterrupted run ends.
+    @Test func resumeContinuesTheSameRun() throws {
+        let full = tempFolder(), split = tempFolder()
+        let a = try makeTrainer(.last, folder: full, epochs: 4, cache: false).run()
+        _ = try makeTrainer(.last, folder: split, epochs: 2, cache: false).run()
+        // Same schedule as the 4-epoch run: rebuild with epochs 4 and resume.
+        let b = try makeTrainer(.last, folder: split, epochs: 4, cache: false, resume: true).run()
+        #expect(b.epochSeconds.count == 4)
+        #expect(abs(a.validationAccuracy - b.validationAccuracy) < 1e-9)
+        #expect(abs(a.accuracy - b.accuracy) < 1e-9)
+        let best = try Checkpoint.readConfig(full.appendingPathComponent("best"))
+        #expect(best.method == .last && best.labels == ["a", "b", "c"])
+    }
+
+    /// Checkpoints hold only the trainable parameters and refuse the wrong backbone or a corrupt file.
+    @Test func checkpointsAreCheckedOnLoad() throws {
+        let folder = tempFolder()
+        let t = try makeTrainer(.lora, folder: folder, epochs: 1)
+        _ = try t.run()
+        let best = folder.appendingPathComponent("best")
+        let fresh = try makeTrainer(.lora, folder: nil, epochs: 1)
+        _ = try Checkpoint.load(into: fresh.model, from: best, backboneSHA256: "abc")
+        for ((n1, p1), (n2, p2)) in zip(t.model.trainableParameters(), fresh.model.trainableParameters()) {
+            #expect(n1 == n2 && p1.toArray() == p2.toArray())
+        }
+        #expect(throws: TrainerError.self) { try Checkpoint.load(into: fresh.model, from: best, backboneSHA256: "other") }
+        let weights = best.appendingPathComponent("weights.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        bytes = bytes.prefix(bytes.count / 2)
+        try bytes.write(to: weights)
+        #expect(throws: TrainerError.self) { try Checkpoint.load(into: fresh.model, from: best, backboneSHA256: "abc") }
+        #expect(throws: TrainerError.self) { try Checkpoint.readConfig(folder.appendingPathComponent("nope")) }
+    }
+
+    /// Same seed and thread count, same result.
+    @Test func sameSeedSameResult() throws {
+        let a = try makeTrainer(.lst, folder: nil, epochs: 2, cache: false).run()
+        let b = try makeTrainer(.lst, folder: nil, epochs: 2, cache: false).run()
+        #expect(a.accuracy == b.accuracy && a.validationAccuracy == b.validationAccuracy)
+    }
+}

@@ -36,7 +36,7 @@ let package = Package(
         ], swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
-            "SideTuneEngine", "SideTuneNN",
+            "SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneAssets", "SideTuneData", "SideTuneTokenizers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
@@ -52,6 +52,6 @@ let package = Package(
         .testTarget(name: "SideTuneBackbonesTests", dependencies: [
             "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
         ], exclude: ["Goldens"], swiftSettings: fast),
-        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
+        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets"], swiftSettings: fast),
     ]
 )

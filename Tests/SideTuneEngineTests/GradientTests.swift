@@ -68,6 +68,13 @@ import Testing
         }
         let x = randomTensor([2, 3, 5], seed: 15), w = randomTensor([4, 5], seed: 16)
         gradCheck("linear 3-D", [x, w]) { $0[0].matmul($0[1], transposeOther: true) }
+        // Fused x W^T + b equals the composite and has the same gradients.
+        var rng2 = SplitMix64(seed: 17)
+        let b = Tensor.randn([w.shape[0]], rng: &rng2)
+        let fused = noGrad { Tensor.linear(x, weight: w, bias: b) }.toArray()
+        let composite = noGrad { x.matmul(w, transposeOther: true) + b }.toArray()
+        #expect(zip(fused, composite).allSatisfy { abs($0 - $1) <= 1e-5 * (1 + abs($1)) })
+        gradCheck("fused linear", [x, w, b]) { Tensor.linear($0[0], weight: $0[1], bias: $0[2]) }
     }
 
     @Test func softmaxFamily() {

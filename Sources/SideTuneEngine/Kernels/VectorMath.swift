@@ -10,8 +10,14 @@ public typealias V16 = SIMD16<Float>
 
 /// exp(x), Cephes-style: 2^n * p(r) with r = x - n ln2 split in two parts; about 2 ulp.
 @inline(__always) public func vexp(_ x: V16) -> V16 {
-    let xc = x.clamped(lowerBound: V16(repeating: -87.33654), upperBound: V16(repeating: 88.72283))
-    let fx = (xc * 1.442_695_04).rounded(.toNearestOrEven)
+    // Clamp and round with plain lane-wise selects and the 1.5 * 2^23 trick: `clamped` and
+    // SIMD16<Int32>(_:rounding:) are generic and were not vectorised (they dominated profiles).
+    let lo = V16(repeating: -87.33654), hi = V16(repeating: 88.72283)
+    var xc = x.replacing(with: lo, where: x .< lo)
+    xc = xc.replacing(with: hi, where: xc .> hi)
+    let magic = V16(repeating: 12_582_912) // 1.5 * 2^23: adding it rounds to an integer (to nearest even)
+    let t = xc * 1.442_695_04 + magic
+    let fx = t - magic
     var r = xc - fx * 0.693_359_375
     r = r + fx * 2.121_944_4e-4
     var y = V16(repeating: 1.987_569_15e-4)
@@ -21,7 +27,8 @@ public typealias V16 = SIMD16<Float>
     y = y * r + 1.666_666_55e-1
     y = y * r + 5.000_000_1e-1
     y = y * r * r + r + 1
-    let n = SIMD16<Int32>(fx, rounding: .towardZero)
+    // t's bit pattern is 0x4B40_0000 + n for the rounded integer n (|n| < 2^22).
+    let n = unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000
     let scale: V16 = unsafeBitCast((n &+ 127) &<< 23, to: V16.self)
     return y * scale
 }
@@ -30,7 +37,9 @@ public typealias V16 = SIMD16<Float>
 
 /// erf(x) as a rational function x P(x^2) / Q(x^2) on [-4, 4] (Eigen's single-precision fit).
 @inline(__always) public func verf(_ a: V16) -> V16 {
-    let x = a.clamped(lowerBound: V16(repeating: -4), upperBound: V16(repeating: 4))
+    let four = V16(repeating: 4)
+    var x = a.replacing(with: -four, where: a .< -four)
+    x = x.replacing(with: four, where: x .> four)
     let x2 = x * x
     var p = V16(repeating: -2.726_142_25e-10)
     p = p * x2 + 2.770_681_42e-08

@@ -60,6 +60,10 @@ extension Tensor {
         let lse = Tensor(shape: [bsz, h, tq])
         let block = 64
         let pq = q.data, pk = k.data, pv = v.data, po = out.data, pl = lse.data
+        // The key-padding mask as a plain buffer (read in the inner loop without array overhead).
+        let keyPaddingBuffer = mask.keyPadding.map { kp in Tensor(kp, shape: [kp.count]) }
+        let keyPadding: UnsafePointer<Float>? = keyPaddingBuffer.map { UnsafePointer($0.data) }
+        defer { withExtendedLifetime(keyPaddingBuffer) {} }
         ThreadPool.shared.parallelFor(bsz * h) { bh in
             let b = bh / h
             withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scratch in
@@ -72,21 +76,17 @@ extension Tensor {
                          singleThreaded: true)
                     for r in 0..<rows {
                         let row = sc + r * tk, i = i0 + r
-                        var m = -Float.infinity
-                        for j in 0..<tk {
-                            row[j] = mask.allowed(b, i, j, tq, tk) ? row[j] * s : -Float.infinity
-                            m = max(m, row[j])
+                        if let kp = keyPadding, !mask.causal {
+                            // Key padding only: the same row mask for every query of batch b.
+                            let keep = kp + b * tk
+                            for j in 0..<tk { row[j] = keep[j] != 0 ? row[j] * s : -Float.infinity }
+                        } else if !mask.causal {
+                            for j in 0..<tk { row[j] *= s }
+                        } else {
+                            for j in 0..<tk { row[j] = mask.allowed(b, i, j, tq, tk) ? row[j] * s : -Float.infinity }
                         }
-                        if m == -Float.infinity {
-                            row.initialize(repeating: 0, count: tk)
-                            pl[bh * tq + i] = -Float.infinity
-                            continue
-                        }
-                        var sum: Float = 0
-                        for j in 0..<tk { let e = vexp(row[j] - m); row[j] = e; sum += e }
-                        let inv = 1 / sum
-                        for j in 0..<tk { row[j] *= inv }
-                        pl[bh * tq + i] = m + Foundation.log(sum)
+                        // Vectorised max / exp / normalise; an all-masked row gives zeros and lse -inf.
+                        pl[bh * tq + i] = softmaxRow(row, row, tk)
                     }
                     gemm(GEMMShape(m: rows, n: dv, k: tk), sc, lda: tk, pv + bh * tk * dv, ldb: dv, po + (bh * tq + i0) * dv,
                          ldc: dv, singleThreaded: true)
@@ -112,9 +112,10 @@ extension Tensor {
                              singleThreaded: true)
                         for r in 0..<rows {
                             let i = i0 + r, l = pl[bh * tq + i], row = p + r * tk
-                            for j in 0..<tk {
-                                row[j] = (l == -Float.infinity || !mask.allowed(b, i, j, tq, tk)) ? 0 : vexp(row[j] * s - l)
-                            }
+                            if l == -Float.infinity { row.initialize(repeating: 0, count: tk); continue }
+                            // P = exp(S s - lse), vectorised; masked keys are -inf first, then exactly 0.
+                            for j in 0..<tk { row[j] = mask.allowed(b, i, j, tq, tk) ? row[j] * s - l : -Float.infinity }
+                            expRowMasked(row, tk)
                         }
                         // dV += P^T dO
                         gemm(GEMMShape(m: tk, n: dv, k: rows, transA: true), p, lda: tk, gb, ldb: dv, gv.data + bh * tk * dv,
@@ -140,4 +141,16 @@ extension Tensor {
             return [q.requiresGrad ? gq : nil, k.requiresGrad ? gk : nil, v.requiresGrad ? gv : nil]
         }
     }
+}
+
+/// x[j] = exp(x[j]) in place, with exactly 0 where x[j] is -infinity (vexp clamps to ~1e-38).
+@inline(__always) func expRowMasked(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    let ninf = V16(repeating: -Float.infinity)
+    var j = 0
+    while j + 16 <= n {
+        let v = loadV(x + j)
+        storeV(x + j, vexp(v).replacing(with: 0, where: v .== ninf))
+        j += 16
+    }
+    while j < n { x[j] = x[j] == -Float.infinity ? 0 : vexp(x[j]); j += 1 }
 }

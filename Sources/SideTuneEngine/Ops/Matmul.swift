@@ -56,6 +56,39 @@ extension Tensor {
         }
     }
 
+    /// x W^T + b for x [..., in], weight [out, in] (PyTorch layout), bias [out] -> [..., out].
+    /// Fused: the output starts as the bias rows and the GEMM accumulates into it, so no second
+    /// pass and no intermediate tensor. Backward: dx = g W, dW = g^T x, db = column sums of g.
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
+        precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],
+                     "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
+        let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
+        let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
+        let w = weight.dtype == .float32 ? weight : weight.float32()
+        let po = out.data, pb = bias.data
+        ThreadPool.shared.parallelChunks(m, minChunk: max(1, (1 << 14) / max(n, 1))) { r in
+            for row in r { (po + row * n).update(from: pb, count: n) }
+        }
+        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), x.data, lda: k, w.data, ldb: k, po, ldc: n,
+             accumulate: true)
+        return record(out, "linear", [x, weight, bias]) { g in
+            var gx: Tensor?, gw: Tensor?, gb: Tensor?
+            if x.requiresGrad {
+                gx = Tensor(shape: x.shape)
+                gemm(GEMMShape(m: m, n: k, k: n), g.data, lda: n, w.data, ldb: k, gx!.data, ldc: k)
+            }
+            if weight.requiresGrad {
+                gw = Tensor(shape: weight.shape)
+                gemm(GEMMShape(m: n, n: k, k: m, transA: true), g.data, lda: n, x.data, ldb: k, gw!.data, ldc: k)
+            }
+            if bias.requiresGrad {
+                gb = Tensor.zeros(bias.shape)
+                for row in 0..<m { axpy(n, 1, g.data + row * n, gb!.data) }
+            }
+            return [gx, gw, gb]
+        }
+    }
+
     /// [B..., M, K] x [B..., K, N] with identical leading axes; each product single-threaded and
     /// the batch spread over the pool (attention's many small products).
     static func batchedProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> Tensor {

@@ -253,13 +253,21 @@ extension Tensor {
     }
 }
 
-/// Numerically stable softmax of one row; a row of all -infinity gives zeros.
-@inline(__always) func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+/// Numerically stable softmax of one row; a row of all -infinity gives zeros. Returns the row's
+/// log-sum-exp (-infinity for an all -infinity row); `x` and `y` may be the same buffer.
+@discardableResult
+@inline(__always) func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
     var m = -Float.infinity
-    for j in 0..<n { m = max(m, x[j]) }
+    var j0 = 0
+    if n >= 16 {
+        var vm = V16(repeating: -Float.infinity)
+        while j0 + 16 <= n { let v = loadV(x + j0); vm = vm.replacing(with: v, where: v .> vm); j0 += 16 }
+        m = vm.max()
+    }
+    while j0 < n { m = max(m, x[j0]); j0 += 1 }
     if m == -Float.infinity {
         y.initialize(repeating: 0, count: n)
-        return
+        return -Float.infinity
     }
     var s: Float = 0
     let vm = V16(repeating: m)
@@ -273,4 +281,5 @@ extension Tensor {
     j = 0
     while j + 16 <= n { storeV(y + j, loadV(y + j) * inv); j += 16 }
     while j < n { y[j] *= inv[0]; j += 1 }
+    return m + Foundation.log(s)
 }

@@ -96,9 +96,10 @@ func writeJSONAtomically<T: Encodable>(_ value: T, to url: URL) throws {
     let data = try enc.encode(value)
     let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
     try data.write(to: tmp)
-    if FileManager.default.fileExists(atPath: url.path) {
-        _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
-    } else {
-        try FileManager.default.moveItem(at: tmp, to: url)
+    // rename(2) replaces the old file atomically (Foundation's replaceItemAt fails on Linux here).
+    guard rename(tmp.path, url.path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        try? FileManager.default.removeItem(at: tmp)
+        throw TrainerError("\(url.path): cannot write: \(reason)")
     }
 }

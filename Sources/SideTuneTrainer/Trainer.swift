@@ -25,6 +25,8 @@ public struct TrainingParameters: Codable, Sendable {
     public var outputFolder: URL?
     /// Continue from `outputFolder/last` if it exists.
     public var resume = false
+    /// Stop after this epoch as if interrupted (time-boxed runs; tests of `resume`).
+    public var stopAfterEpoch: Int?
     public init() {}
 }
 
@@ -205,6 +207,10 @@ public final class Trainer {
             if let out = p.outputFolder { try saveResumeState(out, optimizer: optimizer, state: state) }
             progress(.epochEnd(epoch: epoch + 1, trainLoss: lossSum / Double(stepsPerEpoch), validation: val, seconds: seconds,
                                fromCache: usedCache, improved: improved))
+            if let stop = p.stopAfterEpoch, epoch + 1 >= stop, epoch + 1 < p.epochs {
+                progress(.message("stopping after epoch \(epoch + 1) as asked; continue with --resume"))
+                break
+            }
             if p.patience > 0 && state.epochsWithoutImprovement >= p.patience && epoch + 1 < p.epochs {
                 progress(.message("early stopping: no better validation accuracy for \(p.patience) epoch(s)"))
                 break

@@ -22,7 +22,7 @@ func syntheticSplit(_ n: Int, seed: UInt64) -> EncodedSplit {
 }
 
 func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Bool = true, resume: Bool = false,
-                 sha: String = "abc") throws -> Trainer {
+                 sha: String = "abc", stopAfter: Int? = nil) throws -> Trainer {
     let enc = tinyBackbone()
     var o = MethodOptions()
     o.sideInit = .magnitude
@@ -32,11 +32,12 @@ func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Boo
     var p = TrainingParameters()
     p.epochs = epochs
     p.batchSize = 8
-    p.learningRate = 1e-2
+    p.learningRate = 3e-2
     p.useCache = cache
     p.outputFolder = folder
     p.resume = resume
     p.patience = 0
+    p.stopAfterEpoch = stopAfter
     let cfg = CheckpointConfig(method: method, options: o, labels: ["a", "b", "c"], maxLength: 16, backboneName: "tiny",
                                backboneSHA256: sha, seed: 1, epoch: 0, validationAccuracy: nil)
     return try Trainer(model: model, parameters: p, train: syntheticSplit(64, seed: 1), validation: syntheticSplit(24, seed: 2),
@@ -60,10 +61,10 @@ func tempFolder() -> URL {
     /// LST learns the synthetic task; epochs after the first read the taps from the cache, and the
     /// cache's bytes show in the ledger as cache.
     @Test func lstTrainsWithFeatureCache() throws {
-        let trainer = try makeTrainer(.lst, folder: nil, epochs: 4)
+        let trainer = try makeTrainer(.lst, folder: nil, epochs: 12)
         var cachedEpochs = 0
         let report = try trainer.run { if case .epochEnd(_, _, _, _, let cached, _) = $0, cached { cachedEpochs += 1 } }
-        #expect(cachedEpochs == 3)
+        #expect(cachedEpochs == 11)
         #expect(report.secondsPerStepCached != nil)
         #expect((report.peakBytes["cache"] ?? 0) > 0)
         #expect(report.accuracy > 0.8, "test accuracy \(report.accuracy)")
@@ -94,8 +95,9 @@ func tempFolder() -> URL {
     @Test func resumeContinuesTheSameRun() throws {
         let full = tempFolder(), split = tempFolder()
         let a = try makeTrainer(.last, folder: full, epochs: 4, cache: false).run()
-        _ = try makeTrainer(.last, folder: split, epochs: 2, cache: false).run()
-        // Same schedule as the 4-epoch run: rebuild with epochs 4 and resume.
+        let partial = try makeTrainer(.last, folder: split, epochs: 4, cache: false, stopAfter: 2).run()
+        #expect(partial.epochSeconds.count == 2)
+        // A new process: rebuild everything and resume.
         let b = try makeTrainer(.last, folder: split, epochs: 4, cache: false, resume: true).run()
         #expect(b.epochSeconds.count == 4)
         #expect(abs(a.validationAccuracy - b.validationAccuracy) < 1e-9)
@@ -131,3 +133,4 @@ func tempFolder() -> URL {
         #expect(a.accuracy == b.accuracy && a.validationAccuracy == b.validationAccuracy)
     }
 }
+

@@ -205,13 +205,7 @@ func packBPanel(_ trans: Bool, _ b: UnsafePointer<Float>, _ ldb: Int, _ pc: Int,
     if !trans {
         if cols == nr {
             for p in 0..<kc {
-                let src = UnsafeRawPointer(b + (pc + p) * ldb + j0)
-                let o = UnsafeMutableRawPointer(dst + p * nr)
-                var q = 0
-                while q < nr {
-                    o.storeBytes(of: src.loadUnaligned(fromByteOffset: q * 4, as: SIMD16<Float>.self), toByteOffset: q * 4, as: SIMD16<Float>.self)
-                    q += 16
-                }
+                (dst + p * nr).update(from: b + (pc + p) * ldb + j0, count: nr)
             }
         } else {
             for p in 0..<kc {

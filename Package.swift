@@ -24,7 +24,7 @@ let package = Package(
         // Layer 2: modules, layers, optimizers, schedules.
         .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: tokenizers and data sets.
-        .target(name: "SideTuneTokenizers", swiftSettings: fast),
+        .target(name: "SideTuneTokenizers", dependencies: ["SideTuneFormats"], swiftSettings: fast),
         .target(name: "SideTuneData", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: model formats and named assets.
         .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"], swiftSettings: fast),
@@ -39,7 +39,7 @@ let package = Package(
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
         .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"], swiftSettings: fast),
-        .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers"], exclude: ["Goldens"],
+        .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats"], exclude: ["Goldens"],
                     swiftSettings: fast),
         .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine"], swiftSettings: fast),
         .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"], swiftSettings: fast),

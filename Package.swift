@@ -31,9 +31,12 @@ let package = Package(
         .target(name: "SideTuneAssets", dependencies: [
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
+        // Layer 4: pretrained backbones (a file per model family).
+        .target(name: "SideTuneBackbones", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers"],
+                swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
-            "SideTuneEngine", "SideTuneNN",
+            "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers", "SideTuneBackbones", "SideTuneAssets",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
@@ -46,6 +49,9 @@ let package = Package(
         .testTarget(name: "SideTuneAssetsTests", dependencies: [
             "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
+        .testTarget(name: "SideTuneBackbonesTests", dependencies: [
+            "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
+        ], exclude: ["Goldens"], swiftSettings: fast),
         .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
     ]
 )

@@ -4,7 +4,7 @@ public struct SideTuneCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sidetune",
         abstract: "Side-tuning for pretrained transformers on CPU: train small side networks on frozen backbones, with memory measured.",
-        subcommands: [Bench.self]
+        subcommands: [Bench.self, Generate.self]
     )
     public init() {}
 }

@@ -135,9 +135,12 @@ struct ByteLevelBPETests {
                 if !text.contains("\u{FFFD}") && !text.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r" }) { #expect(tok.decode(got) == text, "\(id): decode(encode(text)) != text") }
             }
         }
-        print("BPE goldens: \(lines.count - failed)/\(lines.count) identical (\(chats) chat renders, \(tokens) tokens, transformers \(header["transformers"] ?? "?")) in \(elapsed)")
-        for s in shown { print(s) }
+        log("BPE goldens: \(lines.count - failed)/\(lines.count) identical (\(chats) chat renders, \(tokens) tokens, transformers \(header["transformers"] ?? "?")) in \(elapsed)")
+        for s in shown { log(s) }
         #expect(chats >= 5)
         #expect(failed == 0, "\(failed) of \(lines.count) golden lines differ; first ones printed above")
     }
 }
+
+/// Test output goes to stderr: the CLI tests capture stdout (fd 1) while other tests run in parallel.
+func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -278,20 +278,23 @@ public final class Llama: Module {
 
     /// Builds the model from a GGUF file: every weight dequantised to F32 (ledger `.weights`),
     /// Q/K rows un-permuted from llama.cpp's layout to Hugging Face's, parameters frozen.
-    public static func load(gguf f: GGUFFile) throws -> Llama {
+    public static func load(gguf f: GGUFFile, weights format: LlamaWeightFormat = .float32) throws -> Llama {
         let c = try LlamaConfig(gguf: f)
         func weight(_ name: String) throws -> Tensor {
             let t = try f.float32Tensor(name, category: .weights)
             t.requiresGrad = false
             return t
         }
-        func linear(_ name: String, _ outF: Int, _ inF: Int, unpermuteHeads: Int? = nil) throws -> Linear {
+        func linear(_ name: String, _ outF: Int, _ inF: Int, unpermuteHeads: Int? = nil) throws -> any LinearLayer {
             var w = try weight(name)
             guard w.shape == [outF, inF] else {
                 throw FormatError(.shapeMismatch, file: f.path, tensor: name, "shape \(w.shape), expected [\(outF), \(inF)]")
             }
             if let heads = unpermuteHeads { w = unpermuteRows(w, heads: heads) }
-            return Linear(weight: w, bias: nil)
+            switch format {
+            case .float32: return Linear(weight: w, bias: nil)
+            case .nf4: return NF4Linear(NF4Weight(quantizing: w))
+            }
         }
         func rmsNorm(_ name: String) throws -> RMSNorm {
             let n = RMSNorm(c.dim, eps: c.rmsEps)

@@ -32,6 +32,8 @@ extension SideTuneCommand {
         var seed: UInt64 = 0
         @Flag(help: "Use the prompt as is, without the chat template.")
         var raw = false
+        @Option(help: "Block weight format: float32 (exact) or nf4 (4-bit NormalFloat, QST's backbone).")
+        var weights: String = "float32"
         @Flag(help: "Print the memory ledger after generating.")
         var ledger = false
 
@@ -40,6 +42,7 @@ extension SideTuneCommand {
         public func validate() throws {
             guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
             guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
+            guard LlamaWeightFormat(rawValue: weights) != nil else { throw ValidationError("--weights must be float32 or nf4") }
             guard model == "smollm2" || gguf != nil else { throw ValidationError("only the smollm2 decoder is supported (or pass --gguf)") }
         }
 
@@ -54,7 +57,7 @@ extension SideTuneCommand {
             }
             let t0 = Date()
             let file = try GGUFFile(path: path)
-            let llama = try Llama.load(gguf: file)
+            let llama = try Llama.load(gguf: file, weights: LlamaWeightFormat(rawValue: weights)!)
             let tok = try ByteLevelBPE(gguf: file)
             eprint(String(format: "loaded %@ (%d blocks, width %d) in %.2f s", (path as NSString).lastPathComponent as NSString,
                           llama.config.layers, llama.config.dim, Date().timeIntervalSince(t0)))

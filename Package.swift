@@ -24,7 +24,7 @@ let package = Package(
         // Layer 2: modules, layers, optimizers, schedules.
         .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: tokenizers and data sets.
-        .target(name: "SideTuneTokenizers", swiftSettings: fast),
+        .target(name: "SideTuneTokenizers", dependencies: ["SideTuneFormats"], swiftSettings: fast),
         .target(name: "SideTuneData", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: model formats and named assets.
         .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"], swiftSettings: fast),
@@ -45,13 +45,13 @@ let package = Package(
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
             "SideTuneEngine", "SideTuneNN", "SideTuneTrainer", "SideTuneMethods", "SideTuneBackbones", "SideTuneData",
-            "SideTuneTokenizers", "SideTuneAssets",
+            "SideTuneTokenizers", "SideTuneAssets", "SideTuneFormats",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
         .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport"], swiftSettings: fast),
         .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"], swiftSettings: fast),
-        .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers"], exclude: ["Goldens"],
+        .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats"], exclude: ["Goldens"],
                     swiftSettings: fast),
         .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine"], swiftSettings: fast),
         .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"], swiftSettings: fast),

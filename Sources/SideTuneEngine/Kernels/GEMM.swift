@@ -68,7 +68,15 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
         return
     }
     if m == 1 && !s.transA {
-        gemvRow(s, a, b, ldb: ldb, c, accumulate: accumulate)
+        // Memory-bound: split the output columns over the pool when B is large (decoding).
+        if singleThreaded || n * k < 1 << 16 || pool.activeThreads == 1 {
+            gemvRow(s, a, b, ldb: ldb, c, accumulate: accumulate)
+        } else {
+            pool.parallelChunks(n, minChunk: 64) { r in
+                let sub = GEMMShape(m: 1, n: r.count, k: k, transA: false, transB: s.transB)
+                gemvRow(sub, a, b + (s.transB ? r.lowerBound * ldb : r.lowerBound), ldb: ldb, c + r.lowerBound, accumulate: accumulate)
+            }
+        }
         return
     }
     let mr = kernel.mr, nr = kernel.nr, mc = kernel.mc, kc0 = kernel.kc, nc0 = kernel.nc

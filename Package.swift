@@ -25,12 +25,16 @@ let package = Package(
         .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: tokenizers and data sets.
         .target(name: "SideTuneTokenizers", swiftSettings: fast),
-        .target(name: "SideTuneData", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        .target(name: "CSideTuneGzip", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip"], swiftSettings: fast),
         // Layer 3: model formats and named assets.
         .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         .target(name: "SideTuneAssets", dependencies: [
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
+        // Layer 4: pretrained backbones built from model files.
+        .target(name: "SideTuneBackbones", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats"],
+                swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
             "SideTuneEngine", "SideTuneNN",
@@ -46,6 +50,9 @@ let package = Package(
         .testTarget(name: "SideTuneAssetsTests", dependencies: [
             "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
+        .testTarget(name: "SideTuneBackbonesTests", dependencies: [
+            "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneData",
+        ], exclude: ["Goldens"], swiftSettings: fast),
         .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI"], swiftSettings: fast),
     ]
 )

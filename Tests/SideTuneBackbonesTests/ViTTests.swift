@@ -1,0 +1,191 @@
+import Foundation
+import Testing
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneFormats
+import SideTuneNN
+
+func tinyConfig() -> ViTConfig {
+    var c = ViTConfig()
+    c.hiddenSize = 16
+    c.layers = 2
+    c.heads = 2
+    c.mlpSize = 32
+    c.patchSize = 2
+    c.positionGrid = 3
+    return c
+}
+
+/// Same rule as the engine tests' helper: central differences on sum(f * R).
+func gradCheck(_ name: String, _ inputs: [Tensor], eps: Float = 1e-2, atol: Float = 3e-3, rtol: Float = 3e-2,
+               sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor) {
+    for x in inputs { x.requiresGrad = true; x.zeroGrad() }
+    let out = f(inputs)
+    var rng = SplitMix64(seed: 99)
+    let r = Tensor.randn(out.shape, rng: &rng)
+    func project(_ y: Tensor) -> Double {
+        var s = 0.0
+        for i in 0..<y.count { s += Double(y.data[i]) * Double(r.data[i]) }
+        return s
+    }
+    (out * r).sum().backward()
+    var worst: (Float, String) = (0, "")
+    for (xi, x) in inputs.enumerated() {
+        let analytic = x.grad?.toArray() ?? [Float](repeating: 0, count: x.count)
+        for i in 0..<x.count {
+            let saved = x.data[i]
+            x.data[i] = saved + eps
+            let plus = noGrad { project(f(inputs)) }
+            x.data[i] = saved - eps
+            let minus = noGrad { project(f(inputs)) }
+            x.data[i] = saved
+            let numeric = Float((plus - minus) / Double(2 * eps))
+            let err = abs(analytic[i] - numeric)
+            if err / (atol + rtol * abs(numeric)) > worst.0 {
+                worst = (err / (atol + rtol * abs(numeric)), "input \(xi) element \(i): analytic \(analytic[i]) numeric \(numeric)")
+            }
+        }
+    }
+    #expect(worst.0 <= 1, "\(name): gradient mismatch, worst at \(worst.1)", sourceLocation: sourceLocation)
+}
+
+@Suite struct CubicResizeTests {
+    @Test func identityAtSameSize() {
+        let w = CubicResize.weights(inSize: 5, outSize: 5)
+        for i in 0..<5 { for j in 0..<5 { #expect(w[i * 5 + j] == (i == j ? 1 : 0)) } }
+    }
+
+    @Test func halvingMatchesHandComputedKeysWeights() {
+        // 4 -> 2: output 0 samples x = 0.5; taps -1(clamped to 0), 0, 1, 2 with Keys a = -0.75:
+        // k(1.5) = -0.09375, k(0.5) = 0.59375.
+        let w = CubicResize.weights(inSize: 4, outSize: 2)
+        #expect(abs(w[0] - 0.5) < 1e-6 && abs(w[1] - 0.59375) < 1e-6 && abs(w[2] + 0.09375) < 1e-6 && w[3] == 0)
+        #expect(abs(w[4] - 0) < 1e-6 && abs(w[5] + 0.09375) < 1e-6 && abs(w[6] - 0.59375) < 1e-6 && abs(w[7] - 0.5) < 1e-6)
+    }
+
+    @Test func rowsSumToOne() {
+        for (i, o) in [(37, 16), (37, 23), (37, 40), (3, 7)] {
+            let w = CubicResize.weights(inSize: i, outSize: o)
+            for r in 0..<o { #expect(abs(w[r * i..<(r + 1) * i].reduce(0, +) - 1) < 1e-5) }
+        }
+    }
+}
+
+@Suite struct ViTModuleTests {
+    @Test func parameterNamesAndCount() {
+        let vit = DINOv2ViT(config: tinyConfig())
+        let names = vit.namedParameters().map(\.0)
+        #expect(names.contains("embeddings.clsToken"))
+        #expect(names.contains("embeddings.positionEmbeddings"))
+        #expect(names.contains("embeddings.patchProjection.weight"))
+        #expect(names.contains("layers.1.attention.query.weight"))
+        #expect(names.contains("layers.0.layerScale2"))
+        #expect(names.contains("norm.bias"))
+        // 2 blocks x (4 attention Linear x 2 + 2 norms x 2 + 2 fc x 2 + 2 layer scales) + 4 embedding tensors + final norm 2
+        #expect(names.count == 2 * (8 + 4 + 4 + 2) + 4 + 2)
+        // ViT-S/14: about 22M parameters (DINOv2 ViT-S/14: 22.06M).
+        let s = DINOv2ViT()
+        #expect(s.parameterCount == 22_056_192)
+    }
+
+    @Test func shapesTapsAndAnyMultipleOfThePatch() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 3)
+        var rng = SplitMix64(seed: 1)
+        for (h, w) in [(6, 6), (6, 8), (10, 4)] {
+            let x = Tensor.randn([2, 3, h, w], rng: &rng)
+            let out = noGrad { vit(x) }
+            let n = 1 + (h / 2) * (w / 2)
+            #expect(out.hidden.shape == [2, n, 16])
+            #expect(out.taps.count == 3)
+            #expect(out.taps.allSatisfy { $0.shape == [2, n, 16] })
+            #expect(out.grid == (h / 2, w / 2))
+            #expect(Autograd.graphSize(out.hidden) == 0)
+        }
+    }
+
+    @Test func batchItemsAreIndependent() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 4)
+        var rng = SplitMix64(seed: 2)
+        let x = Tensor.randn([2, 3, 6, 8], rng: &rng)
+        let both = noGrad { vit(x).hidden }
+        let second = noGrad { vit(x.slice(axis: 0, 1, 2)).hidden }
+        let a = both.slice(axis: 0, 1, 2).toArray(), b = second.toArray()
+        #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-5)
+    }
+
+    /// The reshape + matmul patch embedding equals a direct 2x2 stride-2 convolution.
+    @Test func patchEmbeddingIsAConvolution() {
+        let c = tinyConfig()
+        let vit = DINOv2ViT(config: c, seed: 5)
+        var rng = SplitMix64(seed: 3)
+        let x = Tensor.randn([1, 3, 4, 6], rng: &rng)
+        let pos = noGrad { vit.embeddings.positionEmbedding(h: 2, w: 3) }
+        let tokens = noGrad { vit.embeddings(x) - pos }
+        let wt = vit.embeddings.patchProjection.weight, bias = vit.embeddings.patchProjection.bias!
+        for i in 0..<2 {
+            for j in 0..<3 {
+                for o in 0..<c.hiddenSize {
+                    var s = bias.data[o]
+                    for ch in 0..<3 { for dy in 0..<2 { for dx in 0..<2 {
+                        s += wt[o, (ch * 2 + dy) * 2 + dx] * x[0, ch, 2 * i + dy, 2 * j + dx]
+                    } } }
+                    #expect(abs(tokens[0, 1 + i * 3 + j, o] - s) < 1e-4)
+                }
+            }
+        }
+        // The CLS row is the token plus its position.
+        for o in 0..<c.hiddenSize { #expect(abs(tokens[0, 0, o] - vit.embeddings.clsToken[0, 0, o]) < 1e-6) }
+    }
+
+    @Test func positionGridIsUnchangedAtTheTrainingSize() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 6)
+        let p = noGrad { vit.embeddings.positionEmbedding(h: 3, w: 3) }
+        #expect(p.toArray() == vit.embeddings.positionEmbeddings.toArray())
+    }
+
+    @Test func gradientsReachInputsAndParameters() {
+        var c = tinyConfig()
+        c.layers = 1
+        let vit = DINOv2ViT(config: c, seed: 7)
+        var rng = SplitMix64(seed: 4)
+        let x = Tensor.randn([1, 3, 4, 6], rng: &rng)
+        let blk = vit.layers[0]
+        gradCheck("vit", [x, blk.layerScale1, blk.norm2.weight!, vit.embeddings.clsToken]) { _ in vit(x, collectTaps: false).hidden }
+        // Position table gradient flows through the bicubic resize (grid 3 -> 2x3).
+        gradCheck("pos", [vit.embeddings.positionEmbeddings]) { _ in vit.embeddings.positionEmbedding(h: 2, w: 3) }
+    }
+
+    @Test func loaderRejectsAGraphWithoutTheBackbone() throws {
+        // ModelProto { graph { name: "empty" } }
+        let graph: [UInt8] = [0x12, 0x05] + Array("empty".utf8)
+        let model = try ONNXModel(bytes: [0x3a, UInt8(graph.count)] + graph)
+        do {
+            _ = try DINOv2ViT.load(onnx: model)
+            Issue.record("expected an error")
+        } catch let e as ONNXError {
+            #expect(e.kind == .missing && e.description.contains("backbone.embeddings.cls_token"), "\(e)")
+        }
+    }
+
+    /// The real file: every unnamed MatMul weight is found and goes where the graph says.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
+    func loadsTheRealFile() throws {
+        let model = try ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!)
+        let (vit, map) = try DINOv2ViT.load(onnx: model)
+        #expect(vit.config == ViTConfig())
+        let bySource = Dictionary(map.map { ($0.initializer, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+        #expect(map.filter(\.transposed).count == 72)
+        // From the graph: layer 0's key, value, query, output, fc1, fc2 MatMuls in file order.
+        #expect(bySource["onnx::MatMul_1966"] == "layers.0.attention.key.weight")
+        #expect(bySource["onnx::MatMul_1969"] == "layers.0.attention.value.weight")
+        #expect(bySource["onnx::MatMul_1972"] == "layers.0.attention.query.weight")
+        #expect(bySource["onnx::MatMul_1980"] == "layers.0.attention.output.weight")
+        #expect(bySource["onnx::MatMul_2168"] == "layers.11.fc1.weight")
+        #expect(bySource["onnx::MatMul_2169"] == "layers.11.fc2.weight")
+        // [in, out] in the file, [out, in] here.
+        let src = try model.graph.initializerMap()["onnx::MatMul_2168"]!.floats()   // [384, 1536]
+        let w = vit.layers[11].fc1.weight                                               // [1536, 384]
+        #expect(w.shape == [1536, 384])
+        for (i, j) in [(0, 0), (5, 700), (383, 1535)] { #expect(w[j, i] == src[i * 1536 + j]) }
+    }
+}

@@ -200,7 +200,7 @@ public enum CSVImages {
         let n = height * width
         var pixels: [UInt8] = [], labels: [Int32] = []
         var lineNo = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0.isNewline }) { // "\r\n" is one Character
             lineNo += 1
             let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine[...]
             if line.allSatisfy({ $0 == " " }) { continue }

@@ -10,8 +10,14 @@ public typealias V16 = SIMD16<Float>
 
 /// exp(x), Cephes-style: 2^n * p(r) with r = x - n ln2 split in two parts; about 2 ulp.
 @inline(__always) public func vexp(_ x: V16) -> V16 {
-    let xc = x.clamped(lowerBound: V16(repeating: -87.33654), upperBound: V16(repeating: 88.72283))
-    let fx = (xc * 1.442_695_04).rounded(.toNearestOrEven)
+    // clamped(), rounded() and SIMD16<Int32>(_:rounding:) are generic in the standard library and
+    // were not inlined (measured: 90% of attention time in them), so use selects and the 1.5 * 2^23
+    // rounding trick, and build 2^n from the float's bits.
+    let lo = V16(repeating: -87.33654), hi = V16(repeating: 88.72283)
+    var xc = x.replacing(with: lo, where: x .< lo)
+    xc = xc.replacing(with: hi, where: xc .> hi)
+    let magic = V16(repeating: 12_582_912) // 1.5 * 2^23: adding and subtracting rounds to nearest even
+    let fx = (xc * 1.442_695_04 + magic) - magic
     var r = xc - fx * 0.693_359_375
     r = r + fx * 2.121_944_4e-4
     var y = V16(repeating: 1.987_569_15e-4)
@@ -21,8 +27,9 @@ public typealias V16 = SIMD16<Float>
     y = y * r + 1.666_666_55e-1
     y = y * r + 5.000_000_1e-1
     y = y * r * r + r + 1
-    let n = SIMD16<Int32>(fx, rounding: .towardZero)
-    let scale: V16 = unsafeBitCast((n &+ 127) &<< 23, to: V16.self)
+    // fx is a small integer: the low mantissa bits of fx + 2^23 + 127 hold n + 127.
+    let biased = unsafeBitCast(fx + V16(repeating: 8_388_735), to: SIMD16<UInt32>.self)
+    let scale: V16 = unsafeBitCast((biased & SIMD16<UInt32>(repeating: 0x7f_ffff)) &<< 23, to: V16.self)
     return y * scale
 }
 
@@ -30,7 +37,9 @@ public typealias V16 = SIMD16<Float>
 
 /// erf(x) as a rational function x P(x^2) / Q(x^2) on [-4, 4] (Eigen's single-precision fit).
 @inline(__always) public func verf(_ a: V16) -> V16 {
-    let x = a.clamped(lowerBound: V16(repeating: -4), upperBound: V16(repeating: 4))
+    let lo = V16(repeating: -4), hi = V16(repeating: 4)
+    var x = a.replacing(with: lo, where: a .< lo) // not clamped(): see vexp
+    x = x.replacing(with: hi, where: x .> hi)
     let x2 = x * x
     var p = V16(repeating: -2.726_142_25e-10)
     p = p * x2 + 2.770_681_42e-08

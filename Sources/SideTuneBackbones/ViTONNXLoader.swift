@@ -54,6 +54,12 @@ extension DINOv2ViT {
     /// initializer concatenated in front of the resized grid. Sizes, head count, epsilon and the
     /// resize settings are read from the graph and checked.
     public static func load(onnx model: ONNXModel, prefix: String = "backbone.") throws -> (DINOv2ViT, SourceMap) {
+        try load(graph: model.graph, file: model.path, prefix: prefix)
+    }
+
+    /// `load(onnx:)` on a parsed graph (tests edit graphs to check the errors); `file` names it in errors.
+    public static func load(graph: ONNXGraph, file: String, prefix: String = "backbone.") throws -> (DINOv2ViT, SourceMap) {
+        let model = (graph: graph, path: file)
         let idx = ONNXGraphIndex(model.graph)
         func bad(_ message: String) -> ONNXError { ONNXError(.badGraph, context: model.path, message) }
         func initializer(_ name: String) throws -> ONNXTensor {

@@ -167,6 +167,40 @@ func gradCheck(_ name: String, _ inputs: [Tensor], eps: Float = 1e-2, atol: Floa
         }
     }
 
+    /// Edited copies of the real graph: each defect gives an error naming what is wrong.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
+    func malformedGraphsGiveClearErrors() throws {
+        let model = try ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!)
+        func expectError(_ kind: ONNXError.Kind, _ contains: String, _ edit: (inout ONNXGraph) -> Void,
+                         sourceLocation: SourceLocation = #_sourceLocation) {
+            var g = model.graph
+            edit(&g)
+            do {
+                _ = try DINOv2ViT.load(graph: g, file: "edited.onnx")
+                Issue.record("expected an error", sourceLocation: sourceLocation)
+            } catch let e as ONNXError {
+                #expect(e.kind == kind && e.description.contains(contains), "\(e)", sourceLocation: sourceLocation)
+            } catch { Issue.record("\(error)", sourceLocation: sourceLocation) }
+        }
+        let resize = model.graph.nodes.firstIndex { $0.opType == "Resize" && $0.name.contains("embeddings") }!
+        expectError(.unsupported, "mode linear") { g in
+            let a = g.nodes[resize].attributes.firstIndex { $0.name == "mode" }!
+            g.nodes[resize].attributes[a].s = Array("linear".utf8)
+        }
+        let fc1 = model.graph.nodes.firstIndex { $0.name == "/backbone/encoder/layer.4/mlp/fc1/MatMul" }!
+        expectError(.badGraph, "module paths disagree") { g in g.nodes[fc1].name = "/backbone/encoder/layer.5/mlp/fc1/MatMul" }
+        expectError(.badGraph, "not followed by an Add with a named bias") { g in
+            g.initializers.removeAll { $0.name == "backbone.encoder.layer.4.mlp.fc1.bias" }
+        }
+        expectError(.missing, "layer.7.attention.attention.value") { g in
+            let v = g.nodes.firstIndex { $0.name == "/backbone/encoder/layer.7/attention/attention/value/MatMul" }!
+            g.nodes.remove(at: v)
+        }
+        expectError(.badGraph, "not numbered") { g in
+            g.initializers.removeAll { $0.name.hasPrefix("backbone.encoder.layer.3.") }
+        }
+    }
+
     /// The real file: every unnamed MatMul weight is found and goes where the graph says.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
     func loadsTheRealFile() throws {

@@ -195,5 +195,10 @@ func idx(_ dims: [Int], _ data: [UInt8]) -> [UInt8] {
         #expect(Array(train.labels.prefix(5)) == [9, 0, 0, 3, 0])
         let (tr, va) = try FashionMNIST.fewShotSplit(train, seed: 0)
         #expect(tr.count == 800 && va.count == 200 && Set(tr).isDisjoint(with: va))
+        let few = try FashionMNIST.fewShot(directory: ProcessInfo.processInfo.environment["SIDETUNE_FASHION_DIR"]!, seed: 0)
+        #expect(few.train.count == 800 && few.validation.count == 200 && few.test.count == 10_000)
+        #expect(few.train.indicesByClass(classes: 10).map(\.count) == [Int](repeating: 80, count: 10))
+        #expect(few.validation.indicesByClass(classes: 10).map(\.count) == [Int](repeating: 20, count: 10))
+        #expect(Array(few.train.image(0)) == Array(train.image(tr[0])) && few.train.labels[5] == train.labels[tr[5]])
     }
 }

@@ -38,4 +38,13 @@ public enum FashionMNIST {
         }
         return (tr.sorted(), va.sorted())
     }
+
+    /// Fashion-MNIST-1k as image sets: 800 train + 200 validation (stratified from the 60k training
+    /// images with `seed`) and the full 10k test set.
+    public static func fewShot(directory: String, trainPerClass: Int = 80, validationPerClass: Int = 20,
+                               seed: UInt64 = 0) throws -> (train: ImageSet, validation: ImageSet, test: ImageSet) {
+        let (full, test) = try load(directory: directory)
+        let (tr, va) = try fewShotSplit(full, trainPerClass: trainPerClass, validationPerClass: validationPerClass, seed: seed)
+        return (full.subset(tr), full.subset(va), test)
+    }
 }

@@ -201,6 +201,44 @@ func gradCheck(_ name: String, _ inputs: [Tensor], eps: Float = 1e-2, atol: Floa
         }
     }
 
+    /// HST's case: the real backbone frozen except the blocks' LayerNorms; backprop passes through
+    /// all blocks and only the LayerNorm parameters (and the input) receive gradients.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
+    func backpropThroughTheRealBackboneToItsLayerNorms() throws {
+        let (vit, _) = try DINOv2ViT.load(onnx: ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!))
+        vit.freeze()
+        let lnNames = Set(vit.namedParameters().map(\.0).filter { $0.contains(".norm1.") || $0.contains(".norm2.") })
+        vit.unfreeze(keys: lnNames)
+        #expect(vit.trainableParameterCount == 12 * 4 * 384)
+        var rng = SplitMix64(seed: 9)
+        let x = Tensor.randn([1, 3, 28, 42], rng: &rng)
+        x.requiresGrad = true
+        let out = vit(x, collectTaps: false)
+        out.hidden.square().mean().backward()
+        for (name, p) in vit.namedParameters() {
+            if lnNames.contains(name) {
+                let g = try #require(p.grad, "\(name) has no gradient")
+                #expect(g.toArray().contains { $0 != 0 } && g.toArray().allSatisfy { $0.isFinite }, "\(name)")
+            } else {
+                #expect(p.grad == nil, "\(name) is frozen but got a gradient")
+            }
+        }
+        #expect(x.grad?.shape == [1, 3, 28, 42])
+        #expect(Autograd.graphSize(out.hidden) == 0)
+        // Central difference on the largest gradient entry of one LayerNorm weight.
+        let w = vit.layers[5].norm2.weight!, g = w.grad!.toArray()
+        let j = g.indices.max { abs(g[$0]) < abs(g[$1]) }!
+        func loss() -> Double { noGrad { Double(vit(x, collectTaps: false).hidden.square().mean().item()) } }
+        let saved = w.data[j], eps: Float = 1e-2
+        w.data[j] = saved + eps
+        let plus = loss()
+        w.data[j] = saved - eps
+        let minus = loss()
+        w.data[j] = saved
+        let numeric = Float((plus - minus) / Double(2 * eps))
+        #expect(abs(numeric - g[j]) <= 0.05 * abs(g[j]) + 1e-5, "analytic \(g[j]) numeric \(numeric)")
+    }
+
     /// The real file: every unnamed MatMul weight is found and goes where the graph says.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
     func loadsTheRealFile() throws {

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import SideTuneEngine
 import SideTuneFormats
 import SideTuneNN
@@ -243,7 +248,7 @@ public final class DINOv2ViT: Module {
     }
 }
 
-/// A tiny lock for the interpolation cache (Foundation's NSLock without importing Foundation here).
+/// A tiny lock for the interpolation cache (the side network and the backbone may run on several threads).
 final class NSLockLite: @unchecked Sendable {
     private var m = pthread_mutex_t()
     init() { pthread_mutex_init(&m, nil) }
@@ -254,9 +259,3 @@ final class NSLockLite: @unchecked Sendable {
         return try body()
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

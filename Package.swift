@@ -25,7 +25,8 @@ let package = Package(
         .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: tokenizers and data sets.
         .target(name: "SideTuneTokenizers", dependencies: ["SideTuneFormats"], swiftSettings: fast),
-        .target(name: "SideTuneData", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        .target(name: "CSideTuneGzip", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip"], swiftSettings: fast),
         // Layer 3: model formats and named assets.
         .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         .target(name: "SideTuneAssets", dependencies: [
@@ -59,7 +60,8 @@ let package = Package(
             "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
         .testTarget(name: "SideTuneBackbonesTests", dependencies: [
-            "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
+            "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers", "SideTuneData",
+            "SideTuneTestSupport",
         ], exclude: ["Goldens"], swiftSettings: fast),
         .testTarget(name: "SideTuneMethodsTests", dependencies: ["SideTuneMethods", "SideTuneTestSupport", "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
                     swiftSettings: fast),

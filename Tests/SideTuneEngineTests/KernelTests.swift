@@ -60,6 +60,27 @@ import Testing
     }
 }
 
+extension VectorMathTests {
+    /// Whole float range, distinct values per lane, and the clamps (exp of -100 is 0-ish, not NaN).
+    @Test func expAcrossTheRangeLaneByLane() {
+        var worst: Float = 0
+        var base: Float = -87
+        while base < 88 {
+            var v = V16()
+            for l in 0..<16 { v[l] = base + Float(l) * 0.037 }
+            let e = vexp(v)
+            for l in 0..<16 where v[l] < 88.7 {
+                worst = max(worst, abs(e[l] - Foundation.exp(v[l])) / Foundation.exp(v[l]))
+            }
+            base += 0.61
+        }
+        #expect(worst < 2e-6, "exp relative error \(worst)")
+        let small = vexp(V16(repeating: -100))[0]
+        #expect(small >= 0 && small < 1e-37)
+        #expect(vexp(V16(repeating: 0))[0] == 1)
+    }
+}
+
 @Suite struct AttentionTests {
     /// The blocked path equals the reference on sizes that cross its 64-query blocks.
     @Test func blockedMatchesReference() {

@@ -1,0 +1,261 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import SideTuneEngine
+import SideTuneFormats
+import SideTuneNN
+
+/// DINOv2 ViT (ViT-S/14: width 384, 12 pre-LN blocks with LayerScale, 6 heads, GELU MLP 1536,
+/// learned 37x37 position grid interpolated bicubically to the input's patch grid).
+///
+/// Shapes: pixels [B, 3, H, W] (H, W multiples of the patch size, ImageNet-normalised);
+/// tokens [B, 1 + h*w, D] with the CLS token first, h = H/14, w = W/14.
+public struct ViTConfig: Codable, Sendable, Equatable {
+    public var hiddenSize = 384
+    public var layers = 12
+    public var heads = 6
+    public var mlpSize = 1536
+    public var patchSize = 14
+    public var channels = 3
+    /// Side of the square position-embedding grid the model was trained with (37 for 518 px).
+    public var positionGrid = 37
+    public var layerNormEps: Float = 1e-6
+    /// Keys' cubic coefficient in the position-grid resize (PyTorch's bicubic uses -0.75).
+    public var cubicCoefficient: Float = -0.75
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size", layers = "num_hidden_layers", heads = "num_attention_heads"
+        case mlpSize = "intermediate_size", patchSize = "patch_size", channels = "num_channels"
+        case positionGrid = "position_grid", layerNormEps = "layer_norm_eps", cubicCoefficient = "cubic_coefficient"
+    }
+}
+
+/// CLS token, position embeddings and the patch projection (a 14x14 stride-14 convolution, done as
+/// a reshape into patches and one matrix product).
+public final class ViTEmbeddings: Module {
+    /// [1, 1, D]
+    public let clsToken: Tensor
+    /// [1, 1 + G*G, D]: the CLS position first, then the G x G grid row by row.
+    public let positionEmbeddings: Tensor
+    /// weight [D, C*P*P] (the conv weight [D, C, P, P] flattened), bias [D]
+    public let patchProjection: Linear
+    let _config: ViTConfig
+    /// Bicubic interpolation matrices [h*w, G*G] by target grid (h, w).
+    private var _interpolation: [SIMD2<Int32>: Tensor] = [:]
+    private let _lock = NSLockLite()
+
+    public init(config: ViTConfig, rng: inout SplitMix64) {
+        let d = config.hiddenSize, g = config.positionGrid
+        _config = config
+        clsToken = parameter(.randn([1, 1, d], std: 0.02, rng: &rng))
+        positionEmbeddings = parameter(.randn([1, 1 + g * g, d], std: 0.02, rng: &rng))
+        patchProjection = Linear(config.channels * config.patchSize * config.patchSize, d, rng: &rng)
+        super.init()
+    }
+
+    /// [B, C, H, W] -> [B, 1 + h*w, D]
+    public func callAsFunction(_ pixels: Tensor) -> Tensor {
+        let c = _config, p = c.patchSize
+        precondition(pixels.rank == 4 && pixels.shape[1] == c.channels,
+                     "ViT input must be [B, \(c.channels), H, W], got \(pixels.shape)")
+        let (b, hPx, wPx) = (pixels.shape[0], pixels.shape[2], pixels.shape[3])
+        precondition(hPx % p == 0 && wPx % p == 0 && hPx > 0 && wPx > 0,
+                     "ViT input size \(hPx)x\(wPx) is not a multiple of the patch size \(p)")
+        let h = hPx / p, w = wPx / p
+        // [B, C, h, P, w, P] -> [B, h, w, C, P, P] -> [B, h*w, C*P*P]: the conv's patch order.
+        let patches = pixels.reshaped([b, c.channels, h, p, w, p]).permuted([0, 2, 4, 1, 3, 5])
+            .reshaped([b, h * w, c.channels * p * p])
+        let x = patchProjection(patches)                                   // [B, h*w, D]
+        let cls = Tensor.zeros([b, 1, c.hiddenSize]) + clsToken               // broadcast, with autograd
+        let tokens = Tensor.concat([cls, x], axis: 1)                      // [B, 1+h*w, D]
+        return tokens + positionEmbedding(h: h, w: w)                      // broadcast over B
+    }
+
+    /// Position embeddings for an h x w patch grid: [1, 1 + h*w, D]. The grid part is the G x G
+    /// table resized bicubically (half-pixel centres, edge-clamped, a = -0.75, no antialias), as
+    /// DINOv2's `interpolate_pos_encoding` calls `F.interpolate(size=(h, w), mode="bicubic",
+    /// align_corners=False)`. The resize is linear, so it is one product with a fixed matrix and
+    /// gradients reach the table.
+    public func positionEmbedding(h: Int, w: Int) -> Tensor {
+        let g = _config.positionGrid, d = _config.hiddenSize
+        let table = positionEmbeddings.reshaped([1 + g * g, d])
+        let clsPos = table.slice(axis: 0, 0, 1)
+        var grid = table.slice(axis: 0, 1, 1 + g * g)                       // [G*G, D]
+        if h != g || w != g {
+            grid = interpolationMatrix(h: h, w: w).matmul(grid)             // [h*w, D]
+        }
+        return Tensor.concat([clsPos, grid], axis: 0).reshaped([1, 1 + h * w, d])
+    }
+
+    func interpolationMatrix(h: Int, w: Int) -> Tensor {
+        let key = SIMD2(Int32(h), Int32(w))
+        return _lock.withLock {
+            if let m = _interpolation[key] { return m }
+            let g = _config.positionGrid, a = _config.cubicCoefficient
+            let rows = CubicResize.weights(inSize: g, outSize: h, a: a)    // [h, G]
+            let cols = CubicResize.weights(inSize: g, outSize: w, a: a)    // [w, G]
+            let m = MemoryLedger.withCategory(.weights) { Tensor.zeros([h * w, g * g]) }
+            for i in 0..<h {
+                for j in 0..<w {
+                    let row = m.data + (i * w + j) * g * g
+                    for y in 0..<g where rows[i * g + y] != 0 {
+                        for x in 0..<g { row[y * g + x] += rows[i * g + y] * cols[j * g + x] }
+                    }
+                }
+            }
+            _interpolation[key] = m
+            return m
+        }
+    }
+}
+
+/// 1-D bicubic resampling weights as PyTorch's `upsample_bicubic2d` (align_corners=False) and
+/// ONNX Resize (mode=cubic, coordinate_transformation_mode=half_pixel, exclude_outside=0) compute
+/// them: source x = (i + 0.5) * in/out - 0.5, taps floor(x)-1 ... floor(x)+2 clamped to the edge.
+public enum CubicResize {
+    /// Keys' cubic convolution kernel at distance t in [0, 2).
+    @inline(__always) static func kernel(_ t: Float, _ a: Float) -> Float {
+        let t = abs(t)
+        if t <= 1 { return ((a + 2) * t - (a + 3)) * t * t + 1 }
+        if t < 2 { return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a }
+        return 0
+    }
+
+    /// [outSize, inSize] row-major: output i = sum_j w[i, j] input j.
+    public static func weights(inSize: Int, outSize: Int, a: Float = -0.75) -> [Float] {
+        var w = [Float](repeating: 0, count: outSize * inSize)
+        let scale = Float(inSize) / Float(outSize)
+        for i in 0..<outSize {
+            let x = (Float(i) + 0.5) * scale - 0.5
+            let x0 = x.rounded(.down), t = x - x0
+            let k: [Float] = [kernel(1 + t, a), kernel(t, a), kernel(1 - t, a), kernel(2 - t, a)]
+            for (n, kn) in k.enumerated() {
+                let j = min(max(Int(x0) - 1 + n, 0), inSize - 1)
+                w[i * inSize + j] += kn
+            }
+        }
+        return w
+    }
+}
+
+/// Multi-head self-attention with separate query/key/value/output projections (LoRA targets).
+public final class ViTAttention: Module {
+    public let query: Linear
+    public let key: Linear
+    public let value: Linear
+    public let output: Linear
+    let _heads: Int
+
+    public init(config: ViTConfig, rng: inout SplitMix64) {
+        let d = config.hiddenSize
+        query = Linear(d, d, rng: &rng)
+        key = Linear(d, d, rng: &rng)
+        value = Linear(d, d, rng: &rng)
+        output = Linear(d, d, rng: &rng)
+        _heads = config.heads
+        super.init()
+    }
+
+    /// [B, T, D] -> [B, T, D]
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let dh = d / _heads
+        func heads(_ y: Tensor) -> Tensor { y.reshaped([b, t, _heads, dh]).permuted([0, 2, 1, 3]) } // [B, H, T, dh]
+        let a = Tensor.attention(heads(query(x)), heads(key(x)), heads(value(x)), scale: 1 / Float(dh).squareRoot())
+        return output(a.permuted([0, 2, 1, 3]).reshaped([b, t, d]))
+    }
+}
+
+/// Pre-LN block with LayerScale: x += ls1 * Attn(LN1(x)); x += ls2 * MLP(LN2(x)).
+public final class ViTBlock: Module {
+    public let norm1: LayerNorm
+    public let attention: ViTAttention
+    /// [D]
+    public let layerScale1: Tensor
+    public let norm2: LayerNorm
+    public let fc1: Linear
+    public let fc2: Linear
+    /// [D]
+    public let layerScale2: Tensor
+
+    public init(config: ViTConfig, rng: inout SplitMix64) {
+        let d = config.hiddenSize
+        norm1 = LayerNorm(d, eps: config.layerNormEps)
+        attention = ViTAttention(config: config, rng: &rng)
+        layerScale1 = parameter(.full([d], 1))
+        norm2 = LayerNorm(d, eps: config.layerNormEps)
+        fc1 = Linear(d, config.mlpSize, rng: &rng)
+        fc2 = Linear(config.mlpSize, d, rng: &rng)
+        layerScale2 = parameter(.full([d], 1))
+        super.init()
+    }
+
+    /// [B, T, D] -> [B, T, D] (any token count: HST prepends meta tokens).
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let h = x + attention(norm1(x)) * layerScale1
+        return h + fc2(fc1(norm2(h)).gelu()) * layerScale2
+    }
+}
+
+/// The backbone's outputs. `taps[0]` is the embedding output (h_0), `taps[i]` the hidden state
+/// after block i (i = 1...L), each [B, 1 + h*w, D]; `hidden` is the final LayerNorm of the last.
+public struct ViTOutput {
+    public var hidden: Tensor
+    public var taps: [Tensor]
+    public var grid: (h: Int, w: Int)
+}
+
+public final class DINOv2ViT: Module {
+    public let config: ViTConfig
+    public let embeddings: ViTEmbeddings
+    public let layers: [ViTBlock]
+    public let norm: LayerNorm
+
+    /// Randomly initialised (tests); real weights come from `load(onnx:)`.
+    public init(config: ViTConfig = ViTConfig(), seed: UInt64 = 0) {
+        var rng = SplitMix64(seed: seed)
+        self.config = config
+        embeddings = ViTEmbeddings(config: config, rng: &rng)
+        layers = (0..<config.layers).map { _ in ViTBlock(config: config, rng: &rng) }
+        norm = LayerNorm(config.hiddenSize, eps: config.layerNormEps)
+        super.init()
+    }
+
+    /// pixels [B, C, H, W] -> final normalised tokens [B, 1 + h*w, D] and (optionally) all taps.
+    /// Works with autograd; wrap in `noGrad` for a frozen backbone (nothing is kept for backward).
+    public func callAsFunction(_ pixels: Tensor, collectTaps: Bool = true) -> ViTOutput {
+        var x = embeddings(pixels)
+        var taps = collectTaps ? [x] : []
+        for block in layers {
+            x = block(x)
+            if collectTaps { taps.append(x) }
+        }
+        let p = config.patchSize
+        return ViTOutput(hidden: norm(x), taps: taps, grid: (pixels.shape[2] / p, pixels.shape[3] / p))
+    }
+
+    /// Multiply-adds x 2 of one forward pass at H x W per image (matrix products and attention).
+    public func flops(height: Int, width: Int) -> Double {
+        let c = config, n = (height / c.patchSize) * (width / c.patchSize), t = Double(n + 1)
+        let d = Double(c.hiddenSize), m = Double(c.mlpSize)
+        let patch = 2 * Double(n) * Double(c.channels * c.patchSize * c.patchSize) * d
+        let perBlock = 2 * t * d * d * 4 + 2 * t * d * m * 2 + 2 * 2 * t * t * d
+        return patch + Double(c.layers) * perBlock
+    }
+}
+
+/// A tiny lock for the interpolation cache (the side network and the backbone may run on several threads).
+final class NSLockLite: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    deinit { pthread_mutex_destroy(&m) }
+    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return try body()
+    }
+}

@@ -1,0 +1,263 @@
+import Foundation
+import Testing
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneFormats
+import SideTuneNN
+
+func tinyConfig() -> ViTConfig {
+    var c = ViTConfig()
+    c.hiddenSize = 16
+    c.layers = 2
+    c.heads = 2
+    c.mlpSize = 32
+    c.patchSize = 2
+    c.positionGrid = 3
+    return c
+}
+
+/// Same rule as the engine tests' helper: central differences on sum(f * R).
+func gradCheck(_ name: String, _ inputs: [Tensor], eps: Float = 1e-2, atol: Float = 3e-3, rtol: Float = 3e-2,
+               sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor) {
+    for x in inputs { x.requiresGrad = true; x.zeroGrad() }
+    let out = f(inputs)
+    var rng = SplitMix64(seed: 99)
+    let r = Tensor.randn(out.shape, rng: &rng)
+    func project(_ y: Tensor) -> Double {
+        var s = 0.0
+        for i in 0..<y.count { s += Double(y.data[i]) * Double(r.data[i]) }
+        return s
+    }
+    (out * r).sum().backward()
+    var worst: (Float, String) = (0, "")
+    for (xi, x) in inputs.enumerated() {
+        let analytic = x.grad?.toArray() ?? [Float](repeating: 0, count: x.count)
+        for i in 0..<x.count {
+            let saved = x.data[i]
+            x.data[i] = saved + eps
+            let plus = noGrad { project(f(inputs)) }
+            x.data[i] = saved - eps
+            let minus = noGrad { project(f(inputs)) }
+            x.data[i] = saved
+            let numeric = Float((plus - minus) / Double(2 * eps))
+            let err = abs(analytic[i] - numeric)
+            if err / (atol + rtol * abs(numeric)) > worst.0 {
+                worst = (err / (atol + rtol * abs(numeric)), "input \(xi) element \(i): analytic \(analytic[i]) numeric \(numeric)")
+            }
+        }
+    }
+    #expect(worst.0 <= 1, "\(name): gradient mismatch, worst at \(worst.1)", sourceLocation: sourceLocation)
+}
+
+@Suite struct CubicResizeTests {
+    @Test func identityAtSameSize() {
+        let w = CubicResize.weights(inSize: 5, outSize: 5)
+        for i in 0..<5 { for j in 0..<5 { #expect(w[i * 5 + j] == (i == j ? 1 : 0)) } }
+    }
+
+    @Test func halvingMatchesHandComputedKeysWeights() {
+        // 4 -> 2: output 0 samples x = 0.5; taps -1(clamped to 0), 0, 1, 2 with Keys a = -0.75:
+        // k(1.5) = -0.09375, k(0.5) = 0.59375.
+        let w = CubicResize.weights(inSize: 4, outSize: 2)
+        #expect(abs(w[0] - 0.5) < 1e-6 && abs(w[1] - 0.59375) < 1e-6 && abs(w[2] + 0.09375) < 1e-6 && w[3] == 0)
+        #expect(abs(w[4] - 0) < 1e-6 && abs(w[5] + 0.09375) < 1e-6 && abs(w[6] - 0.59375) < 1e-6 && abs(w[7] - 0.5) < 1e-6)
+    }
+
+    @Test func rowsSumToOne() {
+        for (i, o) in [(37, 16), (37, 23), (37, 40), (3, 7)] {
+            let w = CubicResize.weights(inSize: i, outSize: o)
+            for r in 0..<o { #expect(abs(w[r * i..<(r + 1) * i].reduce(0, +) - 1) < 1e-5) }
+        }
+    }
+}
+
+@Suite struct ViTModuleTests {
+    @Test func parameterNamesAndCount() {
+        let vit = DINOv2ViT(config: tinyConfig())
+        let names = vit.namedParameters().map(\.0)
+        #expect(names.contains("embeddings.clsToken"))
+        #expect(names.contains("embeddings.positionEmbeddings"))
+        #expect(names.contains("embeddings.patchProjection.weight"))
+        #expect(names.contains("layers.1.attention.query.weight"))
+        #expect(names.contains("layers.0.layerScale2"))
+        #expect(names.contains("norm.bias"))
+        // 2 blocks x (4 attention Linear x 2 + 2 norms x 2 + 2 fc x 2 + 2 layer scales) + 4 embedding tensors + final norm 2
+        #expect(names.count == 2 * (8 + 4 + 4 + 2) + 4 + 2)
+        // ViT-S/14: about 22M parameters (DINOv2 ViT-S/14: 22.06M).
+        let s = DINOv2ViT()
+        #expect(s.parameterCount == 22_056_192)
+    }
+
+    @Test func shapesTapsAndAnyMultipleOfThePatch() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 3)
+        var rng = SplitMix64(seed: 1)
+        for (h, w) in [(6, 6), (6, 8), (10, 4)] {
+            let x = Tensor.randn([2, 3, h, w], rng: &rng)
+            let out = noGrad { vit(x) }
+            let n = 1 + (h / 2) * (w / 2)
+            #expect(out.hidden.shape == [2, n, 16])
+            #expect(out.taps.count == 3)
+            #expect(out.taps.allSatisfy { $0.shape == [2, n, 16] })
+            #expect(out.grid == (h / 2, w / 2))
+            #expect(Autograd.graphSize(out.hidden) == 0)
+        }
+    }
+
+    @Test func batchItemsAreIndependent() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 4)
+        var rng = SplitMix64(seed: 2)
+        let x = Tensor.randn([2, 3, 6, 8], rng: &rng)
+        let both = noGrad { vit(x).hidden }
+        let second = noGrad { vit(x.slice(axis: 0, 1, 2)).hidden }
+        let a = both.slice(axis: 0, 1, 2).toArray(), b = second.toArray()
+        #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-5)
+    }
+
+    /// The reshape + matmul patch embedding equals a direct 2x2 stride-2 convolution.
+    @Test func patchEmbeddingIsAConvolution() {
+        let c = tinyConfig()
+        let vit = DINOv2ViT(config: c, seed: 5)
+        var rng = SplitMix64(seed: 3)
+        let x = Tensor.randn([1, 3, 4, 6], rng: &rng)
+        let pos = noGrad { vit.embeddings.positionEmbedding(h: 2, w: 3) }
+        let tokens = noGrad { vit.embeddings(x) - pos }
+        let wt = vit.embeddings.patchProjection.weight, bias = vit.embeddings.patchProjection.bias!
+        for i in 0..<2 {
+            for j in 0..<3 {
+                for o in 0..<c.hiddenSize {
+                    var s = bias.data[o]
+                    for ch in 0..<3 { for dy in 0..<2 { for dx in 0..<2 {
+                        s += wt[o, (ch * 2 + dy) * 2 + dx] * x[0, ch, 2 * i + dy, 2 * j + dx]
+                    } } }
+                    #expect(abs(tokens[0, 1 + i * 3 + j, o] - s) < 1e-4)
+                }
+            }
+        }
+        // The CLS row is the token plus its position.
+        for o in 0..<c.hiddenSize { #expect(abs(tokens[0, 0, o] - vit.embeddings.clsToken[0, 0, o]) < 1e-6) }
+    }
+
+    @Test func positionGridIsUnchangedAtTheTrainingSize() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 6)
+        let p = noGrad { vit.embeddings.positionEmbedding(h: 3, w: 3) }
+        #expect(p.toArray() == vit.embeddings.positionEmbeddings.toArray())
+    }
+
+    @Test func gradientsReachInputsAndParameters() {
+        var c = tinyConfig()
+        c.layers = 1
+        let vit = DINOv2ViT(config: c, seed: 7)
+        var rng = SplitMix64(seed: 4)
+        let x = Tensor.randn([1, 3, 4, 6], rng: &rng)
+        let blk = vit.layers[0]
+        gradCheck("vit", [x, blk.layerScale1, blk.norm2.weight!, vit.embeddings.clsToken]) { _ in vit(x, collectTaps: false).hidden }
+        // Position table gradient flows through the bicubic resize (grid 3 -> 2x3).
+        gradCheck("pos", [vit.embeddings.positionEmbeddings]) { _ in vit.embeddings.positionEmbedding(h: 2, w: 3) }
+    }
+
+    @Test func loaderRejectsAGraphWithoutTheBackbone() throws {
+        // ModelProto { graph { name: "empty" } }
+        let graph: [UInt8] = [0x12, 0x05] + Array("empty".utf8)
+        let model = try ONNXModel(bytes: [0x3a, UInt8(graph.count)] + graph)
+        do {
+            _ = try DINOv2ViT.load(onnx: model)
+            Issue.record("expected an error")
+        } catch let e as ONNXError {
+            #expect(e.kind == .missing && e.description.contains("backbone.embeddings.cls_token"), "\(e)")
+        }
+    }
+
+    /// Edited copies of the real graph: each defect gives an error naming what is wrong.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
+    func malformedGraphsGiveClearErrors() throws {
+        let model = try ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!)
+        func expectError(_ kind: ONNXError.Kind, _ contains: String, _ edit: (inout ONNXGraph) -> Void,
+                         sourceLocation: SourceLocation = #_sourceLocation) {
+            var g = model.graph
+            edit(&g)
+            do {
+                _ = try DINOv2ViT.load(graph: g, file: "edited.onnx")
+                Issue.record("expected an error", sourceLocation: sourceLocation)
+            } catch let e as ONNXError {
+                #expect(e.kind == kind && e.description.contains(contains), "\(e)", sourceLocation: sourceLocation)
+            } catch { Issue.record("\(error)", sourceLocation: sourceLocation) }
+        }
+        let resize = model.graph.nodes.firstIndex { $0.opType == "Resize" && $0.name.contains("embeddings") }!
+        expectError(.unsupported, "mode linear") { g in
+            let a = g.nodes[resize].attributes.firstIndex { $0.name == "mode" }!
+            g.nodes[resize].attributes[a].s = Array("linear".utf8)
+        }
+        let fc1 = model.graph.nodes.firstIndex { $0.name == "/backbone/encoder/layer.4/mlp/fc1/MatMul" }!
+        expectError(.badGraph, "module paths disagree") { g in g.nodes[fc1].name = "/backbone/encoder/layer.5/mlp/fc1/MatMul" }
+        expectError(.badGraph, "not followed by an Add with a named bias") { g in
+            g.initializers.removeAll { $0.name == "backbone.encoder.layer.4.mlp.fc1.bias" }
+        }
+        expectError(.missing, "layer.7.attention.attention.value") { g in
+            let v = g.nodes.firstIndex { $0.name == "/backbone/encoder/layer.7/attention/attention/value/MatMul" }!
+            g.nodes.remove(at: v)
+        }
+        expectError(.badGraph, "not numbered") { g in
+            g.initializers.removeAll { $0.name.hasPrefix("backbone.encoder.layer.3.") }
+        }
+    }
+
+    /// HST's case: the real backbone frozen except the blocks' LayerNorms; backprop passes through
+    /// all blocks and only the LayerNorm parameters (and the input) receive gradients.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
+    func backpropThroughTheRealBackboneToItsLayerNorms() throws {
+        let (vit, _) = try DINOv2ViT.load(onnx: ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!))
+        vit.freeze()
+        let lnNames = Set(vit.namedParameters().map(\.0).filter { $0.contains(".norm1.") || $0.contains(".norm2.") })
+        vit.unfreeze(keys: lnNames)
+        #expect(vit.trainableParameterCount == 12 * 4 * 384)
+        var rng = SplitMix64(seed: 9)
+        let x = Tensor.randn([1, 3, 28, 42], rng: &rng)
+        x.requiresGrad = true
+        let out = vit(x, collectTaps: false)
+        out.hidden.square().mean().backward()
+        for (name, p) in vit.namedParameters() {
+            if lnNames.contains(name) {
+                let g = try #require(p.grad, "\(name) has no gradient")
+                #expect(g.toArray().contains { $0 != 0 } && g.toArray().allSatisfy { $0.isFinite }, "\(name)")
+            } else {
+                #expect(p.grad == nil, "\(name) is frozen but got a gradient")
+            }
+        }
+        #expect(x.grad?.shape == [1, 3, 28, 42])
+        #expect(Autograd.graphSize(out.hidden) == 0)
+        // Central difference on the largest gradient entry of one LayerNorm weight.
+        let w = vit.layers[5].norm2.weight!, g = w.grad!.toArray()
+        let j = g.indices.max { abs(g[$0]) < abs(g[$1]) }!
+        func loss() -> Double { noGrad { Double(vit(x, collectTaps: false).hidden.square().mean().item()) } }
+        let saved = w.data[j], eps: Float = 1e-2
+        w.data[j] = saved + eps
+        let plus = loss()
+        w.data[j] = saved - eps
+        let minus = loss()
+        w.data[j] = saved
+        let numeric = Float((plus - minus) / Double(2 * eps))
+        #expect(abs(numeric - g[j]) <= 0.05 * abs(g[j]) + 1e-5, "analytic \(g[j]) numeric \(numeric)")
+    }
+
+    /// The real file: every unnamed MatMul weight is found and goes where the graph says.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
+    func loadsTheRealFile() throws {
+        let model = try ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!)
+        let (vit, map) = try DINOv2ViT.load(onnx: model)
+        #expect(vit.config == ViTConfig())
+        let bySource = Dictionary(map.map { ($0.initializer, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+        #expect(map.filter(\.transposed).count == 72)
+        // From the graph: layer 0's key, value, query, output, fc1, fc2 MatMuls in file order.
+        #expect(bySource["onnx::MatMul_1966"] == "layers.0.attention.key.weight")
+        #expect(bySource["onnx::MatMul_1969"] == "layers.0.attention.value.weight")
+        #expect(bySource["onnx::MatMul_1972"] == "layers.0.attention.query.weight")
+        #expect(bySource["onnx::MatMul_1980"] == "layers.0.attention.output.weight")
+        #expect(bySource["onnx::MatMul_2168"] == "layers.11.fc1.weight")
+        #expect(bySource["onnx::MatMul_2169"] == "layers.11.fc2.weight")
+        // [in, out] in the file, [out, in] here.
+        let src = try model.graph.initializerMap()["onnx::MatMul_2168"]!.floats()   // [384, 1536]
+        let w = vit.layers[11].fc1.weight                                               // [1536, 384]
+        #expect(w.shape == [1536, 384])
+        for (i, j) in [(0, 0), (5, 700), (383, 1535)] { #expect(w[j, i] == src[i * 1536 + j]) }
+    }
+}

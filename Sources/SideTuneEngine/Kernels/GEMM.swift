@@ -233,6 +233,36 @@ func packBPanel(_ trans: Bool, _ b: UnsafePointer<Float>, _ ldb: Int, _ pc: Int,
     }
 }
 
+/// Small products (attention heads of a few dimensions, tiny side networks): packing would cost
+/// more than the arithmetic, so rows of C are built directly with vector axpy or dot products.
+func gemmSmall(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+               _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+    let (m, n, k) = (s.m, s.n, s.k)
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowBuffer in
+        let row = rowBuffer.baseAddress!
+        for i in 0..<m {
+            // op(A)'s row i, contiguous.
+            let ai: UnsafePointer<Float>
+            if s.transA {
+                for p in 0..<k { row[p] = a[p * lda + i] }
+                ai = UnsafePointer(row)
+            } else {
+                ai = a + i * lda
+            }
+            let ci = c + i * ldc
+            if !s.transB {
+                if !accumulate { ci.initialize(repeating: 0, count: n) }
+                for p in 0..<k { axpy(n, ai[p], b + p * ldb, ci) }
+            } else {
+                for j in 0..<n {
+                    let d = dot(k, ai, b + j * ldb)
+                    ci[j] = accumulate ? ci[j] + d : d
+                }
+            }
+        }
+    }
+}
+
 /// M == 1: c[j] = sum_p a[p] * op(B)[p][j]. Streams B once (memory-bound), vectorised over j or p.
 func gemvRow(_ s: GEMMShape, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, ldb: Int,
              _ c: UnsafeMutablePointer<Float>, accumulate: Bool) {

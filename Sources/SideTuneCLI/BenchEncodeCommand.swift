@@ -58,7 +58,7 @@ extension SideTuneCommand.Bench {
                 var args = ["--model", "vit-s14", "--batch", String(batch), "--size", String(size), "--iterations", String(iterations)]
                 if let onnx { args += ["--onnx", onnx] }
                 if json { args.append("--json") }
-                var vision = try EncodeBenchVision.parse(args)
+                let vision = try EncodeBenchVision.parse(args)
                 try vision.run()
                 return
             }

@@ -130,7 +130,7 @@ final class ThreadState {
     var ledger: MemoryLedger?
     var gradEnabled = true
 
-    nonisolated(unsafe) static let key: pthread_key_t = {
+    static let key: pthread_key_t = {
         var k = pthread_key_t()
         pthread_key_create(&k) { ptr in if let ptr { Unmanaged<ThreadState>.fromOpaque(ptr).release() } }
         return k

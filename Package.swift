@@ -24,7 +24,7 @@ let package = Package(
         // Layer 2: modules, layers, optimizers, schedules.
         .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
         // Layer 3: tokenizers and data sets.
-        .target(name: "SideTuneTokenizers", dependencies: ["SideTuneFormats"], swiftSettings: fast),
+        .target(name: "SideTuneTokenizers", dependencies: ["SideTuneEngine", "SideTuneFormats"], swiftSettings: fast),
         .target(name: "CSideTuneGzip", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("z")]),
         .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip"], swiftSettings: fast),
         // Layer 3: model formats and named assets.

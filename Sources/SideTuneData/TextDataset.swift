@@ -1,7 +1,8 @@
 import Foundation
+import SideTuneEngine
 
 /// A problem with a data file. `description` reads `file:line:column: message`.
-public struct DataError: Error, CustomStringConvertible, Sendable, Equatable {
+public struct DataError: FileLocatedError, Sendable, Equatable {
     public let file: String
     public let line: Int?
     public let column: Int?
@@ -12,13 +13,6 @@ public struct DataError: Error, CustomStringConvertible, Sendable, Equatable {
         self.line = line
         self.column = column
         self.message = message
-    }
-
-    public var description: String {
-        var location = file
-        if let line { location += ":\(line)" }
-        if let column { location += ":\(column)" }
-        return "\(location): \(message)"
     }
 }
 

@@ -1,8 +1,9 @@
 import Foundation
+import SideTuneEngine
 
 /// A problem with tokenizer files. `description` reads `file:line:column: message` so it can be
 /// pasted into an editor; line/column are nil when the problem is not tied to one place.
-public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatable {
+public struct TokenizerError: FileLocatedError, Sendable, Equatable {
     public let file: String
     public let line: Int?
     public let column: Int?
@@ -13,13 +14,6 @@ public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatabl
         self.line = line
         self.column = column
         self.message = message
-    }
-
-    public var description: String {
-        var location = file
-        if let line { location += ":\(line)" }
-        if let column { location += ":\(column)" }
-        return "\(location): \(message)"
     }
 }
 

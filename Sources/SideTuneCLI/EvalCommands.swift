@@ -14,9 +14,11 @@ func loadClassifier(checkpoint: String, task: TextTaskOptions) throws -> (TextCl
     let config = try Checkpoint.readConfig(folder)
     let modelFolder: URL
     if let dir = task.modelDir { modelFolder = try LocalModelFolder(path: dir).url } else {
+        // The checkpoint names its backbone; a local folder's name is not an asset, so fall back to --model.
         let store = AssetStore()
-        _ = try store.fetch(config.backboneName == "minilm" ? "minilm" : task.model)
-        modelFolder = try store.path(of: config.backboneName == "minilm" ? "minilm" : task.model, file: .modelFolder)
+        let asset = (try? store.descriptor(config.backboneName)) != nil ? config.backboneName : task.model
+        _ = try store.fetch(asset)
+        modelFolder = try store.path(of: asset, file: .modelFolder)
     }
     let sha = try SHA256.hexDigest(ofFile: modelFolder.appendingPathComponent("model.safetensors").path)
     let backbone = try BertEncoder.load(folder: modelFolder)

@@ -1,0 +1,32 @@
+import SideTuneEngine
+import SideTuneNN
+
+/// What the trainer needs of a classifier, whatever its backbone (BERT text encoder, ViT, LLM)
+/// and whatever its input (token ids, images). `Batch` is the backbone's input for a batch.
+public protocol ClassifierModel: Module {
+    associatedtype Batch
+    var method: MethodKind { get }
+    var classes: Int { get }
+    /// Tap indices the method reads from a frozen backbone, which the feature cache may keep.
+    /// Empty when backprop runs through the backbone (nothing can be cached).
+    var tapsRead: [Int] { get }
+    /// Number of taps the backbone yields (h_0...h_L) and their width.
+    var tapCount: Int { get }
+    var tapWidth: Int { get }
+    /// The backbone's taps [B, T, d] for a batch, without autograd.
+    func frozenTaps(_ batch: Batch) -> [Tensor]
+    /// Logits [B, classes]. `taps` (from the feature cache, only when `tapsRead` is not empty)
+    /// replaces the backbone pass.
+    func logits(_ batch: Batch, taps: [Tensor]?) -> Tensor
+}
+
+/// A labelled split the trainer can batch: token rows, images, ...
+public protocol ClassificationData<Batch> {
+    associatedtype Batch
+    var count: Int { get }
+    var labels: [Int] { get }
+    /// Tokens example `i` occupies in the backbone's taps (what the feature cache stores).
+    func tokenCount(_ i: Int) -> Int
+    /// The backbone input for these examples, in this order.
+    func batch(_ indices: [Int]) -> Batch
+}

@@ -27,8 +27,12 @@ public final class LSABlock: Module {
         let (b, t) = (x.shape[0], x.shape[1])
         let y = norm(x)
         let r = query.outFeatures
+        // One [d -> 3r] product instead of three skinny ones: LN(x) is packed, read and (in
+        // backward) its gradient accumulated once rather than three times.
+        let w = Tensor.concat([query.weight, key.weight, value.weight], axis: 0)
+        let qkv = y.matmul(w, transposeOther: true).split(axis: 2, sizes: [r, r, r])
         func heads(_ z: Tensor) -> Tensor { z.reshaped([b, 1, t, r]) }
-        let a = Tensor.attention(heads(query(y)), heads(key(y)), heads(value(y)), mask: AttentionMask(keyPadding: keyPadding),
+        let a = Tensor.attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), mask: AttentionMask(keyPadding: keyPadding),
                                  scale: _scale)
         return up(a.reshaped([b, t, r]))
     }

@@ -146,6 +146,8 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             }
         }
 
+        // Blocks left idle by set-up (Fisher pass, loading) are not part of training's footprint.
+        LargeBlockCache.shared.trim()
         MemoryLedger.shared.resetPeaks()
         ProcessMemory.resetPeak()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []

@@ -77,6 +77,7 @@ extension Tensor {
         MemoryLedger.withCategory(.gradients) {
             noGrad {
                 var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(self): seed ?? Tensor.full(shape, 1)]
+                var owned = Set<ObjectIdentifier>()
                 for t in order.reversed() {
                     guard let g = grads.removeValue(forKey: ObjectIdentifier(t)) else { continue }
                     guard let node = t.gradFn else {
@@ -91,8 +92,16 @@ extension Tensor {
                         guard let ig, input.requiresGrad else { continue }
                         precondition(ig.shape == input.shape, "\(node.op): gradient shape \(ig.shape) != input shape \(input.shape)")
                         let key = ObjectIdentifier(input)
-                        // Out of place: a rule may hand the same tensor to two inputs (add does).
-                        grads[key] = grads[key].map { addTensors($0, ig) } ?? ig
+                        // The first sum is out of place (a rule may hand the same tensor to two
+                        // inputs, as add does); later ones add into that sum, which backward owns.
+                        if let existing = grads[key] {
+                            if owned.contains(key) { addInPlace(existing, ig) } else {
+                                grads[key] = addTensors(existing, ig)
+                                owned.insert(key)
+                            }
+                        } else {
+                            grads[key] = ig
+                        }
                     }
                     node.release()
                     t.gradFn = nil
@@ -114,10 +123,16 @@ extension Tensor {
     public func zeroGrad() { grad = nil }
 }
 
-/// a + b for same-shape tensors, no autograd.
+/// a + b for same-shape tensors into a new tensor (one pass), no autograd.
 func addTensors(_ a: Tensor, _ b: Tensor) -> Tensor {
-    let out = a.copy()
-    addInPlace(out, b)
+    precondition(a.count == b.count)
+    let out = Tensor(shape: a.shape)
+    let pa = a.data, pb = b.data, po = out.data
+    parallelElementwise(a.count) { lo, hi in
+        var i = lo
+        while i + 16 <= hi { storeV(po + i, loadV(pa + i) + loadV(pb + i)); i += 16 }
+        while i < hi { po[i] = pa[i] + pb[i]; i += 1 }
+    }
     return out
 }
 

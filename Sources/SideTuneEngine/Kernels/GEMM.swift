@@ -81,6 +81,11 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
     }
     let mr = kernel.mr, nr = kernel.nr, mc = kernel.mc, kc0 = kernel.kc, nc0 = kernel.nc
     let threads = singleThreaded ? 1 : (2 * m * n * k < 1 << 21 ? 1 : pool.activeThreads)
+    // A side of a few elements (heads of 4 dimensions): the micro-kernel would mostly pack.
+    if threads == 1 && (min(n, k) <= 8 || m * n * k <= 1 << 14) {
+        gemmSmall(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate)
+        return
+    }
     let ncMax = min(nc0, roundUp(n, nr))
     let kcMax = min(kc0, k)
     // Threads own rectangles of C: rows split into `tm` even bands (whole MR panels), B panels into
@@ -233,13 +238,26 @@ func packBPanel(_ trans: Bool, _ b: UnsafePointer<Float>, _ ldb: Int, _ pc: Int,
     }
 }
 
-/// Small products (attention heads of a few dimensions, tiny side networks): packing would cost
-/// more than the arithmetic, so rows of C are built directly with vector axpy or dot products.
+/// Small products with a thin side (attention heads of a few dimensions, tiny side networks):
+/// packing would cost more than the arithmetic. Each row of C is built with vectors along the
+/// longer of n and k: axpys over n (op(B) as [k, n] rows) when n >= 16, else dots over k (op(B)
+/// as [n, k] columns). B is transposed into a small temporary when its layout does not fit.
 func gemmSmall(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
                _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
     let (m, n, k) = (s.m, s.n, s.k)
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowBuffer in
-        let row = rowBuffer.baseAddress!
+    let alongN = n >= 16
+    // alongN needs op(B)[p][j] at bRows[p * n + j]; otherwise op(B)[p][j] at bCols[j * k + p].
+    let needsTranspose = alongN == s.transB
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: k + (needsTranspose ? n * k : 0)) { buffer in
+        let row = buffer.baseAddress!, tb = row + k
+        if needsTranspose {
+            // B is [k, n] (ldb) when !transB and [n, k] when transB: write the other layout.
+            if s.transB { for j in 0..<n { for p in 0..<k { tb[p * n + j] = b[j * ldb + p] } } } else {
+                for p in 0..<k { for j in 0..<n { tb[j * k + p] = b[p * ldb + j] } }
+            }
+        }
+        let bp = needsTranspose ? UnsafePointer(tb) : b
+        let bld = needsTranspose ? (alongN ? n : k) : ldb
         for i in 0..<m {
             // op(A)'s row i, contiguous.
             let ai: UnsafePointer<Float>
@@ -250,12 +268,12 @@ func gemmSmall(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafeP
                 ai = a + i * lda
             }
             let ci = c + i * ldc
-            if !s.transB {
+            if alongN {
                 if !accumulate { ci.initialize(repeating: 0, count: n) }
-                for p in 0..<k { axpy(n, ai[p], b + p * ldb, ci) }
+                for p in 0..<k { axpy(n, ai[p], bp + p * bld, ci) }
             } else {
                 for j in 0..<n {
-                    let d = dot(k, ai, b + j * ldb)
+                    let d = dot(k, ai, bp + j * bld)
                     ci[j] = accumulate ? ci[j] + d : d
                 }
             }

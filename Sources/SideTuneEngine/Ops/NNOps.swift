@@ -120,55 +120,35 @@ extension Tensor {
         let out = Tensor(shape: shape)
         let stats = Tensor(shape: [rows, 2]) // mean, rstd per row: all backward needs besides x
         let px = data, po = out.data, ps = stats.data
-        let pw = weight?.data, pb = bias?.data
-        ThreadPool.shared.parallelChunks(rows, minChunk: max(1, 8192 / max(d, 1))) { r in
-            for row in r {
-                let x = px + row * d, o = po + row * d
-                let mean = sumFloats(x, d) / Float(d)
-                var v: Float = 0
-                for j in 0..<d { let c = x[j] - mean; v += c * c }
-                let rstd = 1 / (v / Float(d) + eps).squareRoot()
-                ps[2 * row] = mean; ps[2 * row + 1] = rstd
-                for j in 0..<d {
-                    var y = (x[j] - mean) * rstd
-                    if let pw { y *= pw[j] }
-                    if let pb { y += pb[j] }
-                    o[j] = y
+        // Missing affine parts act as ones and zeros, so one vectorised loop serves every case.
+        let ones = weight == nil ? [Float](repeating: 1, count: d) : [], zeros = bias == nil ? [Float](repeating: 0, count: d) : []
+        ones.withUnsafeBufferPointer { onesBuf in
+            zeros.withUnsafeBufferPointer { zerosBuf in
+                let pw = weight.map { UnsafePointer($0.data) } ?? onesBuf.baseAddress!
+                let pb = bias.map { UnsafePointer($0.data) } ?? zerosBuf.baseAddress!
+                ThreadPool.shared.parallelChunks(rows, minChunk: max(1, 8192 / max(d, 1))) { r in
+                    for row in r {
+                        let x = px + row * d, o = po + row * d
+                        let mean = sumFloats(x, d) / Float(d)
+                        let mv = V16(repeating: mean)
+                        var acc = V16()
+                        var j = 0
+                        while j + 16 <= d { let c = loadV(x + j) - mv; acc.addProduct(c, c); j += 16 }
+                        var v = acc.sum()
+                        while j < d { let c = x[j] - mean; v += c * c; j += 1 }
+                        let rstd = 1 / (v / Float(d) + eps).squareRoot()
+                        ps[2 * row] = mean; ps[2 * row + 1] = rstd
+                        let rv = V16(repeating: rstd)
+                        j = 0
+                        while j + 16 <= d { storeV(o + j, ((loadV(x + j) - mv) * rv) * loadV(pw + j) + loadV(pb + j)); j += 16 }
+                        while j < d { o[j] = (x[j] - mean) * rstd * pw[j] + pb[j]; j += 1 }
+                    }
                 }
             }
         }
         let inputs = [self] + [weight, bias].compactMap { $0 }
         return record(out, "layer_norm", inputs) { [self, stats] g in
-            let x = self, ps = stats.data // capture the tensor, not just its pointer, so it stays alive
-            let gx = x.requiresGrad ? Tensor(shape: x.shape) : nil
-            let gw = weight.map { $0.requiresGrad ? Tensor.zeros($0.shape) : nil } ?? nil
-            let gb = bias.map { $0.requiresGrad ? Tensor.zeros($0.shape) : nil } ?? nil
-            let pg = g.data
-            for row in 0..<rows {
-                let xr = x.data + row * d, gr = pg + row * d
-                let mean = ps[2 * row], rstd = ps[2 * row + 1]
-                var dnMean: Float = 0, dnXhatMean: Float = 0
-                for j in 0..<d {
-                    let xhat = (xr[j] - mean) * rstd
-                    let dn = gr[j] * (pw?[j] ?? 1)
-                    dnMean += dn; dnXhatMean += dn * xhat
-                    if let gw { gw.data[j] += gr[j] * xhat }
-                    if let gb { gb.data[j] += gr[j] }
-                }
-                dnMean /= Float(d); dnXhatMean /= Float(d)
-                if let gx {
-                    let o = gx.data + row * d
-                    for j in 0..<d {
-                        let xhat = (xr[j] - mean) * rstd
-                        let dn = gr[j] * (pw?[j] ?? 1)
-                        o[j] = rstd * (dn - dnMean - xhat * dnXhatMean)
-                    }
-                }
-            }
-            var grads: [Tensor?] = [gx]
-            if weight != nil { grads.append(gw) }
-            if bias != nil { grads.append(gb) }
-            return grads
+            layerNormBackward(x: self, stats: stats, g: g, weight: weight, bias: bias)
         }
     }
 
@@ -282,4 +262,72 @@ extension Tensor {
     while j + 16 <= n { storeV(y + j, loadV(y + j) * inv); j += 16 }
     while j < n { y[j] *= inv[0]; j += 1 }
     return m + Foundation.log(s)
+}
+
+/// LayerNorm's derivative rule: rows in parallel chunks, each chunk with its own weight and bias
+/// gradient partials (summed at the end), vectorised over the row.
+func layerNormBackward(x: Tensor, stats: Tensor, g: Tensor, weight: Tensor?, bias: Tensor?) -> [Tensor?] {
+    let d = x.shape.last ?? 1, rows = x.count / max(d, 1)
+    let ps = stats.data, pg = g.data, px = x.data
+    let gx = x.requiresGrad ? Tensor(shape: x.shape) : nil
+    let wantW = weight?.requiresGrad == true, wantB = bias?.requiresGrad == true
+    let chunks = max(1, min(ThreadPool.shared.activeThreads * 4, rows / max(1, 4096 / max(d, 1))))
+    // Partials [chunk][weight d | bias d].
+    let partials = Tensor.zeros([chunks, 2 * d])
+    let ones = [Float](repeating: 1, count: weight == nil ? d : 0)
+    ones.withUnsafeBufferPointer { onesBuf in
+        let pw = weight.map { UnsafePointer($0.data) } ?? onesBuf.baseAddress!
+        ThreadPool.shared.parallelFor(chunks) { c in
+            let r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks
+            let gwp = partials.data + c * 2 * d, gbp = gwp + d
+            for row in r0..<r1 {
+                let xr = px + row * d, gr = pg + row * d
+                let mean = ps[2 * row], rstd = ps[2 * row + 1]
+                let mv = V16(repeating: mean), rv = V16(repeating: rstd)
+                var sDn = V16(), sDnX = V16()
+                var tDn: Float = 0, tDnX: Float = 0
+                var j = 0
+                while j + 16 <= d {
+                    let xhat = (loadV(xr + j) - mv) * rv, gv = loadV(gr + j)
+                    let dn = gv * loadV(pw + j)
+                    sDn += dn; sDnX.addProduct(dn, xhat)
+                    if wantW { storeV(gwp + j, loadV(gwp + j).addingProduct(gv, xhat)) }
+                    if wantB { storeV(gbp + j, loadV(gbp + j) + gv) }
+                    j += 16
+                }
+                while j < d {
+                    let xhat = (xr[j] - mean) * rstd, dn = gr[j] * pw[j]
+                    tDn += dn; tDnX += dn * xhat
+                    if wantW { gwp[j] += gr[j] * xhat }
+                    if wantB { gbp[j] += gr[j] }
+                    j += 1
+                }
+                let dnMean = (sDn.sum() + tDn) / Float(d), dnXhatMean = (sDnX.sum() + tDnX) / Float(d)
+                guard let gx else { continue }
+                let o = gx.data + row * d
+                let mD = V16(repeating: dnMean), mX = V16(repeating: dnXhatMean)
+                j = 0
+                while j + 16 <= d {
+                    let xhat = (loadV(xr + j) - mv) * rv
+                    let dn = loadV(gr + j) * loadV(pw + j)
+                    storeV(o + j, rv * (dn - mD - xhat * mX))
+                    j += 16
+                }
+                while j < d {
+                    let xhat = (xr[j] - mean) * rstd
+                    o[j] = rstd * (gr[j] * pw[j] - dnMean - xhat * dnXhatMean)
+                    j += 1
+                }
+            }
+        }
+    }
+    func reduce(_ offset: Int, _ shape: [Int]) -> Tensor {
+        let t = Tensor.zeros(shape)
+        for c in 0..<chunks { axpy(d, 1, partials.data + c * 2 * d + offset, t.data) }
+        return t
+    }
+    var grads: [Tensor?] = [gx]
+    if let weight { grads.append(wantW ? reduce(0, weight.shape) : nil) }
+    if let bias { grads.append(wantB ? reduce(d, bias.shape) : nil) }
+    return grads
 }

@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import SideTuneAssets
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneMethods
+import SideTuneNN
+import SideTuneTokenizers
+
+extension SideTuneCommand.Bench {
+    public struct StepBench: ParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "step",
+            abstract: "Time one training step (forward, backward, AdamW) of each method on the text backbone.",
+            discussion: """
+            Builds each method on the MiniLM backbone (random side initialisation), feeds --batch rows of
+            --seq real tokens (random ids), and reports the median of --iterations steps after one
+            warm-up: with the backbone computed, and, for side methods, with the taps already computed
+            (what a feature-cache epoch costs). Methods run in turn, so every ratio comes from one run;
+            --rounds repeats the whole list and keeps each method's best median (noisy machines).
+            """
+        )
+        @Option(help: "Comma-separated text methods.")
+        var methods: String = "lst,last,lora,full"
+        @Option(help: "A Hugging Face-style model folder instead of the cached minilm asset.")
+        var modelDir: String?
+        @Option(help: "Rows per step.")
+        var batch: Int = 32
+        @Option(help: "Tokens per row.")
+        var seq: Int = 64
+        @Option(help: "Timed steps per method and round.")
+        var iterations: Int = 5
+        @Option(help: "Rounds over the method list (each method's best median is kept).")
+        var rounds: Int = 1
+        @Flag(help: "Time by the process's CPU time (user + system) instead of the wall clock: steadier on a busy machine; use with SIDETUNE_THREADS=1.")
+        var cpuTime = false
+        @Flag(help: "Side methods only: time just the steps from given taps (for profiling the side network).")
+        var tapsOnly = false
+
+        public init() {}
+
+        public func validate() throws {
+            guard batch >= 1, seq >= 2, iterations >= 1, rounds >= 1 else {
+                throw ValidationError("--batch, --iterations, --rounds must be >= 1 and --seq >= 2")
+            }
+            for m in methods.split(separator: ",") {
+                guard let k = MethodKind(rawValue: String(m)), MethodKind.textEncoderMethods.contains(k) else {
+                    throw ValidationError("--methods: '\(m)' is not a text-encoder method (\(MethodKind.textEncoderMethods.map(\.rawValue).joined(separator: ", ")))")
+                }
+            }
+        }
+
+        /// Seconds on the chosen clock.
+        func now() -> Double {
+            if cpuTime {
+                var t = timespec()
+                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+                return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+            }
+            return Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+        }
+
+        public func run() throws {
+            let folder = try modelDir.map { try LocalModelFolder(path: $0).url } ?? AssetStore().path(of: "minilm", file: .modelFolder)
+            let kinds = methods.split(separator: ",").compactMap { MethodKind(rawValue: String($0)) }
+            var rng = SplitMix64(seed: 7)
+            var best: [MethodKind: (computed: Double, cached: Double?)] = [:]
+            for round in 0..<rounds {
+                for kind in kinds {
+                    let backbone = try BertEncoder.load(folder: folder)
+                    var options = MethodOptions()
+                    options.sideInit = .random
+                    options.dropout = 0
+                    let model = try TextClassifier(backbone: backbone, method: kind, classes: 3, options: options, seed: 1)
+                    let vocab = backbone.config.vocabSize
+                    let rows = (0..<batch).map { _ in (0..<seq).map { _ in Int32(1000 + rng.nextInt(below: vocab - 1000)) } }
+                    let input = makeBatchRows(rows)
+                    let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: 3)) }
+                    let optimizer = AdamW(parameters: model.trainableParameters().map(\.1), learningRate: 1e-4)
+                    func step(_ taps: [Tensor]?) -> Double {
+                        let t0 = now()
+                        let loss = model.logits(input, taps: taps).crossEntropy(targets: labels)
+                        optimizer.zeroGrad()
+                        loss.backward()
+                        optimizer.step()
+                        return now() - t0
+                    }
+                    func median(_ taps: [Tensor]?) -> Double {
+                        _ = step(taps)
+                        let times = (0..<iterations).map { _ in step(taps) }.sorted()
+                        return times[times.count / 2]
+                    }
+                    let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median(nil)
+                    let cached = kind.readsFrozenTaps ? median(model.frozenTaps(input)) : nil
+                    let old = best[kind]
+                    best[kind] = (min(computed, old?.computed ?? .infinity), cached.map { min($0, old?.cached ?? .infinity) })
+                    FileHandle.standardError.write(Data("round \(round + 1) \(kind.rawValue): \(String(format: "%.4f", computed)) s computed\(cached.map { String(format: ", %.4f s from taps", $0) } ?? "")\n".utf8))
+                }
+            }
+            let reference = best[.lora]?.computed
+            print("batch \(batch) x \(seq) tokens, \(ThreadPool.shared.activeThreads) threads, median of \(iterations) steps, best of \(rounds) round(s)\(cpuTime ? ", process CPU seconds" : "")")
+            print("method   s/step (backbone computed)   vs LoRA   s/step (taps given)   speed-up from taps")
+            for kind in kinds {
+                guard let b = best[kind] else { continue }
+                let vsLoRA = reference.map { String(format: "%6.0f%%", 100 * b.computed / $0) } ?? "     -"
+                let cachedText = b.cached.map { String(format: "%19.4f   %17.1fx", $0, b.computed / $0) } ?? ""
+                print(kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + String(format: " %27.4f", b.computed) + "   " + vsLoRA + "  " + cachedText)
+            }
+        }
+    }
+}
+
+/// Rows of real tokens (no padding) as a batch.
+private func makeBatchRows(_ rows: [[Int32]]) -> BatchEncoding {
+    let seq = rows[0].count
+    return BatchEncoding(ids: rows.flatMap { $0 }, attentionMask: [Int32](repeating: 1, count: rows.count * seq),
+                         typeIds: [Int32](repeating: 0, count: rows.count * seq), batchSize: rows.count, seqLength: seq,
+                         lengths: rows.map(\.count))
+}

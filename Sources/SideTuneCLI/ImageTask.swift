@@ -8,6 +8,50 @@ import SideTuneFormats
 import SideTuneMethods
 import SideTuneTrainer
 
+/// Flags of image tasks (used when --model names a ViT). --data takes `fashion-mnist-1k` or a
+/// folder of Fashion-MNIST IDX files; --seed draws the 800/200 split.
+public struct ImageTaskOptions: ParsableArguments {
+    @Option(help: "Image side in pixels, a multiple of 14 (the ViT's patch): 224 as DINOv2 was trained; smaller is much cheaper on a CPU (tokens = (size/14)^2 + 1).")
+    var imageSize: Int = 224
+    @Option(help: "Evaluate on a stratified sample of this many test images (0 = the full 10,000).")
+    var testLimit: Int = 0
+
+    public init() {}
+
+    public func validate() throws {
+        guard imageSize >= 14, imageSize % 14 == 0 else {
+            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
+        }
+        guard testLimit >= 0 else { throw ValidationError("--test-limit must be >= 0") }
+    }
+}
+
+extension SideTuneCommand.Train {
+    /// Image classification on the ViT backbone (Fashion-MNIST-1k by default).
+    func runImageTraining(_ kind: MethodKind, log: @escaping (String) -> Void) throws -> TrainingReport {
+        var data = task.data
+        if data == "tweets" {
+            // The text default: an image model means the image task.
+            data = "fashion-mnist-1k"
+        }
+        let prepared = try PreparedImageTask.prepare(model: task.model, data: data, imageSize: image.imageSize, seed: task.seed,
+                                                     testLimit: image.testLimit, log: log)
+        var options = try methodFlags.options()
+        if kind == .lst && options.sideInit == .fisher {
+            // The default; the pruned initialisation is built for BERT only (ImageClassifier refuses it).
+            log("LST on the ViT: side blocks start random (Fisher/magnitude pruning is built for BERT encoders only)")
+            options.sideInit = .random
+        }
+        let backbone = try prepared.loadBackbone()
+        let model = try ImageClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options, seed: task.seed)
+        // `max_length` holds the image side for image checkpoints.
+        let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: prepared.imageSize,
+                                      backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
+                                      seed: task.seed, epoch: 0, validationAccuracy: nil)
+        return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
+    }
+}
+
 /// Everything an image run needs, loaded once: the ViT's ONNX file (with its checksum) and the
 /// Fashion-MNIST-1k splits as `ImageSplit`s that preprocess a batch at a time.
 struct PreparedImageTask {

@@ -53,8 +53,8 @@ public final class ImageClassifier: Module, ClassifierModel {
                 a.value = LoRALinear(wrapping: a.value, rank: options.loraRank, alpha: options.loraAlpha, rng: &rng)
             }
             reader = ViTHead(norm: backbone.norm, classes: classes, dropout: options.dropout, rng: &rng)
-        case .adapter, .prompt:
-            throw MethodError("method \(method.rawValue) is not built for the ViT yet (lst, last, linear, full, bitfit, lora are)")
+        case .adapter, .prompt, .hst, .qst, .qlora:
+            throw MethodError("method \(method.rawValue) is not built for the ViT yet (on the ViT: lst, last, linear, full, bitfit, lora)")
         }
         super.init()
     }

@@ -14,8 +14,10 @@ public func tinyViT(seed: UInt64 = 1) -> DINOv2ViT {
     return DINOv2ViT(config: c, seed: seed)
 }
 
-/// A tiny 3-class image task: image k shows class k % 3 as a bright 2 x 2 block in one of three
-/// places (top left, centre, bottom right) over noise. Pixels [n, 3, 6, 6] and labels.
+/// A tiny 3-class image task: image k is of class k % 3, shown by a bright 2 x 2 block in colour
+/// channel k % 3 (at a random place) over noise. Content, not place, decides the class: a random
+/// ViT's position embeddings are tiny, and pooled tokens forget where things were. Pixels
+/// [n, 3, 6, 6] and labels.
 public func tinyImageTask(count n: Int = 12, seed: UInt64 = 7) -> (pixels: Tensor, labels: [Int32]) {
     var rng = SplitMix64(seed: seed)
     let t = Tensor(shape: [n, 3, 6, 6])
@@ -23,10 +25,11 @@ public func tinyImageTask(count n: Int = 12, seed: UInt64 = 7) -> (pixels: Tenso
     for i in 0..<n {
         let k = i % 3
         labels.append(Int32(k))
+        let (by, bx) = (rng.nextInt(below: 3), rng.nextInt(below: 3))
         for c in 0..<3 {
             for y in 0..<6 {
                 for x in 0..<6 {
-                    let inBlock = y / 2 == k && x / 2 == k
+                    let inBlock = c == k && y / 2 == by && x / 2 == bx
                     t.data[((i * 3 + c) * 6 + y) * 6 + x] = rng.nextNormal() * 0.3 + (inBlock ? 2 : 0)
                 }
             }

@@ -29,6 +29,9 @@ public struct ImageTaskOptions: ParsableArguments {
 extension SideTuneCommand.Train {
     /// Image classification on the ViT backbone (Fashion-MNIST-1k by default).
     func runImageTraining(_ kind: MethodKind, log: @escaping (String) -> Void) throws -> TrainingReport {
+        guard task.trainLimit == 0, task.evalLimit == 0 else {
+            throw ValidationError("--train-limit and --eval-limit are for text tasks; an image task uses Fashion-MNIST-1k's 800/200 split and --test-limit")
+        }
         var data = task.data
         if data == "tweets" {
             // The text default: an image model means the image task.

@@ -144,10 +144,11 @@ public enum CubicResize {
 
 /// Multi-head self-attention with separate query/key/value/output projections (LoRA targets).
 public final class ViTAttention: Module {
-    public let query: Linear
-    public let key: Linear
-    public let value: Linear
-    public let output: Linear
+    // `var`: parameter-efficient methods swap these for wrapped layers (LoRA), as in BertSelfAttention.
+    public var query: Linear
+    public var key: Linear
+    public var value: Linear
+    public var output: Linear
     let _heads: Int
 
     public init(config: ViTConfig, rng: inout SplitMix64) {

@@ -1,16 +1,136 @@
 import ArgumentParser
 import Foundation
+import SideTuneAssets
+import SideTuneBackbones
+import SideTuneData
+import SideTuneEngine
+import SideTuneFormats
 import SideTuneMethods
 import SideTuneTrainer
 
-/// Flags of image tasks (used when --model names a ViT).
+/// Flags of image tasks (used when --model names a ViT). --data takes `fashion-mnist-1k` or a
+/// folder of Fashion-MNIST IDX files; --seed draws the 800/200 split.
 public struct ImageTaskOptions: ParsableArguments {
+    @Option(help: "Image side in pixels, a multiple of 14 (the ViT's patch): 224 as DINOv2 was trained; smaller is much cheaper on a CPU (tokens = (size/14)^2 + 1).")
+    var imageSize: Int = 224
+    @Option(help: "Evaluate on a stratified sample of this many test images (0 = the full 10,000).")
+    var testLimit: Int = 0
+
     public init() {}
+
+    public func validate() throws {
+        guard imageSize >= 14, imageSize % 14 == 0 else {
+            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
+        }
+        guard testLimit >= 0 else { throw ValidationError("--test-limit must be >= 0") }
+    }
 }
 
 extension SideTuneCommand.Train {
-    /// Image classification on the ViT backbone.
+    /// Image classification on the ViT backbone (Fashion-MNIST-1k by default).
     func runImageTraining(_ kind: MethodKind, log: @escaping (String) -> Void) throws -> TrainingReport {
-        throw ValidationError("--model \(task.model): image training is not built yet")
+        guard task.trainLimit == 0, task.evalLimit == 0 else {
+            throw ValidationError("--train-limit and --eval-limit are for text tasks; an image task uses Fashion-MNIST-1k's 800/200 split and --test-limit")
+        }
+        var data = task.data
+        if data == "tweets" {
+            // The text default: an image model means the image task.
+            data = "fashion-mnist-1k"
+        }
+        let prepared = try PreparedImageTask.prepare(model: task.model, data: data, imageSize: image.imageSize, seed: task.seed,
+                                                     testLimit: image.testLimit, log: log)
+        var options = try methodFlags.options()
+        if kind == .lst && options.sideInit == .fisher {
+            // The default; the pruned initialisation is built for BERT only (ImageClassifier refuses it).
+            log("LST on the ViT: side blocks start random (Fisher/magnitude pruning is built for BERT encoders only)")
+            options.sideInit = .random
+        }
+        let backbone = try prepared.loadBackbone()
+        let model = try ImageClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options, seed: task.seed)
+        // `max_length` holds the image side for image checkpoints.
+        let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: prepared.imageSize,
+                                      backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
+                                      seed: task.seed, epoch: 0, validationAccuracy: nil)
+        return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
+    }
+}
+
+/// Everything an image run needs, loaded once: the ViT's ONNX file (with its checksum) and the
+/// Fashion-MNIST-1k splits as `ImageSplit`s that preprocess a batch at a time.
+struct PreparedImageTask {
+    var onnxPath: String
+    var backboneName: String
+    var backboneSHA256: String
+    var labels: [String]
+    var imageSize: Int
+    var train: ImageSplit, validation: ImageSplit, test: ImageSplit
+
+    func loadBackbone() throws -> DINOv2ViT {
+        try MemoryLedger.withCategory(.weights) { try DINOv2ViT.load(onnx: ONNXModel(path: onnxPath)).0 }
+    }
+
+    /// `model`: an asset name (vit-s14) or a path to a DINOv2 .onnx file. `data`: `fashion-mnist-1k`
+    /// (the Debian asset, fetched on first use) or a folder with the four Fashion-MNIST IDX files
+    /// (gzip or not). The split: `trainPerClass` + `validationPerClass` images per class drawn from
+    /// the training set with `seed`; the test set whole, or a stratified sample of `testLimit`.
+    static func prepare(model: String, data: String, imageSize: Int, seed: UInt64, testLimit: Int,
+                        trainPerClass: Int = 80, validationPerClass: Int = 20,
+                        log: (String) -> Void) throws -> PreparedImageTask {
+        guard imageSize >= 14, imageSize % 14 == 0 else {
+            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
+        }
+        let store = AssetStore()
+        let onnx: String, name: String
+        if model.hasSuffix(".onnx") || FileManager.default.fileExists(atPath: model) {
+            guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model \(model): no such file") }
+            onnx = model
+            name = URL(fileURLWithPath: model).lastPathComponent
+        } else {
+            _ = try store.fetch(model) { if case .downloading = $0 { log("fetching \(model) ...") } }
+            onnx = try store.path(of: model, file: .onnx).path
+            name = model
+        }
+        let sha = try SHA256.hexDigest(ofFile: onnx)
+
+        let folder: String
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: data, isDirectory: &isDir), isDir.boolValue {
+            folder = data
+        } else if data == "fashion-mnist-1k" || data == "fashion-mnist" {
+            let asset = AssetCatalog.fashionMNIST.name
+            _ = try store.fetch(asset) { if case .downloading = $0 { log("fetching \(asset) ...") } }
+            folder = try store.path(of: asset, file: .trainImages).deletingLastPathComponent().path
+        } else {
+            throw ValidationError("--data \(data): not a folder of Fashion-MNIST IDX files and not a known image data set (known: fashion-mnist-1k)")
+        }
+        let (full, testSet) = try FashionMNIST.load(directory: folder)
+        let (tr, va) = try FashionMNIST.fewShotSplit(full, trainPerClass: trainPerClass, validationPerClass: validationPerClass, seed: seed)
+        var te = Array(0..<testSet.count)
+        if testLimit > 0 && testLimit < testSet.count { te = stratifiedSample(testSet, testLimit, seed: seed &+ 2) }
+        let pre = ImagePreprocessor(size: imageSize)
+        let tokens = ImageSplit.tokens(size: imageSize)
+        func split(_ set: ImageSet, _ idx: [Int]) -> ImageSplit {
+            ImageSplit(labels: idx.map { Int(set.labels[$0]) }, tokens: tokens) { rows in
+                MemoryLedger.withCategory(.activations) { pre.batch(set, rows.map { idx[$0] }) }
+            }
+        }
+        log("data: Fashion-MNIST from \(folder): \(full.count) train / \(testSet.count) test images, \(full.height)x\(full.width) grey")
+        log("split (seed \(seed)): \(tr.count) train, \(va.count) validation (stratified), \(te.count) test\(te.count < testSet.count ? " (stratified sample of \(testSet.count); --test-limit 0 for all)" : " (the full test set)"); images resized to \(imageSize)x\(imageSize) (\(tokens) tokens)")
+        return PreparedImageTask(onnxPath: onnx, backboneName: name, backboneSHA256: sha, labels: FashionMNIST.classNames,
+                                 imageSize: imageSize, train: split(full, tr), validation: split(full, va), test: split(testSet, te))
+    }
+
+    /// `n` indices of `set` with the classes in proportion (each class shuffled with `seed`), ascending.
+    static func stratifiedSample(_ set: ImageSet, _ n: Int, seed: UInt64) -> [Int] {
+        var rng = SplitMix64(seed: seed)
+        let byClass = set.indicesByClass(classes: 10)
+        var out: [Int] = []
+        for (c, var members) in byClass.enumerated() {
+            rng.shuffle(&members)
+            // Largest-remainder shares so the total is exactly n.
+            let share = n * (c + 1) / byClass.count - n * c / byClass.count
+            out += members.prefix(share)
+        }
+        return out.sorted()
     }
 }

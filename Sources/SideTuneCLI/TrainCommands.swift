@@ -130,6 +130,7 @@ enum BackboneFamily {
 
     init(model: String, modelDir: String?) throws {
         if modelDir != nil { self = .bert; return }
+        if model.hasSuffix(".onnx") { self = .vit; return } // a DINOv2 ONNX file given by path
         guard let d = try? AssetStore().descriptor(model) else {
             throw ValidationError("--model \(model): not a known model (known: \(AssetCatalog.all.filter { $0.files[.modelFolder] != nil || $0.files[.onnx] != nil || $0.files[.gguf] != nil }.map(\.name).joined(separator: ", ")); or use --model-dir)")
         }

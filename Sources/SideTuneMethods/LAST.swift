@@ -51,16 +51,21 @@ public final class LASTSide: Module, TapReader {
     let _groupSize: Int
     let _biasCorrection: Bool
 
-    public init(backbone c: BertConfig, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
-        guard o.groupSize >= 1, c.numHiddenLayers % o.groupSize == 0 else {
-            throw MethodError("LAST: group size \(o.groupSize) must divide the \(c.numHiddenLayers) layers")
+    public convenience init(backbone c: BertConfig, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
+        try self.init(shape: .bert(c), classes: classes, options: o, rng: &rng)
+    }
+
+    /// Backbone-agnostic: only the width, depth and LayerNorm epsilon matter.
+    public init(shape c: SideBackboneShape, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
+        guard o.groupSize >= 1, c.layers % o.groupSize == 0 else {
+            throw MethodError("LAST: group size \(o.groupSize) must divide the \(c.layers) layers")
         }
         guard o.rank >= 1 else { throw MethodError("LAST: rank must be >= 1, got \(o.rank)") }
-        let m = c.numHiddenLayers / o.groupSize
-        blocks = (0..<m).map { _ in LSABlock(width: c.hiddenSize, rank: o.rank, temperature: o.attentionTemperature,
-                                            eps: c.layerNormEps, rng: &rng) }
-        headNorm = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
-        classifier = Linear(c.hiddenSize, classes, rng: &rng)
+        let m = c.layers / o.groupSize
+        blocks = (0..<m).map { _ in LSABlock(width: c.width, rank: o.rank, temperature: o.attentionTemperature,
+                                            eps: c.eps, rng: &rng) }
+        headNorm = LayerNorm(c.width, eps: c.eps)
+        classifier = Linear(c.width, classes, rng: &rng)
         _groupSize = o.groupSize
         _biasCorrection = o.biasCorrection
         super.init()

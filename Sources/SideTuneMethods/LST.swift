@@ -3,18 +3,20 @@ import SideTuneBackbones
 import SideTuneEngine
 import SideTuneNN
 
-/// Ladder Side-Tuning (Sung, Cho, Bansal 2022) for a BERT-family encoder.
+/// Ladder Side-Tuning (Sung, Cho, Bansal 2022) beside a BERT-family encoder or a ViT.
 ///
 ///     s_0 = Down_0(h_0)
 ///     s_i = SideBlock_i(mu_i * s_{i-1} + (1 - mu_i) * Down_i(h_i)),  mu_i = sigmoid(alpha_i / T)
 ///     logits = Head(pool(Up(Dropout(SideNorm(s_L)))))
 ///
-/// Side blocks are the backbone's block type at width d/r (FFN d_ff/r, same head count). Dropped
-/// layers have no block, Down or gate: s passes through them. The head is Linear, tanh, Linear.
+/// Side blocks are the backbone's block type at width d/r (FFN d_ff/r, same head count): post-LN
+/// BERT layers for text, pre-LN ViT blocks for images. Dropped layers have no block, Down or gate:
+/// s passes through them. The head is Linear, tanh, Linear. The pruned initialisation
+/// (`initializeFromBackbone`) exists for BERT only; on a ViT the side blocks start random.
 public final class LSTSide: Module, TapReader {
     public let down0: Linear
     public let downs: [Linear]
-    public let blocks: [BertLayer]
+    public let blocks: [any LadderBlock]
     /// alpha_i, one per kept layer, 0 at start (mu = 0.5).
     public let gates: Tensor
     public let sideNorm: LayerNorm
@@ -39,20 +41,25 @@ public final class LSTSide: Module, TapReader {
         return s
     }
 
-    public init(backbone: BertConfig, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
-        let side = try Self.sideConfig(backbone, reduction: o.reduction)
-        let d = backbone.hiddenSize, ds = side.hiddenSize
-        let kept = (1...backbone.numHiddenLayers).filter { !o.droppedLayers.contains($0) }
+    public convenience init(backbone: BertConfig, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
+        try self.init(shape: .bert(backbone), classes: classes, options: o, rng: &rng)
+    }
+
+    public init(shape: SideBackboneShape, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
+        try shape.checkReduction(o.reduction)
+        let d = shape.width, ds = d / o.reduction
+        let kept = (1...shape.layers).filter { !o.droppedLayers.contains($0) }
         guard !kept.isEmpty else { throw MethodError("LST: every layer is dropped") }
-        for l in o.droppedLayers where l < 1 || l > backbone.numHiddenLayers {
-            throw MethodError("LST: dropped layer \(l) is outside 1...\(backbone.numHiddenLayers)")
+        for l in o.droppedLayers where l < 1 || l > shape.layers {
+            throw MethodError("LST: dropped layer \(l) is outside 1...\(shape.layers)")
         }
         down0 = Linear(d, ds, rng: &rng)
         downs = kept.map { _ in Linear(d, ds, rng: &rng) }
-        blocks = kept.map { _ in BertLayer(side) }
-        for b in blocks { randomInit(b, rng: &rng) }
+        var built: [any LadderBlock] = []
+        for _ in kept { built.append(try shape.sideBlock(reduction: o.reduction, rng: &rng)) }
+        blocks = built
         gates = parameter(.zeros([kept.count]), name: "gates")
-        sideNorm = LayerNorm(ds, eps: backbone.layerNormEps)
+        sideNorm = LayerNorm(ds, eps: shape.eps)
         dropout = Dropout(o.dropout, seed: rng.next())
         up = Linear(ds, d, rng: &rng)
         headHidden = Linear(d, d, rng: &rng)
@@ -92,7 +99,8 @@ public final class LSTSide: Module, TapReader {
         let hidden = topIndices(colScore, ds)
         for (j, layerNumber) in _keptLayers.enumerated() {
             let p = "layers.\(layerNumber - 1)."
-            let src = backbone.layers[layerNumber - 1], dst = blocks[j]
+            let src = backbone.layers[layerNumber - 1]
+            guard let dst = blocks[j] as? BertLayer else { throw MethodError("LST init: side block \(j) is not a BERT layer") }
             // q, k, v share their kept rows: per head, the hds dims with the largest summed importance.
             var qkvScore = [Double](repeating: 0, count: d)
             for name in ["query", "key", "value"] {

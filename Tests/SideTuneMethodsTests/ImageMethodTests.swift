@@ -1,0 +1,120 @@
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneMethods
+import SideTuneNN
+import SideTuneTestSupport
+import Testing
+
+/// The methods on a tiny random ViT and a tiny synthetic image task.
+@Suite struct ImageMethodTests {
+    static let imageMethods: [MethodKind] = [.lst, .last, .linear, .full, .bitfit, .lora]
+
+    func options() -> MethodOptions {
+        var o = MethodOptions()
+        o.sideInit = .random
+        o.reduction = 4 // side width 4 = 2 heads of 2, MLP 8
+        o.rank = 4
+        o.loraRank = 2
+        o.dropout = 0
+        return o
+    }
+
+    /// Every method builds, trains what it should, and fits the task (loss falls, accuracy above chance).
+    @Test(arguments: imageMethods)
+    func everyMethodLearns(method: MethodKind) throws {
+        let model = try ImageClassifier(backbone: tinyViT(), method: method, classes: 3, options: options(), seed: 5)
+        let trainable = model.trainableParameters()
+        #expect(!trainable.isEmpty)
+        let inBackbone = trainable.filter { $0.0.hasPrefix("backbone.") }
+        switch method {
+        case .full: #expect(trainable.count == model.parameters().count)
+        case .bitfit: #expect(!inBackbone.isEmpty && inBackbone.allSatisfy { $0.0.hasSuffix(".bias") })
+        case .lora:
+            // q and v of both blocks, A and B each.
+            #expect(inBackbone.count == 2 * 2 * 2)
+            #expect(inBackbone.allSatisfy { $0.0.contains("lora") && ($0.0.contains(".query.") || $0.0.contains(".value.")) })
+        case .lst:
+            #expect(inBackbone.isEmpty)
+            // Side blocks are ViT blocks at width 16 / 4, found by the module walk.
+            #expect(trainable.contains { $0.0 == "reader.blocks.1.attention.query.weight" && $0.1.shape == [4, 4] })
+            #expect(trainable.contains { $0.0 == "reader.blocks.0.layerScale2" })
+        default: #expect(inBackbone.isEmpty)
+        }
+        let (pixels, labels) = tinyImageTask()
+        let opt = AdamW(parameters: trainable.map { $0.1 }, learningRate: 1e-2, weightDecay: 0)
+        var first: Float = 0, last: Float = 0
+        for step in 0..<40 {
+            let loss = model(pixels).crossEntropy(targets: labels)
+            if step == 0 { first = loss.item() }
+            last = loss.item()
+            opt.zeroGrad()
+            loss.backward()
+            opt.step()
+        }
+        #expect(last < first * 0.7, "\(method): loss \(first) -> \(last)")
+        let logits = noGrad { model(pixels) }
+        var correct = 0
+        for r in 0..<labels.count {
+            let row = (0..<3).map { logits.data[r * 3 + $0] }
+            if row.firstIndex(of: row.max()!)! == Int(labels[r]) { correct += 1 }
+        }
+        #expect(correct * 2 > labels.count, "\(method): \(correct)/\(labels.count) correct after training")
+    }
+
+    /// Side methods on the ViT: the taps carry no graph, no ViT weight gets a gradient and the
+    /// gradient bytes in the ledger are exactly the side network's.
+    @Test(arguments: [MethodKind.lst, .last, .linear])
+    func backpropNeverEntersTheViT(method: MethodKind) throws {
+        let ledger = MemoryLedger()
+        try MemoryLedger.withLedger(ledger) {
+            let vit = tinyViT()
+            let model = try ImageClassifier(backbone: vit, method: method, classes: 3, options: options(), seed: 1)
+            let (pixels, labels) = tinyImageTask(count: 6)
+            let taps = model.frozenTaps(pixels)
+            #expect(taps.count == model.tapCount && taps.allSatisfy { !$0.requiresGrad && $0.shape == [6, 10, 16] })
+            let loss = model(pixels).crossEntropy(targets: labels)
+            let gradsBefore = ledger.current(.gradients)
+            loss.backward()
+            for (name, p) in vit.namedParameters() { #expect(p.grad == nil, "ViT weight \(name) got a gradient") }
+            let trainableBytes = model.trainableParameters().reduce(0) { $0 + $1.1.count * 4 }
+            #expect(ledger.current(.gradients) - gradsBefore == trainableBytes)
+        }
+    }
+
+    /// Full fine-tuning and LoRA record the ViT on the tape: gradients reach its trainable weights
+    /// (every block's, the patch projection's), and a side method's cached taps give the same
+    /// logits as a fresh backbone pass.
+    @Test func backboneMethodsGetGradientsAndCachedTapsMatch() throws {
+        let (pixels, labels) = tinyImageTask(count: 6)
+        for method in [MethodKind.full, .lora] {
+            let model = try ImageClassifier(backbone: tinyViT(), method: method, classes: 3, options: options(), seed: 2)
+            #expect(model.tapsRead.isEmpty)
+            model(pixels).crossEntropy(targets: labels).backward()
+            // LoRA's A has no gradient while B is still 0.
+            for (name, p) in model.trainableParameters() where !name.hasSuffix("loraA") {
+                #expect(p.grad.map { g in g.toArray().contains { $0 != 0 } } == true, "\(method): no gradient for \(name)")
+            }
+        }
+        let last = try ImageClassifier(backbone: tinyViT(), method: .last, classes: 3, options: options(), seed: 2)
+        #expect(last.tapsRead == [0, 1, 2])
+        let fresh = noGrad { last(pixels) }
+        let cached = noGrad { last(pixels, taps: last.frozenTaps(pixels)) }
+        #expect(maxAbsDiff(fresh, cached) == 0)
+    }
+
+    @Test func unbuiltMethodsAndOptionsAreClearErrors() {
+        #expect(throws: MethodError.self) { try ImageClassifier(backbone: tinyViT(), method: .adapter, classes: 3, options: options(), seed: 1) }
+        var o = options()
+        o.sideInit = .fisher
+        do {
+            _ = try ImageClassifier(backbone: tinyViT(), method: .lst, classes: 3, options: o, seed: 1)
+            Issue.record("LST with Fisher init on a ViT should be refused")
+        } catch {
+            #expect("\(error)".contains("side-init random"))
+        }
+        o = options()
+        o.reduction = 3
+        #expect(throws: MethodError.self) { try ImageClassifier(backbone: tinyViT(), method: .lst, classes: 3, options: o, seed: 1) }
+    }
+}

@@ -244,8 +244,11 @@ public final class HSTSide: Module {
 /// HST on a DINOv2 ViT: the backbone frozen except its blocks' LayerNorms, the meta tokens
 /// prepended in every block, the side network reading the pixels, every block's patch map and
 /// meta-token output. Backprop runs through the whole ViT (HST trades memory for accuracy), so
-/// no taps can be cached.
-public final class HSTClassifier: Module {
+/// no taps can be cached (`tapsRead` is empty).
+///
+/// Checkpoints hold the trainable parameters (side network, meta tokens, the blocks' LayerNorms,
+/// under their `backbone.`/`side.` names) and the BatchNorm running statistics (buffers).
+public final class HSTClassifier: Module, ClassifierModel {
     public let backbone: DINOv2ViT
     public let side: HSTSide
     public let _options: MethodOptions
@@ -253,6 +256,21 @@ public final class HSTClassifier: Module {
 
     public var options: MethodOptions { _options }
     public var classes: Int { _classes }
+    public var method: MethodKind { .hst }
+    public var tapsRead: [Int] { [] }
+    public var tapCount: Int { backbone.config.layers + 1 }
+    public var tapWidth: Int { backbone.config.hiddenSize }
+
+    /// The ViT's taps (with the meta tokens in place) without autograd. The trainer does not need
+    /// them for HST (nothing is cached); for inspection.
+    public func frozenTaps(_ images: Tensor) -> [Tensor] {
+        noGrad { backbone(images, metaTokens: side.metaTokenList).taps }
+    }
+
+    public func logits(_ images: Tensor, taps: [Tensor]?) -> Tensor {
+        precondition(taps == nil, "HST backpropagates through the ViT: it cannot run on cached taps")
+        return self(images)
+    }
 
     /// Freezes `backbone` except its blocks' LayerNorms and builds the side network.
     public init(backbone: DINOv2ViT, classes: Int, options: MethodOptions = MethodOptions(), config: HSTConfig = HSTConfig(),

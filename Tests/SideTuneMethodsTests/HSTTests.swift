@@ -1,6 +1,7 @@
 import Foundation
 import SideTuneBackbones
 import SideTuneEngine
+import SideTuneFormats
 import SideTuneMethods
 import SideTuneNN
 import SideTuneTestSupport
@@ -119,5 +120,43 @@ func tinyHST(seed: UInt64 = 1, classes: Int = 3) throws -> HSTClassifier {
         let paper = noGrad { bridge(toTokens(map.resizedBilinear(height: 7, width: 4))) }
         let ours = noGrad { toTokens(toMap(bridge(toTokens(map)), 5, 3).resizedBilinear(height: 7, width: 4)) }
         #expect(maxAbsDiff(paper, ours) < 1e-5)
+    }
+
+    /// Measurement, not a check (run with SIDETUNE_VIT_ONNX=... SIDETUNE_HST_BENCH=1): seconds per
+    /// training step (forward, backward, AdamW) and the ledger's peaks at batch 32 on the real
+    /// ViT-S/14, at 224 and 112 px. The second of two steps is reported.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil
+                   && ProcessInfo.processInfo.environment["SIDETUNE_HST_BENCH"] != nil))
+    func stepTimeAndPeakMemoryOnTheRealViT() throws {
+        let ledger = MemoryLedger()
+        try MemoryLedger.withLedger(ledger) {
+            let (vit, _) = try DINOv2ViT.load(onnx: ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!))
+            let model = try HSTClassifier(backbone: vit, classes: 10, seed: 1)
+            print("HST on ViT-S/14: \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters")
+            let opt = AdamW(parameters: model.trainableParameters().map(\.1), learningRate: 1e-3, weightDecay: 0.01)
+            var rng = SplitMix64(seed: 1)
+            let labels = (0..<32).map { Int32($0 % 10) }
+            for size in ProcessInfo.processInfo.environment["SIDETUNE_HST_BENCH_SIZES"].map({ $0.split(separator: ",").compactMap { Int($0) } }) ?? [224, 112] {
+                let x = Tensor.randn([32, 3, size, size], rng: &rng)
+                for step in 0..<2 {
+                    ledger.resetPeaks()
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    opt.zeroGrad()
+                    let loss = model(x).crossEntropy(targets: labels)
+                    let t1 = DispatchTime.now().uptimeNanoseconds
+                    loss.backward()
+                    opt.step()
+                    let t2 = DispatchTime.now().uptimeNanoseconds
+                    #expect(loss.item().isFinite)
+                    if step == 1 {
+                        let snap = ledger.snapshot()
+                        let peaks = MemoryCategory.allCases.map { "\($0.rawValue) \(formatBytes(snap.peak[$0] ?? 0))" }
+                        print(String(format: "HST step at %d px, batch 32: %.2f s (forward %.2f s, backward+AdamW %.2f s); ledger peak total %@; %@",
+                                     size, Double(t2 - t0) / 1e9, Double(t1 - t0) / 1e9, Double(t2 - t1) / 1e9,
+                                     formatBytes(snap.peakTotal), peaks.joined(separator: ", ")))
+                    }
+                }
+            }
+        }
     }
 }

@@ -208,6 +208,8 @@ public struct ViTOutput {
     public var hidden: Tensor
     public var taps: [Tensor]
     public var grid: (h: Int, w: Int)
+    /// With meta tokens (HST): each block's meta token after that block, [B, 1, D]; else empty.
+    public var metaOutputs: [Tensor] = []
 }
 
 public final class DINOv2ViT: Module {
@@ -228,15 +230,46 @@ public final class DINOv2ViT: Module {
 
     /// pixels [B, C, H, W] -> final normalised tokens [B, 1 + h*w, D] and (optionally) all taps.
     /// Works with autograd; wrap in `noGrad` for a frozen backbone (nothing is kept for backward).
-    public func callAsFunction(_ pixels: Tensor, collectTaps: Bool = true) -> ViTOutput {
+    ///
+    /// `metaTokens` (HST): one [1, D] token per block, prepended before that block
+    /// ([meta, cls, patches]) and removed after it; the taps keep the usual [B, 1 + h*w, D] and the
+    /// meta tokens' block outputs come back in `metaOutputs`. Gradients reach the meta tokens (and
+    /// any unfrozen backbone parameter) through the ordinary autograd ops.
+    public func callAsFunction(_ pixels: Tensor, collectTaps: Bool = true, metaTokens: [Tensor]? = nil) -> ViTOutput {
+        if let metaTokens {
+            precondition(metaTokens.count == layers.count && metaTokens.allSatisfy { $0.count == config.hiddenSize },
+                         "ViT: need \(layers.count) meta tokens of \(config.hiddenSize) values, got \(metaTokens.map(\.shape))")
+        }
         var x = embeddings(pixels)
         var taps = collectTaps ? [x] : []
-        for block in layers {
-            x = block(x)
+        var metaOutputs: [Tensor] = []
+        let (b, d) = (pixels.shape[0], config.hiddenSize)
+        for (i, block) in layers.enumerated() {
+            if let metaTokens {
+                let meta = Tensor.zeros([b, 1, d]) + metaTokens[i].reshaped([1, 1, d]) // broadcast, with autograd
+                let t = x.shape[1]
+                let y = block(Tensor.concat([meta, x], axis: 1))
+                metaOutputs.append(y.slice(axis: 1, 0, 1))
+                x = y.slice(axis: 1, 1, 1 + t)
+            } else {
+                x = block(x)
+            }
             if collectTaps { taps.append(x) }
         }
         let p = config.patchSize
-        return ViTOutput(hidden: norm(x), taps: taps, grid: (pixels.shape[2] / p, pixels.shape[3] / p))
+        return ViTOutput(hidden: norm(x), taps: taps, grid: (pixels.shape[2] / p, pixels.shape[3] / p), metaOutputs: metaOutputs)
+    }
+
+    /// Names of the blocks' two LayerNorms' parameters (layers.i.norm1/norm2 .weight/.bias): what
+    /// HST trains in the backbone.
+    public var blockLayerNormNames: Set<String> {
+        Set(namedParameters().map(\.0).filter { $0.hasPrefix("layers.") && ($0.contains(".norm1.") || $0.contains(".norm2.")) })
+    }
+
+    /// Freezes every backbone parameter except the blocks' LayerNorms (HST).
+    public func freezeAllButBlockLayerNorms() {
+        freeze()
+        unfreeze(keys: blockLayerNormNames)
     }
 
     /// Multiply-adds x 2 of one forward pass at H x W per image (matrix products and attention).

@@ -121,3 +121,57 @@ public final class Dropout: Module {
         return x.dropout(p, seed: _rng.next(), training: true)
     }
 }
+
+/// 2-D convolution, weight [out, in, kh, kw] as in PyTorch; PyTorch's default initialisation
+/// (uniform +-1/sqrt(in * kh * kw) for weight and bias).
+public final class Conv2d: Module {
+    public let weight: Tensor
+    public let bias: Tensor?
+    let _stride: (Int, Int)
+    let _padding: (Int, Int)
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true,
+                rng: inout SplitMix64) {
+        let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()
+        weight = parameter(.uniform([outChannels, inChannels, kernel, kernel], low: -bound, high: bound, rng: &rng))
+        self.bias = bias ? parameter(.uniform([outChannels], low: -bound, high: bound, rng: &rng)) : nil
+        _stride = (stride, stride)
+        _padding = (padding, padding)
+        super.init()
+    }
+
+    public var outChannels: Int { weight.shape[0] }
+
+    /// [N, in, H, W] -> [N, out, Ho, Wo]
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        Tensor.conv2d(x, weight: weight, bias: bias, stride: _stride, padding: _padding)
+    }
+}
+
+/// Batch normalisation over axis 1 of [N, C] (BatchNorm1d) or [N, C, H, W] (BatchNorm2d). In
+/// training mode the batch's statistics normalise and update the running ones (momentum 0.1);
+/// in evaluation mode (`train(false)`) the running statistics normalise. The running statistics
+/// are buffers: saved in checkpoints, never trained.
+public final class BatchNorm: Module {
+    public let weight: Tensor?
+    public let bias: Tensor?
+    public let runningMean: Buffer
+    public let runningVar: Buffer
+    public let eps: Float
+    public let momentum: Float
+
+    public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true) {
+        weight = affine ? parameter(.ones([channels])) : nil
+        bias = affine ? parameter(.zeros([channels])) : nil
+        runningMean = Buffer(.zeros([channels]))
+        runningVar = Buffer(.ones([channels]))
+        self.eps = eps
+        self.momentum = momentum
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        Tensor.batchNorm(x, runningMean: runningMean.value, runningVar: runningVar.value, weight: weight, bias: bias,
+                         training: training, momentum: momentum, eps: eps)
+    }
+}

@@ -19,6 +19,25 @@ open class Module {
 
     public func parameters() -> [Tensor] { namedParameters().map { $0.1 } }
 
+    /// (name, tensor) for every `Buffer` here and in the children: state that is not trained
+    /// (BatchNorm's running statistics) but belongs in checkpoints.
+    public func namedBuffers() -> [(String, Tensor)] {
+        var out: [(String, Tensor)] = []
+        collectBuffers(prefix: "", into: &out)
+        return out
+    }
+
+    private func collectBuffers(prefix: String, into out: inout [(String, Tensor)]) {
+        for case let (label?, value) in Mirror(reflecting: self).allChildren where !label.hasPrefix("_") {
+            let name = prefix + label
+            if let b = value as? Buffer { out.append((name, b.value)) }
+            else if let m = value as? Module { m.collectBuffers(prefix: name + ".", into: &out) }
+            else if let list = value as? [Module] {
+                for (i, m) in list.enumerated() { m.collectBuffers(prefix: "\(name).\(i).", into: &out) }
+            } else if let opt = value as? Module?, let m = opt { m.collectBuffers(prefix: name + ".", into: &out) }
+        }
+    }
+
     /// Parameters that receive gradients (not frozen).
     public func trainableParameters() -> [(String, Tensor)] { namedParameters().filter { $0.1.requiresGrad } }
 
@@ -102,6 +121,18 @@ extension Mirror {
 public struct ModuleError: Error, CustomStringConvertible {
     public var description: String
     public init(_ d: String) { description = d }
+}
+
+/// A tensor a module keeps but does not train (BatchNorm's running mean and variance): not a
+/// parameter (the optimizer never sees it, `namedParameters()` skips it), but listed by
+/// `namedBuffers()` so checkpoints save and restore it. Counted as weights in the ledger.
+public final class Buffer {
+    public let value: Tensor
+    public init(_ value: Tensor) {
+        value.storage.retag(.weights)
+        value.requiresGrad = false
+        self.value = value
+    }
 }
 
 /// Makes a trainable parameter counted as weights in the ledger.

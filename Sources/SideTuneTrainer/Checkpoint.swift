@@ -38,13 +38,14 @@ public struct CheckpointConfig: Codable, Sendable {
     }
 }
 
-/// A folder holding the trainable parameters (`weights.safetensors`) and `checkpoint.json`, both
+/// A folder holding the trainable parameters and buffers (`weights.safetensors`) and `checkpoint.json`, both
 /// written atomically (temporary file, then rename), so a crash never leaves half a checkpoint.
 public enum Checkpoint {
     public static func save(_ model: some ClassifierModel, config: CheckpointConfig, to folder: URL) throws {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var writer = SafetensorsWriter(metadata: ["format": config.format, "method": config.method.rawValue])
-        for (name, p) in model.trainableParameters() {
+        // Buffers (BatchNorm running statistics) are state too, though never trained.
+        for (name, p) in model.trainableParameters() + model.namedBuffers() {
             try writer.add(name, floats: p.toArray(), shape: p.shape)
         }
         try writer.write(to: folder.appendingPathComponent("weights.safetensors").path)
@@ -61,7 +62,7 @@ public enum Checkpoint {
         }
     }
 
-    /// Loads the trainable parameters into `model` after checking the backbone identity.
+    /// Loads the trainable parameters and buffers into `model` after checking the backbone identity.
     public static func load(into model: some ClassifierModel, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
         let config = try readConfig(folder)
         guard config.backboneSHA256 == backboneSHA256 else {
@@ -74,7 +75,7 @@ public enum Checkpoint {
         do { file = try SafetensorsFile(path: folder.appendingPathComponent("weights.safetensors").path) } catch {
             throw TrainerError("\(folder.path)/weights.safetensors: \(error)")
         }
-        let params = Dictionary(model.trainableParameters(), uniquingKeysWith: { a, _ in a })
+        let params = Dictionary(model.trainableParameters() + model.namedBuffers(), uniquingKeysWith: { a, _ in a })
         let missing = Set(params.keys).subtracting(file.names)
         if !missing.isEmpty { throw TrainerError("\(folder.path)/weights.safetensors: missing \(missing.sorted().prefix(5).joined(separator: ", "))") }
         for name in file.names {

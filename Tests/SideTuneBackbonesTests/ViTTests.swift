@@ -124,6 +124,50 @@ func tinyConfig() -> ViTConfig {
         gradCheck("pos", [vit.embeddings.positionEmbeddings], atol: 3e-3, rtol: 3e-2) { _ in vit.embeddings.positionEmbedding(h: 2, w: 3) }
     }
 
+    /// HST's hook: a meta token per block, prepended before it and removed after it. Checked
+    /// against the blocks run by hand on [meta, cls, patches].
+    @Test func metaTokensArePrependedAndRemovedAroundEachBlock() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 8)
+        var rng = SplitMix64(seed: 5)
+        let x = Tensor.randn([2, 3, 4, 6], rng: &rng)
+        let metas = (0..<2).map { _ in Tensor.randn([1, 16], rng: &rng) }
+        let out = noGrad { vit(x, metaTokens: metas) }
+        #expect(out.taps.count == 3 && out.taps.allSatisfy { $0.shape == [2, 7, 16] })
+        #expect(out.metaOutputs.count == 2 && out.metaOutputs.allSatisfy { $0.shape == [2, 1, 16] })
+        var h = noGrad { vit.embeddings(x) }
+        for (i, block) in vit.layers.enumerated() {
+            let withMeta = noGrad { Tensor.concat([Tensor.concat([metas[i], metas[i]], axis: 0).reshaped([2, 1, 16]), h], axis: 1) }
+            let y = noGrad { block(withMeta) }
+            h = noGrad { y.slice(axis: 1, 1, 8) }
+            #expect(maxAbsDiff(out.taps[i + 1], h) < 1e-5)
+            #expect(maxAbsDiff(out.metaOutputs[i], noGrad { y.slice(axis: 1, 0, 1) }) < 1e-5)
+        }
+        // The meta tokens change what the other tokens see; without them the plain path runs.
+        let plain = noGrad { vit(x) }
+        #expect(plain.metaOutputs.isEmpty)
+        #expect(maxAbsDiff(plain.taps[2], out.taps[2]) > 1e-3)
+    }
+
+    /// HST trains the meta tokens and the blocks' LayerNorms through the frozen backbone.
+    @Test func metaTokenAndLayerNormGradients() {
+        var c = tinyConfig()
+        c.layers = 2
+        let vit = DINOv2ViT(config: c, seed: 9)
+        vit.freezeAllButBlockLayerNorms()
+        #expect(vit.trainableParameters().map(\.0).sorted() == ["layers.0.norm1.bias", "layers.0.norm1.weight", "layers.0.norm2.bias",
+            "layers.0.norm2.weight", "layers.1.norm1.bias", "layers.1.norm1.weight", "layers.1.norm2.bias", "layers.1.norm2.weight"])
+        var rng = SplitMix64(seed: 6)
+        let x = Tensor.randn([2, 3, 4, 4], rng: &rng)
+        let metas = (0..<2).map { _ in parameter(Tensor.randn([1, 16], std: 0.5, rng: &rng)) }
+        let blk = vit.layers[0]
+        gradCheck("vit meta", metas + [blk.norm1.weight!, blk.norm2.bias!], atol: 3e-3, rtol: 3e-2) { _ in
+            let o = vit(x, metaTokens: metas)
+            return Tensor.concat([o.taps[2], o.metaOutputs[1]], axis: 1)
+        }
+        // Frozen weights get no gradient even though backprop passes through them.
+        #expect(blk.fc1.weight.grad == nil && blk.attention.query.weight.grad == nil)
+    }
+
     @Test func loaderRejectsAGraphWithoutTheBackbone() throws {
         // ModelProto { graph { name: "empty" } }
         let graph: [UInt8] = [0x12, 0x05] + Array("empty".utf8)

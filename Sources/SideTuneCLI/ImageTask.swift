@@ -46,11 +46,16 @@ extension SideTuneCommand.Train {
             options.sideInit = .random
         }
         let backbone = try prepared.loadBackbone()
-        let model = try ImageClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options, seed: task.seed)
         // `max_length` holds the image side for image checkpoints.
         let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: prepared.imageSize,
                                       backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
                                       seed: task.seed, epoch: 0, validationAccuracy: nil)
+        if kind == .hst {
+            // HST trains meta tokens and the ViT's LayerNorms beside its own side network.
+            let model = try HSTClassifier(backbone: backbone, classes: prepared.labels.count, options: options, seed: task.seed)
+            return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
+        }
+        let model = try ImageClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options, seed: task.seed)
         return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
     }
 }

@@ -53,8 +53,10 @@ public final class ImageClassifier: Module, ClassifierModel {
                 a.value = LoRALinear(wrapping: a.value, rank: options.loraRank, alpha: options.loraAlpha, rng: &rng)
             }
             reader = ViTHead(norm: backbone.norm, classes: classes, dropout: options.dropout, rng: &rng)
-        case .adapter, .prompt, .hst, .qst, .qlora:
-            throw MethodError("method \(method.rawValue) is not built for the ViT yet (on the ViT: lst, last, linear, full, bitfit, lora)")
+        case .hst:
+            throw MethodError("HST has its own model: use HSTClassifier (sidetune train --method hst does)")
+        case .adapter, .prompt, .qst, .qlora:
+            throw MethodError("method \(method.rawValue) is not built for the ViT yet (on the ViT: lst, last, hst, linear, full, bitfit, lora)")
         }
         super.init()
     }

@@ -162,9 +162,9 @@ public struct MethodFlags: ParsableArguments {
 func defaultLearningRate(_ m: MethodKind) -> Float {
     switch m {
     case .full: 5e-5
-    case .bitfit, .lora, .adapter: 1e-3
+    case .bitfit, .lora, .qlora, .adapter: 1e-3
     case .prompt: 3e-3
-    case .lst, .last, .linear: 3e-3
+    case .lst, .last, .hst, .qst, .linear: 3e-3
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SideTuneAssets
 import Foundation
 import SideTuneBackbones
 import SideTuneEngine
@@ -18,6 +19,8 @@ extension SideTuneCommand {
             """
         )
         @OptionGroup var task: TextTaskOptions
+        @OptionGroup(title: "Image tasks (--model vit-s14)") var image: ImageTaskOptions
+        @OptionGroup(title: "LLM tasks (--model smollm2)") var llm: LLMTaskOptions
         @Option(help: "Method: \(MethodKind.allCases.map(\.rawValue).joined(separator: ", ")).")
         var method: String = "lst"
         @OptionGroup var methodFlags: MethodFlags
@@ -65,6 +68,19 @@ extension SideTuneCommand {
         func runTraining() throws -> TrainingReport {
             let kind = MethodKind(rawValue: method)!
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
+            let result: TrainingReport
+            switch try BackboneFamily(model: task.model, modelDir: task.modelDir) {
+            case .bert: result = try runTextTraining(kind, log: log)
+            case .vit: result = try runImageTraining(kind, log: log)
+            case .llama: result = try runLLMTraining(kind, log: log)
+            }
+            if let path = report {
+                try Data(result.jsonString().utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+            }
+            return result
+        }
+
+        func runTextTraining(_ kind: MethodKind, log: @escaping (String) -> Void) throws -> TrainingReport {
             let prepared = try PreparedTextTask.prepare(task, log: log)
             let backbone = try prepared.loadBackbone()
             let options = try methodFlags.options()
@@ -72,7 +88,14 @@ extension SideTuneCommand {
                 ? zip(prepared.train.ids, prepared.train.labels).map { (ids: $0, label: $1) } : []
             let model = try TextClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options,
                                            seed: task.seed, fisherData: fisher, progress: log)
-            log("method \(kind.rawValue): \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters; \(ThreadPool.shared.activeThreads) threads")
+            let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: task.maxLength,
+                                          backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
+                                          seed: task.seed, epoch: 0, validationAccuracy: nil)
+            return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
+        }
+
+        /// The trainer's settings from the flags.
+        func trainingParameters(_ kind: MethodKind) -> TrainingParameters {
             var p = TrainingParameters()
             p.epochs = epochs
             p.batchSize = batchSize
@@ -86,17 +109,32 @@ extension SideTuneCommand {
             p.cacheLimitBytes = cacheLimitMb << 20
             p.outputFolder = output.map { URL(fileURLWithPath: $0, isDirectory: true) }
             p.resume = resume
-            let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: task.maxLength,
-                                          backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
-                                          seed: task.seed, epoch: 0, validationAccuracy: nil)
-            let trainer = try Trainer(model: model, parameters: p, train: prepared.train, validation: prepared.validation,
-                                      test: prepared.test, checkpointConfig: config)
+            return p
+        }
+
+        /// Trains any classifier with the flags' settings and a progress bar (shared by every task).
+        func train<M: ClassifierModel, S: ClassificationData>(_ model: M, train: S, validation: S, test: S, config: CheckpointConfig,
+                                                              log: (String) -> Void) throws -> TrainingReport where S.Batch == M.Batch {
+            log("method \(model.method.rawValue): \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters; \(ThreadPool.shared.activeThreads) threads")
+            let trainer = try Trainer(model: model, parameters: trainingParameters(model.method), train: train, validation: validation,
+                                      test: test, checkpointConfig: config)
             let bar = ProgressBar()
-            let result = try trainer.run(progress: bar.update)
-            if let path = report {
-                try Data(result.jsonString().utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-            }
-            return result
+            return try trainer.run(progress: bar.update)
+        }
+    }
+}
+
+/// Which kind of backbone a --model names: it decides the task path (text, image, LLM).
+enum BackboneFamily {
+    case bert, vit, llama
+
+    init(model: String, modelDir: String?) throws {
+        if modelDir != nil { self = .bert; return }
+        guard let d = try? AssetStore().descriptor(model) else {
+            throw ValidationError("--model \(model): not a known model (known: \(AssetCatalog.all.filter { $0.files[.modelFolder] != nil || $0.files[.onnx] != nil || $0.files[.gguf] != nil }.map(\.name).joined(separator: ", ")); or use --model-dir)")
+        }
+        if d.files[.onnx] != nil { self = .vit } else if d.files[.gguf] != nil { self = .llama } else if d.files[.modelFolder] != nil { self = .bert } else {
+            throw ValidationError("--model \(model) is a data set, not a model")
         }
     }
 }

@@ -1,17 +1,24 @@
 import Foundation
 
-/// Every adaptation method SideTune trains on a text encoder.
+/// Every adaptation method SideTune trains (not every backbone supports every method: HST is for
+/// ViTs, QST and QLoRA for the LLM).
 public enum MethodKind: String, CaseIterable, Codable, Sendable {
-    case lst, last, full, linear, bitfit, lora, adapter, prompt
+    case lst, last, hst, qst, full, linear, bitfit, lora, qlora, adapter, prompt
 
     /// Side methods read frozen taps only: backprop never enters the backbone, and the taps can be
-    /// computed once and cached.
-    public var readsFrozenTaps: Bool { self == .lst || self == .last || self == .linear }
+    /// computed once and cached. (HST trains the ViT's LayerNorms and meta tokens, so it does not.)
+    public var readsFrozenTaps: Bool { self == .lst || self == .last || self == .qst || self == .linear }
+
+    /// The methods a BERT-family text encoder supports.
+    public static let textEncoderMethods: [MethodKind] = [.lst, .last, .full, .linear, .bitfit, .lora, .adapter, .prompt]
 
     public var summary: String {
         switch self {
         case .lst: "Ladder Side-Tuning: a d/r-wide ladder of backbone-type blocks fed by gated downsampled taps"
         case .last: "Low-rank Attention Side-Tuning: rank-r attention blocks over the taps, bias-corrected head"
+        case .hst: "Hierarchical Side-Tuning (ViT): meta tokens per block and a 4-stage convolutional side network"
+        case .qst: "Quantized Side Tuning (LLM): 4-bit NF4 backbone, gated d/r-wide side decoder layers"
+        case .qlora: "QLoRA (LLM): LoRA on the query and value projections of the 4-bit NF4 backbone"
         case .full: "full fine-tuning (every backbone weight trains)"
         case .linear: "linear probe on the frozen last layer"
         case .bitfit: "BitFit: only biases (and the head) train"

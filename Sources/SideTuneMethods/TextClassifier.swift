@@ -9,7 +9,7 @@ import SideTuneTokenizers
 /// others (full, BitFit, LoRA, adapters, prompts) backpropagate through it.
 ///
 /// Only `trainableParameters()` are saved in checkpoints and seen by the optimizer.
-public final class TextClassifier: Module {
+public final class TextClassifier: Module, ClassifierModel {
     public let backbone: BertEncoder
     public let reader: any TapReader
     /// Prompt tuning's prompt vectors [P, d] (nil for other methods).
@@ -36,6 +36,8 @@ public final class TextClassifier: Module {
         backbone.freeze()
         var promptTensor: Tensor?
         switch method {
+        case .hst, .qst, .qlora:
+            throw MethodError("method \(method.rawValue) is not available on a BERT text encoder (\(method.summary))")
         case .lst:
             let side = try LSTSide(backbone: c, classes: classes, options: options, rng: &rng)
             switch options.sideInit {
@@ -88,11 +90,15 @@ public final class TextClassifier: Module {
         super.init()
     }
 
-    /// Which taps a side method reads (all of h_0...h_L for LST and LAST; the last for the probe).
+    /// Which taps a side method reads (all of h_0...h_L for LST and LAST; the last for the probe;
+    /// none for methods that backpropagate through the backbone).
     public var tapsRead: [Int] {
         let l = backbone.config.numHiddenLayers
+        guard method.readsFrozenTaps else { return [] }
         return method == .linear ? [l] : Array(0...l)
     }
+    public var tapCount: Int { backbone.config.numHiddenLayers + 1 }
+    public var tapWidth: Int { backbone.config.hiddenSize }
 
     /// The backbone's taps for a batch, without autograd (what side methods read, and cache).
     public func frozenTaps(_ batch: BatchEncoding) -> [Tensor] {
@@ -100,6 +106,8 @@ public final class TextClassifier: Module {
     }
 
     /// Logits [B, classes]. `taps` (from the feature cache) skips the backbone for side methods.
+    public func logits(_ batch: BatchEncoding, taps: [Tensor]?) -> Tensor { self(batch, taps: taps) }
+
     public func callAsFunction(_ batch: BatchEncoding, taps cached: [Tensor]? = nil) -> Tensor {
         let keyPadding = batch.attentionMask.map { $0 != 0 ? Float(1) : 0 }
         if method.readsFrozenTaps {

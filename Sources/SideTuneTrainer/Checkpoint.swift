@@ -41,7 +41,7 @@ public struct CheckpointConfig: Codable, Sendable {
 /// A folder holding the trainable parameters (`weights.safetensors`) and `checkpoint.json`, both
 /// written atomically (temporary file, then rename), so a crash never leaves half a checkpoint.
 public enum Checkpoint {
-    public static func save(_ model: TextClassifier, config: CheckpointConfig, to folder: URL) throws {
+    public static func save(_ model: some ClassifierModel, config: CheckpointConfig, to folder: URL) throws {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var writer = SafetensorsWriter(metadata: ["format": config.format, "method": config.method.rawValue])
         for (name, p) in model.trainableParameters() {
@@ -62,7 +62,7 @@ public enum Checkpoint {
     }
 
     /// Loads the trainable parameters into `model` after checking the backbone identity.
-    public static func load(into model: TextClassifier, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
+    public static func load(into model: some ClassifierModel, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
         let config = try readConfig(folder)
         guard config.backboneSHA256 == backboneSHA256 else {
             throw TrainerError("\(folder.path): checkpoint was trained on backbone '\(config.backboneName)' with weights sha256 \(config.backboneSHA256.prefix(12))..., but this backbone's weights have sha256 \(backboneSHA256.prefix(12))...")

@@ -41,6 +41,11 @@ public struct EncodedSplit: Sendable {
     public var count: Int { ids.count }
 }
 
+extension EncodedSplit: ClassificationData {
+    public func tokenCount(_ i: Int) -> Int { ids[i].count }
+    public func batch(_ indices: [Int]) -> BatchEncoding { makeBatch(indices.map { ids[$0] }) }
+}
+
 /// What the trainer reports while it runs (a progress bar and log lines are made from these).
 public enum TrainingEvent: Sendable {
     case message(String)
@@ -71,14 +76,15 @@ struct TrainerState: Codable {
     var epochSeconds: [Double]
 }
 
-public final class Trainer {
-    public let model: TextClassifier
+/// Trains any classifier (text, image, LLM) on labelled splits of its input type.
+public final class Trainer<Model: ClassifierModel, Split: ClassificationData> where Split.Batch == Model.Batch {
+    public let model: Model
     public let parameters: TrainingParameters
-    public let train: EncodedSplit, validation: EncodedSplit, test: EncodedSplit
+    public let train: Split, validation: Split, test: Split
     public let checkpointConfig: CheckpointConfig
 
-    public init(model: TextClassifier, parameters: TrainingParameters, train: EncodedSplit, validation: EncodedSplit,
-                test: EncodedSplit, checkpointConfig: CheckpointConfig) throws {
+    public init(model: Model, parameters: TrainingParameters, train: Split, validation: Split,
+                test: Split, checkpointConfig: CheckpointConfig) throws {
         guard train.count > 0 else { throw TrainerError("no training examples") }
         guard validation.count > 0, test.count > 0 else { throw TrainerError("validation and test splits must not be empty") }
         guard parameters.batchSize >= 1, parameters.epochs >= 1 else {
@@ -93,15 +99,15 @@ public final class Trainer {
     }
 
     /// Predictions (argmax) and metrics on a split, without autograd and with dropout off.
-    public func evaluate(_ split: EncodedSplit) -> ClassificationMetrics {
+    public func evaluate(_ split: Split) -> ClassificationMetrics {
         model.train(false)
         defer { model.train(true) }
         var predictions: [Int] = []
         noGrad {
             var i = 0
             while i < split.count {
-                let rows = Array(split.ids[i..<min(i + parameters.evalBatchSize, split.count)])
-                let logits = model(makeBatch(rows))
+                let rows = Array(i..<min(i + parameters.evalBatchSize, split.count))
+                let logits = model.logits(split.batch(rows), taps: nil)
                 let c = logits.shape[1]
                 for r in 0..<rows.count {
                     var best = 0
@@ -126,24 +132,24 @@ public final class Trainer {
 
         // Feature cache for side methods: estimate first, build during the first epoch.
         var cache: FeatureCache?
-        if model.method.readsFrozenTaps && p.useCache && p.epochs - state.epochsDone > 1 {
-            let bytes = FeatureCache.estimateBytes(lengths: train.ids.map(\.count), taps: model.tapsRead.count,
-                                                   width: model.backbone.config.hiddenSize)
+        let lengths = (0..<train.count).map(train.tokenCount)
+        if !model.tapsRead.isEmpty && p.useCache && p.epochs - state.epochsDone > 1 {
+            let bytes = FeatureCache.estimateBytes(lengths: lengths, taps: model.tapsRead.count, width: model.tapWidth)
             if bytes > p.cacheLimitBytes {
                 progress(.message("feature cache: would need \(formatBytes(bytes)), over the limit of \(formatBytes(p.cacheLimitBytes)); training without it (raise --cache-limit-mb or shorten --max-length)"))
             } else {
                 let folder = p.cacheFolder ?? FileManager.default.temporaryDirectory
                 try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
                 let url = folder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
-                progress(.message("feature cache: \(formatBytes(bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(train.ids.map(\.count).reduce(0, +)) tokens x \(model.backbone.config.hiddenSize)) at \(url.path), built in epoch 1"))
-                cache = try FeatureCache(url: url, lengths: train.ids.map(\.count), taps: model.tapsRead, width: model.backbone.config.hiddenSize)
+                progress(.message("feature cache: \(formatBytes(bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) at \(url.path), built in epoch 1"))
+                cache = try FeatureCache(url: url, lengths: lengths, taps: model.tapsRead, width: model.tapWidth)
             }
         }
 
         MemoryLedger.shared.resetPeaks()
         ProcessMemory.resetPeak()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
-        let totalTaps = model.backbone.config.numHiddenLayers + 1
+        let totalTaps = model.tapCount
         model.train(true)
         for epoch in state.epochsDone..<p.epochs {
             // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
@@ -156,11 +162,12 @@ public final class Trainer {
             for s in 0..<stepsPerEpoch {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let idx = Array(order[(s * p.batchSize)..<min((s + 1) * p.batchSize, train.count)])
-                let batch = makeBatch(idx.map { train.ids[$0] })
+                let batch = train.batch(idx)
                 var taps: [Tensor]?
                 if let cache {
                     if idx.allSatisfy(cache.contains) {
-                        taps = cache.taps(for: idx, seq: batch.seqLength, totalTaps: totalTaps)
+                        // Batches pad to their longest example, as `batch(_:)` does.
+                        taps = cache.taps(for: idx, seq: idx.map { lengths[$0] }.max()!, totalTaps: totalTaps)
                         usedCache = true
                     } else {
                         let fresh = model.frozenTaps(batch)
@@ -169,7 +176,7 @@ public final class Trainer {
                     }
                 }
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
-                let logits = model(batch, taps: taps)
+                let logits = model.logits(batch, taps: taps)
                 let loss = logits.crossEntropy(targets: idx.map { Int32(train.labels[$0]) })
                 optimizer.zeroGrad()
                 loss.backward()
@@ -278,3 +285,6 @@ public final class Trainer {
         progress(.message("resumed after epoch \(state.epochsDone) (step \(state.optimizerStep)) from \(out.path)"))
     }
 }
+
+/// The trainer of a text classifier on token-id splits.
+public typealias TextTrainer = Trainer<TextClassifier, EncodedSplit>

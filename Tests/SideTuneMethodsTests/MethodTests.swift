@@ -58,8 +58,14 @@ import Testing
         }
     }
 
-    /// Every method builds, reports what trains, and fits a tiny task (loss falls).
-    @Test(arguments: MethodKind.allCases)
+    /// Methods made for other backbones are refused by name, not half-built.
+    @Test(arguments: MethodKind.allCases.filter { !MethodKind.textEncoderMethods.contains($0) })
+    func otherBackbonesMethodsAreRefused(method: MethodKind) {
+        #expect(throws: MethodError.self) { try TextClassifier(backbone: tinyBackbone(), method: method, classes: 3, options: MethodOptions(), seed: 1) }
+    }
+
+    /// Every text-encoder method builds, reports what trains, and fits a tiny task (loss falls).
+    @Test(arguments: MethodKind.textEncoderMethods)
     func everyMethodLearns(method: MethodKind) throws {
         let enc = tinyBackbone()
         var o = MethodOptions()

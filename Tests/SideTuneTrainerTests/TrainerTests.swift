@@ -22,7 +22,7 @@ func syntheticSplit(_ n: Int, seed: UInt64) -> EncodedSplit {
 }
 
 func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Bool = true, resume: Bool = false,
-                 sha: String = "abc", stopAfter: Int? = nil) throws -> Trainer {
+                 sha: String = "abc", stopAfter: Int? = nil) throws -> TextTrainer {
     let enc = tinyBackbone()
     var o = MethodOptions()
     o.sideInit = .magnitude

@@ -105,11 +105,9 @@ public final class LLMClassifier: Module, ClassifierModel {
         let lengths = batch.lengths
         switch method {
         case .qst:
-            let taps = cached ?? frozenTaps(batch)
-            let s = side!.sideStates(taps: taps, keyPadding: Self.keyPadding(batch))
+            let (s, last) = qstStates(batch, taps: cached)
             // The mix is per position, so it is taken at the pooled rows only.
-            let mixed = side!.mix(side: Llama.lastTokenPool(s, lengths: lengths),
-                                  last: Llama.lastTokenPool(taps[backbone.config.layers], lengths: lengths))
+            let mixed = side!.mix(side: Llama.lastTokenPool(s, lengths: lengths), last: Llama.lastTokenPool(last, lengths: lengths))
             return score(mixed)
         case .linear:
             let last = cached?[backbone.config.layers] ?? frozenTaps(batch)[backbone.config.layers]
@@ -118,5 +116,20 @@ public final class LLMClassifier: Module, ClassifierModel {
             let hidden = backbone.hiddenStates(batch.ids, batch: batch.batchSize, keyPadding: Self.keyPadding(batch)).hidden
             return score(Llama.lastTokenPool(hidden, lengths: lengths))
         }
+    }
+
+    /// QST: SideNorm(s_L) [B, T, d/r] and h_L [B, T, d]. Without cached taps the backbone runs
+    /// block by block (in `noGrad`) interleaved with the side layers, so a tap lives only as long
+    /// as backward needs it (in evaluation: one block).
+    func qstStates(_ batch: BatchEncoding, taps cached: [Tensor]?) -> (side: Tensor, last: Tensor) {
+        let side = side!, kp = Self.keyPadding(batch)
+        if let cached { return (side.sideStates(taps: cached, keyPadding: kp), cached[backbone.config.layers]) }
+        var h = noGrad { backbone.embedding(batch.ids, shape: [batch.batchSize, batch.seqLength]) }
+        var s = side.start(h)
+        for (i, block) in backbone.layers.enumerated() {
+            h = noGrad { block(h, rope: backbone.rope, start: 0, cache: nil, layer: i, keyPadding: kp) }
+            s = side.step(i + 1, tap: h, state: s, keyPadding: kp)
+        }
+        return (side.finish(s), h)
     }
 }

@@ -124,14 +124,24 @@ public final class QSTSide: Module {
     /// SideNorm(s_L) [B, T, d/r] from the taps h_0 ... h_L [B, T, d].
     public func sideStates(taps: [Tensor], keyPadding: [Float]?) -> Tensor {
         precondition(taps.count == blocks.count + 1, "QST reads \(blocks.count + 1) taps, got \(taps.count)")
-        var s = downs[0](taps[0])
-        for i in 1...blocks.count {
-            let z = gates.slice(axis: 0, i - 1, i).sigmoid() // [1, d/r], broadcast over [B, T, d/r]
-            let mixed = downs[i - 1](taps[i]) * (1 - z) + s * z
-            s = blocks[i - 1](mixed, rope: _rope, start: 0, cache: nil, layer: i - 1, keyPadding: keyPadding)
-        }
+        var s = start(taps[0])
+        for i in 1...blocks.count { s = step(i, tap: taps[i], state: s, keyPadding: keyPadding) }
         return sideNorm(s)
     }
+
+    /// s_0 = Down_0(h_0).
+    public func start(_ h0: Tensor) -> Tensor { downs[0](h0) }
+
+    /// s_i from h_i and s_{i-1} (i = 1...L). Called block by block alongside the backbone, no tap
+    /// needs to outlive its step unless backward needs it (the adapter's first Linear does).
+    public func step(_ i: Int, tap: Tensor, state s: Tensor, keyPadding: [Float]?) -> Tensor {
+        let z = gates.slice(axis: 0, i - 1, i).sigmoid() // [1, d/r], broadcast over [B, T, d/r]
+        let mixed = downs[i - 1](tap) * (1 - z) + s * z
+        return blocks[i - 1](mixed, rope: _rope, start: 0, cache: nil, layer: i - 1, keyPadding: keyPadding)
+    }
+
+    /// SideNorm(s_L).
+    public func finish(_ s: Tensor) -> Tensor { sideNorm(s) }
 
     /// (1 - sigmoid(z)) * Up(side) + sigmoid(z) * FrozenNorm(last) for side [.., d/r] and the
     /// matching rows of h_L [.., d].

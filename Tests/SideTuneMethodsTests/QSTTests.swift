@@ -55,6 +55,8 @@ struct QSTTests {
         let params = model.trainableParameters()
         #expect(params.allSatisfy { $0.0.hasPrefix("side.") || $0.0.hasPrefix("score.") })
         gradCheck("QST \(downsample)", params.map { $0.1 }) { _ in model.logits(batch, taps: taps) }
+        // Interleaved with the backbone block by block, or from the taps: the same logits.
+        #expect(maxAbsDiff(noGrad { model.logits(batch, taps: nil) }, noGrad { model.logits(batch, taps: taps) }) < 1e-5)
     }
 
     @Test("padded rows give the same logits as each row alone (every method)", arguments: LLMClassifier.methods)

@@ -118,18 +118,10 @@ public final class LLMClassifier: Module, ClassifierModel {
         }
     }
 
-    /// QST: SideNorm(s_L) [B, T, d/r] and h_L [B, T, d]. Without cached taps the backbone runs
-    /// block by block (in `noGrad`) interleaved with the side layers, so a tap lives only as long
-    /// as backward needs it (in evaluation: one block).
+    /// QST: SideNorm(s_L) [B, T, d/r] and h_L [B, T, d].
     func qstStates(_ batch: BatchEncoding, taps cached: [Tensor]?) -> (side: Tensor, last: Tensor) {
-        let side = side!, kp = Self.keyPadding(batch)
-        if let cached { return (side.sideStates(taps: cached, keyPadding: kp), cached[backbone.config.layers]) }
-        var h = noGrad { backbone.embedding(batch.ids, shape: [batch.batchSize, batch.seqLength]) }
-        var s = side.start(h)
-        for (i, block) in backbone.layers.enumerated() {
-            h = noGrad { block(h, rope: backbone.rope, start: 0, cache: nil, layer: i, keyPadding: kp) }
-            s = side.step(i + 1, tap: h, state: s, keyPadding: kp)
-        }
-        return (side.finish(s), h)
+        let kp = Self.keyPadding(batch)
+        if let cached { return (side!.sideStates(taps: cached, keyPadding: kp), cached[backbone.config.layers]) }
+        return side!.run(backbone, ids: batch.ids, batch: batch.batchSize, keyPadding: kp)
     }
 }

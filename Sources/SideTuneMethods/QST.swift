@@ -143,6 +143,20 @@ public final class QSTSide: Module {
     /// SideNorm(s_L).
     public func finish(_ s: Tensor) -> Tensor { sideNorm(s) }
 
+    /// SideNorm(s_L) [B, T, d/r] and h_L [B, T, d] for ids [B * T]: the backbone runs block by block
+    /// in `noGrad`, interleaved with the side layers, so a tap lives only as long as backward needs
+    /// it (in evaluation and generation: one block).
+    public func run(_ backbone: Llama, ids: [Int32], batch: Int, keyPadding: [Float]?) -> (side: Tensor, last: Tensor) {
+        let t = ids.count / batch
+        var h = noGrad { backbone.embedding(ids, shape: [batch, t]) }
+        var s = start(h)
+        for (i, block) in backbone.layers.enumerated() {
+            h = noGrad { block(h, rope: backbone.rope, start: 0, cache: nil, layer: i, keyPadding: keyPadding) }
+            s = step(i + 1, tap: h, state: s, keyPadding: keyPadding)
+        }
+        return (finish(s), h)
+    }
+
     /// (1 - sigmoid(z)) * Up(side) + sigmoid(z) * FrozenNorm(last) for side [.., d/r] and the
     /// matching rows of h_L [.., d].
     public func mix(side: Tensor, last: Tensor) -> Tensor {

@@ -153,3 +153,50 @@ struct QSTTests {
         #expect(last < first * 0.7, "\(method): loss \(first) -> \(last)")
     }
 }
+
+@Suite("QST causal-LM tuning", .serialized)
+struct QSTLanguageModelTests {
+    @Test("the loss covers response tokens only")
+    func responseOnlyLoss() throws {
+        let lm = try QSTLanguageModel(backbone: tinyLlama(), options: qstOptions().qst, seed: 3)
+        let ids: [Int32] = [5, 9, 13, 2, 40, 7]
+        let loss = noGrad { lm.loss([LMExample(ids: ids, responseStart: 4)]) }.item()
+        let l = noGrad { lm.logits(ids) }
+        let v = 50
+        func nll(_ p: Int, _ target: Int32) -> Float {
+            let row = Array(l.toArray()[(p * v)..<((p + 1) * v)])
+            let m = row.max()!
+            let lse = m + Foundation.log(row.reduce(Float(0)) { $0 + Foundation.exp($1 - m) })
+            return lse - row[Int(target)]
+        }
+        // Targets: ids[4] from position 3 and ids[5] from position 4.
+        #expect(abs(loss - (nll(3, 40) + nll(4, 7)) / 2) < 1e-4)
+    }
+
+    /// A fixed output format taught to the side network alone: every response is [7, 8, 9] then
+    /// the stop token 2, whatever the prompt; held-out prompts must produce exactly that.
+    @Test("QST learns a fixed response format that holds on held-out prompts")
+    func teachesFormat() throws {
+        let lm = try QSTLanguageModel(backbone: tinyLlama(dim: 64, ffnDim: 128, nf4: true), options: qstOptions().qst, seed: 3)
+        var rng = SplitMix64(seed: 11)
+        // Random "user" tokens, then 3 (the template's assistant header: where the answer starts).
+        func prompt() -> [Int32] { (0..<(3 + rng.nextInt(below: 3))).map { _ in Int32(10 + rng.nextInt(below: 40)) } + [3] }
+        let format: [Int32] = [7, 8, 9, 2]
+        let train = (0..<16).map { _ in let p = prompt(); return LMExample(ids: p + format, responseStart: p.count) }
+        let held = (0..<4).map { _ in prompt() }
+        let before = held.map { lm.generate(prompt: $0, maxTokens: 4, stopTokens: [2]) }
+        #expect(!before.allSatisfy { $0 == [7, 8, 9] }, "the untrained model already answers in the format")
+        let opt = AdamW(parameters: lm.trainableParameters().map { $0.1 }, learningRate: 1e-2, weightDecay: 0)
+        for step in 0..<100 {
+            let batch = Array(train[((step * 8) % 16)..<((step * 8) % 16 + 8)])
+            let loss = lm.loss(batch)
+            opt.zeroGrad()
+            loss.backward()
+            opt.step()
+        }
+        for p in held {
+            #expect(lm.generate(prompt: p, maxTokens: 6, stopTokens: [2]) == [7, 8, 9], "prompt \(p)")
+        }
+        #expect(lm.backbone.trainableParameterCount == 0)
+    }
+}

@@ -92,6 +92,11 @@ extension SideTuneCommand.Train {
             throw ValidationError("--method \(kind.rawValue) is not available on --model \(task.model) (available: \(LLMClassifier.methods.map(\.rawValue).joined(separator: ", ")))")
         }
         let format = llm.weightFormat(for: kind)
+        // Refused before minutes of loading (LLMClassifier checks the same on the built backbone).
+        if kind == .qlora && format != .nf4 { throw ValidationError("--method qlora needs --weights nf4") }
+        if (kind == .lora || kind == .full) && format == .nf4 {
+            throw ValidationError("--method \(kind.rawValue) trains F32 weights: use --weights f32 (the default for it)")
+        }
         let loaded = try LoadedLLM.load(task.model, weights: format, log: log)
         let (labels, train, validation, test) = try loadTextSplits(task, log: log) {
             llmClassificationIds(loaded.tokenizer, $0, maxLength: task.maxLength)
@@ -202,14 +207,19 @@ extension SideTuneCommand.Train {
                                       backboneSHA256: loaded.sha256, seed: task.seed, epoch: p.epochs, validationAccuracy: nil)
         try Checkpoint.save(module: model, config: config, to: folder)
         log("saved the side network to \(folder.path) (sidetune generate --checkpoint \(folder.path) --prompt ...)")
-        var exact = 0
+        // The format taught: the longest prefix every training response shares (e.g. "ANSWER: ").
+        var shared = trainPairs[0].response
+        for pair in trainPairs.dropFirst() { shared = String(shared.commonPrefix(with: pair.response)) }
+        var exact = 0, formatted = 0
         for pair in heldOut {
             let prompt = loaded.tokenizer.encode(template.render([.user(pair.prompt)]))
             let ids = model.generate(prompt: prompt, maxTokens: 48, stopTokens: stopTokens(loaded.tokenizer))
             let text = loaded.tokenizer.decode(ids)
             if text == pair.response { exact += 1 }
+            if !shared.isEmpty && text.hasPrefix(shared) { formatted += 1 }
             log("held out: \(String(reflecting: pair.prompt)) -> \(String(reflecting: text))")
         }
+        if !shared.isEmpty { log("held out: \(formatted) of \(heldOut.count) answers start with the shared prefix \(String(reflecting: shared)); \(exact) exact") }
         var peak = [String: Int]()
         for c in MemoryCategory.allCases { peak[c.rawValue] = snapshot.peak[c] ?? 0 }
         peak["total"] = snapshot.peakTotal

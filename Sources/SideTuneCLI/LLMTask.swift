@@ -42,7 +42,7 @@ public struct LLMTaskOptions: ParsableArguments {
     }
 
     /// The block weight format for a method: the flag, else NF4 for the 4-bit methods.
-    func weightFormat(for kind: MethodKind) -> LlamaWeightFormat {
+    public func weightFormat(for kind: MethodKind) -> LlamaWeightFormat {
         weights.flatMap(Self.format) ?? (kind == .qst || kind == .qlora ? .nf4 : .float32)
     }
 
@@ -112,11 +112,11 @@ extension SideTuneCommand.Train {
 }
 
 /// A prompt/response pair of an instruction file (JSONL: one {"prompt": ..., "response": ...} per line).
-struct InstructionPair: Codable, Equatable {
-    var prompt: String
-    var response: String
+public struct InstructionPair: Codable, Equatable {
+    public var prompt: String
+    public var response: String
 
-    static func load(_ path: String) throws -> [InstructionPair] {
+    public static func load(_ path: String) throws -> [InstructionPair] {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw ValidationError("\(path): cannot read the instruction file")
         }

@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "SideTuneMethods", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"],
                 swiftSettings: fast),
         // Helpers shared by the test targets (gradient checks).
-        .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneBackbones", "SideTuneTokenizers"], swiftSettings: fast),
+        .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"], swiftSettings: fast),
         .target(name: "SideTuneTrainer", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneMethods",
                                                         "SideTuneTokenizers"], swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
@@ -69,6 +69,6 @@ let package = Package(
         .testTarget(name: "SideTuneTrainerTests", dependencies: ["SideTuneTrainer", "SideTuneMethods", "SideTuneTestSupport",
                                                                "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
                     swiftSettings: fast),
-        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets"], swiftSettings: fast),
+        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets", "SideTuneMethods", "SideTuneBackbones"], swiftSettings: fast),
     ]
 )

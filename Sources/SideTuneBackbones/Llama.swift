@@ -124,9 +124,10 @@ public final class KVCache {
 /// One pre-norm decoder block: h + Attn(RMSNorm(h)), then + SwiGLU(RMSNorm(.)).
 public final class LlamaBlock: Module {
     public let attentionNorm: RMSNorm
-    public let query: any LinearLayer
+    /// `var` so that LoRA / QLoRA can wrap the query and value projections in place.
+    public var query: any LinearLayer
     public let key: any LinearLayer
-    public let value: any LinearLayer
+    public var value: any LinearLayer
     public let output: any LinearLayer
     public let ffnNorm: RMSNorm
     public let gate: any LinearLayer
@@ -142,8 +143,10 @@ public final class LlamaBlock: Module {
         super.init()
     }
 
-    /// x [B, T, d] at positions `start ..< start + T` -> [B, T, d].
-    public func callAsFunction(_ x: Tensor, rope: RoPE, start: Int, cache: KVCache?, layer: Int) -> Tensor {
+    /// x [B, T, d] at positions `start ..< start + T` -> [B, T, d]. `keyPadding` [B * keys] (1 real,
+    /// 0 padding) masks padded keys on top of the causal mask (right-padded training batches).
+    public func callAsFunction(_ x: Tensor, rope: RoPE, start: Int, cache: KVCache?, layer: Int,
+                               keyPadding: [Float]? = nil) -> Tensor {
         let (b, t) = (x.shape[0], x.shape[1])
         let c = config, hd = c.headDim
         let h = attentionNorm(x)
@@ -153,7 +156,7 @@ public final class LlamaBlock: Module {
         var v = value(h).reshaped([b, t, c.kvHeads, hd]).permuted([0, 2, 1, 3])
         if let cache { (k, v) = cache.append(layer: layer, k, v) }
         let rep = c.heads / c.kvHeads
-        let a = Tensor.attention(q, repeatKV(k, rep), repeatKV(v, rep), mask: AttentionMask(causal: true),
+        let a = Tensor.attention(q, repeatKV(k, rep), repeatKV(v, rep), mask: AttentionMask(keyPadding: keyPadding, causal: true),
                                  scale: 1 / Float(hd).squareRoot())
         let attn = output(a.permuted([0, 2, 1, 3]).reshaped([b, t, c.heads * hd]))
         let x1 = x + attn
@@ -331,22 +334,48 @@ public final class Llama: Module {
     /// - Parameters:
     ///   - lastOnly: compute logits for the last position only (generation).
     ///   - taps: keep h_0 ... h_L.
+    ///   - keyPadding: [B * T], 1 for real tokens and 0 for right padding (no cache).
     public func forward(_ ids: [Int32], batch: Int = 1, cache: KVCache? = nil, lastOnly: Bool = false,
-                        taps keepTaps: Bool = false) -> LlamaOutput {
+                        taps keepTaps: Bool = false, keyPadding: [Float]? = nil) -> LlamaOutput {
+        let (taps, hn) = hiddenStates(ids, batch: batch, cache: cache, taps: keepTaps, keyPadding: keyPadding)
+        let t = hn.shape[1]
+        let last = lastOnly && t > 1 ? hn.slice(axis: 1, t - 1, t) : hn
+        return LlamaOutput(logits: lmLogits(last), taps: taps, hidden: hn)
+    }
+
+    /// The decoder without the LM head (classification and side networks do not need the
+    /// [B, T, vocab] logits): the taps h_0 ... h_L when asked for, and the final norm's output.
+    /// Records on the autograd tape when grad mode is on and something upstream needs a gradient
+    /// (LoRA, full fine-tuning); side methods call it inside `noGrad`.
+    public func hiddenStates(_ ids: [Int32], batch: Int = 1, cache: KVCache? = nil, taps keepTaps: Bool = false,
+                             keyPadding: [Float]? = nil) -> (taps: [Tensor], hidden: Tensor) {
         precondition(ids.count % batch == 0, "\(ids.count) ids for batch \(batch)")
         let t = ids.count / batch
+        if let keyPadding {
+            precondition(keyPadding.count == ids.count, "key padding has \(keyPadding.count) values for \(ids.count) ids")
+            precondition(cache == nil, "key padding is for training batches, not cached decoding")
+        }
         let start = cache?.length ?? 0
         var h = embedding(ids, shape: [batch, t])
         var taps: [Tensor] = keepTaps ? [h] : []
         for (i, block) in layers.enumerated() {
-            h = block(h, rope: rope, start: start, cache: cache, layer: i)
+            h = block(h, rope: rope, start: start, cache: cache, layer: i, keyPadding: keyPadding)
             if keepTaps { taps.append(h) }
         }
         cache?.advance(by: t)
-        let hn = norm(h)
-        let last = lastOnly && t > 1 ? hn.slice(axis: 1, t - 1, t) : hn
-        let logits = last.matmul(lmHead ?? embedding.weight, transposeOther: true)
-        return LlamaOutput(logits: logits, taps: taps, hidden: hn)
+        return (taps, norm(h))
+    }
+
+    /// Logits [..., vocab] of final-norm outputs [..., d] through the (tied) LM head.
+    public func lmLogits(_ hidden: Tensor) -> Tensor {
+        hidden.matmul(lmHead ?? embedding.weight, transposeOther: true)
+    }
+
+    /// Rows [B, d] of x [B, T, d] at each row's last real token (`lengths[b] - 1`): the pooling of
+    /// a decoder classifier (right padding; Hugging Face's `LlamaForSequenceClassification`).
+    public static func lastTokenPool(_ x: Tensor, lengths: [Int]) -> Tensor {
+        precondition(lengths.allSatisfy { $0 >= 1 }, "lastTokenPool: every row needs a token, lengths \(lengths)")
+        return x.gatherPositions(lengths.map { $0 - 1 })
     }
 }
 

@@ -4,7 +4,9 @@ import SideTuneAssets
 import SideTuneBackbones
 import SideTuneEngine
 import SideTuneFormats
+import SideTuneMethods
 import SideTuneTokenizers
+import SideTuneTrainer
 
 extension SideTuneCommand {
     public struct Generate: ParsableCommand {
@@ -36,6 +38,8 @@ extension SideTuneCommand {
         var weights: String = "float32"
         @Flag(help: "Print the memory ledger after generating.")
         var ledger = false
+        @Option(help: "A QST side network tuned with `train --task lm --output DIR`: generate with it (greedy).")
+        var checkpoint: String?
 
         public init() {}
 
@@ -47,6 +51,7 @@ extension SideTuneCommand {
         }
 
         public func run() throws {
+            if let checkpoint { return try runTuned(checkpoint) }
             let path: String
             if let gguf {
                 path = gguf
@@ -99,6 +104,32 @@ extension SideTuneCommand {
                           Double(max(out.count - 1, 0)) / max(decode, 1e-9)))
             if ledger { eprint(MemoryLedger.shared.snapshot().report()) }
         }
+    }
+}
+
+extension SideTuneCommand.Generate {
+    /// Greedy generation through the backbone and a tuned QST side network.
+    func runTuned(_ folder: String) throws {
+        let url = URL(fileURLWithPath: folder, isDirectory: true)
+        let config = try Checkpoint.readConfig(url)
+        guard config.method == .qst, config.labels.isEmpty else {
+            throw ValidationError("\(folder): not a QST language-model checkpoint (method \(config.method.rawValue), \(config.labels.count) labels)")
+        }
+        // The backbone name is "<asset>-<weights format>" (see LoadedLLM).
+        guard let dash = config.backboneName.lastIndex(of: "-"),
+              let format = LlamaWeightFormat(rawValue: String(config.backboneName[config.backboneName.index(after: dash)...])) else {
+            throw ValidationError("\(folder): unknown backbone \(config.backboneName)")
+        }
+        let loaded = try LoadedLLM.load(String(config.backboneName[..<dash]), weights: format, log: eprint)
+        guard loaded.sha256 == config.backboneSHA256 else {
+            throw ValidationError("\(folder): the checkpoint was tuned on other backbone weights (\(config.backboneSHA256.prefix(12))...)")
+        }
+        let model = try QSTLanguageModel(backbone: loaded.llama, options: config.options.qst, seed: config.seed)
+        try Checkpoint.loadParameters(into: model, from: url)
+        let template = try ChatTemplate(source: loaded.tokenizer.chatTemplate)
+        let text = raw ? prompt : template.render((system.map { [ChatMessage.system($0)] } ?? []) + [.user(prompt)])
+        let out = model.generate(prompt: loaded.tokenizer.encode(text), maxTokens: maxTokens, stopTokens: stopTokens(loaded.tokenizer))
+        print(loaded.tokenizer.decode(out))
     }
 }
 

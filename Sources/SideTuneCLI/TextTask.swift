@@ -64,38 +64,46 @@ struct PreparedTextTask {
         }
         let sha = try SHA256.hexDigest(ofFile: folder.appendingPathComponent("model.safetensors").path)
         let tokenizer = try WordPieceTokenizer.load(modelFolder: folder)
-
-        let dataURL: URL
-        var options = LoadOptions(textColumn: o.textColumn ?? "text", labelColumn: o.labelColumn ?? "label")
-        options.strict = o.strict
-        if FileManager.default.fileExists(atPath: o.data) {
-            dataURL = URL(fileURLWithPath: o.data)
-        } else if (try? store.descriptor(o.data)) != nil {
-            _ = try store.fetch(o.data) { if case .downloading = $0 { log("fetching \(o.data) ...") } }
-            dataURL = try store.path(of: o.data, file: .csv)
-            if o.data == "tweets" {
-                options.textColumn = o.textColumn ?? "text"
-                options.labelColumn = o.labelColumn ?? "sentiment"
-            }
-        } else {
-            throw ValidationError("--data \(o.data): no such file, and not a known data set (known: tweets)")
-        }
-        let dataset = try TextDataset.load(dataURL, options: options)
-        log("data: \(dataset.report.summary)")
-        var split = dataset.stratifiedSplit(seed: o.seed)
-        if o.trainLimit > 0 { split.train = dataset.stratifiedSample(o.trainLimit, from: split.train, seed: o.seed) }
-        if o.evalLimit > 0 {
-            split.validation = dataset.stratifiedSample(o.evalLimit, from: split.validation, seed: o.seed &+ 1)
-            split.test = dataset.stratifiedSample(o.evalLimit, from: split.test, seed: o.seed &+ 2)
-        }
-        func encode(_ idx: [Int]) -> EncodedSplit {
-            EncodedSplit(ids: idx.map { tokenizer.encode(dataset.texts[$0], maxLength: o.maxLength).ids }, labels: idx.map { dataset.labels[$0] })
-        }
-        let t = encode(split.train), v = encode(split.validation), te = encode(split.test)
-        log("split (seed \(o.seed)): \(t.count) train, \(v.count) validation, \(te.count) test; labels \(dataset.labelVocabulary.labels.joined(separator: ", "))")
+        let (labels, t, v, te) = try loadTextSplits(o, log: log) { tokenizer.encode($0, maxLength: o.maxLength).ids }
         return PreparedTextTask(modelFolder: folder, backboneName: name, backboneSHA256: sha, tokenizer: tokenizer,
-                                labels: dataset.labelVocabulary.labels, train: t, validation: v, test: te)
+                                labels: labels, train: t, validation: v, test: te)
     }
+}
+
+/// The data of a text task (--data, columns, stratified split, limits), each text encoded by
+/// `encode`: shared by the encoder (WordPiece) and the LLM (byte-level BPE) paths.
+func loadTextSplits(_ o: TextTaskOptions, log: (String) -> Void, encode encodeText: (String) -> [Int32]) throws
+    -> (labels: [String], train: EncodedSplit, validation: EncodedSplit, test: EncodedSplit) {
+    let store = AssetStore()
+    let dataURL: URL
+    var options = LoadOptions(textColumn: o.textColumn ?? "text", labelColumn: o.labelColumn ?? "label")
+    options.strict = o.strict
+    if FileManager.default.fileExists(atPath: o.data) {
+        dataURL = URL(fileURLWithPath: o.data)
+    } else if (try? store.descriptor(o.data)) != nil {
+        _ = try store.fetch(o.data) { if case .downloading = $0 { log("fetching \(o.data) ...") } }
+        dataURL = try store.path(of: o.data, file: .csv)
+        if o.data == "tweets" {
+            options.textColumn = o.textColumn ?? "text"
+            options.labelColumn = o.labelColumn ?? "sentiment"
+        }
+    } else {
+        throw ValidationError("--data \(o.data): no such file, and not a known data set (known: tweets)")
+    }
+    let dataset = try TextDataset.load(dataURL, options: options)
+    log("data: \(dataset.report.summary)")
+    var split = dataset.stratifiedSplit(seed: o.seed)
+    if o.trainLimit > 0 { split.train = dataset.stratifiedSample(o.trainLimit, from: split.train, seed: o.seed) }
+    if o.evalLimit > 0 {
+        split.validation = dataset.stratifiedSample(o.evalLimit, from: split.validation, seed: o.seed &+ 1)
+        split.test = dataset.stratifiedSample(o.evalLimit, from: split.test, seed: o.seed &+ 2)
+    }
+    func encode(_ idx: [Int]) -> EncodedSplit {
+        EncodedSplit(ids: idx.map { encodeText(dataset.texts[$0]) }, labels: idx.map { dataset.labels[$0] })
+    }
+    let t = encode(split.train), v = encode(split.validation), te = encode(split.test)
+    log("split (seed \(o.seed)): \(t.count) train, \(v.count) validation, \(te.count) test; labels \(dataset.labelVocabulary.labels.joined(separator: ", "))")
+    return (dataset.labelVocabulary.labels, t, v, te)
 }
 
 /// Method options from flags (defaults from shared/methods.md).

@@ -63,6 +63,8 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     public var promptLength = 20
     // all
     public var dropout: Float = 0.1
+    // QST (LLM)
+    public var qst = QSTOptions()
 
     public enum Pooling: String, Codable, Sendable { case mean, first }
 

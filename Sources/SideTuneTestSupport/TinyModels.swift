@@ -1,5 +1,6 @@
 import SideTuneBackbones
 import SideTuneEngine
+import SideTuneNN
 import SideTuneTokenizers
 
 /// A tiny random BERT (width 16, 2 layers, 2 heads) so method tests run in milliseconds.
@@ -33,3 +34,26 @@ public func tinyBatch(seed: UInt64 = 2) -> BatchEncoding {
                          lengths: lengths)
 }
 
+/// A tiny random Llama for tests that need no file. `nf4` stores the block projections in NF4
+/// (widths must then be multiples of 64, e.g. dim 64, ffnDim 128).
+public func tinyLlama(seed: UInt64 = 1, dim: Int = 32, ffnDim: Int = 48, layers: Int = 2, nf4: Bool = false) -> Llama {
+    let c = LlamaConfig(vocabSize: 50, dim: dim, ffnDim: ffnDim, layers: layers, heads: 4, kvHeads: 2, ropeTheta: 10000, rmsEps: 1e-5)
+    var rng = SplitMix64(seed: seed)
+    func lin(_ o: Int, _ i: Int) -> any LinearLayer {
+        let l = Linear(i, o, bias: false, rng: &rng).freeze()
+        return nf4 ? NF4Linear(quantizing: l) : l
+    }
+    func norm() -> RMSNorm {
+        let n = RMSNorm(c.dim, eps: c.rmsEps)
+        for j in 0..<c.dim { n.weight.data[j] = 1 + 0.1 * rng.nextNormal() }
+        return n
+    }
+    let kv = c.kvHeads * c.headDim
+    let blocks = (0..<c.layers).map { _ in
+        LlamaBlock(config: c, attentionNorm: norm(), query: lin(c.dim, c.dim), key: lin(kv, c.dim), value: lin(kv, c.dim),
+                   output: lin(c.dim, c.dim), ffnNorm: norm(), gate: lin(c.ffnDim, c.dim), up: lin(c.ffnDim, c.dim),
+                   down: lin(c.dim, c.ffnDim))
+    }
+    let emb = Embedding(c.vocabSize, c.dim, rng: &rng)
+    return Llama(config: c, embedding: emb, layers: blocks, norm: norm(), lmHead: nil).freeze()
+}

@@ -2,6 +2,7 @@ import Foundation
 import SideTuneEngine
 import SideTuneFormats
 import SideTuneMethods
+import SideTuneNN
 
 /// What a checkpoint says about itself (`checkpoint.json`): enough to rebuild the network and to
 /// refuse the wrong backbone.
@@ -42,6 +43,11 @@ public struct CheckpointConfig: Codable, Sendable {
 /// written atomically (temporary file, then rename), so a crash never leaves half a checkpoint.
 public enum Checkpoint {
     public static func save(_ model: some ClassifierModel, config: CheckpointConfig, to folder: URL) throws {
+        try save(module: model, config: config, to: folder)
+    }
+
+    /// Saves any module's trainable parameters (e.g. a QST side network tuned as a causal LM).
+    public static func save(module model: Module, config: CheckpointConfig, to folder: URL) throws {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var writer = SafetensorsWriter(metadata: ["format": config.format, "method": config.method.rawValue])
         // Buffers (BatchNorm running statistics) are state too, though never trained.
@@ -71,6 +77,13 @@ public enum Checkpoint {
         guard config.method == model.method else {
             throw TrainerError("\(folder.path): checkpoint is for method \(config.method.rawValue), model is \(model.method.rawValue)")
         }
+        try loadParameters(into: model, from: folder)
+        return config
+    }
+
+    /// Loads the trainable parameters of any module from `folder/weights.safetensors` (names and
+    /// shapes must match exactly).
+    public static func loadParameters(into model: Module, from folder: URL) throws {
         let file: SafetensorsFile
         do { file = try SafetensorsFile(path: folder.appendingPathComponent("weights.safetensors").path) } catch {
             throw TrainerError("\(folder.path)/weights.safetensors: \(error)")
@@ -87,7 +100,6 @@ public enum Checkpoint {
             let values = try file.floats(name)
             values.withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: p.count) }
         }
-        return config
     }
 }
 

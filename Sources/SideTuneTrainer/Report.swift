@@ -25,6 +25,17 @@ public struct TrainingReport: Codable, Sendable {
     public var threads: Int
     public var cacheBytes: Int?
 
+    public init(method: String, accuracy: Double, macroF1: Double, validationAccuracy: Double, trainableParams: Int, totalParams: Int,
+                peakBytes: [String: Int], peakRSSBytes: Int, secondsPerStep: Double, secondsPerStepCached: Double?,
+                epochSeconds: [Double], trainExamples: Int, testExamples: Int, batchSize: Int, maxLength: Int, threads: Int,
+                cacheBytes: Int?) {
+        self.method = method; self.accuracy = accuracy; self.macroF1 = macroF1; self.validationAccuracy = validationAccuracy
+        self.trainableParams = trainableParams; self.totalParams = totalParams; self.peakBytes = peakBytes
+        self.peakRSSBytes = peakRSSBytes; self.secondsPerStep = secondsPerStep; self.secondsPerStepCached = secondsPerStepCached
+        self.epochSeconds = epochSeconds; self.trainExamples = trainExamples; self.testExamples = testExamples
+        self.batchSize = batchSize; self.maxLength = maxLength; self.threads = threads; self.cacheBytes = cacheBytes
+    }
+
     enum CodingKeys: String, CodingKey {
         case method, accuracy, threads
         case macroF1 = "macro_f1", validationAccuracy = "validation_accuracy", trainableParams = "trainable_params"

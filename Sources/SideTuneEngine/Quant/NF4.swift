@@ -244,6 +244,14 @@ public func nf4Matmul(_ a: UnsafePointer<Float>, m: Int, _ w: NF4Weight, _ c: Un
         pool.parallelChunks(n, minChunk: 16) { r in w.gemvRows(a, c, r, accumulate: false) }
         return
     }
+    if m >= 32 {
+        // Many rows (training batches): de-quantise chunks of W in parallel into one scratch, then
+        // one multi-threaded GEMM per chunk, so X is packed once per chunk rather than per small tile.
+        forEachDequantizedChunk(w, pool: pool) { r0, r1, chunk in
+            gemm(GEMMShape(m: m, n: r1 - r0, k: k, transA: false, transB: true), a, lda: k, chunk, ldb: k, c + r0, ldc: n, pool: pool)
+        }
+        return
+    }
     let tiles = (n + nf4TileRows - 1) / nf4TileRows
     let threads = max(1, min(pool.activeThreads, tiles))
     let scratch = Workspace(floats: threads * nf4TileRows * k)
@@ -261,9 +269,33 @@ public func nf4Matmul(_ a: UnsafePointer<Float>, m: Int, _ w: NF4Weight, _ c: Un
     }
 }
 
+/// Calls `body(r0, r1, rows)` for chunks of at most 1,024 rows of W de-quantised to F32 (threads
+/// share the de-quantisation). The scratch is transient workspace, never a kept copy of W.
+func forEachDequantizedChunk(_ w: NF4Weight, pool: ThreadPool,
+                             _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+    let n = w.rows, k = w.cols, chunkRows = min(n, 1024)
+    let scratch = Workspace(floats: chunkRows * k)
+    var r0 = 0
+    while r0 < n {
+        let r1 = min(n, r0 + chunkRows), rows = r1 - r0
+        let base = scratch.floats
+        pool.parallelChunks(rows, minChunk: 16) { r in
+            w.dequantizeRows(r0 + r.lowerBound, r0 + r.upperBound, into: base + r.lowerBound * k)
+        }
+        body(r0, r1, base)
+        r0 = r1
+    }
+}
+
 /// dA[M, in] (+)= dC[M, out] W for NF4 W: tiles of 256 W rows de-quantised, then the F32 GEMM.
 public func nf4MatmulBackward(_ g: UnsafePointer<Float>, m: Int, _ w: NF4Weight, _ da: UnsafeMutablePointer<Float>) {
     let n = w.rows, k = w.cols, rowsPerTile = 256
+    if m >= 32 {
+        forEachDequantizedChunk(w, pool: .shared) { r0, r1, chunk in
+            gemm(GEMMShape(m: m, n: k, k: r1 - r0), g + r0, lda: n, chunk, ldb: k, da, ldc: k, accumulate: r0 > 0)
+        }
+        return
+    }
     let scratch = Workspace(floats: rowsPerTile * k)
     var r0 = 0
     while r0 < n {

@@ -36,7 +36,10 @@ public final class ImageClassifier: Module, ClassifierModel {
             }
             reader = try LSTSide(shape: .vit(c), classes: classes, options: options, rng: &rng)
         case .last:
-            reader = try LASTSide(shape: .vit(c), classes: classes, options: options, rng: &rng)
+            // Our choice on the ViT: the linear probe's head (frozen final norm, CLS + mean patches,
+            // Linear). With Up = 0 the corrected stream is h_L, so LAST starts as the probe exactly.
+            let head = ViTHead(norm: backbone.norm, classes: classes, dropout: 0, rng: &rng)
+            reader = try LASTSide(shape: .vit(c), classes: classes, options: options, head: head, rng: &rng)
         case .linear:
             reader = ViTHead(norm: backbone.norm, classes: classes, dropout: 0, rng: &rng)
         case .full:

@@ -43,11 +43,14 @@ public final class LSABlock: Module {
 ///     u_0 = z_0;  x_i = u_{i-1} + z_i;  u_i = x_i + Up_i(Attn(LN(x_i)))
 ///     head reads u_m - sum_{i<m} z_i   (bias correction; u_m without it)
 ///
-/// Head (as DTL): mean over tokens -> LayerNorm -> Linear.
+/// Default head (as DTL): mean over tokens -> LayerNorm -> Linear. A backbone can pass its own
+/// `head` instead, which then reads the corrected stream as the single tap [out] ([B, T, d]).
 public final class LASTSide: Module, TapReader {
     public let blocks: [LSABlock]
-    public let headNorm: LayerNorm
-    public let classifier: Linear
+    /// The default head's parts; nil when `head` is given.
+    public let headNorm: LayerNorm?
+    public let classifier: Linear?
+    public let head: (any TapReader)?
     let _groupSize: Int
     let _biasCorrection: Bool
 
@@ -56,7 +59,8 @@ public final class LASTSide: Module, TapReader {
     }
 
     /// Backbone-agnostic: only the width, depth and LayerNorm epsilon matter.
-    public init(shape c: SideBackboneShape, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
+    public init(shape c: SideBackboneShape, classes: Int, options o: MethodOptions, head: (any TapReader)? = nil,
+                rng: inout SplitMix64) throws {
         guard o.groupSize >= 1, c.layers % o.groupSize == 0 else {
             throw MethodError("LAST: group size \(o.groupSize) must divide the \(c.layers) layers")
         }
@@ -64,8 +68,16 @@ public final class LASTSide: Module, TapReader {
         let m = c.layers / o.groupSize
         blocks = (0..<m).map { _ in LSABlock(width: c.width, rank: o.rank, temperature: o.attentionTemperature,
                                             eps: c.eps, rng: &rng) }
-        headNorm = LayerNorm(c.width, eps: c.eps)
-        classifier = Linear(c.width, classes, rng: &rng)
+        if let head {
+            self.head = head
+            headNorm = nil
+            classifier = nil
+        } else {
+            // Same construction order as before `head` existed: the BERT goldens depend on the rng draws.
+            self.head = nil
+            headNorm = LayerNorm(c.width, eps: c.eps)
+            classifier = Linear(c.width, classes, rng: &rng)
+        }
         _groupSize = o.groupSize
         _biasCorrection = o.biasCorrection
         super.init()
@@ -81,6 +93,7 @@ public final class LASTSide: Module, TapReader {
             if i + 1 < blocks.count { sumZ = sumZ + z }
         }
         let out = _biasCorrection ? u - sumZ : u
-        return classifier(headNorm(pool(out, keyPadding: keyPadding, .mean)))
+        if let head { return head(taps: [out], keyPadding: keyPadding) }
+        return classifier!(headNorm!(pool(out, keyPadding: keyPadding, .mean)))
     }
 }

@@ -103,6 +103,29 @@ import Testing
         #expect(maxAbsDiff(fresh, cached) == 0)
     }
 
+    /// LAST on the ViT reads its corrected stream through the probe's head: with Up = 0 that stream
+    /// is h_L, so with the probe's classifier weights LAST gives the probe's logits; once an Up
+    /// weight moves, the side network changes them.
+    @Test func lastOnTheViTStartsAsTheLinearProbe() throws {
+        let vit = tinyViT()
+        let probe = try ImageClassifier(backbone: vit, method: .linear, classes: 3, options: options(), seed: 3)
+        let last = try ImageClassifier(backbone: vit, method: .last, classes: 3, options: options(), seed: 4)
+        let names = Dictionary(uniqueKeysWithValues: last.trainableParameters().map { ($0.0, $0.1.shape) })
+        #expect(names["reader.head.classifier.weight"] == [3, 32] && names["reader.head.classifier.bias"] == [3])
+        #expect(names["reader.headNorm.weight"] == nil && !names.keys.contains { $0.hasPrefix("backbone.") })
+        let w = Dictionary(uniqueKeysWithValues: probe.namedParameters().map { ($0.0, $0.1) })
+        try last.load(["reader.head.classifier.weight": w["reader.classifier.weight"]!,
+                       "reader.head.classifier.bias": w["reader.classifier.bias"]!], strict: false)
+        let (pixels, _) = tinyImageTask(count: 6)
+        let expected = noGrad { probe(pixels) }
+        #expect(expected.toArray().contains { abs($0) > 1e-2 })
+        #expect(maxAbsDiff(noGrad { last(pixels) }, expected) < 1e-5)
+        let up = try #require(last.namedParameters().first { $0.0 == "reader.blocks.1.up.weight" }?.1)
+        // Varied across channels: a constant shift per token would vanish in the final LayerNorm.
+        for i in 0..<up.count { up.data[i] = Float(i % 7) * 0.2 - 0.6 }
+        #expect(maxAbsDiff(noGrad { last(pixels) }, expected) > 1e-3)
+    }
+
     @Test func unbuiltMethodsAndOptionsAreClearErrors() {
         #expect(throws: MethodError.self) { try ImageClassifier(backbone: tinyViT(), method: .adapter, classes: 3, options: options(), seed: 1) }
         var o = options()

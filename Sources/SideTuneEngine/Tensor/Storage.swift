@@ -87,8 +87,9 @@ func alignedFree(_ p: UnsafeMutableRawPointer, _ byteCount: Int) {
 /// Keeps freed large blocks (by size class: 64 KiB steps, 2 MiB from 4 MiB up) for the next request of the same size. A
 /// training step allocates the same activation shapes every time; without this each one is a
 /// fresh mmap whose huge pages the kernel zeroes on first touch (measured: 15% of a side-network
-/// step in clear_page). Idle blocks count as `workspace` in the ledger, so its totals stay the
-/// memory the engine really holds; at most `limitBytes` stay idle (SIDETUNE_BLOCK_CACHE_MB, default 1024, 0 = off).
+/// step in clear_page). As with PyTorch's "allocated" against "reserved", the ledger counts live
+/// tensors only: idle blocks show in the process's RSS, not in a ledger category. At most
+/// `limitBytes` stay idle (SIDETUNE_BLOCK_CACHE_MB, default 256, 0 = off).
 public final class LargeBlockCache: @unchecked Sendable {
     public static let shared = LargeBlockCache()
     /// Blocks from 256 KiB up are kept (glibc maps and unmaps those, so each reuse page-faults).
@@ -102,7 +103,7 @@ public final class LargeBlockCache: @unchecked Sendable {
     private let lock = NSLock()
 
     init() {
-        let mb = ProcessInfo.processInfo.environment["SIDETUNE_BLOCK_CACHE_MB"].flatMap { Int($0) } ?? 1024
+        let mb = ProcessInfo.processInfo.environment["SIDETUNE_BLOCK_CACHE_MB"].flatMap { Int($0) } ?? 256
         limitBytes = max(0, mb) << 20
     }
 
@@ -117,7 +118,6 @@ public final class LargeBlockCache: @unchecked Sendable {
         if let p = idle[size]?.popLast() {
             idleBytes -= size
             lock.unlock()
-            MemoryLedger.shared.didFree(size, .workspace)
             return p
         }
         lock.unlock()
@@ -139,7 +139,6 @@ public final class LargeBlockCache: @unchecked Sendable {
             idle[size, default: []].append(p)
             idleBytes += size
             lock.unlock()
-            MemoryLedger.shared.didAllocate(size, .workspace)
             return
         }
         lock.unlock()
@@ -151,10 +150,8 @@ public final class LargeBlockCache: @unchecked Sendable {
         lock.lock()
         let blocks = idle
         idle = [:]
-        let bytes = idleBytes
         idleBytes = 0
         lock.unlock()
         for (_, ps) in blocks { for p in ps { free(p) } }
-        if bytes > 0 { MemoryLedger.shared.didFree(bytes, .workspace) }
     }
 }

@@ -89,7 +89,7 @@ func alignedFree(_ p: UnsafeMutableRawPointer, _ byteCount: Int) {
 /// fresh mmap whose huge pages the kernel zeroes on first touch (measured: 15% of a side-network
 /// step in clear_page). As with PyTorch's "allocated" against "reserved", the ledger counts live
 /// tensors only: idle blocks show in the process's RSS, not in a ledger category. At most
-/// `limitBytes` stay idle (SIDETUNE_BLOCK_CACHE_MB, default 256, 0 = off).
+/// `limitBytes` stay idle (SIDETUNE_BLOCK_CACHE_MB, default 64: measured to keep the reuse of a side-network step while adding little to RSS; 0 = off).
 public final class LargeBlockCache: @unchecked Sendable {
     public static let shared = LargeBlockCache()
     /// Blocks from 256 KiB up are kept (glibc maps and unmaps those, so each reuse page-faults).
@@ -103,7 +103,7 @@ public final class LargeBlockCache: @unchecked Sendable {
     private let lock = NSLock()
 
     init() {
-        let mb = ProcessInfo.processInfo.environment["SIDETUNE_BLOCK_CACHE_MB"].flatMap { Int($0) } ?? 256
+        let mb = ProcessInfo.processInfo.environment["SIDETUNE_BLOCK_CACHE_MB"].flatMap { Int($0) } ?? 64
         limitBytes = max(0, mb) << 20
     }
 

@@ -6,6 +6,7 @@ import SideTuneEngine
 import SideTuneMethods
 import SideTuneNN
 import SideTuneTokenizers
+import SideTuneTrainer
 
 extension SideTuneCommand.Bench {
     public struct StepBench: ParsableCommand {
@@ -74,7 +75,7 @@ extension SideTuneCommand.Bench {
                     let model = try TextClassifier(backbone: backbone, method: kind, classes: 3, options: options, seed: 1)
                     let vocab = backbone.config.vocabSize
                     let rows = (0..<batch).map { _ in (0..<seq).map { _ in Int32(1000 + rng.nextInt(below: vocab - 1000)) } }
-                    let input = makeBatchRows(rows)
+                    let input = makeBatch(rows) // equal lengths: no padding
                     let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: 3)) }
                     let optimizer = AdamW(parameters: model.trainableParameters().map(\.1), learningRate: 1e-4)
                     func step(_ taps: [Tensor]?) -> Double {
@@ -108,12 +109,4 @@ extension SideTuneCommand.Bench {
             }
         }
     }
-}
-
-/// Rows of real tokens (no padding) as a batch.
-private func makeBatchRows(_ rows: [[Int32]]) -> BatchEncoding {
-    let seq = rows[0].count
-    return BatchEncoding(ids: rows.flatMap { $0 }, attentionMask: [Int32](repeating: 1, count: rows.count * seq),
-                         typeIds: [Int32](repeating: 0, count: rows.count * seq), batchSize: rows.count, seqLength: seq,
-                         lengths: rows.map(\.count))
 }

@@ -46,8 +46,7 @@ public final class ImageClassifier: Module, ClassifierModel {
             backbone.unfreeze()
             reader = ViTHead(norm: backbone.norm, classes: classes, dropout: options.dropout, rng: &rng)
         case .bitfit:
-            let biases = Set(backbone.namedParameters().map { $0.0 }.filter { $0.hasSuffix(".bias") })
-            backbone.unfreeze(keys: biases)
+            backbone.unfreezeBiases()
             reader = ViTHead(norm: backbone.norm, classes: classes, dropout: options.dropout, rng: &rng)
         case .lora:
             for block in backbone.layers {

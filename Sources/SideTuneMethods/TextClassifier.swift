@@ -60,8 +60,7 @@ public final class TextClassifier: Module, ClassifierModel {
             backbone.unfreeze()
             reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: options.dropout, rng: &rng)
         case .bitfit:
-            let biases = Set(backbone.namedParameters().map { $0.0 }.filter { $0.hasSuffix(".bias") })
-            backbone.unfreeze(keys: biases)
+            backbone.unfreezeBiases()
             reader = PooledHead(width: c.hiddenSize, classes: classes, dropout: options.dropout, rng: &rng)
         case .lora:
             for layer in backbone.layers {

@@ -78,6 +78,13 @@ open class Module {
         return self
     }
 
+    /// Makes every bias trainable (BitFit), whatever the backbone.
+    @discardableResult
+    public func unfreezeBiases() -> Self {
+        for (n, p) in namedParameters() where n.hasSuffix(".bias") { p.requiresGrad = true }
+        return self
+    }
+
     /// Sets training mode here and in every child.
     @discardableResult
     public func train(_ on: Bool = true) -> Self {

@@ -82,6 +82,9 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
     public let parameters: TrainingParameters
     public let train: Split, validation: Split, test: Split
     public let checkpointConfig: CheckpointConfig
+    /// Where the run's memory is measured: the ledger in scope when the trainer was made (the shared
+    /// one unless a caller, such as a test running beside others, scoped its own around the model).
+    public let ledger: MemoryLedger
 
     public init(model: Model, parameters: TrainingParameters, train: Split, validation: Split,
                 test: Split, checkpointConfig: CheckpointConfig) throws {
@@ -96,6 +99,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         self.validation = validation
         self.test = test
         self.checkpointConfig = checkpointConfig
+        self.ledger = MemoryLedger.current
     }
 
     /// Predictions (argmax) and metrics on a split, without autograd and with dropout off.
@@ -121,6 +125,10 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
     }
 
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingReport {
+        try MemoryLedger.withLedger(ledger) { try runMeasured(progress: progress) }
+    }
+
+    private func runMeasured(progress: (TrainingEvent) -> Void) throws -> TrainingReport {
         let p = parameters
         let trainable = model.trainableParameters().map { $0.1 }
         let optimizer = AdamW(parameters: trainable, learningRate: p.learningRate, weightDecay: p.weightDecay)
@@ -148,7 +156,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
 
         // Blocks left idle by set-up (Fisher pass, loading) are not part of training's footprint.
         LargeBlockCache.shared.trim()
-        MemoryLedger.shared.resetPeaks()
+        ledger.resetPeaks()
         ProcessMemory.resetPeak()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
         let totalTaps = model.tapCount
@@ -225,7 +233,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 break
             }
         }
-        let snapshot = MemoryLedger.shared.snapshot()
+        let snapshot = ledger.snapshot()
         // Test with the best weights.
         if let out = p.outputFolder, FileManager.default.fileExists(atPath: out.appendingPathComponent("best/checkpoint.json").path) {
             _ = try Checkpoint.load(into: model, from: out.appendingPathComponent("best"), backboneSHA256: checkpointConfig.backboneSHA256)

@@ -1,4 +1,5 @@
 import SideTuneEngine
+import Synchronization
 import SideTuneTestSupport
 import Testing
 
@@ -68,6 +69,26 @@ import Testing
             #expect(ledger.peakTotal == expected)
             let report = ledger.snapshot().report()
             #expect(report.contains("cache") && report.contains("process RSS"))
+        }
+    }
+
+    /// Tensors made on the pool's worker threads count in the caller's ledger scope and category,
+    /// not in the shared ledger: scoped measurements see all of their own work and none of others'.
+    @Test func workersCountInTheCallersScope() {
+        let pool = ThreadPool(threads: 2)
+        let ledger = MemoryLedger()
+        MemoryLedger.withLedger(ledger) {
+            let kept = Mutex<[Tensor]>([])
+            MemoryLedger.withCategory(.cache) {
+                pool.parallelFor(8) { i in
+                    let t = Tensor.zeros([i + 1, 4])
+                    kept.withLock { $0.append(t) }
+                }
+            }
+            #expect(ledger.current(.cache) == (1...8).reduce(0, +) * 4 * 4)
+            #expect(ledger.counts.allocations == 8)
+            kept.withLock { $0.removeAll() }
+            #expect(ledger.currentTotal == 0)
         }
     }
 }

@@ -58,7 +58,8 @@ import Testing
     func trainsAndReloads(method: MethodKind) throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-image-run-\(getpid())-\(method.rawValue)")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let t = try Self.trainer(method, epochs: 8, cache: true, folder: folder)
+        // A ledger of its own: suites training beside this one (and building caches) must not show here.
+        let t = try MemoryLedger.withLedger(MemoryLedger()) { try Self.trainer(method, epochs: 8, cache: true, folder: folder) }
         var cachedEpochs = 0, losses: [Double] = []
         let report = try t.run {
             if case .epochEnd(_, let loss, _, _, let cached, _) = $0 {

@@ -61,7 +61,8 @@ func tempFolder() -> URL {
     /// LST learns the synthetic task; epochs after the first read the taps from the cache, and the
     /// cache's bytes show in the ledger as cache.
     @Test func lstTrainsWithFeatureCache() throws {
-        let trainer = try makeTrainer(.lst, folder: nil, epochs: 12)
+        // A ledger of its own, so that tests running beside this one cannot show in its report.
+        let trainer = try MemoryLedger.withLedger(MemoryLedger()) { try makeTrainer(.lst, folder: nil, epochs: 12) }
         var cachedEpochs = 0
         let report = try trainer.run { if case .epochEnd(_, _, _, _, let cached, _) = $0, cached { cachedEpochs += 1 } }
         #expect(cachedEpochs == 11)

@@ -29,6 +29,10 @@ public final class ThreadPool: @unchecked Sendable {
     nonisolated(unsafe) private var job: ((Int) -> Void)?
     nonisolated(unsafe) private var jobCount = 0
     nonisolated(unsafe) private var participants = 0
+    // The caller's ledger scope and allocation category, taken on by the workers for the job so a
+    // tensor made on a worker is counted where the caller's would be.
+    nonisolated(unsafe) private var jobLedger: MemoryLedger?
+    nonisolated(unsafe) private var jobCategory: MemoryCategory?
     private let lock = NSCondition()
     private let busy = NSLock() // one parallel region at a time; nested calls run inline
     nonisolated(unsafe) private var inRegion = false
@@ -57,6 +61,9 @@ public final class ThreadPool: @unchecked Sendable {
             nextIndex.store(0, ordering: .relaxed)
             jobCount = count
             participants = threads
+            let callerState = ThreadState.current
+            jobLedger = callerState.ledger
+            jobCategory = callerState.categories.last
             job = body
             remaining.store(threads - 1, ordering: .relaxed)
             lock.lock()
@@ -111,7 +118,12 @@ public final class ThreadPool: @unchecked Sendable {
             if w < participants {
                 // The job closure must not outlive this block: the caller checks that it did not escape.
                 do {
-                    if let body = job { runIndices(body) }
+                    if let body = job {
+                        let state = ThreadState.current
+                        state.ledger = jobLedger
+                        if let c = jobCategory { state.categories = [c] } else { state.categories.removeAll() }
+                        runIndices(body)
+                    }
                 }
                 remaining.subtract(1, ordering: .releasing)
             }

@@ -186,6 +186,65 @@ public final class BertLayer: Module {
     }
 }
 
+// MARK: - Fused no-grad path
+
+extension BertLayer {
+    /// Whether `fusedInference` computes exactly what `callAsFunction` does: plain (not wrapped)
+    /// float32 linears with biases, affine LayerNorms, no adapters.
+    public var supportsFusedInference: Bool {
+        let linears = [attention.query, attention.key, attention.value, attention.output, intermediate, output]
+        return attentionAdapter == nil && outputAdapter == nil
+            && linears.allSatisfy { type(of: $0) == Linear.self && $0.bias != nil && $0.weight.dtype == .float32 && $0.bias!.dtype == .float32 }
+            && [attentionNorm, outputNorm].allSatisfy { $0.weight != nil && $0.bias != nil }
+    }
+
+    /// Floats of scratch `fusedInference` needs for `tokens` = batch x seq.
+    static func fusedScratchFloats(_ c: BertConfig, tokens m: Int) -> Int {
+        let d = c.hiddenSize
+        return 3 * d * d + 3 * d + m * max(3 * d, c.intermediateSize) + 2 * m * d
+    }
+
+    var fusedActivation: FusedInference.Activation {
+        switch act {
+        case "gelu": return .gelu
+        case "relu": return .relu
+        default: return .geluTanh
+        }
+    }
+
+    /// The no-grad forward with fused kernels: one q/k/v GEMM into [M, 3d], attention read from it
+    /// with strides, bias + residual + LayerNorm applied as the output GEMMs finish each row block,
+    /// bias + activation likewise. Only the returned hidden state is a new tensor.
+    func fusedInference(_ x: Tensor, keyPadding: [Float], scratch: UnsafeMutablePointer<Float>) -> Tensor {
+        let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let m = b * t, dff = intermediate.outFeatures, heads = attention.heads, hd = d / heads
+        // Scratch: the concatenated q/k/v weight and bias, a [M, max(3d, dff)] region (q/k/v, then
+        // the attention output's pre-norm sums, then the intermediate activations), ctx and h [M, d].
+        let wqkv = scratch, bqkv = wqkv + 3 * d * d, big = bqkv + 3 * d
+        let ctx = big + m * max(3 * d, dff), h = ctx + m * d
+        for (i, lin) in [attention.query, attention.key, attention.value].enumerated() {
+            (wqkv + i * d * d).update(from: lin.weight.data, count: d * d)
+            (bqkv + i * d).update(from: lin.bias!.data, count: d)
+        }
+        FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: wqkv, n: 3 * d, bias: bqkv, activation: .identity,
+                              out: big, ldo: 3 * d)
+        FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: keyPadding,
+                                 scale: 1 / Float(hd).squareRoot(), out: ctx)
+        FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attention.output.weight.data, d: d,
+                                               bias: attention.output.bias!.data, residual: x.data,
+                                               normWeight: attentionNorm.weight!.data, normBias: attentionNorm.bias!.data,
+                                               eps: attentionNorm.eps, scratch: big, out: h)
+        FusedInference.linear(h, ldx: d, m: m, k: d, weight: intermediate.weight.data, n: dff, bias: intermediate.bias!.data,
+                              activation: fusedActivation, out: big, ldo: dff)
+        let y = Tensor(shape: [b, t, d])
+        FusedInference.linearResidualLayerNorm(big, ldx: dff, m: m, k: dff, weight: output.weight.data, d: d,
+                                               bias: output.bias!.data, residual: h,
+                                               normWeight: outputNorm.weight!.data, normBias: outputNorm.bias!.data,
+                                               eps: outputNorm.eps, scratch: ctx, out: y.data)
+        return y
+    }
+}
+
 /// What the encoder returns: every tap.
 public struct BertOutput {
     /// h_0 (embeddings) ... h_L (last layer), each [batch, seq, hidden].
@@ -198,6 +257,10 @@ public final class BertEncoder: Module {
     public let layers: [BertLayer]
     public let _config: BertConfig // `_`: not a parameter
     public var config: BertConfig { _config }
+
+    /// Whether no-grad forwards may use the fused inference kernels (tests turn it off to compare
+    /// against the layer-by-layer path).
+    public var fusedInferenceEnabled = true
 
     public init(config: BertConfig) {
         _config = config
@@ -228,6 +291,17 @@ public final class BertEncoder: Module {
         }
         var taps = [h]
         taps.reserveCapacity(layers.count + 1)
+        if !Autograd.isEnabled && fusedInferenceEnabled && !h.requiresGrad && layers.allSatisfy(\.supportsFusedInference) {
+            // Frozen path: fused kernels, intermediates in one reused scratch buffer.
+            let (b, t) = (h.shape[0], h.shape[1])
+            InferenceScratch.with(floats: BertLayer.fusedScratchFloats(config, tokens: b * t)) { scratch in
+                for layer in layers {
+                    h = layer.fusedInference(h, keyPadding: keyPadding, scratch: scratch)
+                    taps.append(h)
+                }
+            }
+            return BertOutput(hiddenStates: taps)
+        }
         for layer in layers {
             h = layer(h, keyPadding: keyPadding)
             taps.append(h)

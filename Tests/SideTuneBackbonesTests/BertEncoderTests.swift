@@ -35,7 +35,7 @@ import Testing
         let json = """
             {"hidden_size": \(config.hiddenSize), "num_hidden_layers": \(config.numHiddenLayers),
              "num_attention_heads": \(config.numAttentionHeads), "intermediate_size": \(config.intermediateSize),
-             "hidden_act": "gelu", "layer_norm_eps": 1e-12, "vocab_size": \(config.vocabSize),
+             "hidden_act": "\(config.hiddenAct)", "layer_norm_eps": 1e-12, "vocab_size": \(config.vocabSize),
              "max_position_embeddings": \(config.maxPositionEmbeddings), "type_vocab_size": 2, "model_type": "bert", "position_embedding_type": "absolute"}
             """
         try json.write(to: folder.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
@@ -114,5 +114,55 @@ import Testing
         for i in 0..<4 { for j in 0..<8 { manual[j] += last[i * 8 + j] / 4 } }
         let n: Float = manual.map { $0 * $0 }.reduce(0, +).squareRoot()
         for j in 0..<8 { #expect(abs(p[j] - manual[j] / n) < 1e-5) }
+    }
+
+    /// The fused no-grad path gives the layer-by-layer path's hidden states: random weights,
+    /// padding at the end and in the middle, a prompt, each activation; a LoRA-wrapped layer
+    /// makes the encoder fall back to the plain path.
+    @Test func fusedNoGradPathMatchesLayerByLayer() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (config, act) in [(Self.tiny, "gelu"),
+                              (BertConfig(hiddenSize: 48, numHiddenLayers: 2, numAttentionHeads: 3, intermediateSize: 80,
+                                          hiddenAct: "gelu_new", vocabSize: 11, maxPositionEmbeddings: 40), "gelu_new"),
+                              (BertConfig(hiddenSize: 32, numHiddenLayers: 1, numAttentionHeads: 2, intermediateSize: 64,
+                                          hiddenAct: "relu", vocabSize: 11, maxPositionEmbeddings: 40), "relu")] {
+            _ = try writeCheckpoint(config, to: dir)
+            let model = try BertEncoder.load(folder: dir).freeze()
+            #expect(model.config.hiddenAct == act)
+            let seq = min(config.maxPositionEmbeddings - 2, 30), batch = 3
+            var rng = SplitMix64(seed: 9)
+            let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % 11) }
+            var mask = [Int32](repeating: 1, count: batch * seq)
+            for j in (seq / 3)..<seq { mask[seq + j] = 0 }
+            mask[2 * seq + 2] = 0
+            let prompt = Tensor((0..<(2 * config.hiddenSize)).map { _ in rng.nextFloat() - 0.5 }, shape: [2, config.hiddenSize])
+            for p in [nil, prompt] {
+                model.fusedInferenceEnabled = true
+                let fused = noGrad { model(ids: ids, attentionMask: mask, batch: batch, seq: seq, prompt: p) }
+                model.fusedInferenceEnabled = false
+                let plain = noGrad { model(ids: ids, attentionMask: mask, batch: batch, seq: seq, prompt: p) }
+                #expect(fused.hiddenStates.count == plain.hiddenStates.count)
+                for (i, (a, b)) in zip(fused.hiddenStates, plain.hiddenStates).enumerated() {
+                    #expect(a.shape == b.shape)
+                    let diff = zip(a.toArray(), b.toArray()).map { abs($0 - $1) }.max() ?? 0
+                    #expect(diff < 1e-5, "\(act) d=\(config.hiddenSize) prompt \(p != nil) tap \(i): max diff \(diff)")
+                }
+            }
+        }
+        // LoRA on a query: not a plain Linear, so the fused path is not taken (the LoRA term counts).
+        _ = try writeCheckpoint(Self.tiny, to: dir)
+        let model = try BertEncoder.load(folder: dir).freeze()
+        #expect(model.layers.allSatisfy { $0.supportsFusedInference })
+        var rng = SplitMix64(seed: 1)
+        let lora = LoRALinear(wrapping: model.layers[0].attention.query, rank: 2, alpha: 2, rng: &rng)
+        lora.loraB.data.update(repeating: 0.5, count: lora.loraB.count)
+        model.layers[0].attention.query = lora
+        #expect(!model.layers[0].supportsFusedInference)
+        let ids: [Int32] = [1, 4, 5, 2], mask: [Int32] = [1, 1, 1, 1]
+        let withLoRA = noGrad { model(ids: ids, attentionMask: mask, batch: 1, seq: 4) }
+        model.fusedInferenceEnabled = false
+        let plain = noGrad { model(ids: ids, attentionMask: mask, batch: 1, seq: 4) }
+        #expect(withLoRA.last.toArray() == plain.last.toArray())
     }
 }

@@ -58,14 +58,41 @@ public struct GEMMKernel: Sendable {
 }
 
 /// The fast GEMM. Threads: `pool.activeThreads`. Small problems run on the calling thread.
+///
+/// `rowEpilogue`, if given, is called exactly once for every row of C, on disjoint row ranges
+/// (possibly from pool threads), once those rows are final over all n columns. When one block of
+/// columns covers n and each thread owns whole rows, it runs right after a thread's last block of
+/// rows is computed, while they are still in cache (bias + activation, LayerNorm); otherwise after
+/// the product, in parallel chunks.
 public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
                  _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false,
-                 pool: ThreadPool = .shared, singleThreaded: Bool = false, kernel: GEMMKernel = .native) {
+                 pool: ThreadPool = .shared, singleThreaded: Bool = false, kernel: GEMMKernel = .native,
+                 rowEpilogue: ((Range<Int>) -> Void)? = nil) {
     let m = s.m, n = s.n, k = s.k
     if m == 0 || n == 0 { return }
+    if let rowEpilogue, k > 0 {
+        // Fused only where the blocked path gives each thread whole rows in one column block.
+        let fused = gemmBlocked(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool,
+                                singleThreaded: singleThreaded, kernel: kernel, rowEpilogue: rowEpilogue)
+        if !fused {
+            if singleThreaded { rowEpilogue(0..<m) } else { pool.parallelChunks(m, minChunk: 16) { rowEpilogue($0) } }
+        }
+        return
+    }
+    gemmBlocked(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool,
+                singleThreaded: singleThreaded, kernel: kernel, rowEpilogue: nil)
+}
+
+/// The body of `gemm`. Returns whether `rowEpilogue` was run (fused into the blocked loop).
+@discardableResult
+func gemmBlocked(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                 _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+                 pool: ThreadPool, singleThreaded: Bool, kernel: GEMMKernel,
+                 rowEpilogue: ((Range<Int>) -> Void)?) -> Bool {
+    let m = s.m, n = s.n, k = s.k
     if k == 0 {
         if !accumulate { for i in 0..<m { (c + i * ldc).initialize(repeating: 0, count: n) } }
-        return
+        return false
     }
     if m == 1 && !s.transA {
         // Memory-bound: split the output columns over the pool when B is large (decoding).
@@ -77,14 +104,14 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
                 gemvRow(sub, a, b + (s.transB ? r.lowerBound * ldb : r.lowerBound), ldb: ldb, c + r.lowerBound, accumulate: accumulate)
             }
         }
-        return
+        return false
     }
     let mr = kernel.mr, nr = kernel.nr, mc = kernel.mc, kc0 = kernel.kc, nc0 = kernel.nc
     let threads = singleThreaded ? 1 : (2 * m * n * k < 1 << 21 ? 1 : pool.activeThreads)
     // A side of a few elements (heads of 4 dimensions): the micro-kernel would mostly pack.
     if threads == 1 && (min(n, k) <= 8 || m * n * k <= 1 << 14) {
         gemmSmall(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate)
-        return
+        return false
     }
     let ncMax = min(nc0, roundUp(n, nr))
     let kcMax = min(kc0, k)
@@ -93,6 +120,7 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
     let rowPanels = (m + mr - 1) / mr
     let tm = threads == 1 ? 1 : (rowPanels >= threads * 4 || m >= n ? threads : 1)
     let tn = threads / tm
+    let fuseEpilogue = rowEpilogue != nil && tn == 1 && n <= ncMax
     PackingBuffers.with(floats: kcMax * ncMax + threads * mc * kcMax) { buffer in
         let packedB = buffer, packedA = buffer + kcMax * ncMax
         var jc = 0
@@ -119,6 +147,7 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
                         let mcur = min(mc, r1 - ic)
                         packABlock(s.transA, a, lda, ic, mcur, pc, kc, mr, pa)
                         macroKernel(kernel, pa, packedB, mcur, nc, kc, p0, p1, c + ic * ldc + jc, ldc, acc)
+                        if fuseEpilogue && pc + kc == k { rowEpilogue!(ic..<(ic + mcur)) }
                         ic += mcur
                     }
                 }
@@ -128,6 +157,7 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
             jc += nc
         }
     }
+    return fuseEpilogue
 }
 
 /// Packing buffers reused across GEMM calls (allocating megabytes per call would page-fault every

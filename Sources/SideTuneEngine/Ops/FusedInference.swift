@@ -1,0 +1,193 @@
+import Foundation
+
+/// Fused kernels for no-grad inference of transformer encoder layers (the frozen-backbone path).
+/// Nothing here records autograd nodes: callers use them only when grad mode is off. Each kernel
+/// has a plain reference (composed from the autograd ops or written as loops) that tests compare
+/// it against.
+public enum FusedInference {
+    /// The activation applied after a projection's bias.
+    public enum Activation: Sendable {
+        case identity, relu
+        /// 0.5 x (1 + erf(x / sqrt 2)), the same formula as `Tensor.gelu`.
+        case gelu
+        /// The tanh approximation, the same formula as `Tensor.geluTanh`.
+        case geluTanh
+    }
+
+    @inline(__always) static func apply(_ act: Activation, _ x: V16) -> V16 {
+        switch act {
+        case .identity: return x
+        case .relu: return x.replacing(with: 0, where: x .< 0)
+        case .gelu: return 0.5 * x * (1 + verf(x * 0.707_106_78))
+        case .geluTanh:
+            let c: Float = 0.797_884_56, k: Float = 0.044715
+            let inner: V16 = c * (x + k * x * x * x)
+            return 0.5 * x * (1 + vtanh(inner))
+        }
+    }
+
+    /// row[j] = act(row[j] + bias[j]) for j < n, in place (vectorised, the tail through a padded vector).
+    @inline(__always) static func biasActivationRow(_ row: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, _ n: Int,
+                                                    _ act: Activation) {
+        var j = 0
+        while j + 16 <= n { storeV(row + j, apply(act, loadV(row + j) + loadV(bias + j))); j += 16 }
+        if j < n {
+            var v = V16()
+            for q in 0..<(n - j) { v[q] = row[j + q] + bias[j + q] }
+            let r = apply(act, v)
+            for q in 0..<(n - j) { row[j + q] = r[q] }
+        }
+    }
+
+    /// out = LayerNorm(c + bias + residual) over one row of d, as `Tensor.layerNorm` computes it.
+    @inline(__always) static func residualLayerNormRow(_ c: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>,
+                                                       _ residual: UnsafePointer<Float>, _ d: Int, _ w: UnsafePointer<Float>,
+                                                       _ b: UnsafePointer<Float>, _ eps: Float, _ out: UnsafeMutablePointer<Float>) {
+        // The sum first (stored in c), then the same mean / variance / normalise steps as layerNorm.
+        var j = 0
+        while j + 16 <= d { storeV(c + j, loadV(c + j) + loadV(bias + j) + loadV(residual + j)); j += 16 }
+        while j < d { c[j] = c[j] + bias[j] + residual[j]; j += 1 }
+        let mean = sumFloats(c, d) / Float(d)
+        let mv = V16(repeating: mean)
+        var acc = V16()
+        j = 0
+        while j + 16 <= d { let x = loadV(c + j) - mv; acc.addProduct(x, x); j += 16 }
+        var v = acc.sum()
+        while j < d { let x = c[j] - mean; v += x * x; j += 1 }
+        let rstd = 1 / (v / Float(d) + eps).squareRoot()
+        let rv = V16(repeating: rstd)
+        j = 0
+        while j + 16 <= d { storeV(out + j, ((loadV(c + j) - mv) * rv) * loadV(w + j) + loadV(b + j)); j += 16 }
+        while j < d { out[j] = (c[j] - mean) * rstd * w[j] + b[j]; j += 1 }
+    }
+
+    /// out[m, n] (row stride ldo) = act(x[m, k] W^T + bias) for weight [n, k] (PyTorch layout).
+    /// Bias and activation are applied to each block of rows as soon as the GEMM finishes it.
+    public static func linear(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: UnsafePointer<Float>, n: Int,
+                              bias: UnsafePointer<Float>, activation: Activation,
+                              out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool = .shared) {
+        gemm(GEMMShape(m: m, n: n, k: k, transB: true), x, lda: ldx, weight, ldb: k, out, ldc: ldo, pool: pool) { rows in
+            for r in rows { biasActivationRow(out + r * ldo, bias, n, activation) }
+        }
+    }
+
+    /// out[m, d] = LayerNorm(x[m, k] W^T + bias + residual[m, d]) with LayerNorm weight / bias
+    /// (post-LN transformer sub-layer). `scratch` holds the [m, d] pre-norm sums.
+    public static func linearResidualLayerNorm(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int,
+                                               weight: UnsafePointer<Float>, d: Int, bias: UnsafePointer<Float>,
+                                               residual: UnsafePointer<Float>, normWeight: UnsafePointer<Float>,
+                                               normBias: UnsafePointer<Float>, eps: Float,
+                                               scratch: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                                               pool: ThreadPool = .shared) {
+        gemm(GEMMShape(m: m, n: d, k: k, transB: true), x, lda: ldx, weight, ldb: k, scratch, ldc: d, pool: pool) { rows in
+            for r in rows {
+                residualLayerNormRow(scratch + r * d, bias, residual + r * d, d, normWeight, normBias, eps, out + r * d)
+            }
+        }
+    }
+
+    /// Multi-head self-attention read straight from a fused projection output, without permute
+    /// copies: `qkv` is [batch * seq, 3 * d] with row r = [q | k | v] of token r (head h at columns
+    /// h * headDim of each part); `out` is [batch * seq, d] with head h at columns h * headDim.
+    /// softmax(q k^T * scale + key padding) v per (batch, head), in parallel over batch x heads.
+    /// Keys after a sequence's last real token are skipped (their probabilities are exactly 0);
+    /// a sequence with no real token gives zeros, as `Tensor.attention` does.
+    public static func attention(qkv: UnsafePointer<Float>, batch: Int, seq: Int, heads: Int, headDim: Int,
+                                 keyPadding: [Float]?, scale: Float, out: UnsafeMutablePointer<Float>,
+                                 pool: ThreadPool = .shared) {
+        let d = heads * headDim, ld = 3 * d
+        if let keyPadding { precondition(keyPadding.count == batch * seq, "key padding mask needs \(batch * seq) values, got \(keyPadding.count)") }
+        // Per sequence: the number of keys up to and including the last real one.
+        var keyCount = [Int](repeating: seq, count: batch)
+        let keep = [Float](keyPadding ?? [])
+        if let keyPadding {
+            for b in 0..<batch {
+                var n = seq
+                while n > 0 && keyPadding[b * seq + n - 1] == 0 { n -= 1 }
+                keyCount[b] = n
+            }
+        }
+        let block = 64
+        keyCount.withUnsafeBufferPointer { counts in
+            keep.withUnsafeBufferPointer { keepBuffer in
+                let kp = keyPadding == nil ? nil : keepBuffer.baseAddress
+                pool.parallelFor(batch * heads) { bh in
+                    let b = bh / heads, h = bh % heads
+                    let tk = counts[b]
+                    let q0 = qkv + b * seq * ld + h * headDim, k0 = q0 + d, v0 = q0 + 2 * d
+                    let o0 = out + b * seq * d + h * headDim
+                    if tk == 0 {
+                        for i in 0..<seq { (o0 + i * d).initialize(repeating: 0, count: headDim) }
+                        return
+                    }
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scratch in
+                        let sc = scratch.baseAddress!
+                        var i0 = 0
+                        while i0 < seq {
+                            let rows = min(block, seq - i0)
+                            gemm(GEMMShape(m: rows, n: tk, k: headDim, transB: true), q0 + i0 * ld, lda: ld, k0, ldb: ld,
+                                 sc, ldc: tk, singleThreaded: true)
+                            for r in 0..<rows {
+                                let row = sc + r * tk
+                                if let kp {
+                                    let keepRow = kp + b * seq
+                                    for j in 0..<tk { row[j] = keepRow[j] != 0 ? row[j] * scale : -Float.infinity }
+                                } else {
+                                    for j in 0..<tk { row[j] *= scale }
+                                }
+                                _ = softmaxRow(row, row, tk)
+                            }
+                            gemm(GEMMShape(m: rows, n: headDim, k: tk), sc, lda: tk, v0, ldb: ld, o0 + i0 * d, ldc: d,
+                                 singleThreaded: true)
+                            i0 += rows
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The plain reference for `attention`: splits qkv into [B, H, T, hd] tensors with permute
+    /// copies and runs `Tensor.attentionReference` (full [T, T] probabilities, additive mask).
+    public static func attentionReference(qkv: Tensor, batch: Int, seq: Int, heads: Int, headDim: Int,
+                                          keyPadding: [Float]?, scale: Float) -> Tensor {
+        let d = heads * headDim
+        let parts = (0..<3).map { p in
+            qkv.reshaped([batch, seq, 3 * d]).slice(axis: 2, p * d, (p + 1) * d)
+                .reshaped([batch, seq, heads, headDim]).permuted([0, 2, 1, 3])
+        }
+        let a = Tensor.attentionReference(parts[0], parts[1], parts[2], mask: AttentionMask(keyPadding: keyPadding), scale: scale)
+        return a.permuted([0, 2, 1, 3]).reshaped([batch * seq, d])
+    }
+}
+
+/// One reusable scratch buffer for inference forwards: kept between calls so that the tens of
+/// megabytes of per-layer intermediates are not page-faulted (and zeroed by the kernel) on every
+/// forward. Counted as workspace in the shared ledger while it is kept. Concurrent callers each
+/// get their own buffer; at most one is kept idle.
+public enum InferenceScratch {
+    nonisolated(unsafe) static var idle: Workspace?
+    static let lock = NSLock()
+
+    public static func with<R>(floats: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+        lock.lock()
+        var ws = idle
+        idle = nil
+        lock.unlock()
+        if let w = ws, w.byteCount < floats * 4 { ws = nil }
+        let buffer = ws ?? MemoryLedger.withLedger(.shared) { Workspace(floats: floats) }
+        defer {
+            lock.lock()
+            if idle == nil || idle!.byteCount < buffer.byteCount { idle = buffer }
+            lock.unlock()
+        }
+        return try body(buffer.floats)
+    }
+
+    /// Frees the idle buffer (e.g. before measuring memory from a clean start).
+    public static func trim() {
+        lock.lock()
+        idle = nil
+        lock.unlock()
+    }
+}

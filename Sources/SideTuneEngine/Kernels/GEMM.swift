@@ -230,12 +230,20 @@ func packABlock(_ trans: Bool, _ a: UnsafePointer<Float>, _ lda: Int, _ ic: Int,
                 for r in 0..<rows { o[r] = src[r] }
                 for r in rows..<mr { o[r] = 0 }
             }
+        } else if rows == mr {
+            // k outer, rows inner: the panel is written in order (one read stream per row).
+            // Measured on the encoder's shapes: the row-at-a-time scatter took 8% of the forward.
+            let src = a + (ic + i) * lda + pc
+            for p in 0..<kc {
+                let o = d + p * mr
+                for r in 0..<mr { o[r] = src[r * lda + p] }
+            }
         } else {
             for r in 0..<rows {
                 let src = a + (ic + i + r) * lda + pc
                 for p in 0..<kc { d[p * mr + r] = src[p] }
             }
-            if rows < mr { for p in 0..<kc { for r in rows..<mr { d[p * mr + r] = 0 } } }
+            for p in 0..<kc { for r in rows..<mr { d[p * mr + r] = 0 } }
         }
         i += mr
     }
@@ -259,12 +267,13 @@ func packBPanel(_ trans: Bool, _ b: UnsafePointer<Float>, _ ldb: Int, _ pc: Int,
             }
         }
     } else {
-        // op(B)[p][q] = B[q][p]: read each stored row contiguously, write with stride NR.
-        for q in 0..<cols {
-            let src = b + (j0 + q) * ldb + pc
-            for p in 0..<kc { dst[p * nr + q] = src[p] }
+        // op(B)[p][q] = B[q][p] (weights [out, in]): gather one stored column per k, written in order.
+        let src = b + j0 * ldb + pc
+        for p in 0..<kc {
+            let o = dst + p * nr
+            for q in 0..<cols { o[q] = src[q * ldb + p] }
+            for q in cols..<nr { o[q] = 0 }
         }
-        if cols < nr { for p in 0..<kc { for q in cols..<nr { dst[p * nr + q] = 0 } } }
     }
 }
 

@@ -107,7 +107,8 @@ public enum FusedInference {
                 keyCount[b] = n
             }
         }
-        let block = 64
+        // All queries of a sequence in one block (up to 256): K^T is packed once per (batch, head).
+        let block = min(max(seq, 1), 256)
         keyCount.withUnsafeBufferPointer { counts in
             keep.withUnsafeBufferPointer { keepBuffer in
                 let kp = keyPadding == nil ? nil : keepBuffer.baseAddress

@@ -14,10 +14,10 @@ extension SideTuneCommand.Bench {
             commandName: "step",
             abstract: "Time one training step (forward, backward, AdamW) of each method on the text backbone.",
             discussion: """
-            Builds each method on the MiniLM backbone (random side initialisation), feeds --batch rows of
-            --seq real tokens (random ids), and reports the median of --iterations steps after one
-            warm-up: with the backbone computed, and, for side methods, with the taps already computed
-            (what a feature-cache epoch costs). Methods run in turn, so every ratio comes from one run;
+            Builds each method on the MiniLM backbone (random side initialisation), feeds --batch rows of \
+            --seq real tokens (random ids), and reports the median of --iterations steps after one \
+            warm-up: with the backbone computed, and, for side methods, with the taps already computed \
+            (what a feature-cache epoch costs). Methods run in turn, so every ratio comes from one run; \
             --rounds repeats the whole list and keeps each method's best median (noisy machines).
             """
         )

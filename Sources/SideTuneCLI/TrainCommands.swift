@@ -11,10 +11,11 @@ extension SideTuneCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Adapt a backbone to a classification task with one method, and report accuracy, memory and time.",
             discussion: """
-            Methods: \(MethodKind.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; ")).
-            Side methods (lst, last, linear) run the backbone without autograd and, from epoch 2 on,
-            read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off).
+            Methods: \(MethodKind.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; ")). \
+            Side methods (lst, last, linear) run the backbone without autograd and, from epoch 2 on, \
+            read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off). \
             Memory is measured by the engine's ledger (bytes by category) and the process's peak RSS.
+
             Example: sidetune train --model minilm --data tweets --method lst --epochs 3 --train-limit 2000
             """
         )

@@ -91,11 +91,17 @@ extension SideTuneCommand {
         }
 
         public func run() throws {
+            if data != nil {
+                // Refused before the backbone is loaded.
+                let config = try Checkpoint.readConfig(URL(fileURLWithPath: checkpoint, isDirectory: true))
+                if !config.labels.isEmpty, try BackboneFamily(checkpoint: config) != .vit {
+                    throw ValidationError("--data is for image checkpoints; texts come from the arguments or --input")
+                }
+            }
             let restored = try RestoredClassifier.load(checkpoint, hint: BackboneHint(model: model, modelDir: modelDir), log: eprint)
             let labels = restored.config.labels
             switch restored.input {
             case let .tokens(model, encode):
-                if data != nil { throw ValidationError("--data is for image checkpoints; texts come from the arguments or --input") }
                 let lines = try texts + inputLines()
                 guard !lines.isEmpty else { throw ValidationError("nothing to label: pass texts or --input") }
                 let probs = classProbabilities(model, count: lines.count) { rows in makeBatch(rows.map { encode(lines[$0]) }) }

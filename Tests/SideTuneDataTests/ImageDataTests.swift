@@ -248,6 +248,7 @@ func npyBytes(_ shape: [Int], _ data: [UInt8]) -> [UInt8] {
         expectDataError(["width '0'"]) { _ = try ImageFile.load(tempFile("z.pgm", Array("P5 0 1 255\n".utf8))) }
         expectDataError(["convert to PGM or PPM"]) { _ = try ImageFile.load(tempFile("x.png", [0x89, 0x50])) }
         expectDataError(["'.gif' is not an image format"]) { _ = try ImageFile.load(tempFile("x.gif", [0])) }
+        expectDataError(["no such image file"]) { _ = try ImageFile.load("/nonexistent/some text") }
         expectDataError(["not [H, W]"]) { _ = try ImageFile.load(tempFile("v.npy", npyBytes([4], [1, 2, 3, 4]))) }
     }
 }

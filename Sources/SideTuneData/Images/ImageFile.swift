@@ -8,6 +8,9 @@ public enum ImageFile {
     public static let extensions = ["pgm", "ppm", "pnm", "npy"]
 
     public static func load(_ path: String) throws -> ImageSet {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw DataError(file: path, "no such image file (image checkpoints label image files: \(extensions.map { "." + $0 }.joined(separator: ", ")))")
+        }
         switch URL(fileURLWithPath: path).pathExtension.lowercased() {
         case "pgm", "ppm", "pnm":
             guard let data = FileManager.default.contents(atPath: path) else { throw DataError(file: path, "cannot read file") }

@@ -69,6 +69,6 @@ let package = Package(
         .testTarget(name: "SideTuneTrainerTests", dependencies: ["SideTuneTrainer", "SideTuneMethods", "SideTuneTestSupport",
                                                                "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
                     swiftSettings: fast),
-        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets", "SideTuneMethods", "SideTuneBackbones"], swiftSettings: fast),
+        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets", "SideTuneMethods", "SideTuneBackbones", "SideTuneTrainer"], swiftSettings: fast),
     ]
 )

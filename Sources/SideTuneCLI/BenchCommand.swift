@@ -18,8 +18,8 @@ extension SideTuneCommand.Bench {
             commandName: "gemm",
             abstract: "Time the FP32 GEMM on square and transformer shapes on 1 and 2 threads.",
             discussion: """
-            First measures the machine's FP32 peak with an in-register FMA loop, then reports GFLOPS
-            (2*m*n*k / best time) and the fraction of that peak for each shape and thread count.
+            First measures the machine's FP32 peak with an in-register FMA loop, then reports GFLOPS \
+            (2*m*n*k / best time) and the fraction of that peak for each shape and thread count. \
             Compare ratios within one run: these machines differ (Zen 4 runs 512-bit FMAs at half rate).
             """
         )

@@ -14,10 +14,10 @@ extension SideTuneCommand.Bench {
             commandName: "step",
             abstract: "Time one training step (forward, backward, AdamW) of each method on the text backbone.",
             discussion: """
-            Builds each method on the MiniLM backbone (random side initialisation), feeds --batch rows of
-            --seq real tokens (random ids), and reports the median of --iterations steps after one
-            warm-up: with the backbone computed, and, for side methods, with the taps already computed
-            (what a feature-cache epoch costs). Methods run in turn, so every ratio comes from one run;
+            Builds each method on the MiniLM backbone (random side initialisation), feeds --batch rows of \
+            --seq real tokens (random ids), and reports the median of --iterations steps after one \
+            warm-up: with the backbone computed, and, for side methods, with the taps already computed \
+            (what a feature-cache epoch costs). Methods run in turn, so every ratio comes from one run; \
             --rounds repeats the whole list and keeps each method's best median (noisy machines).
             """
         )
@@ -86,16 +86,23 @@ extension SideTuneCommand.Bench {
                         optimizer.step()
                         return now() - t0
                     }
+                    let pool = LargeBlockCache.shared
+                    var poolNote = ""
                     func median(_ taps: [Tensor]?) -> Double {
                         _ = step(taps)
+                        let (h0, m0, e0) = (pool.hits, pool.misses, pool.evictions)
                         let times = (0..<iterations).map { _ in step(taps) }.sorted()
+                        // Misses map fresh pages (zeroed by the kernel on first touch): in steady state there should be none.
+                        poolNote += String(format: "; block pool per step: %.1f reused, %.1f mapped, %.1f evicted",
+                                           Double(pool.hits - h0) / Double(iterations), Double(pool.misses - m0) / Double(iterations),
+                                           Double(pool.evictions - e0) / Double(iterations))
                         return times[times.count / 2]
                     }
                     let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median(nil)
                     let cached = kind.readsFrozenTaps ? median(model.frozenTaps(input)) : nil
                     let old = best[kind]
                     best[kind] = (min(computed, old?.computed ?? .infinity), cached.map { min($0, old?.cached ?? .infinity) })
-                    FileHandle.standardError.write(Data("round \(round + 1) \(kind.rawValue): \(String(format: "%.4f", computed)) s computed\(cached.map { String(format: ", %.4f s from taps", $0) } ?? "")\n".utf8))
+                    FileHandle.standardError.write(Data("round \(round + 1) \(kind.rawValue): \(String(format: "%.4f", computed)) s computed\(cached.map { String(format: ", %.4f s from taps", $0) } ?? "")\(poolNote)\n".utf8))
                 }
             }
             let reference = best[.lora]?.computed

@@ -8,9 +8,10 @@ extension SideTuneCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Train several methods on the same data and split; write a Markdown table, a CSV and an SVG plot of accuracy against peak memory.",
             discussion: """
-            Each method runs in its own process (`sidetune train ... --report`), so peak RSS is measured
-            per method, not inherited from the previous one. Every option after the method list is
+            Each method runs in its own process (`sidetune train ... --report`), so peak RSS is measured \
+            per method, not inherited from the previous one. Every option after the method list is \
             passed to train unchanged (e.g. --epochs, --train-limit, --max-length, --batch-size).
+
             Example: sidetune compare --methods lst,last,lora,full --train-limit 2000 --epochs 3
             """
         )

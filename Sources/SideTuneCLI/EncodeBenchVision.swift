@@ -13,11 +13,12 @@ extension SideTuneCommand.Bench {
             commandName: "encode-vision",
             abstract: "Time the frozen image encoder (no autograd) and report images/s, GFLOPS and peak memory.",
             discussion: """
-            Loads the model (from --onnx, or the cached asset, fetched if missing), runs one warm-up
-            pass, then --iterations timed passes on seeded random pixels of --batch x 3 x --size x --size,
-            collecting the 13 taps a side network reads. Reports images/s of the best pass, effective
-            GFLOPS (matrix products and attention) against the FMA-loop peak measured in the same run,
+            Loads the model (from --onnx, or the cached asset, fetched if missing), runs one warm-up \
+            pass, then --iterations timed passes on seeded random pixels of --batch x 3 x --size x --size, \
+            collecting the 13 taps a side network reads. Reports images/s of the best pass, effective \
+            GFLOPS (matrix products and attention) against the FMA-loop peak measured in the same run, \
             and peak memory per ledger category plus the process's peak RSS.
+
             scripts/bench_encode_vit_twin.py runs this and onnxruntime on the same work and prints the ratio.
             """
             , shouldDisplay: false // reached through `bench encode --model vit-s14`

@@ -1,114 +1,138 @@
 import ArgumentParser
 import Foundation
-import SideTuneAssets
-import SideTuneBackbones
+import SideTuneData
 import SideTuneEngine
 import SideTuneMethods
 import SideTuneTokenizers
 import SideTuneTrainer
 
-/// Rebuilds a trained classifier from a checkpoint folder (checkpoint.json + weights.safetensors),
-/// refusing a backbone whose weights differ from the one it was trained on.
-func loadClassifier(checkpoint: String, task: TextTaskOptions) throws -> (TextClassifier, CheckpointConfig, WordPieceTokenizer) {
-    let folder = URL(fileURLWithPath: checkpoint, isDirectory: true)
-    let config = try Checkpoint.readConfig(folder)
-    let modelFolder: URL
-    if let dir = task.modelDir { modelFolder = try LocalModelFolder(path: dir).url } else {
-        // The checkpoint names its backbone; a local folder's name is not an asset, so fall back to --model.
-        let store = AssetStore()
-        let asset = (try? store.descriptor(config.backboneName)) != nil ? config.backboneName : task.model
-        _ = try store.fetch(asset)
-        modelFolder = try store.path(of: asset, file: .modelFolder)
-    }
-    let sha = try SHA256.hexDigest(ofFile: modelFolder.appendingPathComponent("model.safetensors").path)
-    let backbone = try BertEncoder.load(folder: modelFolder)
-    var options = config.options
-    options.sideInit = .random // the checkpoint's weights replace any initialisation
-    let model = try TextClassifier(backbone: backbone, method: config.method, classes: config.labels.count, options: options,
-                                   seed: config.seed)
-    _ = try Checkpoint.load(into: model, from: folder, backboneSHA256: sha)
-    model.train(false)
-    return (model, config, try WordPieceTokenizer.load(modelFolder: modelFolder))
+extension TextTaskOptions {
+    /// --model and --model-dir as places to look for a checkpoint's backbone (--model's default,
+    /// minilm, is no hint: the checkpoint names its own backbone).
+    var backboneHint: BackboneHint { BackboneHint(model: model == "minilm" ? nil : model, modelDir: modelDir) }
 }
 
 extension SideTuneCommand {
     public struct Eval: ParsableCommand {
         public static let configuration = CommandConfiguration(
-            abstract: "Evaluate a saved checkpoint on the validation and test splits of a data set.",
-            discussion: "Use the same --data, --seed and limits as in training to get the same split."
+            abstract: "Evaluate a saved checkpoint (text, image or LLM classifier) on the validation and test splits of a data set.",
+            discussion: """
+            The checkpoint names its backbone, method, labels, max length and image size. Use the same --data,
+            --seed and limits as in training to get the same split (text and LLM: --train-limit, --eval-limit;
+            images: --test-limit).
+            """
         )
         @Option(help: "Checkpoint folder (e.g. RUN/best).")
         var checkpoint: String
         @OptionGroup var task: TextTaskOptions
+        @Option(help: "Image checkpoints: a stratified sample of this many test images (0 = the full 10,000), as in training.")
+        var testLimit: Int = 0
 
         public init() {}
 
         public func run() throws {
-            let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
-            let (model, config, _) = try loadClassifier(checkpoint: checkpoint, task: task)
-            var t = task
-            t.maxLength = config.maxLength
-            let prepared = try PreparedTextTask.prepare(t, log: log)
-            guard prepared.labels == config.labels else {
-                throw ValidationError("the data's labels \(prepared.labels) differ from the checkpoint's \(config.labels)")
-            }
-            let trainer = try Trainer(model: model, parameters: TrainingParameters(), train: prepared.train, validation: prepared.validation,
-                                      test: prepared.test, checkpointConfig: config)
-            for (name, split) in [("validation", prepared.validation), ("test", prepared.test)] {
-                let m = trainer.evaluate(split)
+            for (name, m) in try zip(["validation", "test"], evaluate()) {
                 print(String(format: "%@: accuracy %.2f%%, macro-F1 %.2f%% on %d examples", name, 100 * m.accuracy, 100 * m.macroF1, m.count))
+            }
+        }
+
+        /// Validation and test metrics.
+        func evaluate() throws -> [ClassificationMetrics] {
+            let restored = try RestoredClassifier.load(checkpoint, hint: task.backboneHint, log: eprint)
+            switch restored.input {
+            case let .tokens(model, encode):
+                var t = task
+                t.maxLength = restored.config.maxLength
+                let (labels, _, validation, test) = try loadTextSplits(t, log: eprint, encode: encode)
+                try restored.checkLabels(labels, data: task.data)
+                return try evaluateSplits(model, [validation, test], config: restored.config)
+            case let .images(model, pre):
+                guard task.trainLimit == 0, task.evalLimit == 0 else {
+                    throw ValidationError("--train-limit and --eval-limit are for text checkpoints; an image checkpoint uses Fashion-MNIST-1k's 800/200 split and --test-limit")
+                }
+                let data = try ImageSplits.load(data: task.data, imageSize: pre.size, seed: task.seed, testLimit: testLimit, log: eprint)
+                try restored.checkLabels(data.labels, data: task.data)
+                return try evaluateSplits(model, [data.validation, data.test], config: restored.config)
             }
         }
     }
 
     public struct Predict: ParsableCommand {
         public static let configuration = CommandConfiguration(
-            abstract: "Label texts with a saved checkpoint: prints CSV rows of label and class probabilities.",
-            discussion: "Texts come from the arguments, or one per line from --input (or a CSV column with --text-column)."
+            abstract: "Label texts or images with a saved checkpoint: prints CSV rows of label and class probabilities.",
+            discussion: """
+            Text and LLM checkpoints: texts from the arguments, or one per line from --input (or a CSV column with
+            --text-column); rows are label, p_<class>..., text. Image checkpoints: image files (\(ImageFile.extensions.map { "." + $0 }.joined(separator: ", ")); PNG/JPEG
+            must be converted) from the arguments or listed one per line in --input, and/or --data fashion-mnist-1k
+            --limit N (the first N test images); rows are input, label, p_<class>....
+            """
         )
         @Option(help: "Checkpoint folder (e.g. RUN/best).")
         var checkpoint: String
-        @Option(help: "A text file (one text per line) or a CSV file (with --text-column).")
+        @Option(help: "A text file (one text, or image path, per line) or a CSV file (with --text-column).")
         var input: String?
         @Option(help: "Text column when --input is a CSV file.")
         var textColumn: String = "text"
-        @Option(help: "A local model folder, if the checkpoint's backbone is not an asset.")
+        @Option(help: "A local model folder, if the checkpoint's BERT backbone is not an asset.")
         var modelDir: String?
-        @Argument(help: "Texts to label.")
+        @Option(help: "The backbone (an asset, or a ViT .onnx file), if the checkpoint's cannot be found.")
+        var model: String?
+        @Option(help: "Image checkpoints: label images of this data set's test split (fashion-mnist-1k or a Fashion-MNIST folder).")
+        var data: String?
+        @Option(help: "With --data: only the first N test images (0 = all).")
+        var limit: Int = 0
+        @Argument(help: "Texts to label (text and LLM checkpoints), or image files (image checkpoints).")
         var texts: [String] = []
 
         public init() {}
 
+        public func validate() throws {
+            guard limit >= 0 else { throw ValidationError("--limit must be >= 0") }
+        }
+
         public func run() throws {
-            var lines = texts
-            if let input {
-                let url = URL(fileURLWithPath: input)
-                guard let data = FileManager.default.contents(atPath: url.path) else { throw ValidationError("--input \(input): cannot read") }
-                if url.pathExtension.lowercased() == "csv" {
-                    let ds = try loadCSVTexts(url, column: textColumn)
-                    lines += ds
-                } else {
-                    lines += String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+            if data != nil {
+                // Refused before the backbone is loaded.
+                let config = try Checkpoint.readConfig(URL(fileURLWithPath: checkpoint, isDirectory: true))
+                if !config.labels.isEmpty, try BackboneFamily(checkpoint: config) != .vit {
+                    throw ValidationError("--data is for image checkpoints; texts come from the arguments or --input")
                 }
             }
-            guard !lines.isEmpty else { throw ValidationError("nothing to label: pass texts or --input") }
-            var task = TextTaskOptions()
-            task.modelDir = modelDir
-            let (model, config, tokenizer) = try loadClassifier(checkpoint: checkpoint, task: task)
-            print((["label"] + config.labels.map { "p_\($0)" } + ["text"]).joined(separator: ","))
-            var i = 0
-            while i < lines.count {
-                let chunk = Array(lines[i..<min(i + 64, lines.count)])
-                let probs = noGrad { model(makeBatch(chunk.map { tokenizer.encode($0, maxLength: config.maxLength).ids })).softmax() }
-                let c = config.labels.count
-                for (r, text) in chunk.enumerated() {
-                    let row = (0..<c).map { probs.data[r * c + $0] }
-                    let best = row.indices.max { row[$0] < row[$1] }!
-                    let quoted = "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-                    print(([config.labels[best]] + row.map { String(format: "%.4f", $0) } + [quoted]).joined(separator: ","))
+            let restored = try RestoredClassifier.load(checkpoint, hint: BackboneHint(model: model, modelDir: modelDir), log: eprint)
+            let labels = restored.config.labels
+            switch restored.input {
+            case let .tokens(model, encode):
+                let lines = try texts + inputLines()
+                guard !lines.isEmpty else { throw ValidationError("nothing to label: pass texts or --input") }
+                let probs = classProbabilities(model, count: lines.count) { rows in makeBatch(rows.map { encode(lines[$0]) }) }
+                print((["label"] + labels.map { "p_\($0)" } + ["text"]).joined(separator: ","))
+                for (text, row) in zip(lines, probs) { print((predictionFields(row, labels) + [csvQuoted(text)]).joined(separator: ",")) }
+            case let .images(model, pre):
+                var items: [(name: String, set: ImageSet, index: Int)] = []
+                for path in try texts + inputLines() {
+                    let set = try ImageFile.load(path)
+                    items += (0..<set.count).map { (set.count == 1 ? path : "\(path)[\($0)]", set, $0) }
                 }
-                i += chunk.count
+                if let data {
+                    let test = try ImageSplits.loadSets(data: data, log: eprint).test
+                    items += (0..<(limit > 0 ? min(limit, test.count) : test.count)).map { ("\(data):test/\($0)", test, $0) }
+                }
+                guard !items.isEmpty else { throw ValidationError("nothing to label: pass image files, --input or --data") }
+                let probs = classProbabilities(model, count: items.count) { rows in
+                    imagePixels(rows.map { (items[$0].set, items[$0].index) }, pre)
+                }
+                print((["input", "label"] + labels.map { "p_\($0)" }).joined(separator: ","))
+                for (item, row) in zip(items, probs) { print(([csvQuoted(item.name)] + predictionFields(row, labels)).joined(separator: ",")) }
             }
+        }
+
+        /// Lines of --input: a text file's lines, or a CSV file's --text-column.
+        func inputLines() throws -> [String] {
+            guard let input else { return [] }
+            let url = URL(fileURLWithPath: input)
+            guard let data = FileManager.default.contents(atPath: url.path) else { throw ValidationError("--input \(input): cannot read") }
+            if url.pathExtension.lowercased() == "csv" { return try loadCSVTexts(url, column: textColumn) }
+            return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).map(String.init)
         }
     }
 }

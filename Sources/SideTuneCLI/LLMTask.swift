@@ -74,6 +74,14 @@ struct LoadedLLM {
         // The checkpoint's backbone identity includes the block format (NF4 weights differ from F32).
         return LoadedLLM(llama: llama, tokenizer: tok, name: "\(model)-\(weights.rawValue)", sha256: sha + "-\(weights.rawValue)")
     }
+
+    /// The asset and block format of a checkpoint's backbone name "<asset>-<format>" (see `load`),
+    /// nil when the name is not of that form.
+    static func parse(backboneName: String) -> (asset: String, weights: LlamaWeightFormat)? {
+        guard let dash = backboneName.lastIndex(of: "-"),
+              let format = LlamaWeightFormat(rawValue: String(backboneName[backboneName.index(after: dash)...])) else { return nil }
+        return (String(backboneName[..<dash]), format)
+    }
 }
 
 /// Byte-level BPE ids of a text for classification: the text alone, truncated to `maxLength`
@@ -106,7 +114,7 @@ extension SideTuneCommand.Train {
         let model = try LLMClassifier(backbone: loaded.llama, method: kind, classes: labels.count, options: options, seed: task.seed)
         let config = CheckpointConfig(method: kind, options: options, labels: labels, maxLength: task.maxLength,
                                       backboneName: loaded.name, backboneSHA256: loaded.sha256, seed: task.seed, epoch: 0,
-                                      validationAccuracy: nil)
+                                      validationAccuracy: nil, backboneFamily: BackboneFamily.llama.rawValue)
         return try self.train(model, train: train, validation: validation, test: test, config: config, log: log)
     }
 }
@@ -204,7 +212,8 @@ extension SideTuneCommand.Train {
         let snapshot = MemoryLedger.shared.snapshot()
         let folder = URL(fileURLWithPath: output, isDirectory: true)
         let config = CheckpointConfig(method: .qst, options: options, labels: [], maxLength: task.maxLength, backboneName: loaded.name,
-                                      backboneSHA256: loaded.sha256, seed: task.seed, epoch: p.epochs, validationAccuracy: nil)
+                                      backboneSHA256: loaded.sha256, seed: task.seed, epoch: p.epochs, validationAccuracy: nil,
+                                      backboneFamily: BackboneFamily.llama.rawValue)
         try Checkpoint.save(module: model, config: config, to: folder)
         log("saved the side network to \(folder.path) (sidetune generate --checkpoint \(folder.path) --prompt ...)")
         // The format taught: the longest prefix every training response shares (e.g. "ANSWER: ").

@@ -39,34 +39,46 @@ public struct TextTaskOptions: ParsableArguments {
     }
 }
 
+/// A BERT-family backbone folder and the identity of its weights file.
+struct BertBackbone {
+    var folder: URL
+    var name: String
+    var sha256: String
+    /// The folder when given by path (--model-dir), recorded in checkpoints.
+    var path: String?
+
+    /// `modelDir` (a local folder) if given, else the asset `model`, fetched on first use.
+    static func resolve(model: String, modelDir: String?, log: (String) -> Void) throws -> BertBackbone {
+        let folder: URL, name: String
+        if let dir = modelDir {
+            folder = try LocalModelFolder(path: dir).url
+            name = folder.lastPathComponent
+        } else {
+            let store = AssetStore()
+            _ = try store.fetch(model) { if case .downloading = $0 { log("fetching \(model) ...") } }
+            folder = try store.path(of: model, file: .modelFolder)
+            name = model
+        }
+        let sha = try SHA256.hexDigest(ofFile: folder.appendingPathComponent("model.safetensors").path)
+        return BertBackbone(folder: folder, name: name, sha256: sha, path: modelDir.map { _ in folder.path })
+    }
+
+    func load() throws -> BertEncoder { try BertEncoder.load(folder: folder) }
+    func tokenizer() throws -> WordPieceTokenizer { try WordPieceTokenizer.load(modelFolder: folder) }
+}
+
 /// Everything a text run needs, loaded once.
 struct PreparedTextTask {
-    var modelFolder: URL
-    var backboneName: String
-    var backboneSHA256: String
+    var backbone: BertBackbone
     var tokenizer: WordPieceTokenizer
     var labels: [String]
     var train: EncodedSplit, validation: EncodedSplit, test: EncodedSplit
 
-    func loadBackbone() throws -> BertEncoder { try BertEncoder.load(folder: modelFolder) }
-
     static func prepare(_ o: TextTaskOptions, log: (String) -> Void) throws -> PreparedTextTask {
-        let store = AssetStore()
-        let folder: URL, name: String
-        if let dir = o.modelDir {
-            let local = try LocalModelFolder(path: dir)
-            folder = local.url
-            name = local.url.lastPathComponent
-        } else {
-            _ = try store.fetch(o.model) { if case .downloading = $0 { log("fetching \(o.model) ...") } }
-            folder = try store.path(of: o.model, file: .modelFolder)
-            name = o.model
-        }
-        let sha = try SHA256.hexDigest(ofFile: folder.appendingPathComponent("model.safetensors").path)
-        let tokenizer = try WordPieceTokenizer.load(modelFolder: folder)
+        let backbone = try BertBackbone.resolve(model: o.model, modelDir: o.modelDir, log: log)
+        let tokenizer = try backbone.tokenizer()
         let (labels, t, v, te) = try loadTextSplits(o, log: log) { tokenizer.encode($0, maxLength: o.maxLength).ids }
-        return PreparedTextTask(modelFolder: folder, backboneName: name, backboneSHA256: sha, tokenizer: tokenizer,
-                                labels: labels, train: t, validation: v, test: te)
+        return PreparedTextTask(backbone: backbone, tokenizer: tokenizer, labels: labels, train: t, validation: v, test: te)
     }
 }
 

@@ -11,10 +11,11 @@ extension SideTuneCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Adapt a backbone to a classification task with one method, and report accuracy, memory and time.",
             discussion: """
-            Methods: \(MethodKind.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; ")).
-            Side methods (lst, last, linear) run the backbone without autograd and, from epoch 2 on,
-            read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off).
+            Methods: \(MethodKind.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; ")). \
+            Side methods (lst, last, linear) run the backbone without autograd and, from epoch 2 on, \
+            read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off). \
             Memory is measured by the engine's ledger (bytes by category) and the process's peak RSS.
+
             Example: sidetune train --model minilm --data tweets --method lst --epochs 3 --train-limit 2000
             """
         )
@@ -82,15 +83,16 @@ extension SideTuneCommand {
 
         func runTextTraining(_ kind: MethodKind, log: @escaping (String) -> Void) throws -> TrainingReport {
             let prepared = try PreparedTextTask.prepare(task, log: log)
-            let backbone = try prepared.loadBackbone()
+            let backbone = try prepared.backbone.load()
             let options = try methodFlags.options()
             let fisher = kind == .lst && options.sideInit == .fisher
                 ? zip(prepared.train.ids, prepared.train.labels).map { (ids: $0, label: $1) } : []
             let model = try TextClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options,
                                            seed: task.seed, fisherData: fisher, progress: log)
             let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: task.maxLength,
-                                          backboneName: prepared.backboneName, backboneSHA256: prepared.backboneSHA256,
-                                          seed: task.seed, epoch: 0, validationAccuracy: nil)
+                                          backboneName: prepared.backbone.name, backboneSHA256: prepared.backbone.sha256,
+                                          seed: task.seed, epoch: 0, validationAccuracy: nil, backboneFamily: BackboneFamily.bert.rawValue,
+                                          backbonePath: prepared.backbone.path)
             return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
         }
 
@@ -125,7 +127,7 @@ extension SideTuneCommand {
 }
 
 /// Which kind of backbone a --model names: it decides the task path (text, image, LLM).
-enum BackboneFamily {
+enum BackboneFamily: String {
     case bert, vit, llama
 
     init(model: String, modelDir: String?) throws {
@@ -136,6 +138,21 @@ enum BackboneFamily {
         }
         if d.files[.onnx] != nil { self = .vit } else if d.files[.gguf] != nil { self = .llama } else if d.files[.modelFolder] != nil { self = .bert } else {
             throw ValidationError("--model \(model) is a data set, not a model")
+        }
+    }
+
+    /// The family a checkpoint was trained on: recorded in newer checkpoints, else inferred from
+    /// the backbone's name ("<asset>-nf4|float32" for LLMs, an ONNX file or asset for ViTs).
+    init(checkpoint c: CheckpointConfig) throws {
+        if let recorded = c.backboneFamily {
+            guard let f = BackboneFamily(rawValue: recorded) else { throw ValidationError("unknown backbone family '\(recorded)' in the checkpoint") }
+            self = f
+        } else if LoadedLLM.parse(backboneName: c.backboneName) != nil {
+            self = .llama
+        } else if c.backboneName.hasSuffix(".onnx") || (try? AssetStore().descriptor(c.backboneName))?.files[.onnx] != nil {
+            self = .vit
+        } else {
+            self = .bert
         }
     }
 }

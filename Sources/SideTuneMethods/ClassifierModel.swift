@@ -3,7 +3,7 @@ import SideTuneNN
 
 /// What the trainer needs of a classifier, whatever its backbone (BERT text encoder, ViT, LLM)
 /// and whatever its input (token ids, images). `Batch` is the backbone's input for a batch.
-public protocol ClassifierModel: Module {
+public protocol ClassifierModel<Batch>: Module {
     associatedtype Batch
     var method: MethodKind { get }
     var classes: Int { get }

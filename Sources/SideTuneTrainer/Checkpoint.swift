@@ -18,9 +18,18 @@ public struct CheckpointConfig: Codable, Sendable {
     public var seed: UInt64
     public var epoch: Int
     public var validationAccuracy: Double?
+    /// Which kind of backbone (bert, vit, llama), so eval and predict rebuild the right model.
+    /// Absent in older checkpoints: then inferred from the backbone's name.
+    public var backboneFamily: String?
+    /// Image checkpoints: the side images were resized to (older ones kept it in `maxLength`).
+    public var imageSize: Int?
+    /// A backbone given by path (a BERT folder, a ViT .onnx file) rather than by asset name: where
+    /// it was at training time, tried first by eval and predict (the SHA-256 still has to match).
+    public var backbonePath: String?
 
     public init(method: MethodKind, options: MethodOptions, labels: [String], maxLength: Int, backboneName: String,
-                backboneSHA256: String, seed: UInt64, epoch: Int, validationAccuracy: Double?) {
+                backboneSHA256: String, seed: UInt64, epoch: Int, validationAccuracy: Double?, backboneFamily: String? = nil,
+                imageSize: Int? = nil, backbonePath: String? = nil) {
         self.method = method
         self.options = options
         self.labels = labels
@@ -30,12 +39,16 @@ public struct CheckpointConfig: Codable, Sendable {
         self.seed = seed
         self.epoch = epoch
         self.validationAccuracy = validationAccuracy
+        self.backboneFamily = backboneFamily
+        self.imageSize = imageSize
+        self.backbonePath = backbonePath
     }
 
     enum CodingKeys: String, CodingKey {
         case format, method, options, labels, seed, epoch
         case maxLength = "max_length", backboneName = "backbone_name", backboneSHA256 = "backbone_sha256"
-        case validationAccuracy = "validation_accuracy"
+        case validationAccuracy = "validation_accuracy", backboneFamily = "backbone_family", imageSize = "image_size"
+        case backbonePath = "backbone_path"
     }
 }
 
@@ -71,14 +84,19 @@ public enum Checkpoint {
     /// Loads the trainable parameters and buffers into `model` after checking the backbone identity.
     public static func load(into model: some ClassifierModel, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
         let config = try readConfig(folder)
-        guard config.backboneSHA256 == backboneSHA256 else {
-            throw TrainerError("\(folder.path): checkpoint was trained on backbone '\(config.backboneName)' with weights sha256 \(config.backboneSHA256.prefix(12))..., but this backbone's weights have sha256 \(backboneSHA256.prefix(12))...")
-        }
+        try checkBackbone(config, sha256: backboneSHA256, folder: folder)
         guard config.method == model.method else {
             throw TrainerError("\(folder.path): checkpoint is for method \(config.method.rawValue), model is \(model.method.rawValue)")
         }
         try loadParameters(into: model, from: folder)
         return config
+    }
+
+    /// Refuses a backbone whose weights differ from the ones the checkpoint was trained on.
+    public static func checkBackbone(_ config: CheckpointConfig, sha256: String, folder: URL) throws {
+        guard config.backboneSHA256 == sha256 else {
+            throw TrainerError("\(folder.path): checkpoint was trained on backbone '\(config.backboneName)' with weights sha256 \(config.backboneSHA256.prefix(12))..., but this backbone's weights have sha256 \(sha256.prefix(12))...")
+        }
     }
 
     /// Loads the trainable parameters of any module from `folder/weights.safetensors` (names and

@@ -202,3 +202,53 @@ func idx(_ dims: [Int], _ data: [UInt8]) -> [UInt8] {
         #expect(Array(few.train.image(0)) == Array(train.image(tr[0])) && few.train.labels[5] == train.labels[tr[5]])
     }
 }
+
+/// NPY v1 bytes of a uint8 array.
+func npyBytes(_ shape: [Int], _ data: [UInt8]) -> [UInt8] {
+    var header = "{'descr': '|u1', 'fortran_order': False, 'shape': (\(shape.map(String.init).joined(separator: ", "))\(shape.count == 1 ? "," : "")), }"
+    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+    header += "\n"
+    let n = header.utf8.count
+    return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(n & 0xff), UInt8(n >> 8)] + Array(header.utf8) + data
+}
+
+@Suite struct ImageFileTests {
+    @Test func binaryAndPlainGreyMaps() throws {
+        // P5 with a comment, maxval 255: bytes as they are.
+        let p5 = try ImageFile.load(tempFile("a.pgm", Array("P5\n# made by hand\n3 2\n255\n".utf8) + [0, 10, 20, 30, 40, 255]))
+        #expect(p5.height == 2 && p5.width == 3 && p5.channels == 1 && p5.pixels == [0, 10, 20, 30, 40, 255] && p5.labels == [-1])
+        // P2 with maxval 15: scaled to 0-255 (15 -> 255, 1 -> 17).
+        let p2 = try ImageFile.load(tempFile("b.pgm", Array("P2 2 1 15\n1 15\n".utf8)))
+        #expect(p2.pixels == [17, 255])
+        // 16-bit binary samples are big-endian.
+        let p16 = try Netpbm.parse(Array("P5 1 1 65535 ".utf8) + [0xff, 0xff], file: "x")
+        #expect(p16.pixels == [255])
+    }
+
+    @Test func colourMapsKeepThreeChannels() throws {
+        let p6 = try ImageFile.load(tempFile("c.ppm", Array("P6 1 2 255\n".utf8) + [1, 2, 3, 4, 5, 6]))
+        #expect(p6.channels == 3 && p6.height == 2 && p6.width == 1 && p6.pixels == [1, 2, 3, 4, 5, 6])
+        let p3 = try ImageFile.load(tempFile("d.ppm", Array("P3 1 1 255 7 8 9".utf8)))
+        #expect(p3.channels == 3 && p3.pixels == [7, 8, 9])
+    }
+
+    @Test func npyImages() throws {
+        let one = try ImageFile.load(tempFile("one.npy", npyBytes([2, 3], [1, 2, 3, 4, 5, 6])))
+        #expect(one.count == 1 && one.height == 2 && one.width == 3 && one.channels == 1)
+        let rgb = try ImageFile.load(tempFile("rgb.npy", npyBytes([1, 2, 3], [1, 2, 3, 4, 5, 6])))
+        #expect(rgb.count == 1 && rgb.channels == 3 && rgb.width == 2)
+        let many = try ImageFile.load(tempFile("many.npy", npyBytes([2, 2, 2], Array(0..<8))))
+        #expect(many.count == 2 && many.height == 2 && Array(many.image(1)) == [4, 5, 6, 7])
+    }
+
+    @Test func badImageFilesAreClearErrors() throws {
+        expectDataError(["truncated pixels", "needs 6 bytes"]) { _ = try ImageFile.load(tempFile("t.pgm", Array("P5 3 2 255\n".utf8) + [1, 2])) }
+        expectDataError(["P2, P3, P5, P6"]) { _ = try ImageFile.load(tempFile("bits.pbm.pgm", Array("P4 1 1\n".utf8) + [0])) }
+        expectDataError(["sample 16 above maxval 15"]) { _ = try ImageFile.load(tempFile("m.pgm", Array("P2 1 1 15 16".utf8))) }
+        expectDataError(["width '0'"]) { _ = try ImageFile.load(tempFile("z.pgm", Array("P5 0 1 255\n".utf8))) }
+        expectDataError(["convert to PGM or PPM"]) { _ = try ImageFile.load(tempFile("x.png", [0x89, 0x50])) }
+        expectDataError(["'.gif' is not an image format"]) { _ = try ImageFile.load(tempFile("x.gif", [0])) }
+        expectDataError(["no such image file"]) { _ = try ImageFile.load("/nonexistent/some text") }
+        expectDataError(["not [H, W]"]) { _ = try ImageFile.load(tempFile("v.npy", npyBytes([4], [1, 2, 3, 4]))) }
+    }
+}

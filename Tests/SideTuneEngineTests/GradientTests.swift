@@ -109,9 +109,11 @@ import Testing
         let q = randomTensor([2, 2, 5, 4], seed: 23), k = randomTensor([2, 2, 6, 4], seed: 24), v = randomTensor([2, 2, 6, 3], seed: 25)
         let pad = AttentionMask(keyPadding: [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1])
         gradCheck("attention reference", [q, k, v]) { Tensor.attentionReference($0[0], $0[1], $0[2], mask: pad) }
-        gradCheck("attention blocked", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: pad) }
         let causal = AttentionMask(causal: true)
-        gradCheck("attention blocked causal", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: causal) }
+        for kernel in [AttentionKernel.blocked, .smallHeads] {
+            gradCheck("attention \(kernel)", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: pad, kernel: kernel) }
+            gradCheck("attention \(kernel) causal", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: causal, kernel: kernel) }
+        }
     }
 
     @Test func gatherAndMax() {

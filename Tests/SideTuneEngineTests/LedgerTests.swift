@@ -1,3 +1,4 @@
+import Foundation
 import SideTuneEngine
 import Synchronization
 import SideTuneTestSupport
@@ -90,5 +91,34 @@ import Testing
             kept.withLock { $0.removeAll() }
             #expect(ledger.currentTotal == 0)
         }
+    }
+
+    /// The block pool reuses a freed block for a later request of its class or up to half its size,
+    /// and keeps mapped bytes (live + idle) within the peak of live bytes plus its slack: a size
+    /// that fits no idle block evicts idle blocks before mapping.
+    @Test func blockPoolReusesWithinThePeak() {
+        let mb = 1 << 20
+        let pool = LargeBlockCache(slackMB: 1)
+        let a = pool.allocate(3 * mb, what: "test"), b = pool.allocate(5 * mb, what: "test")
+        memset(a, 1, 3 * mb); memset(b, 2, 5 * mb)
+        pool.release(a, 3 * mb)
+        let c = pool.allocate(2 * mb, what: "test")
+        #expect(c == a, "a 3 MiB idle block serves a 2 MiB request")
+        pool.release(b, 5 * mb)
+        pool.release(c, 2 * mb)
+        let peak = pool.peakLiveBytes
+        #expect(pool.liveBytes == 0 && pool.idleBytes == peak && peak == 9 * mb, "3 MiB + 5 MiB rounded to 6")
+        // 20 MiB fits no idle block: both are unmapped first, so mapped bytes stay within the bound.
+        let d = pool.allocate(20 * mb, what: "test")
+        #expect(pool.idleBytes == 0 && pool.evictions == 2)
+        #expect(pool.liveBytes + pool.idleBytes <= pool.peakLiveBytes + mb)
+        pool.release(d, 20 * mb)
+        pool.trim()
+        #expect(pool.idleBytes == 0 && pool.peakLiveBytes == 0)
+        #expect(LargeBlockCache.sizeClass(3 * mb) == 3 * mb && LargeBlockCache.sizeClass(3 * mb + 1) == 3 * mb + mb / 2)
+        let off = LargeBlockCache(slackMB: 0)
+        let e = off.allocate(mb, what: "test")
+        off.release(e, mb)
+        #expect(off.idleBytes == 0, "slack 0 turns reuse off")
     }
 }

@@ -367,7 +367,7 @@ public func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) 
         s0.addProduct(xr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self), yr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
         i += 16
     }
-    var s = (s0 + s1).sum()
+    var s = hsum(s0 + s1)
     while i < n { s += x[i] * y[i]; i += 1 }
     return s
 }

@@ -8,6 +8,15 @@ public typealias V16 = SIMD16<Float>
 @inline(__always) public func loadV(_ p: UnsafeMutablePointer<Float>) -> V16 { UnsafeRawPointer(p).loadUnaligned(as: V16.self) }
 @inline(__always) public func storeV(_ p: UnsafeMutablePointer<Float>, _ v: V16) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V16.self) }
 
+/// The sum of the lanes as a tree of halves: SIMD's `sum()` adds the 16 lanes one after another
+/// (15 dependent scalar adds), which showed in profiles of every short dot product.
+@inline(__always) public func hsum(_ v: V16) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}
+
 /// exp(x), Cephes-style: 2^n * p(r) with r = x - n ln2 split in two parts; about 2 ulp.
 @inline(__always) public func vexp(_ x: V16) -> V16 {
     // Clamp and round with plain lane-wise selects and the 1.5 * 2^23 trick: `clamped` and

@@ -134,7 +134,7 @@ extension Tensor {
                         var acc = V16()
                         var j = 0
                         while j + 16 <= d { let c = loadV(x + j) - mv; acc.addProduct(c, c); j += 16 }
-                        var v = acc.sum()
+                        var v = hsum(acc)
                         while j < d { let c = x[j] - mean; v += c * c; j += 1 }
                         let rstd = 1 / (v / Float(d) + eps).squareRoot()
                         ps[2 * row] = mean; ps[2 * row + 1] = rstd
@@ -249,13 +249,14 @@ extension Tensor {
         y.initialize(repeating: 0, count: n)
         return -Float.infinity
     }
-    var s: Float = 0
+    var vs = V16()
     let vm = V16(repeating: m)
     var j = 0
     while j + 16 <= n {
         let e = vexp(loadV(x + j) - vm)
-        storeV(y + j, e); s += e.sum(); j += 16
+        storeV(y + j, e); vs += e; j += 16
     }
+    var s = hsum(vs)
     while j < n { let e = vexp(x[j] - m); y[j] = e; s += e; j += 1 }
     let inv = V16(repeating: 1 / s)
     j = 0
@@ -302,7 +303,7 @@ func layerNormBackward(x: Tensor, stats: Tensor, g: Tensor, weight: Tensor?, bia
                     if wantB { gbp[j] += gr[j] }
                     j += 1
                 }
-                let dnMean = (sDn.sum() + tDn) / Float(d), dnXhatMean = (sDnX.sum() + tDnX) / Float(d)
+                let dnMean = (hsum(sDn) + tDn) / Float(d), dnXhatMean = (hsum(sDnX) + tDnX) / Float(d)
                 guard let gx else { continue }
                 let o = gx.data + row * d
                 let mD = V16(repeating: dnMean), mX = V16(repeating: dnXhatMean)

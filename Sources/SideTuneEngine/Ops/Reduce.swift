@@ -27,7 +27,7 @@ func sumAxis(_ x: Tensor, _ axis: Int) -> Tensor {
     var i = 0
     while i + 32 <= n { s0 += loadV(p + i); s1 += loadV(p + i + 16); i += 32 }
     while i + 16 <= n { s0 += loadV(p + i); i += 16 }
-    var s = (s0 + s1).sum()
+    var s = hsum(s0 + s1)
     while i < n { s += p[i]; i += 1 }
     return s
 }

@@ -217,5 +217,24 @@ struct QSTLanguageModelTests {
             distinct.insert(ref)
         }
         #expect(distinct.count > 1, "all prompts gave the same tokens: the comparison would not see a wrong cache")
+
+        // Logits too (greedy tokens can hide small errors, e.g. a wrong RoPE position): feed a
+        // sequence in pieces through the caches and compare each piece's logits with the full pass.
+        let seq = (0..<10).map { _ in Int32(1 + rng.nextInt(below: 49)) }
+        let full = noGrad { lm.logits(seq) }.toArray()
+        let caches = (backbone: KVCache(config: lm.backbone.config, capacity: 4), side: lm.side.makeCache(capacity: 4))
+        var pos = 0
+        for piece in [3, 1, 1, 4, 1] {
+            let part = Array(seq[pos..<(pos + piece)])
+            let got = noGrad {
+                let (s, last) = lm.side.run(lm.backbone, ids: part, batch: 1, keyPadding: nil, caches: caches)
+                return lm.backbone.lmLogits(lm.side.mix(side: s, last: last))
+            }.toArray()
+            let want = Array(full[(pos * 50)..<((pos + piece) * 50)])
+            let scale = want.map(abs).max()!, diff = zip(got, want).map { abs($0 - $1) }.max()!
+            #expect(diff <= 1e-4 * scale, "positions \(pos)..<\(pos + piece): max diff \(diff), scale \(scale)")
+            pos += piece
+        }
+        #expect(caches.side.length == 10 && caches.backbone.length == 10)
     }
 }

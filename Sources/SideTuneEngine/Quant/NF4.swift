@@ -278,8 +278,8 @@ public func nf4Gemv(_ x: UnsafePointer<Float>, _ w: NF4Weight, _ y: UnsafeMutabl
 /// Rows of W de-quantised per tile in the GEMM path (64 rows x in floats per thread).
 let nf4TileRows = 64
 
-/// C[M, out] = A[M, in] W^T with W in NF4 (no autograd). M == 1 runs the fused unpack-and-dot
-/// GEMV; larger M de-quantises tiles of W rows into a scratch buffer and runs the F32 GEMM on them.
+/// C[M, out] = A[M, in] W^T with W in NF4 (no autograd). M == 1 runs `nf4Gemv` (the C kernel unless
+/// SIDETUNE_NF4_GEMV=reference); larger M de-quantises tiles of W rows and runs the F32 GEMM on them.
 public func nf4Matmul(_ a: UnsafePointer<Float>, m: Int, _ w: NF4Weight, _ c: UnsafeMutablePointer<Float>,
                       pool: ThreadPool = .shared) {
     let n = w.rows, k = w.cols

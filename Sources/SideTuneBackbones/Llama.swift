@@ -116,7 +116,7 @@ public final class KVCache {
     }
 
     /// Called once per forward pass after every layer appended.
-    func advance(by t: Int) { length += t }
+    public func advance(by t: Int) { length += t }
 
     public func reset() { length = 0 }
 }

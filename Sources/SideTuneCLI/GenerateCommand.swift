@@ -40,6 +40,8 @@ extension SideTuneCommand {
         var ledger = false
         @Option(help: "A QST side network tuned with `train --task lm --output DIR`: generate with it (greedy).")
         var checkpoint: String?
+        @Flag(name: .customLong("no-kv-cache"), help: "With --checkpoint: recompute the whole sequence per token instead of caching keys and values (the reference; slower).")
+        var noKVCache = false
 
         public init() {}
 
@@ -128,8 +130,13 @@ extension SideTuneCommand.Generate {
         try Checkpoint.loadParameters(into: model, from: url)
         let template = try ChatTemplate(source: loaded.tokenizer.chatTemplate)
         let text = raw ? prompt : template.render((system.map { [ChatMessage.system($0)] } ?? []) + [.user(prompt)])
-        let out = model.generate(prompt: loaded.tokenizer.encode(text), maxTokens: maxTokens, stopTokens: stopTokens(loaded.tokenizer))
+        let ids = loaded.tokenizer.encode(text)
+        let start = Date()
+        let out = model.generate(prompt: ids, maxTokens: maxTokens, stopTokens: stopTokens(loaded.tokenizer), cached: !noKVCache)
+        let seconds = Date().timeIntervalSince(start)
         print(loaded.tokenizer.decode(out))
+        eprint(String(format: "prompt %d tokens; generated %d tokens in %.2f s including the prompt (%.1f tok/s, %@)",
+                      ids.count, out.count, seconds, Double(out.count) / max(seconds, 1e-9), noKVCache ? "no KV cache" : "KV cache"))
     }
 }
 

@@ -134,10 +134,17 @@ public final class QSTSide: Module {
 
     /// s_i from h_i and s_{i-1} (i = 1...L). Called block by block alongside the backbone, no tap
     /// needs to outlive its step unless backward needs it (the adapter's first Linear does).
-    public func step(_ i: Int, tap: Tensor, state s: Tensor, keyPadding: [Float]?) -> Tensor {
+    /// With a `cache` (decoding), the rows are positions start ..< start + T and the side layers'
+    /// keys and values are appended to it; the caller advances the cache after the last layer.
+    public func step(_ i: Int, tap: Tensor, state s: Tensor, keyPadding: [Float]?, start: Int = 0, cache: KVCache? = nil) -> Tensor {
         let z = gates.slice(axis: 0, i - 1, i).sigmoid() // [1, d/r], broadcast over [B, T, d/r]
         let mixed = downs[i - 1](tap) * (1 - z) + s * z
-        return blocks[i - 1](mixed, rope: _rope, start: 0, cache: nil, layer: i - 1, keyPadding: keyPadding)
+        return blocks[i - 1](mixed, rope: _rope, start: start, cache: cache, layer: i - 1, keyPadding: keyPadding)
+    }
+
+    /// An empty KV cache shaped for the side layers (width d/r, same heads).
+    public func makeCache(batch: Int = 1, capacity: Int) -> KVCache {
+        KVCache(config: _sideConfig, batch: batch, capacity: capacity)
     }
 
     /// SideNorm(s_L).
@@ -146,14 +153,23 @@ public final class QSTSide: Module {
     /// SideNorm(s_L) [B, T, d/r] and h_L [B, T, d] for ids [B * T]: the backbone runs block by block
     /// in `noGrad`, interleaved with the side layers, so a tap lives only as long as backward needs
     /// it (in evaluation and generation: one block).
-    public func run(_ backbone: Llama, ids: [Int32], batch: Int, keyPadding: [Float]?) -> (side: Tensor, last: Tensor) {
+    ///
+    /// With `caches` (incremental decoding, no key padding), ids are the positions after those
+    /// already cached; both caches advance by T.
+    public func run(_ backbone: Llama, ids: [Int32], batch: Int, keyPadding: [Float]?,
+                    caches: (backbone: KVCache, side: KVCache)? = nil) -> (side: Tensor, last: Tensor) {
         let t = ids.count / batch
+        precondition(caches == nil || keyPadding == nil, "key padding is for training batches, not cached decoding")
+        precondition(caches.map { $0.backbone.length == $0.side.length } ?? true, "backbone and side caches out of step")
+        let p0 = caches?.backbone.length ?? 0
         var h = noGrad { backbone.embedding(ids, shape: [batch, t]) }
         var s = start(h)
         for (i, block) in backbone.layers.enumerated() {
-            h = noGrad { block(h, rope: backbone.rope, start: 0, cache: nil, layer: i, keyPadding: keyPadding) }
-            s = step(i + 1, tap: h, state: s, keyPadding: keyPadding)
+            h = noGrad { block(h, rope: backbone.rope, start: p0, cache: caches?.backbone, layer: i, keyPadding: keyPadding) }
+            s = step(i + 1, tap: h, state: s, keyPadding: keyPadding, start: p0, cache: caches?.side)
         }
+        caches?.backbone.advance(by: t)
+        caches?.side.advance(by: t)
         return (finish(s), h)
     }
 

@@ -55,19 +55,33 @@ public final class QSTLanguageModel: Module {
             .crossEntropy(targets: targets, ignoreIndex: -100)
     }
 
-    /// Greedy decoding with the tuned side network (the whole sequence is recomputed per token:
-    /// the side layers keep no KV cache yet). Stops at a stop token (not emitted).
-    public func generate(prompt: [Int32], maxTokens: Int, stopTokens: Set<Int32>) -> [Int32] {
-        noGrad {
+    /// Greedy decoding with the tuned side network. Stops at a stop token (not emitted).
+    /// `cached`: the backbone and the side layers keep KV caches and each step runs the new token
+    /// only; false recomputes the whole sequence per token (the reference the cache is tested against).
+    public func generate(prompt: [Int32], maxTokens: Int, stopTokens: Set<Int32>, cached: Bool = true) -> [Int32] {
+        precondition(!prompt.isEmpty, "generate needs a prompt token")
+        return noGrad {
             var ids = prompt, out: [Int32] = []
             let v = backbone.config.vocabSize
             var rng = SplitMix64(seed: 0)
+            let capacity = prompt.count + maxTokens
+            let caches = cached ? (backbone: KVCache(config: backbone.config, capacity: capacity), side: side.makeCache(capacity: capacity)) : nil
+            var feed = prompt
             while out.count < maxTokens {
-                let l = logits(ids)
-                let next = sample(l.data + (ids.count - 1) * v, count: v, temperature: 0, rng: &rng)
+                let l: Tensor
+                if let caches {
+                    let (s, last) = side.run(backbone, ids: feed, batch: 1, keyPadding: nil, caches: caches)
+                    let t = feed.count
+                    // The output mix and the head are per position: only the last one is needed.
+                    l = backbone.lmLogits(side.mix(side: s.slice(axis: 1, t - 1, t), last: last.slice(axis: 1, t - 1, t)))
+                } else {
+                    l = logits(ids).slice(axis: 1, ids.count - 1, ids.count)
+                }
+                let next = sample(l.data, count: v, temperature: 0, rng: &rng)
                 if stopTokens.contains(next) { break }
                 out.append(next)
                 ids.append(next)
+                feed = [next]
             }
             return out
         }

@@ -3,7 +3,10 @@ import Testing
 import SideTuneEngine
 import SideTuneTestSupport
 
-@Suite("NF4")
+/// One 2-thread pool for the suite, kept for the process: a pool must outlive its spinning workers.
+private let pool = ThreadPool(threads: 2)
+
+@Suite("NF4", .serialized)
 struct NF4Tests {
     func randomWeight(_ r: Int, _ c: Int, seed: UInt64 = 7) -> Tensor {
         var rng = SplitMix64(seed: seed)
@@ -73,6 +76,107 @@ struct NF4Tests {
         let ga = x.grad!.toArray(), gb = xr.grad!.toArray()
         let gs = gb.map(abs).max()!, gd = zip(ga, gb).map { abs($0 - $1) }.max()!
         #expect(gd <= 1e-5 * gs, "dX: max diff \(gd), scale \(gs)")
+    }
+
+    /// Weights shaped like a trained layer's: per-row scales over two decades, heavy tails
+    /// (Student-t-like via a Gaussian ratio) and a few outlier columns, so blocks differ widely.
+    func realLikeWeight(_ r: Int, _ c: Int, seed: UInt64) -> Tensor {
+        var rng = SplitMix64(seed: seed)
+        let g = Tensor.randn([r, c], rng: &rng).toArray(), h = Tensor.randn([r, c], rng: &rng).toArray()
+        var v = [Float](repeating: 0, count: r * c)
+        for o in 0..<r {
+            let rowScale = Float(0.002) * Float(Foundation.pow(10.0, Double(o % 7) / 3))
+            for i in 0..<c {
+                let t = g[o * c + i] / max(0.3, abs(h[o * c + i]))
+                v[o * c + i] = rowScale * t * (i % 97 == 5 ? 20 : 1)
+            }
+        }
+        return Tensor(v, shape: [r, c])
+    }
+
+    @Test("NF4 GEMV: the C kernel equals the Swift reference and de-quantise-then-F32 on SmolLM2's shapes, 1 and 2 threads",
+          arguments: [[576, 576], [192, 576], [1536, 576], [576, 1536], [3, 64], [17, 128]])
+    func gemvKernels(shape: [Int]) {
+        let (out, inF) = (shape[0], shape[1])
+        for (wi, w) in [randomWeight(out, inF, seed: UInt64(out + inF)), realLikeWeight(out, inF, seed: UInt64(out * inF))].enumerated() {
+            let q = NF4Weight(quantizing: w)
+            let wf = q.dequantized()
+            var rng = SplitMix64(seed: UInt64(out + wi))
+            let x = Tensor.randn([1, inF], rng: &rng)
+            // F32 reference in Double: sum_i x[i] * w[o, i] over the de-quantised weight.
+            let xa = x.toArray(), wa = wf.toArray()
+            let exact: [Double] = (0..<out).map { o in (0..<inF).reduce(0.0) { $0 + Double(xa[$1]) * Double(wa[o * inF + $1]) } }
+            let scale = exact.map(abs).max()!
+            for threads in [1, 2] {
+                pool.activeThreads = threads
+                for kernel in [NF4GemvKernel.reference, .vectorized] {
+                    let y = Tensor(shape: [out])
+                    nf4Gemv(x.data, q, y.data, kernel: kernel, pool: pool)
+                    let diff = zip(y.toArray(), exact).map { abs(Double($0) - $1) }.max()!
+                    #expect(diff <= 1e-5 * scale, "\(kernel) \(threads)T weight \(wi) [\(out)x\(inF)]: max diff \(diff), scale \(scale)")
+                    // accumulate adds onto y: the result is twice the product.
+                    nf4Gemv(x.data, q, y.data, kernel: kernel, accumulate: true, pool: pool)
+                    let diff2 = zip(y.toArray(), exact).map { abs(Double($0) - 2 * $1) }.max()!
+                    #expect(diff2 <= 2e-5 * scale, "\(kernel) accumulate: max diff \(diff2)")
+                }
+            }
+            // Both kernels against each other: same sums up to float reassociation.
+            let (ya, yb) = (Tensor(shape: [out]), Tensor(shape: [out]))
+            nf4Gemv(x.data, q, ya.data, kernel: .reference, pool: pool)
+            nf4Gemv(x.data, q, yb.data, kernel: .vectorized, pool: pool)
+            let d = zip(ya.toArray(), yb.toArray()).map { abs($0 - $1) }.max()!
+            #expect(Double(d) <= 1e-5 * scale, "reference vs vectorized: \(d)")
+        }
+    }
+
+    @Test("NF4 GEMV: a wrong level or scale is caught (the comparison can fail)")
+    func gemvDetectsCorruption() {
+        let q = NF4Weight(quantizing: randomWeight(64, 128, seed: 9))
+        var codes = q.packedCodes
+        codes[5] ^= 0x10  // one high nibble moves by one level
+        let bad = NF4Weight(rows: 64, cols: 128, codes: codes, quantizedScales: q.scaleIndices, scaleAbsmax: q.secondLevelScales, offset: q.offset)
+        var rng = SplitMix64(seed: 2)
+        let x = Tensor.randn([1, 128], rng: &rng)
+        let (ya, yb) = (Tensor(shape: [64]), Tensor(shape: [64]))
+        nf4Gemv(x.data, q, ya.data, kernel: .vectorized)
+        nf4Gemv(x.data, bad, yb.data, kernel: .vectorized)
+        let a = ya.toArray(), b = yb.toArray(), scale = a.map(abs).max()!
+        #expect(abs(a[0] - b[0]) > 1e-5 * scale, "row 0 changed by one code")
+        #expect(a[1...] == b[1...], "other rows unchanged")
+    }
+
+    @Test("timing: NF4 GEMV (Swift reference and C kernel) vs F32 GEMV, 1 and 2 threads, SmolLM2 shapes (printed)")
+    func gemvTiming() {
+        FileHandle.standardError.write(Data("NF4 GEMV C kernel uses SIMD: \(NF4GemvKernel.vectorizedUsesSIMD)\n".utf8))
+        for (out, inF) in [(1536, 576), (576, 1536), (576, 576), (192, 576)] {
+            let w = randomWeight(out, inF)
+            let q = NF4Weight(quantizing: w)
+            var rng = SplitMix64(seed: 1)
+            let x = Tensor.randn([1, inF], rng: &rng)
+            let y = Tensor(shape: [out])
+            let flops = 2.0 * Double(out * inF)
+            for threads in [1, 2] {
+                pool.activeThreads = threads
+                func best(_ body: () -> Void) -> Double {
+                    var b = Double.infinity
+                    for _ in 0..<300 {
+                        let t0 = DispatchTime.now().uptimeNanoseconds
+                        body()
+                        b = min(b, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                    }
+                    return b
+                }
+                // Interleave the three so load from other processes hits them alike.
+                var (f32, ref, vec) = (Double.infinity, Double.infinity, Double.infinity)
+                for _ in 0..<3 {
+                    f32 = min(f32, best { gemm(GEMMShape(m: 1, n: out, k: inF, transB: true), x.data, lda: inF, w.data, ldb: inF, y.data, ldc: out, pool: pool) })
+                    ref = min(ref, best { nf4Gemv(x.data, q, y.data, kernel: .reference, pool: pool) })
+                    vec = min(vec, best { nf4Gemv(x.data, q, y.data, kernel: .vectorized, pool: pool) })
+                }
+                FileHandle.standardError.write(Data(String(format: "NF4 GEMV %dT [%dx%d]: C kernel %.1f GFLOPS, Swift reference %.1f, F32 GEMV %.1f (C/F32 %.2f, ref/F32 %.2f)\n",
+                                                            threads, out, inF, flops / vec / 1e9, flops / ref / 1e9, flops / f32 / 1e9, f32 / vec, f32 / ref).utf8))
+            }
+        }
     }
 
     @Test("timing: NF4 GEMV / GEMM vs F32 on SmolLM2's FFN shape (printed)")

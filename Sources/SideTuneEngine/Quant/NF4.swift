@@ -1,4 +1,5 @@
 import Foundation
+import CSideTuneKernels
 
 /// QLoRA's 4-bit NormalFloat storage (bitsandbytes `quantize_4bit(quant_type="nf4", blocksize=64,
 /// compress_statistics=True)`), for frozen backbone weights:
@@ -232,16 +233,58 @@ public final class NF4Weight: @unchecked Sendable {  // immutable after init
     }
 }
 
+/// Which NF4 GEMV runs for one input row.
+public enum NF4GemvKernel: String, Sendable {
+    /// The plain Swift kernel (unpack a row through the pair table, then SIMD dots): the reference.
+    case reference
+    /// The C kernel (Sources/CSideTuneKernels/nf4_gemv.c): in-register level lookups, no scratch row.
+    case vectorized
+
+    /// `vectorized` unless SIDETUNE_NF4_GEMV=reference, so one binary can time both end to end.
+    public static let selected: NF4GemvKernel =
+        ProcessInfo.processInfo.environment["SIDETUNE_NF4_GEMV"].flatMap(NF4GemvKernel.init(rawValue:)) ?? .vectorized
+
+    /// Whether `vectorized` uses SIMD intrinsics here (AVX2 + FMA) or its portable scalar fallback.
+    public static var vectorizedUsesSIMD: Bool { sidetune_nf4_gemv_is_vectorized() != 0 }
+}
+
+/// y[out] = W x for one input row x[in], rows split across the pool's threads.
+public func nf4Gemv(_ x: UnsafePointer<Float>, _ w: NF4Weight, _ y: UnsafeMutablePointer<Float>,
+                    kernel: NF4GemvKernel, accumulate: Bool = false, pool: ThreadPool = .shared) {
+    let n = w.rows, k = w.cols
+    switch kernel {
+    case .reference:
+        pool.parallelChunks(n, minChunk: 16) { r in w.gemvRows(x, y, r, accumulate: accumulate) }
+    case .vectorized:
+        // x is reordered once to the kernel's even/odd order (k floats, on the stack like a row of scratch).
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { xpBuf in
+            let xp = UnsafePointer(xpBuf.baseAddress!)
+            sidetune_nf4_permute_x(x, xpBuf.baseAddress!, k)
+            let pc = w.codes.raw.assumingMemoryBound(to: UInt8.self)
+            let q = w.quantizedScales.raw.assumingMemoryBound(to: UInt8.self), a2 = w.scaleAbsmax.floats
+            let off = w.offset
+            NF4.levels.withUnsafeBufferPointer { lv in
+                NF4.dynamicMap.withUnsafeBufferPointer { dyn in
+                    let (lp, dp) = (lv.baseAddress!, dyn.baseAddress!)
+                    pool.parallelChunks(n, minChunk: 16) { r in
+                        sidetune_nf4_gemv(pc, q, a2, off, lp, dp, xp, y, k, r.lowerBound, r.upperBound, accumulate ? 1 : 0)
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Rows of W de-quantised per tile in the GEMM path (64 rows x in floats per thread).
 let nf4TileRows = 64
 
-/// C[M, out] = A[M, in] W^T with W in NF4 (no autograd). M == 1 runs the fused unpack-and-dot
-/// GEMV; larger M de-quantises tiles of W rows into a scratch buffer and runs the F32 GEMM on them.
+/// C[M, out] = A[M, in] W^T with W in NF4 (no autograd). M == 1 runs `nf4Gemv` (the C kernel unless
+/// SIDETUNE_NF4_GEMV=reference); larger M de-quantises tiles of W rows and runs the F32 GEMM on them.
 public func nf4Matmul(_ a: UnsafePointer<Float>, m: Int, _ w: NF4Weight, _ c: UnsafeMutablePointer<Float>,
                       pool: ThreadPool = .shared) {
     let n = w.rows, k = w.cols
     if m == 1 {
-        pool.parallelChunks(n, minChunk: 16) { r in w.gemvRows(a, c, r, accumulate: false) }
+        nf4Gemv(a, w, c, kernel: NF4GemvKernel.selected, pool: pool)
         return
     }
     if m >= 32 {

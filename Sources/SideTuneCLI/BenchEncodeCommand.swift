@@ -12,12 +12,14 @@ extension SideTuneCommand.Bench {
             commandName: "encode",
             abstract: "Time a frozen (no-grad) BERT encoder forward on tokenised tweets.",
             discussion: """
-            Encodes --batch tweets (or one repeated sentence when no tweets CSV is found) padded and
-            truncated to --seq tokens, runs one warm-up and --iterations timed forwards, and reports
-            sentences/s from the median batch, effective GFLOPS (per layer and sequence of T tokens:
-            2*T*(4 d^2 + 2 d d_ff) + 4*T*T*d) as a fraction of the FP32 peak measured in the same run,
-            and peak memory by ledger category plus peak RSS. scripts/bench_encode_torch.py runs the
-            same work in PyTorch and, with --swift, runs both and prints the ratio.
+            Encodes --batch tweets (or one repeated sentence when no tweets CSV is found) padded and \
+            truncated to --seq tokens, runs one warm-up and --iterations timed forwards, and reports \
+            sentences/s from the median batch, effective GFLOPS (per layer and sequence of T tokens: \
+            2*T*(4 d^2 + 2 d d_ff) + 4*T*T*d) as a fraction of the FP32 peak measured in the same run, \
+            and peak memory by ledger category plus peak RSS.
+
+            scripts/bench_encode_torch.py runs the same work in PyTorch and, with --swift, runs both \
+            and prints the ratio.
             """
         )
         @Option(help: "Model: minilm (text, or any --model-dir BERT) or vit-s14 (images).")

@@ -13,9 +13,10 @@ extension SideTuneCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Generate text with a decoder backbone (SmolLM2), streaming tokens to stdout.",
             discussion: """
-            The prompt is wrapped in the model's chat template (a user message, then the assistant
-            header) unless --raw is given. Weights are de-quantised to F32 at load. Timing and the
-            memory ledger go to stderr.
+            The prompt is wrapped in the model's chat template (a user message, then the assistant \
+            header) unless --raw is given. The file's 4-bit blocks are de-quantised to F32 at load, or \
+            re-quantised to NF4 with --weights nf4 (as QST's backbone is). Timing and the memory ledger \
+            go to stderr.
             """
         )
         @Option(help: "Model asset name (fetched into the SideTune cache on first use).")

@@ -81,6 +81,8 @@ extension SideTuneCommand {
         var data: String?
         @Option(help: "With --data: only the first N test images (0 = all).")
         var limit: Int = 0
+        @Option(help: "Write the CSV to this file (atomically) instead of standard output.")
+        var output: String?
         @Argument(help: "Texts to label (text and LLM checkpoints), or image files (image checkpoints).")
         var texts: [String] = []
 
@@ -100,13 +102,14 @@ extension SideTuneCommand {
             }
             let restored = try RestoredClassifier.load(checkpoint, hint: BackboneHint(model: model, modelDir: modelDir), log: eprint)
             let labels = restored.config.labels
+            var rows: [String] = []
             switch restored.input {
             case let .tokens(model, encode):
                 let lines = try texts + inputLines()
                 guard !lines.isEmpty else { throw ValidationError("nothing to label: pass texts or --input") }
                 let probs = classProbabilities(model, count: lines.count) { rows in makeBatch(rows.map { encode(lines[$0]) }) }
-                print((["label"] + labels.map { "p_\($0)" } + ["text"]).joined(separator: ","))
-                for (text, row) in zip(lines, probs) { print((predictionFields(row, labels) + [csvQuoted(text)]).joined(separator: ",")) }
+                rows.append((["label"] + labels.map { "p_\($0)" } + ["text"]).joined(separator: ","))
+                for (text, row) in zip(lines, probs) { rows.append((predictionFields(row, labels) + [csvQuoted(text)]).joined(separator: ",")) }
             case let .images(model, pre):
                 var items: [(name: String, set: ImageSet, index: Int)] = []
                 for path in try texts + inputLines() {
@@ -121,8 +124,17 @@ extension SideTuneCommand {
                 let probs = classProbabilities(model, count: items.count) { rows in
                     imagePixels(rows.map { (items[$0].set, items[$0].index) }, pre)
                 }
-                print((["input", "label"] + labels.map { "p_\($0)" }).joined(separator: ","))
-                for (item, row) in zip(items, probs) { print(([csvQuoted(item.name)] + predictionFields(row, labels)).joined(separator: ",")) }
+                rows.append((["input", "label"] + labels.map { "p_\($0)" }).joined(separator: ","))
+                for (item, row) in zip(items, probs) { rows.append(([csvQuoted(item.name)] + predictionFields(row, labels)).joined(separator: ",")) }
+            }
+            if let output {
+                let text = rows.map { $0 + "\n" }.joined()
+                do { try Data(text.utf8).write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
+                    throw ValidationError("cannot write --output \(output): \(error.localizedDescription)")
+                }
+                eprint("wrote \(rows.count - 1) predictions to \(output)")
+            } else {
+                for row in rows { print(row) }
             }
         }
 

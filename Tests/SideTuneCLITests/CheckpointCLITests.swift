@@ -22,6 +22,14 @@ import Testing
         return try captureStandardOutput { try cmd.run() }
     }
 
+    /// Runs predict with --output and returns the file: other suites may print to the process's
+    /// standard output while this one captures it.
+    func predict(_ args: [String], in dir: URL) throws -> String {
+        let out = dir.appendingPathComponent("predictions-\(UUID().uuidString).csv")
+        _ = try run(["predict"] + args + ["--output", out.path])
+        return try String(contentsOf: out, encoding: .utf8)
+    }
+
     /// Runs `args` expecting an error that mentions `message`.
     func expectRefusal(_ args: [String], _ message: String, sourceLocation: SourceLocation = #_sourceLocation) {
         do {
@@ -47,6 +55,10 @@ import Testing
         var firsts: [String] = []
         for line in lines.dropFirst() {
             let fields = csvFields(line)
+            guard fields.count == first + labels.count || fields.count == first + labels.count + 1 else {
+                Issue.record("not a prediction row: \(line)", sourceLocation: sourceLocation)
+                continue
+            }
             let p = fields[first..<(first + labels.count)].compactMap(Double.init)
             #expect(p.count == labels.count, "\(line)", sourceLocation: sourceLocation)
             #expect(abs(p.reduce(0, +) - 1) < 1e-3, "\(line)", sourceLocation: sourceLocation)
@@ -105,7 +117,7 @@ import Testing
         let grey = dir.appendingPathComponent("shoe.pgm"), colour = dir.appendingPathComponent("red, square.ppm")
         try Data(Array("P5 28 28 255\n".utf8) + (0..<784).map { UInt8($0 % 256) }).write(to: grey)
         try Data(Array("P6 2 2 255\n".utf8) + [255, 0, 0, 255, 0, 0, 255, 0, 0, 255, 0, 0]).write(to: colour)
-        let csv = try self.run(["predict", "--checkpoint", best.path, grey.path, colour.path, "--data", Self.fashion!, "--limit", "3"])
+        let csv = try predict(["--checkpoint", best.path, grey.path, colour.path, "--data", Self.fashion!, "--limit", "3"], in: dir)
         #expect(csv.hasPrefix("input,label,p_T-shirt/top,"), "\(csv)")
         let inputs = checkPredictions(csv, labels: config.labels, probabilitiesFrom: 2)
         #expect(inputs == [grey.path, colour.path, "\(Self.fashion!):test/0", "\(Self.fashion!):test/1", "\(Self.fashion!):test/2"])
@@ -147,7 +159,7 @@ import Testing
 
         let lines = dir.appendingPathComponent("texts.txt")
         try Data("what a great, sunny day\nmy flight got cancelled again\n".utf8).write(to: lines)
-        let csv = try self.run(["predict", "--checkpoint", best.path, "--input", lines.path, "I love it", "meh"])
+        let csv = try predict(["--checkpoint", best.path, "--input", lines.path, "I love it", "meh"], in: dir)
         #expect(csv.hasPrefix("label,p_negative,p_neutral,p_positive,text"), "\(csv)")
         let rows = csv.split(separator: "\n").dropFirst()
         #expect(rows.count == 4 && rows.first!.hasSuffix(",I love it") && rows.last!.hasSuffix(",my flight got cancelled again"), "\(csv)")

@@ -16,7 +16,8 @@ import Testing
         var cmd = try SideTuneCommand.parseAsRoot(["train", "--model", Self.onnx!, "--data", Self.fashion!, "--method", "last",
                                                    "--image-size", "28", "--epochs", "2", "--test-limit", "500",
                                                    "--report", report.path])
-        try cmd.run()
+        // Captured so that its report cannot land in another suite's capture of standard output.
+        _ = try captureStandardOutput { try cmd.run() }
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: report)) as! [String: Any]
         #expect(json["method"] as? String == "last")
         let accuracy = json["accuracy"] as! Double

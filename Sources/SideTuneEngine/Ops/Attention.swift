@@ -83,12 +83,9 @@ extension Tensor {
                          singleThreaded: true)
                     for r in 0..<rows {
                         let row = sc + r * tk, i = i0 + r
-                        if let kp = keyPadding, !mask.causal {
-                            // Key padding only: the same row mask for every query of batch b.
-                            let keep = kp + b * tk
-                            for j in 0..<tk { row[j] = keep[j] != 0 ? row[j] * s : -Float.infinity }
-                        } else if !mask.causal {
-                            for j in 0..<tk { row[j] *= s }
+                        if !mask.causal {
+                            // Key padding at most: the same row mask for every query of batch b.
+                            scaleAndMaskRow(row, tk, scale: s, keep: keyPadding.map { $0 + b * tk })
                         } else {
                             for j in 0..<tk { row[j] = mask.allowed(b, i, j, tq, tk) ? row[j] * s : -Float.infinity }
                         }
@@ -147,6 +144,16 @@ extension Tensor {
             }
             return [q.requiresGrad ? gq : nil, k.requiresGrad ? gk : nil, v.requiresGrad ? gv : nil]
         }
+    }
+}
+
+/// row[j] *= scale for j < n, and -inf where `keep` (a key-padding row) is 0: a score row ready for
+/// `softmaxRow`. Shared by the blocked attention and the fused inference path.
+@inline(__always) func scaleAndMaskRow(_ row: UnsafeMutablePointer<Float>, _ n: Int, scale: Float, keep: UnsafePointer<Float>?) {
+    if let keep {
+        for j in 0..<n { row[j] = keep[j] != 0 ? row[j] * scale : -Float.infinity }
+    } else {
+        for j in 0..<n { row[j] *= scale }
     }
 }
 

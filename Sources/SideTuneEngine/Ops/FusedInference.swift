@@ -43,22 +43,11 @@ public enum FusedInference {
     @inline(__always) static func residualLayerNormRow(_ c: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>,
                                                        _ residual: UnsafePointer<Float>, _ d: Int, _ w: UnsafePointer<Float>,
                                                        _ b: UnsafePointer<Float>, _ eps: Float, _ out: UnsafeMutablePointer<Float>) {
-        // The sum first (stored in c), then the same mean / variance / normalise steps as layerNorm.
+        // The sum first (stored in c), then layerNorm's own row normalisation.
         var j = 0
         while j + 16 <= d { storeV(c + j, loadV(c + j) + loadV(bias + j) + loadV(residual + j)); j += 16 }
         while j < d { c[j] = c[j] + bias[j] + residual[j]; j += 1 }
-        let mean = sumFloats(c, d) / Float(d)
-        let mv = V16(repeating: mean)
-        var acc = V16()
-        j = 0
-        while j + 16 <= d { let x = loadV(c + j) - mv; acc.addProduct(x, x); j += 16 }
-        var v = acc.sum()
-        while j < d { let x = c[j] - mean; v += x * x; j += 1 }
-        let rstd = 1 / (v / Float(d) + eps).squareRoot()
-        let rv = V16(repeating: rstd)
-        j = 0
-        while j + 16 <= d { storeV(out + j, ((loadV(c + j) - mv) * rv) * loadV(w + j) + loadV(b + j)); j += 16 }
-        while j < d { out[j] = (c[j] - mean) * rstd * w[j] + b[j]; j += 1 }
+        _ = layerNormRow(c, out, d, w, b, eps)
     }
 
     /// out[m, n] (row stride ldo) = act(x[m, k] W^T + bias) for weight [n, k] (PyTorch layout).
@@ -130,12 +119,7 @@ public enum FusedInference {
                                  sc, ldc: tk, singleThreaded: true)
                             for r in 0..<rows {
                                 let row = sc + r * tk
-                                if let kp {
-                                    let keepRow = kp + b * seq
-                                    for j in 0..<tk { row[j] = keepRow[j] != 0 ? row[j] * scale : -Float.infinity }
-                                } else {
-                                    for j in 0..<tk { row[j] *= scale }
-                                }
+                                scaleAndMaskRow(row, tk, scale: scale, keep: kp.map { $0 + b * seq })
                                 _ = softmaxRow(row, row, tk)
                             }
                             gemm(GEMMShape(m: rows, n: headDim, k: tk), sc, lda: tk, v0, ldb: ld, o0 + i0 * d, ldc: d,

@@ -128,20 +128,8 @@ extension Tensor {
                 let pb = bias.map { UnsafePointer($0.data) } ?? zerosBuf.baseAddress!
                 ThreadPool.shared.parallelChunks(rows, minChunk: max(1, 8192 / max(d, 1))) { r in
                     for row in r {
-                        let x = px + row * d, o = po + row * d
-                        let mean = sumFloats(x, d) / Float(d)
-                        let mv = V16(repeating: mean)
-                        var acc = V16()
-                        var j = 0
-                        while j + 16 <= d { let c = loadV(x + j) - mv; acc.addProduct(c, c); j += 16 }
-                        var v = hsum(acc)
-                        while j < d { let c = x[j] - mean; v += c * c; j += 1 }
-                        let rstd = 1 / (v / Float(d) + eps).squareRoot()
+                        let (mean, rstd) = layerNormRow(px + row * d, po + row * d, d, pw, pb, eps)
                         ps[2 * row] = mean; ps[2 * row + 1] = rstd
-                        let rv = V16(repeating: rstd)
-                        j = 0
-                        while j + 16 <= d { storeV(o + j, ((loadV(x + j) - mv) * rv) * loadV(pw + j) + loadV(pb + j)); j += 16 }
-                        while j < d { o[j] = (x[j] - mean) * rstd * pw[j] + pb[j]; j += 1 }
                     }
                 }
             }
@@ -263,6 +251,25 @@ extension Tensor {
     while j + 16 <= n { storeV(y + j, loadV(y + j) * inv); j += 16 }
     while j < n { y[j] *= inv[0]; j += 1 }
     return m + Foundation.log(s)
+}
+
+/// o = (x - mean) * rstd * w + b over one row of d (vectorised); returns (mean, rstd). Shared by
+/// `layerNorm` and the fused inference path so both normalise the same way.
+@inline(__always) func layerNormRow(_ x: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>, _ d: Int,
+                                    _ pw: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, _ eps: Float) -> (Float, Float) {
+    let mean = sumFloats(x, d) / Float(d)
+    let mv = V16(repeating: mean)
+    var acc = V16()
+    var j = 0
+    while j + 16 <= d { let c = loadV(x + j) - mv; acc.addProduct(c, c); j += 16 }
+    var v = hsum(acc)
+    while j < d { let c = x[j] - mean; v += c * c; j += 1 }
+    let rstd = 1 / (v / Float(d) + eps).squareRoot()
+    let rv = V16(repeating: rstd)
+    j = 0
+    while j + 16 <= d { storeV(o + j, ((loadV(x + j) - mv) * rv) * loadV(pw + j) + loadV(pb + j)); j += 16 }
+    while j < d { o[j] = (x[j] - mean) * rstd * pw[j] + pb[j]; j += 1 }
+    return (mean, rstd)
 }
 
 /// LayerNorm's derivative rule: rows in parallel chunks, each chunk with its own weight and bias

@@ -93,7 +93,7 @@ extension SideTuneCommand.Bench {
                         let (h0, m0, e0) = (pool.hits, pool.misses, pool.evictions)
                         let times = (0..<iterations).map { _ in step(taps) }.sorted()
                         // Misses map fresh pages (zeroed by the kernel on first touch): in steady state there should be none.
-                        poolNote += String(format: "; block pool per step: %.1f reused, %.1f mapped, %.1f evicted",
+                        poolNote += String(format: "; block pool per step (%@): %.1f reused, %.1f mapped, %.1f evicted", (taps == nil ? "computed" : "from taps") as NSString,
                                            Double(pool.hits - h0) / Double(iterations), Double(pool.misses - m0) / Double(iterations),
                                            Double(pool.evictions - e0) / Double(iterations))
                         return times[times.count / 2]

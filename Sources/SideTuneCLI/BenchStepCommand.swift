@@ -90,12 +90,12 @@ extension SideTuneCommand.Bench {
                     var poolNote = ""
                     func median(_ taps: [Tensor]?) -> Double {
                         _ = step(taps)
-                        let (h0, m0, e0) = (pool.hits, pool.misses, pool.evictions)
+                        let (h0, m0, e0, f0) = (pool.hits, pool.misses, pool.evictions, pool.freshBytes)
                         let times = (0..<iterations).map { _ in step(taps) }.sorted()
-                        // Misses map fresh pages (zeroed by the kernel on first touch): in steady state there should be none.
-                        poolNote += String(format: "; block pool per step (%@): %.1f reused, %.1f mapped, %.1f evicted", (taps == nil ? "computed" : "from taps") as NSString,
-                                           Double(pool.hits - h0) / Double(iterations), Double(pool.misses - m0) / Double(iterations),
-                                           Double(pool.evictions - e0) / Double(iterations))
+                        // Fresh bytes are pages the kernel zeroes on first touch: in steady state there should be few.
+                        let per = { (a: Int, b: Int) in Double(a - b) / Double(iterations) }
+                        poolNote += String(format: "; block pool per step (%@): %.1f reused, %.1f mapped, %.1f evicted, %.1f MiB fresh",
+                                           (taps == nil ? "computed" : "from taps") as NSString, per(pool.hits, h0), per(pool.misses, m0), per(pool.evictions, e0), per(pool.freshBytes, f0) / 1048576)
                         return times[times.count / 2]
                     }
                     let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median(nil)

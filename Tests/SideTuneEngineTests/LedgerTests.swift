@@ -111,6 +111,7 @@ import Testing
         // 20 MiB fits no idle block: both are unmapped first, so mapped bytes stay within the bound.
         let d = pool.allocate(20 * mb, what: "test")
         #expect(pool.idleBytes == 0 && pool.evictions == 2)
+        #expect(pool.freshBytes == (3 + 6 + 20) * mb, "every miss maps fresh pages")
         #expect(pool.liveBytes + pool.idleBytes <= pool.peakLiveBytes + mb)
         pool.release(d, 20 * mb)
         pool.trim()

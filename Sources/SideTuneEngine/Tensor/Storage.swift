@@ -1,4 +1,5 @@
 import Foundation
+import CSideTuneKernels
 
 /// A block of tensor bytes, 64-byte aligned, tagged in the memory ledger for its whole life.
 /// Storage may also borrow bytes from elsewhere (a memory-mapped file); `owner` keeps that alive.
@@ -90,13 +91,18 @@ func alignedFree(_ p: UnsafeMutableRawPointer, _ byteCount: Int) {
 /// from cached taps when the pool was capped below what one step frees).
 ///
 /// The bound: mapped bytes (live + idle) stay within the peak of live bytes since the last `trim()`
-/// plus a slack (`SIDETUNE_BLOCK_CACHE_MB`, default 64; 0 turns reuse off), so idle blocks add at
+/// plus a slack (`SIDETUNE_BLOCK_CACHE_MB`, default 16; 0 turns reuse off), so idle blocks add at
 /// most the slack to the process's peak RSS. A request takes the smallest idle block of its class
 /// up to twice its size (steps alternate between shapes that are never live together, and text
 /// batches vary in length); when it must map, idle blocks are unmapped first, largest first, to
 /// stay within the bound. Classes are four per power of two (then 2 MiB multiples from 4 MiB); the
 /// unused tail of a block is never touched, so it costs address space, not RSS. As with PyTorch's
 /// "allocated" against "reserved", the ledger counts live tensors; idle blocks are reserved memory.
+///
+/// The slack was 64 MiB; 16 keeps the side-tuning steps' page faults low (from cached taps none; a
+/// step that computes the backbone maps ~30 MiB afresh) and counts for less in peak RSS, where a
+/// side-tuning run is several times smaller than fine-tuning. (Reshaping idle blocks with mremap to
+/// fit requests was tried: 10% fewer fresh bytes, the same RSS; not kept.)
 public final class LargeBlockCache: @unchecked Sendable {
     public static let shared = LargeBlockCache()
     /// Blocks from 256 KiB up are pooled; smaller ones go to malloc.
@@ -115,11 +121,13 @@ public final class LargeBlockCache: @unchecked Sendable {
     /// Requests served from idle blocks, requests that mapped new memory, idle blocks unmapped to
     /// stay within the bound.
     public private(set) var hits = 0, misses = 0, evictions = 0
+    /// Bytes mapped by misses: pages the kernel zeroes on first touch.
+    public private(set) var freshBytes = 0
     private let lock = NSLock()
 
-    /// `slackMB`: idle MiB allowed above the live peak (default: SIDETUNE_BLOCK_CACHE_MB, else 64).
+    /// `slackMB`: idle MiB allowed above the live peak (default: SIDETUNE_BLOCK_CACHE_MB, else 16).
     public init(slackMB: Int? = nil) {
-        let mb = slackMB ?? ProcessInfo.processInfo.environment["SIDETUNE_BLOCK_CACHE_MB"].flatMap { Int($0) } ?? 64
+        let mb = slackMB ?? ProcessInfo.processInfo.environment["SIDETUNE_BLOCK_CACHE_MB"].flatMap { Int($0) } ?? 16
         slackBytes = max(0, mb) << 20
         reuse = mb > 0
     }
@@ -145,6 +153,7 @@ public final class LargeBlockCache: @unchecked Sendable {
             return p
         }
         misses += 1
+        freshBytes += size
         liveBytes += size
         peakLiveBytes = max(peakLiveBytes, liveBytes)
         // Make room under the bound by unmapping idle blocks, largest first.
@@ -213,7 +222,8 @@ public final class LargeBlockCache: @unchecked Sendable {
         munmap(p, size)
     }
 
-    /// Returns every idle block to the system and starts a new peak (e.g. before measuring one).
+    /// Returns every idle block, and the C heap's free pages, to the system and starts a new peak
+    /// (e.g. before measuring one).
     public func trim() {
         lock.lock()
         let blocks = idle
@@ -222,5 +232,6 @@ public final class LargeBlockCache: @unchecked Sendable {
         peakLiveBytes = liveBytes
         lock.unlock()
         for (size, ps) in blocks { for p in ps { munmap(p, size) } }
+        sidetune_release_free_heap()
     }
 }

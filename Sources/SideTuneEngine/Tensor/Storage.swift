@@ -90,39 +90,44 @@ func alignedFree(_ p: UnsafeMutableRawPointer, _ byteCount: Int) {
 /// touch (measured: 15% of a side-network step in clear_page, and more than half of LAST's step
 /// from cached taps when the pool was capped below what one step frees).
 ///
-/// The bound: mapped bytes (live + idle) stay within the peak of live bytes since the last `trim()`
-/// plus a slack (`SIDETUNE_BLOCK_CACHE_MB`, default 16; 0 turns reuse off), so idle blocks add at
-/// most the slack to the process's peak RSS. A request takes the smallest idle block of its class
-/// up to twice its size (steps alternate between shapes that are never live together, and text
-/// batches vary in length); when it must map, idle blocks are unmapped first, largest first, to
-/// stay within the bound. Classes are four per power of two (then 2 MiB multiples from 4 MiB); the
-/// unused tail of a block is never touched, so it costs address space, not RSS. As with PyTorch's
-/// "allocated" against "reserved", the ledger counts live tensors; idle blocks are reserved memory.
+/// Idle memory is kept as free address ranges, split to serve a request and merged with free
+/// neighbours when a block comes back (anonymous mappings that touch are one contiguous range, so
+/// ranges merge across mappings), as PyTorch's caching allocator splits its segments. Phases of a
+/// step with different shapes then share pages: a side network's activations are carved from the
+/// frozen backbone's freed scratch instead of needing blocks of their own sizes. (Whole blocks
+/// matched by size class kept both sets mapped: with a 16 MiB bound, LST's computed step faulted
+/// 26 MiB afresh every step, its backbone scratch being evicted for the side network's blocks.)
 ///
-/// The slack was 64 MiB; 16 keeps the side-tuning steps' page faults low (from cached taps none; a
-/// step that computes the backbone maps ~30 MiB afresh) and counts for less in peak RSS, where a
-/// side-tuning run is several times smaller than fine-tuning. (Reshaping idle blocks with mremap to
-/// fit requests was tried: 10% fewer fresh bytes, the same RSS; not kept.)
+/// The bound: mapped bytes (live + idle) stay within the peak of live bytes since the last `trim()`
+/// plus a slack (`SIDETUNE_BLOCK_CACHE_MB`, default 16; 0 turns reuse off), so idle memory adds
+/// at most the slack to the process's peak RSS. When a request must map, idle ranges are unmapped
+/// first, largest first. Requests round up to 64 KiB, and from 4 MiB to 2 MiB multiples placed on
+/// 2 MiB boundaries (huge pages). As with PyTorch's "allocated" against "reserved", the ledger
+/// counts live tensors; idle ranges are reserved memory.
 public final class LargeBlockCache: @unchecked Sendable {
     public static let shared = LargeBlockCache()
     /// Blocks from 256 KiB up are pooled; smaller ones go to malloc.
     static let threshold = 256 << 10
-    /// From 4 MiB up: 2 MiB classes, huge-page aligned and advised.
+    /// From 4 MiB up: 2 MiB multiples, huge-page aligned and advised.
     static let hugeThreshold = 4 << 20
     static let granule = 2 << 20
+    static let quantum = 64 << 10
     let slackBytes: Int
     let reuse: Bool
-    private var idle: [Int: [UnsafeMutableRawPointer]] = [:]
-    /// The mapped size of every block handed out (a block may serve a smaller request than its size).
-    private var mappedSize: [UnsafeMutableRawPointer: Int] = [:]
+    /// Free ranges by start address, and the start of each by its end (for merging).
+    private var freeByStart: [Int: Int] = [:], freeByEnd: [Int: Int] = [:]
+    /// The size of every block handed out.
+    private var liveSize: [Int: Int] = [:]
     public private(set) var idleBytes = 0
-    /// Mapped bytes of the blocks handed out and not yet released, and their peak since `trim()`.
+    /// Bytes of the blocks handed out and not yet released, and their peak since `trim()`.
     public private(set) var liveBytes = 0, peakLiveBytes = 0
-    /// Requests served from idle blocks, requests that mapped new memory, idle blocks unmapped to
-    /// stay within the bound.
+    /// Requests served from idle ranges, requests that mapped new memory, idle ranges unmapped
+    /// (wholly or in part) to stay within the bound.
     public private(set) var hits = 0, misses = 0, evictions = 0
     /// Bytes mapped by misses: pages the kernel zeroes on first touch.
     public private(set) var freshBytes = 0
+    /// Idle ranges now (after merging).
+    public var idleRanges: Int { lock.lock(); defer { lock.unlock() }; return freeByStart.count }
     private let lock = NSLock()
 
     /// `slackMB`: idle MiB allowed above the live peak (default: SIDETUNE_BLOCK_CACHE_MB, else 16).
@@ -132,42 +137,75 @@ public final class LargeBlockCache: @unchecked Sendable {
         reuse = mb > 0
     }
 
-    /// Four classes per power of two (at most 25% over the request), page multiples; 2 MiB
-    /// multiples from 4 MiB up.
+    /// 64 KiB multiples; 2 MiB multiples from 4 MiB up.
     public static func sizeClass(_ n: Int) -> Int {
-        let e = Int.bitWidth - 1 - n.leadingZeroBitCount
-        let step = max(4096, 1 << max(0, e - 2))
-        let size = (n + step - 1) / step * step
-        return size >= hugeThreshold ? (size + granule - 1) / granule * granule : size
+        let q = n >= hugeThreshold ? granule : quantum
+        return (n + q - 1) / q * q
+    }
+
+    private func addFree(_ start: Int, _ size: Int) {
+        var (s, n) = (start, size)
+        if let before = freeByEnd.removeValue(forKey: s) {
+            let m = freeByStart.removeValue(forKey: before)!
+            (s, n) = (before, n + m)
+        }
+        if let m = freeByStart.removeValue(forKey: s + n) {
+            freeByEnd.removeValue(forKey: s + n + m)
+            n += m
+        }
+        freeByStart[s] = n
+        freeByEnd[s + n] = s
+    }
+
+    private func removeFree(_ start: Int) -> Int {
+        let n = freeByStart.removeValue(forKey: start)!
+        freeByEnd.removeValue(forKey: start + n)
+        return n
+    }
+
+    /// Where a block of `size` goes inside the free range [start, start + n), if it fits.
+    private static func placement(_ start: Int, _ n: Int, _ size: Int) -> Int? {
+        let at = size >= hugeThreshold ? (start + granule - 1) / granule * granule : start
+        return at + size <= start + n ? at : nil
     }
 
     public func allocate(_ n: Int, what: String) -> UnsafeMutableRawPointer {
         let size = Self.sizeClass(n)
         lock.lock()
-        if let c = idle.keys.filter({ $0 >= size && $0 <= 2 * size }).min(), let p = idle[c]?.popLast() {
-            if idle[c]?.isEmpty == true { idle[c] = nil }
-            idleBytes -= c
-            take(p, c)
+        // Best fit: the smallest free range that holds the block; the rest stays free.
+        var best: (start: Int, n: Int, at: Int)?
+        for (start, len) in freeByStart where len >= size && len < (best?.n ?? .max) {
+            if let at = Self.placement(start, len, size) { best = (start, len, at) }
+        }
+        if let best {
+            _ = removeFree(best.start)
+            if best.at > best.start { addFree(best.start, best.at - best.start) }
+            let end = best.at + size, rangeEnd = best.start + best.n
+            if rangeEnd > end { addFree(end, rangeEnd - end) }
+            idleBytes -= size
+            book(best.at, size)
             hits += 1
             lock.unlock()
-            return p
+            return UnsafeMutableRawPointer(bitPattern: best.at)!
         }
         misses += 1
         freshBytes += size
-        liveBytes += size
-        peakLiveBytes = max(peakLiveBytes, liveBytes)
-        // Make room under the bound by unmapping idle blocks, largest first.
-        var evicted: [(UnsafeMutableRawPointer, Int)] = []
-        for c in idle.keys.sorted(by: >) where liveBytes + idleBytes > peakLiveBytes + slackBytes {
-            while liveBytes + idleBytes > peakLiveBytes + slackBytes, let q = idle[c]?.popLast() {
-                idleBytes -= c
-                evictions += 1
-                evicted.append((q, c))
-            }
-            if idle[c]?.isEmpty == true { idle[c] = nil }
+        book(nil, size)
+        // Make room under the bound: unmap idle memory, largest ranges first, a range's tail when
+        // only part of it must go.
+        var unmap: [(Int, Int)] = []
+        while liveBytes + idleBytes > peakLiveBytes + slackBytes,
+              let (start, len) = freeByStart.max(by: { $0.value < $1.value }) {
+            let excess = (liveBytes + idleBytes - peakLiveBytes - slackBytes + 4095) / 4096 * 4096
+            _ = removeFree(start)
+            let cut = min(len, excess)
+            if cut < len { addFree(start, len - cut) }
+            unmap.append((start + len - cut, cut))
+            idleBytes -= cut
+            evictions += 1
         }
         lock.unlock()
-        for (q, c) in evicted { munmap(q, c) }
+        for (start, len) in unmap { munmap(UnsafeMutableRawPointer(bitPattern: start), len) }
         let huge = size >= Self.hugeThreshold
         guard let p = Self.map(size, alignment: huge ? Self.granule : 4096) else {
             fatalError("SideTune: out of memory allocating \(formatBytes(n)) for \(what)")
@@ -176,14 +214,14 @@ public final class LargeBlockCache: @unchecked Sendable {
         if huge { _ = madvise(p, size, 14) } // MADV_HUGEPAGE
         #endif
         lock.lock()
-        mappedSize[p] = size
+        liveSize[Int(bitPattern: p)] = size
         lock.unlock()
         return p
     }
 
-    /// Books an idle block as live (lock held).
-    private func take(_ p: UnsafeMutableRawPointer, _ size: Int) {
-        mappedSize[p] = size
+    /// Books a block as live (lock held); a fresh mapping's address is recorded once it exists.
+    private func book(_ start: Int?, _ size: Int) {
+        if let start { liveSize[start] = size }
         liveBytes += size
         peakLiveBytes = max(peakLiveBytes, liveBytes)
     }
@@ -208,12 +246,13 @@ public final class LargeBlockCache: @unchecked Sendable {
     }
 
     public func release(_ p: UnsafeMutableRawPointer, _ n: Int) {
+        let start = Int(bitPattern: p)
         lock.lock()
-        let size = mappedSize.removeValue(forKey: p) ?? Self.sizeClass(max(n, 64))
+        let size = liveSize.removeValue(forKey: start) ?? Self.sizeClass(max(n, 64))
         liveBytes -= size
         if reuse {
             // Mapped bytes are unchanged by keeping it, so the bound still holds.
-            idle[size, default: []].append(p)
+            addFree(start, size)
             idleBytes += size
             lock.unlock()
             return
@@ -222,16 +261,17 @@ public final class LargeBlockCache: @unchecked Sendable {
         munmap(p, size)
     }
 
-    /// Returns every idle block, and the C heap's free pages, to the system and starts a new peak
+    /// Returns all idle memory, and the C heap's free pages, to the system and starts a new peak
     /// (e.g. before measuring one).
     public func trim() {
         lock.lock()
-        let blocks = idle
-        idle = [:]
+        let ranges = freeByStart
+        freeByStart = [:]
+        freeByEnd = [:]
         idleBytes = 0
         peakLiveBytes = liveBytes
         lock.unlock()
-        for (size, ps) in blocks { for p in ps { munmap(p, size) } }
+        for (start, len) in ranges { munmap(UnsafeMutableRawPointer(bitPattern: start), len) }
         sidetune_release_free_heap()
     }
 }

@@ -6,6 +6,17 @@ import SideTuneTestSupport
 /// One 2-thread pool for the suite, kept for the process: a pool must outlive its spinning workers.
 private let pool = ThreadPool(threads: 2)
 
+/// The best of `reps` timings of `body`, in seconds.
+private func best(_ reps: Int, _ body: () -> Void) -> Double {
+    var b = Double.infinity
+    for _ in 0..<reps {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        b = min(b, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+    return b
+}
+
 @Suite("NF4", .serialized)
 struct NF4Tests {
     func randomWeight(_ r: Int, _ c: Int, seed: UInt64 = 7) -> Tensor {
@@ -157,21 +168,12 @@ struct NF4Tests {
             let flops = 2.0 * Double(out * inF)
             for threads in [1, 2] {
                 pool.activeThreads = threads
-                func best(_ body: () -> Void) -> Double {
-                    var b = Double.infinity
-                    for _ in 0..<300 {
-                        let t0 = DispatchTime.now().uptimeNanoseconds
-                        body()
-                        b = min(b, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-                    }
-                    return b
-                }
                 // Interleave the three so load from other processes hits them alike.
                 var (f32, ref, vec) = (Double.infinity, Double.infinity, Double.infinity)
                 for _ in 0..<3 {
-                    f32 = min(f32, best { gemm(GEMMShape(m: 1, n: out, k: inF, transB: true), x.data, lda: inF, w.data, ldb: inF, y.data, ldc: out, pool: pool) })
-                    ref = min(ref, best { nf4Gemv(x.data, q, y.data, kernel: .reference, pool: pool) })
-                    vec = min(vec, best { nf4Gemv(x.data, q, y.data, kernel: .vectorized, pool: pool) })
+                    f32 = min(f32, best(300) { gemm(GEMMShape(m: 1, n: out, k: inF, transB: true), x.data, lda: inF, w.data, ldb: inF, y.data, ldc: out, pool: pool) })
+                    ref = min(ref, best(300) { nf4Gemv(x.data, q, y.data, kernel: .reference, pool: pool) })
+                    vec = min(vec, best(300) { nf4Gemv(x.data, q, y.data, kernel: .vectorized, pool: pool) })
                 }
                 FileHandle.standardError.write(Data(String(format: "NF4 GEMV %dT [%dx%d]: C kernel %.1f GFLOPS, Swift reference %.1f, F32 GEMV %.1f (C/F32 %.2f, ref/F32 %.2f)\n",
                                                             threads, out, inF, flops / vec / 1e9, flops / ref / 1e9, flops / f32 / 1e9, f32 / vec, f32 / ref).utf8))
@@ -201,20 +203,11 @@ struct NF4Tests {
         func x(_ k: Int) -> UnsafeMutablePointer<Float> { xs[k == 576 ? 0 : 1].data }
         for threads in [1, 2] {
             pool.activeThreads = threads
-            func best(_ body: () -> Void) -> Double {
-                var b = Double.infinity
-                for _ in 0..<5 {
-                    let t0 = DispatchTime.now().uptimeNanoseconds
-                    body()
-                    b = min(b, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-                }
-                return b
-            }
             var (tf, tq) = (Double.infinity, Double.infinity)
             for _ in 0..<3 {
-                tf = min(tf, best { for w in f32 { let (o, k) = (w.shape[0], w.shape[1])
+                tf = min(tf, best(5) { for w in f32 { let (o, k) = (w.shape[0], w.shape[1])
                     gemm(GEMMShape(m: 1, n: o, k: k, transB: true), x(k), lda: k, w.data, ldb: k, y.data, ldc: o, pool: pool) } })
-                tq = min(tq, best { for w in nf4 { nf4Gemv(x(w.cols), w, y.data, kernel: .vectorized, pool: pool) } })
+                tq = min(tq, best(5) { for w in nf4 { nf4Gemv(x(w.cols), w, y.data, kernel: .vectorized, pool: pool) } })
             }
             #expect(tf > 0 && tq > 0)
             FileHandle.standardError.write(Data(String(format: "NF4 GEMV streaming %dT: %d matrices, %.0f MB F32 / %.0f MB NF4: F32 %.2f ms (%.1f GB/s), NF4 %.2f ms (%.1f GB/s of NF4): NF4/F32 speed %.2fx\n",
@@ -229,15 +222,6 @@ struct NF4Tests {
         let w = randomWeight(out, inF)
         let q = NF4Weight(quantizing: w)
         var rng = SplitMix64(seed: 1)
-        func best(_ reps: Int, _ body: () -> Void) -> Double {
-            var b = Double.infinity
-            for _ in 0..<reps {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                body()
-                b = min(b, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-            }
-            return b
-        }
         for t in [1, 64, 256] {
             let x = Tensor.randn([t, inF], rng: &rng)
             let y = Tensor(shape: [t, out])

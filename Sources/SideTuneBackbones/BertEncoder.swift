@@ -138,10 +138,26 @@ public final class BertSelfAttention: Module {
     public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = d / heads
+        if hd <= smallHeadDims, let w = fusedQKV {
+            // Thin heads (LST's side blocks): one [d -> 3d] product, attention read from it in place.
+            let qkv = Tensor.linear(x, weight: w.weight, bias: w.bias)
+            return output(Tensor.attentionPacked(qkv, heads: heads, keyPadding: keyPadding, scale: 1 / Float(hd).squareRoot()))
+        }
         func split(_ y: Tensor) -> Tensor { y.reshaped([b, t, heads, hd]).permuted([0, 2, 1, 3]) } // [B, H, T, hd]
         let q = split(query(x)), k = split(key(x)), v = split(value(x))
         let a = Tensor.attention(q, k, v, mask: AttentionMask(keyPadding: keyPadding), scale: 1 / Float(hd).squareRoot())
         return output(a.permuted([0, 2, 1, 3]).reshaped([b, t, d]))
+    }
+}
+
+extension BertSelfAttention {
+    /// q, k, v stacked into one [3d, d] weight and [3d] bias (built per call, so the product sees
+    /// the current values and backward splits the gradient back), or nil when they are not three
+    /// plain float32 linears with biases (LoRA wraps some).
+    var fusedQKV: (weight: Tensor, bias: Tensor)? {
+        let parts = [query, key, value]
+        guard parts.allSatisfy({ type(of: $0) == Linear.self && $0.bias != nil && $0.weight.dtype == .float32 }) else { return nil }
+        return (Tensor.concat(parts.map(\.weight), axis: 0), Tensor.concat(parts.map { $0.bias! }, axis: 0))
     }
 }
 

@@ -30,9 +30,14 @@ public final class LSABlock: Module {
         // One [d -> 3r] product instead of three skinny ones: LN(x) is packed, read and (in
         // backward) its gradient accumulated once rather than three times.
         let w = Tensor.concat([query.weight, key.weight, value.weight], axis: 0)
-        let qkv = y.matmul(w, transposeOther: true).split(axis: 2, sizes: [r, r, r])
+        let qkv = y.matmul(w, transposeOther: true)
+        if r <= packedHeadMaxDims {
+            // Attention read from the [B, T, 3r] product in place (no split copies).
+            return up(Tensor.attentionPacked(qkv, heads: 1, keyPadding: keyPadding, scale: _scale))
+        }
+        let parts = qkv.split(axis: 2, sizes: [r, r, r])
         func heads(_ z: Tensor) -> Tensor { z.reshaped([b, 1, t, r]) }
-        let a = Tensor.attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), mask: AttentionMask(keyPadding: keyPadding),
+        let a = Tensor.attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), mask: AttentionMask(keyPadding: keyPadding),
                                  scale: _scale)
         return up(a.reshaped([b, t, r]))
     }

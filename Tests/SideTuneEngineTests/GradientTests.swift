@@ -116,6 +116,14 @@ import Testing
         }
     }
 
+    @Test func attentionPacked() {
+        let pad: [Float] = [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]
+        for hd in [4, 3] {
+            let qkv = randomTensor([2, 6, 3 * 2 * hd], seed: 26)
+            gradCheck("attention packed, heads of \(hd)", [qkv]) { Tensor.attentionPacked($0[0], heads: 2, keyPadding: pad) }
+        }
+    }
+
     @Test func gatherAndMax() {
         let a = randomTensor([3, 5, 4], seed: 21)
         gradCheck("gather positions", [a]) { $0[0].gatherPositions([4, 0, 2]) }

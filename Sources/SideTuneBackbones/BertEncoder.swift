@@ -135,18 +135,21 @@ public final class BertSelfAttention: Module {
     }
 
     /// x [B, T, d] -> [B, T, d]; `keyPadding` is [B * T] of 1 (token) / 0 (padding).
-    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { output(context(x, keyPadding: keyPadding)) }
+
+    /// The heads' outputs side by side [B, T, d], before the output projection.
+    func context(_ x: Tensor, keyPadding: [Float]) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = d / heads
         if hd <= smallHeadDims, let w = fusedQKV {
             // Thin heads (LST's side blocks): one [d -> 3d] product, attention read from it in place.
             let qkv = Tensor.linear(x, weight: w.weight, bias: w.bias)
-            return output(Tensor.attentionPacked(qkv, heads: heads, keyPadding: keyPadding, scale: 1 / Float(hd).squareRoot()))
+            return Tensor.attentionPacked(qkv, heads: heads, keyPadding: keyPadding, scale: 1 / Float(hd).squareRoot())
         }
         func split(_ y: Tensor) -> Tensor { y.reshaped([b, t, heads, hd]).permuted([0, 2, 1, 3]) } // [B, H, T, hd]
         let q = split(query(x)), k = split(key(x)), v = split(value(x))
         let a = Tensor.attention(q, k, v, mask: AttentionMask(keyPadding: keyPadding), scale: 1 / Float(hd).squareRoot())
-        return output(a.permuted([0, 2, 1, 3]).reshaped([b, t, d]))
+        return a.permuted([0, 2, 1, 3]).reshaped([b, t, d])
     }
 }
 
@@ -193,6 +196,13 @@ public final class BertLayer: Module {
 
     /// x [B, T, d] -> [B, T, d].
     public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+        let plain = [attention.output, output].allSatisfy { type(of: $0) == Linear.self && $0.bias != nil }
+        if plain && attentionAdapter == nil && outputAdapter == nil {
+            // Each output projection adds its residual in the same op (no separate add pass).
+            let a = attention.output
+            let h = attentionNorm(Tensor.linear(attention.context(x, keyPadding: keyPadding), weight: a.weight, bias: a.bias!, residuals: [x]))
+            return outputNorm(Tensor.linear(activation(intermediate(h)), weight: output.weight, bias: output.bias!, residuals: [h]))
+        }
         var a = attention(x, keyPadding: keyPadding)
         if let attentionAdapter { a = attentionAdapter(a) }
         let h = attentionNorm(x + a)

@@ -95,28 +95,44 @@ struct PackedKeys: @unchecked Sendable {
     @inline(__always) func key(_ b: Int, _ jj: Int) -> Int { Int(indices[starts[b] + jj]) }
 }
 
-/// Copies the kept keys' k and v rows of one (batch, head) into contiguous [n, hd] buffers.
+/// Copies the kept keys' k and v rows of one (batch, head) into contiguous rows of hdp >= hd
+/// floats (zero past hd), so that dims can be taken 4 at a time.
 @inline(__always)
-private func gatherKeys(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int,
+private func gatherKeys(_ hd: Int, _ hdp: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int,
                         _ kc: UnsafeMutablePointer<Float>, _ vc: UnsafeMutablePointer<Float>) {
     for jj in 0..<kept.count(b) {
         let j = kept.key(b, jj)
         let kr = g.k(j), vr = g.v(j)
-        for p in 0..<hd { kc[jj * hd + p] = kr[p]; vc[jj * hd + p] = vr[p] }
+        for p in 0..<hdp { kc[jj * hdp + p] = p < hd ? kr[p] : 0; vc[jj * hdp + p] = p < hd ? vr[p] : 0 }
     }
+}
+
+/// acc_c (c < 4) = sum_j w[16 j ..< 16 j + 16] * rows[j * ld + c0 + c] for j < n: four 16-lane
+/// accumulators held in registers (in scratch memory they cost a store per key and dim).
+@inline(__always)
+private func weightedRows4(_ w: UnsafePointer<Float>, _ rows: UnsafePointer<Float>, _ ld: Int, _ n: Int)
+    -> (V16, V16, V16, V16) {
+    var a0 = V16(), a1 = V16(), a2 = V16(), a3 = V16()
+    for jj in 0..<n {
+        let e = loadV(w + 16 * jj), r = rows + jj * ld
+        a0.addProduct(e, V16(repeating: r[0]))
+        a1.addProduct(e, V16(repeating: r[1]))
+        a2.addProduct(e, V16(repeating: r[2]))
+        a3.addProduct(e, V16(repeating: r[3]))
+    }
+    return (a0, a1, a2, a3)
 }
 
 /// Forward of one (batch, head): out rows at `o` (stride ldo), log-sum-exps at `lse`.
 private func packedForward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                         _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, hd = dims.n
+    let n = kept.count(b), t = g.t, hd = dims.n, hdp = roundUp(hd, 4)
     if n == 0 {
         for i in 0..<t { (o + i * ldo).initialize(repeating: 0, count: hd); lse[i] = -.infinity }
         return
     }
-    // Scratch: kept k and v rows [n, hd] each, the block's scores [n] x 16 lanes, q^T and the
-    // output accumulators [hd] x 16 lanes each.
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * n * hd + 16 * n + 32 * hd) { buffer in
+    // Scratch: kept k and v rows [n, hdp] each, the block's scores [n] x 16 lanes, q^T [hd] x 16.
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * n * hdp + 16 * n + 16 * hd) { buffer in
         packedForwardKernel(dims, g, kept, b, s, o, ldo, lse, buffer.baseAddress!)
     }
 }
@@ -124,9 +140,9 @@ private func packedForward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: 
 private func packedForwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                               _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>,
                                               _ scratch: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, hd = dims.n
-    let kc = scratch, vc = kc + n * hd, sc = vc + n * hd, qT = sc + 16 * n, acc = qT + 16 * hd
-    gatherKeys(hd, g, kept, b, kc, vc)
+    let n = kept.count(b), t = g.t, hd = dims.n, hdp = roundUp(hd, 4)
+    let kc = scratch, vc = kc + n * hdp, sc = vc + n * hdp, qT = sc + 16 * n
+    gatherKeys(hd, hdp, g, kept, b, kc, vc)
     var i0 = 0
     while i0 < t {
         let lanes = min(16, t - i0)
@@ -138,23 +154,22 @@ private func packedForwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ 
         }
         var m = V16(repeating: -.infinity)
         for jj in 0..<n {
-            let kr = kc + jj * hd
+            let kr = kc + jj * hdp
             var x = V16()
             for p in 0..<hd { x.addProduct(loadV(qT + 16 * p), V16(repeating: kr[p])) }
             storeV(sc + 16 * jj, x)
             m = m.replacing(with: x, where: x .> m)
         }
-        for c in 0..<hd { storeV(acc + 16 * c, V16()) }
         let sum = expLanes(sc, n, shift: m)
-        for jj in 0..<n {
-            let e = loadV(sc + 16 * jj)
-            let vr = vc + jj * hd
-            for c in 0..<hd { storeV(acc + 16 * c, loadV(acc + 16 * c).addingProduct(e, V16(repeating: vr[c]))) }
-        }
         let inv = 1 / sum
-        for c in 0..<hd {
-            let r = loadV(acc + 16 * c) * inv
-            for l in 0..<lanes { o[(i0 + l) * ldo + c] = r[l] }
+        var c0 = 0
+        while c0 < hd {
+            let (a0, a1, a2, a3) = weightedRows4(sc, vc + c0, hdp, n)
+            for (c, a) in [a0, a1, a2, a3].enumerated() where c0 + c < hd {
+                let r = a * inv
+                for l in 0..<lanes { o[(i0 + l) * ldo + c0 + c] = r[l] }
+            }
+            c0 += 4
         }
         for l in 0..<lanes { lse[i0 + l] = m[l] + Foundation.log(sum[l]) }
         i0 += 16
@@ -170,7 +185,7 @@ private let packedGroup = 64
 private func packedBackward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                          _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
                                          _ gq: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n
+    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n, hdp = roundUp(hd, 4)
     // Padded keys (and every key when all are padding) get zero dK, dV.
     for j in 0..<t {
         (gq + j * ld + dm).initialize(repeating: 0, count: hd)
@@ -180,7 +195,7 @@ private func packedBackward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept:
         for i in 0..<t { (gq + i * ld).initialize(repeating: 0, count: hd) }
         return
     }
-    let scratch = 4 * n * hd + 2 * n * packedGroup + 2 * hd * packedGroup + 16 * hd + 16 * n
+    let scratch = 2 * n * hdp + 2 * n * hd + 2 * n * packedGroup + 2 * hd * packedGroup
     withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buffer in
         packedBackwardKernel(dims, g, kept, b, s, go, oo, lse, gq, buffer.baseAddress!)
     }
@@ -189,11 +204,10 @@ private func packedBackward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept:
 private func packedBackwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                                _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
                                                _ gq: UnsafeMutablePointer<Float>, _ scratch: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n, group = packedGroup
-    let kc = scratch, vc = kc + n * hd, dkc = vc + n * hd, dvc = dkc + n * hd
-    let pT = dvc + n * hd, dsT = pT + n * group, qT = dsT + n * group, dT = qT + hd * group, dq = dT + hd * group
-    let sc = dq + 16 * hd
-    gatherKeys(hd, g, kept, b, kc, vc)
+    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n, hdp = roundUp(hd, 4), group = packedGroup
+    let kc = scratch, vc = kc + n * hdp, dkc = vc + n * hdp, dvc = dkc + n * hd
+    let pT = dvc + n * hd, dsT = pT + n * group, qT = dsT + n * group, dT = qT + hd * group
+    gatherKeys(hd, hdp, g, kept, b, kc, vc)
     dkc.initialize(repeating: 0, count: 2 * n * hd)
     var g0 = 0
     while g0 < t {
@@ -217,29 +231,32 @@ private func packedBackwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _
                 for c in 0..<hd { x += go[i * dm + c] * oo[i * dm + c] }
                 dd[l] = x
             }
-            for p in 0..<hd { storeV(dq + 16 * p, V16()) }
-            // P for the block: scores, then exp in one pass of its own.
+            // Per key: P = exp(S - lse) (the exp in a pass of its own), then dS = P (dP - D).
+            // The block's P and dS columns live at stride `group`: a [n] x 16 view of pT, dsT.
+            let pb = pT + l0, db = dsT + l0
             for jj in 0..<n {
-                let kr = kc + jj * hd
+                let kr = kc + jj * hdp
                 var x = V16()
                 for p in 0..<hd { x.addProduct(loadV(qT + p * group + l0), V16(repeating: kr[p])) }
-                storeV(sc + 16 * jj, x)
+                storeV(pb + jj * group, x)
             }
-            _ = expLanes(sc, n, shift: lv)
+            expLanesStrided(pb, n, group, shift: lv)
             for jj in 0..<n {
-                let kr = kc + jj * hd, vr = vc + jj * hd
+                let vr = vc + jj * hdp
                 var dp = V16()
                 for c in 0..<hd { dp.addProduct(loadV(dT + c * group + l0), V16(repeating: vr[c])) }
-                let pr = loadV(sc + 16 * jj)
-                let ds = pr * (dp - dd)
-                storeV(pT + jj * group + l0, pr)
-                storeV(dsT + jj * group + l0, ds)
-                for p in 0..<hd { storeV(dq + 16 * p, loadV(dq + 16 * p).addingProduct(ds, V16(repeating: kr[p]))) }
+                storeV(db + jj * group, loadV(pb + jj * group) * (dp - dd))
             }
+            // dQ = s dS K, four dims at a time in registers.
             let vs = V16(repeating: s)
-            for p in 0..<hd {
-                let r = loadV(dq + 16 * p) * vs
-                for l in 0..<lanes { gq[(g0 + l0 + l) * ld + p] = r[l] }
+            var c0 = 0
+            while c0 < hd {
+                let (a0, a1, a2, a3) = weightedRowsStrided4(db, group, kc + c0, hdp, n)
+                for (c, a) in [a0, a1, a2, a3].enumerated() where c0 + c < hd {
+                    let r = a * vs
+                    for l in 0..<lanes { gq[(g0 + l0 + l) * ld + c0 + c] = r[l] }
+                }
+                c0 += 4
             }
         }
         // dV[j] += sum_i P[j][i] dO[i];  dK[j] += sum_i dS[j][i] (s q[i]).
@@ -259,6 +276,26 @@ private func packedBackwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _
             gq[j * ld + 2 * dm + p] = dvc[jj * hd + p]
         }
     }
+}
+
+/// `weightedRows4` with the 16-lane weights at a stride of `wld` floats.
+@inline(__always)
+private func weightedRowsStrided4(_ w: UnsafePointer<Float>, _ wld: Int, _ rows: UnsafePointer<Float>, _ ld: Int, _ n: Int)
+    -> (V16, V16, V16, V16) {
+    var a0 = V16(), a1 = V16(), a2 = V16(), a3 = V16()
+    for jj in 0..<n {
+        let e = loadV(w + wld * jj), r = rows + jj * ld
+        a0.addProduct(e, V16(repeating: r[0]))
+        a1.addProduct(e, V16(repeating: r[1]))
+        a2.addProduct(e, V16(repeating: r[2]))
+        a3.addProduct(e, V16(repeating: r[3]))
+    }
+    return (a0, a1, a2, a3)
+}
+
+/// x[ld j + l] = exp(x[ld j + l] - shift[l]) for j < n, l < 16 (a loop of its own, as `expLanes`).
+func expLanesStrided(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ ld: Int, shift: V16) {
+    for j in 0..<n { storeV(x + ld * j, vexp(loadV(x + ld * j) - shift)) }
 }
 
 /// x[16 j + l] = exp(x[16 j + l] - shift[l]) for j < n; returns the lane sums. A loop of its own

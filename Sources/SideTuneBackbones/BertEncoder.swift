@@ -443,11 +443,9 @@ extension BertEncoder {
     public static func meanPool(_ hidden: Tensor, attentionMask: [Int32], normalize: Bool = false) -> Tensor {
         let (b, t) = (hidden.shape[0], hidden.shape[1])
         precondition(attentionMask.count == b * t, "meanPool: mask has \(attentionMask.count) values for [\(b), \(t)]")
-        let mask = Tensor(attentionMask.map { Float($0) }, shape: [b, t, 1])
         var counts = [Float](repeating: 0, count: b)
         for i in 0..<b { for j in 0..<t { counts[i] += attentionMask[i * t + j] != 0 ? 1 : 0 } }
-        let summed = (hidden * mask).sum(axes: [1], keepDims: false) // [B, d]
-        let pooled = summed / Tensor(counts.map { max($0, 1e-9) }, shape: [b, 1])
+        let pooled = hidden.weightedSumOverTokens(weights: attentionMask.map { $0 != 0 ? 1 : 0 }, divisors: counts.map { max($0, 1e-9) })
         guard normalize else { return pooled }
         let norm = (pooled * pooled).sum(axes: [1], keepDims: true).sqrt() // [B, 1]
         return pooled / norm.clampedBelow(1e-12)

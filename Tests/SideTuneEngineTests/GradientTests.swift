@@ -89,6 +89,12 @@ import Testing
         let added3 = noGrad { (r1 + r2 + r1) * -0.5 }
         #expect(maxAbsDiff(noGrad { Tensor.sum([r1, r2, r1], scale: -0.5) }, added3) <= 1e-6)
         gradCheck("n-ary sum", [r1, r2]) { Tensor.sum([$0[0], $0[1], $0[0]], scale: -0.5) }
+        // Masked mean over tokens equals the composite (mask multiply, sum over axis 1, divide).
+        let h = randomTensor([2, 3, 20], seed: 29)
+        let weights: [Float] = [1, 0, 1, 1, 1, 0], divisors: [Float] = [2, 2]
+        let pooledComposite = noGrad { (h * Tensor(weights, shape: [2, 3, 1])).sum(axes: [1]) / Tensor(divisors, shape: [2, 1]) }
+        #expect(maxAbsDiff(noGrad { h.weightedSumOverTokens(weights: weights, divisors: divisors) }, pooledComposite) <= 1e-6)
+        gradCheck("weighted sum over tokens", [h]) { $0[0].weightedSumOverTokens(weights: weights, divisors: divisors) }
     }
 
     @Test func softmaxFamily() {

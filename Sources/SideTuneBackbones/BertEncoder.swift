@@ -135,13 +135,32 @@ public final class BertSelfAttention: Module {
     }
 
     /// x [B, T, d] -> [B, T, d]; `keyPadding` is [B * T] of 1 (token) / 0 (padding).
-    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { output(context(x, keyPadding: keyPadding)) }
+
+    /// The heads' outputs side by side [B, T, d], before the output projection.
+    func context(_ x: Tensor, keyPadding: [Float]) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = d / heads
+        if hd <= smallHeadDims, let w = fusedQKV {
+            // Thin heads (LST's side blocks): one [d -> 3d] product, attention read from it in place.
+            let qkv = Tensor.linear(x, weight: w.weight, bias: w.bias)
+            return Tensor.attentionPacked(qkv, heads: heads, keyPadding: keyPadding, scale: 1 / Float(hd).squareRoot())
+        }
         func split(_ y: Tensor) -> Tensor { y.reshaped([b, t, heads, hd]).permuted([0, 2, 1, 3]) } // [B, H, T, hd]
         let q = split(query(x)), k = split(key(x)), v = split(value(x))
         let a = Tensor.attention(q, k, v, mask: AttentionMask(keyPadding: keyPadding), scale: 1 / Float(hd).squareRoot())
-        return output(a.permuted([0, 2, 1, 3]).reshaped([b, t, d]))
+        return a.permuted([0, 2, 1, 3]).reshaped([b, t, d])
+    }
+}
+
+extension BertSelfAttention {
+    /// q, k, v stacked into one [3d, d] weight and [3d] bias (built per call, so the product sees
+    /// the current values and backward splits the gradient back), or nil when they are not three
+    /// plain float32 linears with biases (LoRA wraps some).
+    var fusedQKV: (weight: Tensor, bias: Tensor)? {
+        let parts = [query, key, value]
+        guard parts.allSatisfy({ type(of: $0) == Linear.self && $0.bias != nil && $0.weight.dtype == .float32 }) else { return nil }
+        return (Tensor.concat(parts.map(\.weight), axis: 0), Tensor.concat(parts.map { $0.bias! }, axis: 0))
     }
 }
 
@@ -177,6 +196,13 @@ public final class BertLayer: Module {
 
     /// x [B, T, d] -> [B, T, d].
     public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+        let plain = [attention.output, output].allSatisfy { type(of: $0) == Linear.self && $0.bias != nil }
+        if plain && attentionAdapter == nil && outputAdapter == nil {
+            // Each output projection adds its residual in the same op (no separate add pass).
+            let a = attention.output
+            let h = attentionNorm(Tensor.linear(attention.context(x, keyPadding: keyPadding), weight: a.weight, bias: a.bias!, residuals: [x]))
+            return outputNorm(Tensor.linear(activation(intermediate(h)), weight: output.weight, bias: output.bias!, residuals: [h]))
+        }
         var a = attention(x, keyPadding: keyPadding)
         if let attentionAdapter { a = attentionAdapter(a) }
         let h = attentionNorm(x + a)
@@ -417,11 +443,9 @@ extension BertEncoder {
     public static func meanPool(_ hidden: Tensor, attentionMask: [Int32], normalize: Bool = false) -> Tensor {
         let (b, t) = (hidden.shape[0], hidden.shape[1])
         precondition(attentionMask.count == b * t, "meanPool: mask has \(attentionMask.count) values for [\(b), \(t)]")
-        let mask = Tensor(attentionMask.map { Float($0) }, shape: [b, t, 1])
         var counts = [Float](repeating: 0, count: b)
         for i in 0..<b { for j in 0..<t { counts[i] += attentionMask[i * t + j] != 0 ? 1 : 0 } }
-        let summed = (hidden * mask).sum(axes: [1], keepDims: false) // [B, d]
-        let pooled = summed / Tensor(counts.map { max($0, 1e-9) }, shape: [b, 1])
+        let pooled = hidden.weightedSumOverTokens(weights: attentionMask.map { $0 != 0 ? 1 : 0 }, divisors: counts.map { max($0, 1e-9) })
         guard normalize else { return pooled }
         let norm = (pooled * pooled).sum(axes: [1], keepDims: true).sqrt() // [B, 1]
         return pooled / norm.clampedBelow(1e-12)

@@ -23,18 +23,27 @@ public final class LSABlock: Module {
     }
 
     /// x [B, T, d] -> Up(Attn(LN(x))) [B, T, d] (the residual is added by the caller).
-    func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+    func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { up(attend(x, keyPadding: keyPadding)) }
+
+    /// x [B, T, d] -> Attn(LN(x)) [B, T, r], before Up.
+    func attend(_ x: Tensor, keyPadding: [Float]) -> Tensor {
         let (b, t) = (x.shape[0], x.shape[1])
         let y = norm(x)
         let r = query.outFeatures
         // One [d -> 3r] product instead of three skinny ones: LN(x) is packed, read and (in
         // backward) its gradient accumulated once rather than three times.
         let w = Tensor.concat([query.weight, key.weight, value.weight], axis: 0)
-        let qkv = y.matmul(w, transposeOther: true).split(axis: 2, sizes: [r, r, r])
+        let qkv = y.matmul(w, transposeOther: true)
+        if r <= smallHeadDims {
+            // Thin ranks: attention read from the [B, T, 3r] product in place (no split copies).
+            // From 16 dims on, the blocked kernel's GEMMs are faster (measured at r = 16).
+            return Tensor.attentionPacked(qkv, heads: 1, keyPadding: keyPadding, scale: _scale)
+        }
+        let parts = qkv.split(axis: 2, sizes: [r, r, r])
         func heads(_ z: Tensor) -> Tensor { z.reshaped([b, 1, t, r]) }
-        let a = Tensor.attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), mask: AttentionMask(keyPadding: keyPadding),
+        let a = Tensor.attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), mask: AttentionMask(keyPadding: keyPadding),
                                  scale: _scale)
-        return up(a.reshaped([b, t, r]))
+        return a.reshaped([b, t, r])
     }
 }
 
@@ -84,15 +93,22 @@ public final class LASTSide: Module, TapReader {
     }
 
     public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor {
-        var u = taps[0]
-        var sumZ = taps[0]
+        // Each block's Up joins the stream in one op: x_{i+1} = x_i + Up_i(...) + z_{i+1} (that is
+        // u_i + z_{i+1}); after the last block the bias correction's -sum z_i is added the same way.
+        // The [B, T, d] stream is written once per block instead of by three separate adds.
+        let m = blocks.count, g = _groupSize
+        var x = Tensor.sum([taps[0], taps[g]])
         for (i, block) in blocks.enumerated() {
-            let z = taps[(i + 1) * _groupSize]
-            let x = u + z
-            u = x + block(x, keyPadding: keyPadding)
-            if i + 1 < blocks.count { sumZ = sumZ + z }
+            let a = block.attend(x, keyPadding: keyPadding)
+            var joining = [x]
+            if i + 1 < m {
+                joining.append(taps[(i + 2) * g])
+            } else if _biasCorrection {
+                joining.append(Tensor.sum((0..<m).map { taps[$0 * g] }, scale: -1)) // z_0 + ... + z_{m-1}
+            }
+            x = Tensor.linear(a, weight: block.up.weight, bias: block.up.bias!, residuals: joining)
         }
-        let out = _biasCorrection ? u - sumZ : u
+        let out = x
         if let head { return head(taps: [out], keyPadding: keyPadding) }
         return classifier!(headNorm!(pool(out, keyPadding: keyPadding, .mean)))
     }

@@ -75,6 +75,26 @@ import Testing
         let composite = noGrad { x.matmul(w, transposeOther: true) + b }.toArray()
         #expect(zip(fused, composite).allSatisfy { abs($0 - $1) <= 1e-5 * (1 + abs($1)) })
         gradCheck("fused linear", [x, w, b]) { Tensor.linear($0[0], weight: $0[1], bias: $0[2]) }
+        // With residuals (n = 20 crosses the 16-lane loop's tail): equals the composite adds; the
+        // same tensor twice gets both gradients.
+        let x2 = randomTensor([2, 3, 5], seed: 18), w2 = randomTensor([20, 5], seed: 19), b2 = randomTensor([20], seed: 20)
+        let r1 = randomTensor([2, 3, 20], seed: 27), r2 = randomTensor([2, 3, 20], seed: 28)
+        let withResiduals = noGrad { Tensor.linear(x2, weight: w2, bias: b2, residuals: [r1, r2]) }
+        let added = noGrad { Tensor.linear(x2, weight: w2, bias: b2) + r1 + r2 }
+        #expect(maxAbsDiff(withResiduals, added) <= 1e-5)
+        gradCheck("linear with residuals", [x2, w2, b2, r1, r2]) {
+            Tensor.linear($0[0], weight: $0[1], bias: $0[2], residuals: [$0[3], $0[4], $0[3]])
+        }
+        // The n-ary sum equals chained adds and passes scale * g back.
+        let added3 = noGrad { (r1 + r2 + r1) * -0.5 }
+        #expect(maxAbsDiff(noGrad { Tensor.sum([r1, r2, r1], scale: -0.5) }, added3) <= 1e-6)
+        gradCheck("n-ary sum", [r1, r2]) { Tensor.sum([$0[0], $0[1], $0[0]], scale: -0.5) }
+        // Masked mean over tokens equals the composite (mask multiply, sum over axis 1, divide).
+        let h = randomTensor([2, 3, 20], seed: 29)
+        let weights: [Float] = [1, 0, 1, 1, 1, 0], divisors: [Float] = [2, 2]
+        let pooledComposite = noGrad { (h * Tensor(weights, shape: [2, 3, 1])).sum(axes: [1]) / Tensor(divisors, shape: [2, 1]) }
+        #expect(maxAbsDiff(noGrad { h.weightedSumOverTokens(weights: weights, divisors: divisors) }, pooledComposite) <= 1e-6)
+        gradCheck("weighted sum over tokens", [h]) { $0[0].weightedSumOverTokens(weights: weights, divisors: divisors) }
     }
 
     @Test func softmaxFamily() {
@@ -113,6 +133,14 @@ import Testing
         for kernel in [AttentionKernel.blocked, .smallHeads] {
             gradCheck("attention \(kernel)", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: pad, kernel: kernel) }
             gradCheck("attention \(kernel) causal", [q, k, v]) { Tensor.attention($0[0], $0[1], $0[2], mask: causal, kernel: kernel) }
+        }
+    }
+
+    @Test func attentionPacked() {
+        let pad: [Float] = [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]
+        for hd in [4, 3] {
+            let qkv = randomTensor([2, 6, 3 * 2 * hd], seed: 26)
+            gradCheck("attention packed, heads of \(hd)", [qkv]) { Tensor.attentionPacked($0[0], heads: 2, keyPadding: pad) }
         }
     }
 

@@ -110,6 +110,34 @@ extension VectorMathTests {
         }
     }
 
+    /// The packed q/k/v kernel equals splitting, permuting and the blocked kernel, outputs and
+    /// gradients: head sizes with and without a specialised copy, sequences off the 16-lane blocks
+    /// and across 64-query groups, padding, and a batch entry whose keys are all padding (zeros).
+    @Test func packedMatchesSplit() {
+        for (b, t, heads, hd) in [(3, 64, 12, 4), (3, 37, 2, 3), (2, 70, 1, 16), (3, 20, 2, 8)] {
+            let dm = heads * hd
+            let qkv = randomTensor([b, t, 3 * dm], seed: 31)
+            var pad = [Float](repeating: 1, count: b * t)
+            for j in (t - 5)..<t { pad[j] = 0 }
+            for j in ((b - 1) * t)..<(b * t) { pad[j] = 0 } // the last entry: all padding
+            let r = randomTensor([b, t, dm], seed: 32)
+            for keyPadding in [nil, pad] {
+                qkv.requiresGrad = true; qkv.zeroGrad()
+                let parts = qkv.split(axis: 2, sizes: [dm, dm, dm]).map { $0.reshaped([b, t, heads, hd]).permuted([0, 2, 1, 3]) }
+                let ref = Tensor.attention(parts[0], parts[1], parts[2], mask: AttentionMask(keyPadding: keyPadding), kernel: .blocked)
+                    .permuted([0, 2, 1, 3]).reshaped([b, t, dm])
+                (ref * r).sum().backward()
+                let refGrad = qkv.grad!.copy()
+                qkv.zeroGrad()
+                let fast = Tensor.attentionPacked(qkv, heads: heads, keyPadding: keyPadding)
+                (fast * r).sum().backward()
+                #expect(fast.toArray().allSatisfy { $0.isFinite })
+                #expect(maxAbsDiff(ref, fast) < 1e-5, "\(b)x\(t) heads \(heads) of \(hd) padding \(keyPadding != nil)")
+                #expect(maxAbsDiff(refGrad, qkv.grad!) < 1e-4, "\(b)x\(t) heads \(heads) of \(hd) padding \(keyPadding != nil)")
+            }
+        }
+    }
+
     /// The blocked path equals the reference on sizes that cross its 64-query blocks.
     @Test func blockedMatchesReference() {
         let q = randomTensor([2, 3, 70, 16], seed: 1), k = randomTensor([2, 3, 70, 16], seed: 2), v = randomTensor([2, 3, 70, 16], seed: 3)

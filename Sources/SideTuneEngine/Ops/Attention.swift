@@ -169,7 +169,7 @@ public enum AttentionKernel: Sendable {
 /// Heads up to this many dimensions take the row-wise kernel (LST's side blocks have 12 of 4).
 /// Measured per layer of 32 x 64 tokens: 4 dims 9.5 against 11.9 ms (blocked); at 16 dims the
 /// blocked GEMMs win (1.4 against 1.7 ms).
-let smallHeadDims = 8
+public let smallHeadDims = 8
 /// Its per-task scratch (transposed K and V, their gradients, two rows) must stay small: it lives
 /// on the worker's stack and in L1/L2.
 let smallHeadScratchFloats = 32 * 1024

@@ -232,3 +232,35 @@ extension Tensor {
         })
     }
 }
+
+extension Tensor {
+    /// scale * (p_1 + ... + p_k) for same-shape tensors, in one pass (no intermediate sums).
+    /// Backward: each part that needs it receives scale * g.
+    public static func sum(_ parts: [Tensor], scale: Float = 1) -> Tensor {
+        precondition(!parts.isEmpty, "sum of no tensors")
+        for p in parts { precondition(p.shape == parts[0].shape, "sum: shapes \(p.shape) and \(parts[0].shape) differ") }
+        let out = Tensor(shape: parts[0].shape)
+        let ps = parts.map { UnsafePointer($0.data) }, po = out.data, vs = V16(repeating: scale)
+        ps.withUnsafeBufferPointer { src in
+            parallelElementwise(out.count) { lo, hi in
+                var i = lo
+                while i + 16 <= hi {
+                    var v = V16()
+                    for p in src { v += loadV(p + i) }
+                    storeV(po + i, v * vs)
+                    i += 16
+                }
+                while i < hi {
+                    var v: Float = 0
+                    for p in src { v += p[i] }
+                    po[i] = v * scale
+                    i += 1
+                }
+            }
+        }
+        return record(out, "sum_n", parts) { g in
+            let gs = scale == 1 ? g : g * scale
+            return parts.map { $0.requiresGrad ? gs : nil }
+        }
+    }
+}

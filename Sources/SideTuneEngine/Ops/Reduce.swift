@@ -59,3 +59,33 @@ extension Tensor {
         return noGrad { broadcastBinary(Tensor.zeros(target), self, .add) }
     }
 }
+
+extension Tensor {
+    /// out[b, :] = (sum over t of weights[b, t] * x[b, t, :]) / divisors[b] for x [B, T, D] -> [B, D]:
+    /// masked mean pooling in one pass (the composite x * mask [B, T, 1] took the strided broadcast
+    /// path, then a reduction and a division, each with its own backward pass).
+    /// Backward: gx[b, t, :] = g[b, :] * weights[b, t] / divisors[b].
+    public func weightedSumOverTokens(weights: [Float], divisors: [Float]) -> Tensor {
+        precondition(rank == 3, "weightedSumOverTokens needs [B, T, D], got \(shape)")
+        let (b, t, d) = (shape[0], shape[1], shape[2])
+        precondition(weights.count == b * t && divisors.count == b, "weightedSumOverTokens: \(weights.count) weights, \(divisors.count) divisors for \(shape)")
+        let out = Tensor.zeros([b, d])
+        let px = data, po = out.data
+        for i in 0..<b {
+            for j in 0..<t where weights[i * t + j] != 0 { axpy(d, weights[i * t + j], px + (i * t + j) * d, po + i * d) }
+            let inv = 1 / divisors[i]
+            for k in 0..<d { po[i * d + k] = po[i * d + k] * inv }
+        }
+        let inShape = shape
+        return record(out, "weighted_sum_tokens", [self]) { g in
+            let gx = Tensor(shape: inShape)
+            for i in 0..<b {
+                for j in 0..<t {
+                    let w = weights[i * t + j] / divisors[i], o = gx.data + (i * t + j) * d, gi = g.data + i * d
+                    for k in 0..<d { o[k] = gi[k] * w }
+                }
+            }
+            return [gx]
+        }
+    }
+}

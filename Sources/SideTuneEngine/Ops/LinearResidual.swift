@@ -1,0 +1,57 @@
+extension Tensor {
+    /// r_1 + ... + r_k + x W^T + b in one op, for x [..., in], weight [out, in], bias [out] and
+    /// residuals shaped like the output: a residual branch's output projection and the stream it
+    /// joins (LAST's u_i = x_i + Up(...), a post-LN block's h + W2 f). The output starts as the sum of
+    /// the residuals and the bias rows, in one pass, and the GEMM accumulates into it: no separate
+    /// add pass over the stream and no tensor for the projection alone. Backward: as `linear`, and
+    /// each residual that needs one receives the output's gradient itself (d out / d r_i = 1).
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor, residuals: [Tensor]) -> Tensor {
+        precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],
+                     "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
+        let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
+        let outShape = Array(x.shape.dropLast()) + [n]
+        for r in residuals { precondition(r.shape == outShape, "linear: residual \(r.shape) does not match the output \(outShape)") }
+        let out = Tensor(shape: outShape)
+        let w = weight.dtype == .float32 ? weight : weight.float32()
+        let po = out.data, pb = UnsafePointer(bias.data)
+        let pr = residuals.map { UnsafePointer($0.data) }
+        pr.withUnsafeBufferPointer { rs in
+            ThreadPool.shared.parallelChunks(m, minChunk: max(1, (1 << 14) / max(n, 1))) { range in
+                for row in range {
+                    let o = po + row * n
+                    var j = 0
+                    while j + 16 <= n {
+                        var v = loadV(pb + j)
+                        for r in rs { v += loadV(r + row * n + j) }
+                        storeV(o + j, v)
+                        j += 16
+                    }
+                    while j < n {
+                        var v = pb[j]
+                        for r in rs { v += r[row * n + j] }
+                        o[j] = v
+                        j += 1
+                    }
+                }
+            }
+        }
+        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), x.data, lda: k, w.data, ldb: k, po, ldc: n,
+             accumulate: true)
+        return record(out, "linear_residual", [x, weight, bias] + residuals) { g in
+            var gx: Tensor?, gw: Tensor?, gb: Tensor?
+            if x.requiresGrad {
+                gx = Tensor(shape: x.shape)
+                gemm(GEMMShape(m: m, n: k, k: n), g.data, lda: n, w.data, ldb: k, gx!.data, ldc: k)
+            }
+            if weight.requiresGrad {
+                gw = Tensor(shape: weight.shape)
+                gemm(GEMMShape(m: n, n: k, k: m, transA: true), g.data, lda: n, x.data, ldb: k, gw!.data, ldc: k)
+            }
+            if bias.requiresGrad {
+                gb = Tensor.zeros(bias.shape)
+                for row in 0..<m { axpy(n, 1, g.data + row * n, gb!.data) }
+            }
+            return [gx, gw, gb] + residuals.map { $0.requiresGrad ? g : nil }
+        }
+    }
+}

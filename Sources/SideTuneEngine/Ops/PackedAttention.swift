@@ -1,0 +1,311 @@
+import Foundation
+
+extension Tensor {
+    /// Multi-head self-attention read straight from a fused q/k/v projection:
+    /// qkv [B, T, 3 H hd] holds [q | k | v], each H heads of hd columns (head h at h hd..<(h+1) hd);
+    /// returns softmax(q k^T * scale + mask) v as [B, T, H hd], heads side by side (what the output
+    /// projection reads). The same computation as splitting, permuting to [B, H, T, hd] and calling
+    /// `attention`, without the split and permute copies (and their backward copies). Key padding
+    /// only (no causal mask); a batch entry whose keys are all padding gives zeros.
+    ///
+    /// Kernel: per (batch, head), 16 queries at a time in the vector lanes, so the row max, the
+    /// softmax sum and dQ need no horizontal reductions; padded keys are dropped from the loops (they
+    /// contribute exactly 0). Backward recomputes the probabilities from q, k and each row's
+    /// log-sum-exp (saved: O(B H T)); dK and dV are reduced over the queries once per 64 queries.
+    public static func attentionPacked(_ qkv: Tensor, heads: Int, keyPadding: [Float]? = nil, scale: Float? = nil) -> Tensor {
+        precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0, "attentionPacked: qkv \(qkv.shape) is not [B, T, 3 x \(heads) heads x dims]")
+        let (bsz, t, dm) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
+        let hd = dm / heads
+        precondition(hd <= packedHeadMaxDims, "attentionPacked: heads of \(hd) dims (at most \(packedHeadMaxDims))")
+        if let kp = keyPadding { precondition(kp.count == bsz * t, "key padding mask needs \(bsz * t) values, got \(kp.count)") }
+        let s = scale ?? 1 / Float(hd).squareRoot()
+        let out = Tensor(shape: [bsz, t, dm])
+        let lse = Tensor(shape: [bsz, heads, t])
+        let kept = PackedKeys(keyPadding, batch: bsz, keys: t)
+        let px = UnsafePointer(qkv.data), po = out.data, pl = lse.data
+        ThreadPool.shared.parallelFor(bsz * heads) { bh in
+            let b = bh / heads, h = bh % heads
+            let geom = PackedGeometry(base: px + b * t * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
+            // Specialised copies for the common head sizes: constant trip counts unroll, and the
+            // kernels are plain generic functions (not closures) so that vexp inlines.
+            let o = po + b * t * dm + h * hd, l = pl + bh * t
+            switch hd {
+            case 4: packedForward(Dims4(), geom, kept, b, s, o, dm, l)
+            case 8: packedForward(Dims8(), geom, kept, b, s, o, dm, l)
+            case 16: packedForward(Dims16(), geom, kept, b, s, o, dm, l)
+            default: packedForward(DimsAny(n: hd), geom, kept, b, s, o, dm, l)
+            }
+        }
+        let o = out.detach()
+        return record(out, "attention_packed", [qkv]) { [lse] g in
+            let gx = Tensor(shape: qkv.shape)
+            let pg = UnsafePointer(g.data), po = UnsafePointer(o.data), pl = UnsafePointer(lse.data), pgx = gx.data
+            ThreadPool.shared.parallelFor(bsz * heads) { bh in
+                let b = bh / heads, h = bh % heads
+                let geom = PackedGeometry(base: px + b * t * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
+                let go = pg + b * t * dm + h * hd, oo = po + b * t * dm + h * hd, gq = pgx + b * t * 3 * dm + h * hd
+                switch hd {
+                case 4: packedBackward(Dims4(), geom, kept, b, s, go, oo, pl + bh * t, gq)
+                case 8: packedBackward(Dims8(), geom, kept, b, s, go, oo, pl + bh * t, gq)
+                case 16: packedBackward(Dims16(), geom, kept, b, s, go, oo, pl + bh * t, gq)
+                default: packedBackward(DimsAny(n: hd), geom, kept, b, s, go, oo, pl + bh * t, gq)
+                }
+            }
+            return [gx]
+        }
+    }
+}
+
+/// Heads wider than this take the split path (`attention`): the lanes-over-queries kernel's
+/// scratch grows with the head size and GEMMs win on wide heads.
+public let packedHeadMaxDims = 32
+
+/// A head size: a constant in the specialised copies, a stored value in the general one.
+protocol HeadDims { var n: Int { get } }
+struct Dims4: HeadDims { var n: Int { 4 } }
+struct Dims8: HeadDims { var n: Int { 8 } }
+struct Dims16: HeadDims { var n: Int { 16 } }
+struct DimsAny: HeadDims { let n: Int }
+
+/// Where one (batch, head)'s q, k and v live in the packed [T, 3 dm] rows of its batch entry.
+struct PackedGeometry {
+    let base: UnsafePointer<Float>
+    let ld: Int, dm: Int, col: Int, t: Int
+    @inline(__always) func q(_ i: Int) -> UnsafePointer<Float> { base + i * ld + col }
+    @inline(__always) func k(_ j: Int) -> UnsafePointer<Float> { base + i0(j) + dm }
+    @inline(__always) func v(_ j: Int) -> UnsafePointer<Float> { base + i0(j) + 2 * dm }
+    @inline(__always) private func i0(_ j: Int) -> Int { j * ld + col }
+}
+
+/// The kept (non-padding) key indices of every batch entry.
+struct PackedKeys: @unchecked Sendable {
+    let indices: [Int32]
+    let starts: [Int]
+    init(_ keyPadding: [Float]?, batch: Int, keys: Int) {
+        var idx: [Int32] = [], st = [0]
+        idx.reserveCapacity(batch * keys)
+        for b in 0..<batch {
+            for j in 0..<keys where keyPadding.map({ $0[b * keys + j] != 0 }) ?? true { idx.append(Int32(j)) }
+            st.append(idx.count)
+        }
+        indices = idx
+        starts = st
+    }
+    @inline(__always) func count(_ b: Int) -> Int { starts[b + 1] - starts[b] }
+    @inline(__always) func key(_ b: Int, _ jj: Int) -> Int { Int(indices[starts[b] + jj]) }
+}
+
+/// Copies the kept keys' k and v rows of one (batch, head) into contiguous rows of hdp >= hd
+/// floats (zero past hd), so that dims can be taken 4 at a time.
+@inline(__always)
+private func gatherKeys(_ hd: Int, _ hdp: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int,
+                        _ kc: UnsafeMutablePointer<Float>, _ vc: UnsafeMutablePointer<Float>) {
+    for jj in 0..<kept.count(b) {
+        let j = kept.key(b, jj)
+        let kr = g.k(j), vr = g.v(j)
+        for p in 0..<hdp { kc[jj * hdp + p] = p < hd ? kr[p] : 0; vc[jj * hdp + p] = p < hd ? vr[p] : 0 }
+    }
+}
+
+/// acc_c (c < 4) = sum_j w[16 j ..< 16 j + 16] * rows[j * ld + c0 + c] for j < n: four 16-lane
+/// accumulators held in registers (in scratch memory they cost a store per key and dim).
+@inline(__always)
+private func weightedRows4(_ w: UnsafePointer<Float>, _ rows: UnsafePointer<Float>, _ ld: Int, _ n: Int)
+    -> (V16, V16, V16, V16) {
+    var a0 = V16(), a1 = V16(), a2 = V16(), a3 = V16()
+    for jj in 0..<n {
+        let e = loadV(w + 16 * jj), r = rows + jj * ld
+        a0.addProduct(e, V16(repeating: r[0]))
+        a1.addProduct(e, V16(repeating: r[1]))
+        a2.addProduct(e, V16(repeating: r[2]))
+        a3.addProduct(e, V16(repeating: r[3]))
+    }
+    return (a0, a1, a2, a3)
+}
+
+/// Forward of one (batch, head): out rows at `o` (stride ldo), log-sum-exps at `lse`.
+private func packedForward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+                                        _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>) {
+    let n = kept.count(b), t = g.t, hd = dims.n, hdp = roundUp(hd, 4)
+    if n == 0 {
+        for i in 0..<t { (o + i * ldo).initialize(repeating: 0, count: hd); lse[i] = -.infinity }
+        return
+    }
+    // Scratch: kept k and v rows [n, hdp] each, the block's scores [n] x 16 lanes, q^T [hd] x 16.
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * n * hdp + 16 * n + 16 * hd) { buffer in
+        packedForwardKernel(dims, g, kept, b, s, o, ldo, lse, buffer.baseAddress!)
+    }
+}
+
+private func packedForwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+                                              _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>,
+                                              _ scratch: UnsafeMutablePointer<Float>) {
+    let n = kept.count(b), t = g.t, hd = dims.n, hdp = roundUp(hd, 4)
+    let kc = scratch, vc = kc + n * hdp, sc = vc + n * hdp, qT = sc + 16 * n
+    gatherKeys(hd, hdp, g, kept, b, kc, vc)
+    var i0 = 0
+    while i0 < t {
+        let lanes = min(16, t - i0)
+        // q^T, pre-scaled; lanes past the end are 0 (their results are not stored).
+        for p in 0..<hd {
+            var v = V16()
+            for l in 0..<lanes { v[l] = g.q(i0 + l)[p] * s }
+            storeV(qT + 16 * p, v)
+        }
+        var m = V16(repeating: -.infinity)
+        for jj in 0..<n {
+            let kr = kc + jj * hdp
+            var x = V16()
+            for p in 0..<hd { x.addProduct(loadV(qT + 16 * p), V16(repeating: kr[p])) }
+            storeV(sc + 16 * jj, x)
+            m = m.replacing(with: x, where: x .> m)
+        }
+        let sum = expLanes(sc, n, shift: m)
+        let inv = 1 / sum
+        var c0 = 0
+        while c0 < hd {
+            let (a0, a1, a2, a3) = weightedRows4(sc, vc + c0, hdp, n)
+            for (c, a) in [a0, a1, a2, a3].enumerated() where c0 + c < hd {
+                let r = a * inv
+                for l in 0..<lanes { o[(i0 + l) * ldo + c0 + c] = r[l] }
+            }
+            c0 += 4
+        }
+        for l in 0..<lanes { lse[i0 + l] = m[l] + Foundation.log(sum[l]) }
+        i0 += 16
+    }
+}
+
+/// Queries per backward group: P and dS for a group are kept as [n keys] x 64 (key-major), then
+/// dV = P^T dO and dK = dS^T (s Q) are reduced over the group's queries.
+private let packedGroup = 64
+
+/// Backward of one (batch, head). go, oo: dO and O rows (stride dm); gq: this head's dQ columns in
+/// the [T, 3 dm] gradient rows (dK at + dm, dV at + 2 dm), all written (zeros for padded keys).
+private func packedBackward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+                                         _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
+                                         _ gq: UnsafeMutablePointer<Float>) {
+    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n, hdp = roundUp(hd, 4)
+    // Padded keys (and every key when all are padding) get zero dK, dV.
+    for j in 0..<t {
+        (gq + j * ld + dm).initialize(repeating: 0, count: hd)
+        (gq + j * ld + 2 * dm).initialize(repeating: 0, count: hd)
+    }
+    if n == 0 {
+        for i in 0..<t { (gq + i * ld).initialize(repeating: 0, count: hd) }
+        return
+    }
+    let scratch = 2 * n * hdp + 2 * n * hd + 2 * n * packedGroup + 2 * hd * packedGroup
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buffer in
+        packedBackwardKernel(dims, g, kept, b, s, go, oo, lse, gq, buffer.baseAddress!)
+    }
+}
+
+private func packedBackwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+                                               _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
+                                               _ gq: UnsafeMutablePointer<Float>, _ scratch: UnsafeMutablePointer<Float>) {
+    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n, hdp = roundUp(hd, 4), group = packedGroup
+    let kc = scratch, vc = kc + n * hdp, dkc = vc + n * hdp, dvc = dkc + n * hd
+    let pT = dvc + n * hd, dsT = pT + n * group, qT = dsT + n * group, dT = qT + hd * group
+    gatherKeys(hd, hdp, g, kept, b, kc, vc)
+    dkc.initialize(repeating: 0, count: 2 * n * hd)
+    var g0 = 0
+    while g0 < t {
+        let gl = min(group, t - g0), blocks = (gl + 15) / 16
+        // q^T (pre-scaled, as in forward) and dO^T for the group, zero past the end (those lanes
+        // then give P = 1, dS = 0 and add nothing: their dO is 0).
+        for p in 0..<hd {
+            for l in 0..<(16 * blocks) {
+                let i = g0 + l
+                qT[p * group + l] = l < gl ? g.q(i)[p] * s : 0
+                dT[p * group + l] = l < gl ? go[i * dm + p] : 0
+            }
+        }
+        for blk in 0..<blocks {
+            let l0 = 16 * blk, lanes = min(16, gl - l0)
+            var lv = V16(), dd = V16()
+            for l in 0..<lanes {
+                let i = g0 + l0 + l
+                lv[l] = lse[i]
+                var x: Float = 0
+                for c in 0..<hd { x += go[i * dm + c] * oo[i * dm + c] }
+                dd[l] = x
+            }
+            // Per key: P = exp(S - lse) (the exp in a pass of its own), then dS = P (dP - D).
+            // The block's P and dS columns live at stride `group`: a [n] x 16 view of pT, dsT.
+            let pb = pT + l0, db = dsT + l0
+            for jj in 0..<n {
+                let kr = kc + jj * hdp
+                var x = V16()
+                for p in 0..<hd { x.addProduct(loadV(qT + p * group + l0), V16(repeating: kr[p])) }
+                storeV(pb + jj * group, x)
+            }
+            expLanesStrided(pb, n, group, shift: lv)
+            for jj in 0..<n {
+                let vr = vc + jj * hdp
+                var dp = V16()
+                for c in 0..<hd { dp.addProduct(loadV(dT + c * group + l0), V16(repeating: vr[c])) }
+                storeV(db + jj * group, loadV(pb + jj * group) * (dp - dd))
+            }
+            // dQ = s dS K, four dims at a time in registers.
+            let vs = V16(repeating: s)
+            var c0 = 0
+            while c0 < hd {
+                let (a0, a1, a2, a3) = weightedRowsStrided4(db, group, kc + c0, hdp, n)
+                for (c, a) in [a0, a1, a2, a3].enumerated() where c0 + c < hd {
+                    let r = a * vs
+                    for l in 0..<lanes { gq[(g0 + l0 + l) * ld + c0 + c] = r[l] }
+                }
+                c0 += 4
+            }
+        }
+        // dV[j] += sum_i P[j][i] dO[i];  dK[j] += sum_i dS[j][i] (s q[i]).
+        let width = 16 * blocks
+        for jj in 0..<n {
+            for c in 0..<hd {
+                dvc[jj * hd + c] += dot(width, pT + jj * group, dT + c * group)
+                dkc[jj * hd + c] += dot(width, dsT + jj * group, qT + c * group)
+            }
+        }
+        g0 += group
+    }
+    for jj in 0..<n {
+        let j = kept.key(b, jj)
+        for p in 0..<hd {
+            gq[j * ld + dm + p] = dkc[jj * hd + p]
+            gq[j * ld + 2 * dm + p] = dvc[jj * hd + p]
+        }
+    }
+}
+
+/// `weightedRows4` with the 16-lane weights at a stride of `wld` floats.
+@inline(__always)
+private func weightedRowsStrided4(_ w: UnsafePointer<Float>, _ wld: Int, _ rows: UnsafePointer<Float>, _ ld: Int, _ n: Int)
+    -> (V16, V16, V16, V16) {
+    var a0 = V16(), a1 = V16(), a2 = V16(), a3 = V16()
+    for jj in 0..<n {
+        let e = loadV(w + wld * jj), r = rows + jj * ld
+        a0.addProduct(e, V16(repeating: r[0]))
+        a1.addProduct(e, V16(repeating: r[1]))
+        a2.addProduct(e, V16(repeating: r[2]))
+        a3.addProduct(e, V16(repeating: r[3]))
+    }
+    return (a0, a1, a2, a3)
+}
+
+/// x[ld j + l] = exp(x[ld j + l] - shift[l]) for j < n, l < 16 (a loop of its own, as `expLanes`).
+func expLanesStrided(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ ld: Int, shift: V16) {
+    for j in 0..<n { storeV(x + ld * j, vexp(loadV(x + ld * j) - shift)) }
+}
+
+/// x[16 j + l] = exp(x[16 j + l] - shift[l]) for j < n; returns the lane sums. A loop of its own
+/// so that vexp inlines (inside the generic kernels it stayed a call: 15% of LST's side step).
+func expLanes(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: V16) -> V16 {
+    var acc = V16()
+    for j in 0..<n {
+        let e = vexp(loadV(x + 16 * j) - shift)
+        storeV(x + 16 * j, e)
+        acc += e
+    }
+    return acc
+}

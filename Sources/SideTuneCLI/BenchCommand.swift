@@ -35,9 +35,28 @@ extension SideTuneCommand.Bench {
         @Flag(help: "Also time the micro-kernel alone on cache-resident panels (the ceiling for the full GEMM).")
         var microKernel = false
 
+        @Option(help: ArgumentHelp("Compare kernels instead (repeat the option): NAME[@mc,kc,nc], e.g. 6x16 or 6x16c@168,384,4080; one thread, interleaved rounds, thread CPU time.", valueName: "kernel"))
+        var kernel: [String] = []
+        @Option(help: "With --kernel: rounds of interleaved timing.")
+        var rounds: Int = 5
+
         public init() {}
 
         public func run() throws {
+            if !kernel.isEmpty {
+                let kernels = try kernel.map(GEMMBenchmark.parseKernel)
+                let list = try shapes.map(GEMMBenchmark.parseShapes) ?? GEMMBenchmark.defaultShapes
+                print("GFLOPS on 1 thread (thread CPU time, best of \(rounds) interleaved rounds); peak 1 thread: "
+                      + String(format: "%.1f", PeakFLOPS.measure(threads: 1)))
+                print("shape".padding(toLength: 22, withPad: " ", startingAt: 0) + kernels.map { $0.name.padding(toLength: 22, withPad: " ", startingAt: 0) }.joined())
+                for row in GEMMBenchmark.compareKernels(shapes: list, kernels: kernels, rounds: rounds, minSeconds: seconds / Double(rounds)) {
+                    let s = row.shape
+                    let name = "\(s.m)x\(s.n)x\(s.k):\(s.transA ? "T" : "N")\(s.transB ? "T" : "N")"
+                    print(name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                          + row.gflops.map { String(format: "%-22.1f", $0) }.joined())
+                }
+                return
+            }
             if microKernel {
                 let k = GEMMKernel.native
                 print(String(format: "micro-kernel %@ alone: %.1f GFLOPS; FP32 peak 1 thread: %.1f GFLOPS", k.name,

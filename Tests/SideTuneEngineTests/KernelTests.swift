@@ -7,7 +7,7 @@ import Testing
     static let sizes = [1, 7, 33, 257]
 
     /// Fast GEMM against the plain triple loop, every transpose mode, awkward sizes, both kernels.
-    @Test(arguments: [GEMMKernel.avx2, GEMMKernel.avx2Wide, GEMMKernel.avx512])
+    @Test(arguments: [GEMMKernel.avx2, GEMMKernel.avx2Wide, GEMMKernel.avx512] + [GEMMKernel.avx2C].compactMap { $0 })
     func matchesReference(kernel: GEMMKernel) {
         var rng = SplitMix64(seed: 3)
         var shapes: [(Int, Int, Int)] = []

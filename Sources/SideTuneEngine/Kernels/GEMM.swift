@@ -1,3 +1,4 @@
+import CSideTuneKernels
 import Foundation
 
 /// Row-major single-precision matrix multiply: C[M,N] (+)= op(A)[M,K] * op(B)[K,N], where op(X) is
@@ -43,11 +44,19 @@ public struct GEMMKernel: Sendable {
     public static let avx2Wide = GEMMKernel(name: "4x24", mr: 4, nr: 24, mc: 168, kc: 256, nc: 4080, run: microKernel4x24)
     /// AVX-512 (32 zmm): 12x32 tile.
     public static let avx512 = GEMMKernel(name: "12x32", mr: 12, nr: 32, mc: 96, kc: 256, nc: 2048, run: microKernel12x32)
+    /// AVX2 6x16 written in C intrinsics (Sources/CSideTuneKernels/sgemm_avx2.c), unrolled by 4
+    /// k steps. nil where the C build has no AVX2/FMA.
+    public static let avx2C: GEMMKernel? = sidetune_sgemm_avx2_available()
+        ? GEMMKernel(name: "6x16c", mr: 6, nr: 16, mc: 168, kc: 256, nc: 4080, run: { kc, a, b, c, ldc, acc in
+            sidetune_sgemm_6x16_avx2(kc, a, b, c, ldc, acc)
+        })
+        : nil
     /// The kernel for this machine. The build uses -march=native, so the CPU's flags say what the
-    /// compiler could use.
+    /// compiler could use. SIDETUNE_GEMM_KERNEL=6x16|4x24|6x16c picks one by name (comparisons).
     public static let native: GEMMKernel = {
-        var k: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : .avx2
-        if ProcessInfo.processInfo.environment["SIDETUNE_GEMM_KERNEL"] == "4x24" { k = .avx2Wide }
+        var k: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : (avx2C ?? .avx2)
+        if let name = ProcessInfo.processInfo.environment["SIDETUNE_GEMM_KERNEL"],
+           let named = ([avx2, avx2Wide, avx512] + [avx2C].compactMap { $0 }).first(where: { $0.name == name }) { k = named }
         // SIDETUNE_GEMM_BLOCKING=mc,kc,nc overrides the cache blocking (for tuning on a new CPU).
         if let s = ProcessInfo.processInfo.environment["SIDETUNE_GEMM_BLOCKING"] {
             let v = s.split(separator: ",").compactMap { Int($0) }

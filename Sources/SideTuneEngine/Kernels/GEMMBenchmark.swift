@@ -48,11 +48,14 @@ public enum GEMMBenchmark {
 
     public static func parseShapes(_ text: String) throws -> [GEMMShape] {
         try text.split(separator: ",").map { item in
-            let d = item.split(separator: "x").compactMap { Int($0) }
-            guard d.count == 3, d.allSatisfy({ $0 > 0 }) else {
-                throw BenchmarkError("bad shape '\(item)': expected MxNxK with positive integers, e.g. 1024x1024x1024")
+            // MxNxK, optionally :OP with OP one of NN NT TN TT (op(A), op(B): N as stored, T transposed).
+            let parts = item.split(separator: ":", omittingEmptySubsequences: false)
+            let d = parts[0].split(separator: "x").compactMap { Int($0) }
+            let op = parts.count > 1 ? String(parts[1]) : "NN"
+            guard d.count == 3, d.allSatisfy({ $0 > 0 }), parts.count <= 2, ["NN", "NT", "TN", "TT"].contains(op) else {
+                throw BenchmarkError("bad shape '\(item)': expected MxNxK[:NN|NT|TN|TT] with positive integers, e.g. 1024x1024x1024 or 4096x384x1536:NT")
             }
-            return GEMMShape(m: d[0], n: d[1], k: d[2])
+            return GEMMShape(m: d[0], n: d[1], k: d[2], transA: op.first == "T", transB: op.last == "T")
         }
     }
 
@@ -123,6 +126,59 @@ extension GEMMBenchmark {
             elapsed = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         } while elapsed < seconds
         return Double(calls) * Double(2 * kernel.mr * kernel.nr * kc) / elapsed / 1e9
+    }
+}
+
+extension GEMMBenchmark {
+    /// A kernel by name with optional cache blocking: "6x16", "6x16c@168,384,4080" (mc,kc,nc).
+    public static func parseKernel(_ text: String) throws -> GEMMKernel {
+        let parts = text.split(separator: "@", maxSplits: 1)
+        let all = [GEMMKernel.avx2, .avx2Wide, .avx512] + [GEMMKernel.avx2C].compactMap { $0 }
+        guard var k = all.first(where: { $0.name == parts.first.map(String.init) }) else {
+            throw BenchmarkError("unknown kernel '\(text)': known: \(all.map(\.name).joined(separator: ", "))")
+        }
+        if parts.count == 2 {
+            let v = parts[1].split(separator: ",").compactMap { Int($0) }
+            guard v.count == 3, v.allSatisfy({ $0 > 0 }), v[0] % k.mr == 0, v[2] % k.nr == 0 else {
+                throw BenchmarkError("bad blocking in '\(text)': expected mc,kc,nc with mc a multiple of \(k.mr) and nc of \(k.nr)")
+            }
+            (k.mc, k.kc, k.nc) = (v[0], v[1], v[2])
+            k.name += "@\(v[0]),\(v[1]),\(v[2])"
+        }
+        return k
+    }
+
+    /// Kernels (or blockings) compared on one thread, interleaved round by round so a noisy
+    /// neighbour hits all of them alike, timed by the thread's CPU time (not wall time). Returns
+    /// GFLOPS per shape and kernel from each kernel's best round.
+    public static func compareKernels(shapes: [GEMMShape], kernels: [GEMMKernel], rounds: Int, minSeconds: Double)
+        -> [(shape: GEMMShape, gflops: [Double])] {
+        func cpuNow() -> Double {
+            var t = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+            return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+        }
+        return shapes.map { s in
+            let a = Workspace(floats: s.m * s.k), b = Workspace(floats: s.k * s.n), c = Workspace(floats: s.m * s.n)
+            var rng = SplitMix64(seed: 1)
+            for i in 0..<(s.m * s.k) { a.floats[i] = rng.nextFloat() - 0.5 }
+            for i in 0..<(s.k * s.n) { b.floats[i] = rng.nextFloat() - 0.5 }
+            let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
+            var best = [Double](repeating: .infinity, count: kernels.count)
+            for (i, k) in kernels.enumerated() { _ = i; gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, singleThreaded: true, kernel: k) }
+            for _ in 0..<rounds {
+                for (i, k) in kernels.enumerated() {
+                    var total = 0.0, runs = 0
+                    while total < minSeconds || runs < 2 {
+                        let t0 = cpuNow()
+                        gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, singleThreaded: true, kernel: k)
+                        let dt = cpuNow() - t0
+                        best[i] = min(best[i], dt); total += dt; runs += 1
+                    }
+                }
+            }
+            return (s, best.map { 2 * Double(s.m) * Double(s.n) * Double(s.k) / $0 / 1e9 })
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+import CSideTuneKernels
 import Foundation
 
 /// SIMD building blocks for elementwise kernels: 16-lane loads and stores, and vectorised exp,
@@ -17,66 +18,27 @@ public typealias V16 = SIMD16<Float>
     return c[0] + c[1]
 }
 
+// The 16-lane transcendentals are C (Sources/CSideTuneKernels/include/vecmath.h): the same
+// formulas in Swift SIMD compiled to mask shuffles over four xmm registers and out-of-line calls.
+
 /// exp(x), Cephes-style: 2^n * p(r) with r = x - n ln2 split in two parts; about 2 ulp.
-@inline(__always) public func vexp(_ x: V16) -> V16 {
-    // Clamp and round with plain lane-wise selects and the 1.5 * 2^23 trick: `clamped` and
-    // SIMD16<Int32>(_:rounding:) are generic and were not vectorised (they dominated profiles).
-    let lo = V16(repeating: -87.33654), hi = V16(repeating: 88.72283)
-    var xc = x.replacing(with: lo, where: x .< lo)
-    xc = xc.replacing(with: hi, where: xc .> hi)
-    let magic = V16(repeating: 12_582_912) // 1.5 * 2^23: adding it rounds to an integer (to nearest even)
-    let t = xc * 1.442_695_04 + magic
-    let fx = t - magic
-    var r = xc - fx * 0.693_359_375
-    r = r + fx * 2.121_944_4e-4
-    var y = V16(repeating: 1.987_569_15e-4)
-    y = y * r + 1.398_199_95e-3
-    y = y * r + 8.333_451_9e-3
-    y = y * r + 4.166_579_6e-2
-    y = y * r + 1.666_666_55e-1
-    y = y * r + 5.000_000_1e-1
-    y = y * r * r + r + 1
-    // t's bit pattern is 0x4B40_0000 + n for the rounded integer n (|n| < 2^22).
-    let n = unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000
-    let scale: V16 = unsafeBitCast((n &+ 127) &<< 23, to: V16.self)
-    return y * scale
-}
+@inline(__always) public func vexp(_ x: V16) -> V16 { st_exp16(x) }
 
 /// Scalar exp: libm's expf (running the 16-lane polynomial for one value cost ~10x more, and showed
 /// up as 18% of decoding time in attention's per-score loop).
 @inline(__always) public func vexp(_ x: Float) -> Float { Foundation.exp(x) }
 
 /// erf(x) as a rational function x P(x^2) / Q(x^2) on [-4, 4] (Eigen's single-precision fit).
-@inline(__always) public func verf(_ a: V16) -> V16 {
-    let four = V16(repeating: 4)
-    var x = a.replacing(with: -four, where: a .< -four)
-    x = x.replacing(with: four, where: x .> four)
-    let x2 = x * x
-    var p = V16(repeating: -2.726_142_25e-10)
-    p = p * x2 + 2.770_681_42e-08
-    p = p * x2 - 2.101_024_02e-06
-    p = p * x2 - 5.692_506_39e-05
-    p = p * x2 - 7.349_906_30e-04
-    p = p * x2 - 2.954_599_80e-03
-    p = p * x2 - 1.609_603_33e-02
-    p = p * x
-    var q = V16(repeating: -1.456_607_18e-05)
-    q = q * x2 - 2.133_740_55e-04
-    q = q * x2 - 1.682_826_97e-03
-    q = q * x2 - 7.373_329_17e-03
-    q = q * x2 - 1.426_473_90e-02
-    return p / q
-}
+@inline(__always) public func verf(_ x: V16) -> V16 { st_erf16(x) }
 
 /// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|): no overflow, absolute error ~1e-7.
-@inline(__always) public func vtanh(_ x: V16) -> V16 {
-    let ax = x.replacing(with: -x, where: x .< 0)
-    let e = vexp(-2 * ax)
-    let t = (1 - e) / (1 + e)
-    return t.replacing(with: -t, where: x .< 0)
-}
+@inline(__always) public func vtanh(_ x: V16) -> V16 { st_tanh16(x) }
 
-@inline(__always) public func vsigmoid(_ x: V16) -> V16 { 1 / (1 + vexp(-x)) }
+@inline(__always) public func vsigmoid(_ x: V16) -> V16 { st_sigmoid16(x) }
+
+/// GELU, exact form, and its derivative.
+@inline(__always) public func vgelu(_ x: V16) -> V16 { st_gelu16(x) }
+@inline(__always) public func vgeluDerivative(_ x: V16) -> V16 { st_gelu_derivative16(x) }
 
 /// Splits 0..<n into chunks run on the thread pool when n is large enough to pay for it.
 @inline(__always)

@@ -28,6 +28,33 @@ import Testing
         }
     }
 
+    /// The in-place path for thin products against the triple loop: every available strided
+    /// kernel, transpose mode, partial edge panels, one and two threads.
+    @Test(arguments: [StridedKernel.avx512, StridedKernel.avx2].compactMap { $0 })
+    func thinMatchesReference(kernel: StridedKernel) {
+        var rng = SplitMix64(seed: 5)
+        let pool = ThreadPool(threads: 2)
+        for (m, n, k) in [(1, 1, 1), (5, 48, 384), (2048 / 16, 16, 96), (16, 384, 700), (13, 33, 17), (100, 64, 9)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = (0..<(m * k)).map { _ in rng.nextFloat() - 0.5 }, b = (0..<(k * n)).map { _ in rng.nextFloat() - 0.5 }
+                let s = GEMMShape(m: m, n: n, k: k, transA: ta, transB: tb)
+                let lda = ta ? m : k, ldb = tb ? k : n
+                var ref = [Float](repeating: 3, count: m * n)
+                gemmReference(s, a, lda: lda, b, ldb: ldb, &ref, ldc: n, accumulate: true)
+                var results: [[Float]] = []
+                for threads in [1, 2] {
+                    var fast = [Float](repeating: 3, count: m * n)
+                    gemmThin(s, a, lda: lda, b, ldb: ldb, &fast, ldc: n, accumulate: true, pool: pool, threads: threads, kernel: kernel)
+                    var worst: Float = 0
+                    for i in 0..<(m * n) { worst = max(worst, abs(fast[i] - ref[i]) / (1e-4 + 1e-4 * abs(ref[i]))) }
+                    #expect(worst <= 1, "\(kernel.name) \(m)x\(n)x\(k) \(ta ? "T" : "N")\(tb ? "T" : "N") on \(threads) thread(s): off by \(worst)x the tolerance")
+                    results.append(fast)
+                }
+                #expect(results[0] == results[1], "\(kernel.name) \(m)x\(n)x\(k): one and two threads differ")
+            }
+        }
+    }
+
     /// One and two threads give bit-identical results (static work split, same summation order).
     @Test func threadsAgree() {
         let pool = ThreadPool(threads: 2)

@@ -122,6 +122,12 @@ func gemmBlocked(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
         gemmSmall(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate)
         return false
     }
+    // Thin products (side networks' projections, their weight gradients): an operand reused for
+    // only a panel or two is read in place instead of packed (packing was a quarter of LAST's step).
+    if let strided = StridedKernel.native, n <= 2 * strided.nr || m <= 4 * strided.mr {
+        gemmThin(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool, threads: threads, kernel: strided)
+        return false
+    }
     let ncMax = min(nc0, roundUp(n, nr))
     let kcMax = min(kc0, k)
     // Threads own rectangles of C: rows split into `tm` even bands (whole MR panels), B panels into
@@ -379,4 +385,99 @@ public func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) 
     var s = hsum(s0 + s1)
     while i < n { s += x[i] * y[i]; i += 1 }
     return s
+}
+
+/// A micro-kernel that reads A and B in place (Sources/CSideTuneKernels/sgemm_strided.c):
+/// C[mr, nr] (+)= A B with A's element (i, p) at a[i * ars + p * acs] and B's row p at b + p * ldb.
+public struct StridedKernel: Sendable {
+    public var name: String
+    public var mr: Int, nr: Int
+    let run: @Sendable (Int, UnsafePointer<Float>, Int, Int, UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int, Bool) -> Void
+
+    public static let avx512: StridedKernel? = sidetune_sgemm_strided_avx512_available()
+        ? StridedKernel(name: "strided 12x32", mr: 12, nr: 32, run: { kc, a, ars, acs, b, ldb, c, ldc, acc in
+            sidetune_sgemm_strided_12x32_avx512(kc, a, ars, acs, b, ldb, c, ldc, acc)
+        }) : nil
+    public static let avx2: StridedKernel? = sidetune_sgemm_strided_avx2_available()
+        ? StridedKernel(name: "strided 6x16", mr: 6, nr: 16, run: { kc, a, ars, acs, b, ldb, c, ldc, acc in
+            sidetune_sgemm_strided_6x16_avx2(kc, a, ars, acs, b, ldb, c, ldc, acc)
+        }) : nil
+    /// This machine's, or nil (then every product is packed). SIDETUNE_GEMM_THIN=0 turns it off.
+    public static let native: StridedKernel? = {
+        if ProcessInfo.processInfo.environment["SIDETUNE_GEMM_THIN"] == "0" { return nil }
+        return CPUInfo.current().hasAVX512 ? (avx512 ?? avx2) : avx2
+    }()
+}
+
+/// C (+)= op(A) op(B) tile by tile with the strided kernel, packing only what it must: op(B) when
+/// B is stored transposed (a [k, n] copy) and zero-padded copies for partial edge panels. Tiles are
+/// split statically over the threads.
+public func gemmThin(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+              _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, pool: ThreadPool, threads: Int,
+              kernel: StridedKernel) {
+    let (m, n, k) = (s.m, s.n, s.k)
+    let mr = kernel.mr, nr = kernel.nr
+    let rowPanels = (m + mr - 1) / mr, colPanels = (n + nr - 1) / nr
+    let fullCols = n / nr * nr
+    // op(A)[i][p] = a[i * ars + p * acs].
+    let ars = s.transA ? 1 : lda, acs = s.transA ? lda : 1
+    // op(B) as [k, ldbp] rows: in place when B is stored [k, n]; else a transposed copy padded to
+    // whole panels. The partial last panel of an in-place B gets its own padded [k, nr] copy.
+    let copyB = s.transB
+    let ldbp = copyB ? colPanels * nr : ldb
+    let tailCols = n - fullCols
+    let bFloats = copyB ? k * ldbp : (tailCols > 0 ? k * nr : 0)
+    PackingBuffers.with(floats: max(bFloats, 1)) { bBuffer in
+        if copyB {
+            pool.parallelChunks(k, minChunk: 64) { r in
+                for p in r {
+                    let row = bBuffer + p * ldbp
+                    for j in 0..<n { row[j] = b[j * ldb + p] }
+                    for j in n..<ldbp { row[j] = 0 }
+                }
+            }
+        } else if tailCols > 0 {
+            for p in 0..<k {
+                let row = bBuffer + p * nr
+                for j in 0..<tailCols { row[j] = b[p * ldb + fullCols + j] }
+                for j in tailCols..<nr { row[j] = 0 }
+            }
+        }
+        let bp = copyB ? UnsafePointer(bBuffer) : b
+        let tiles = rowPanels * colPanels
+        let body = { (range: Range<Int>) in
+            // Scratch: a padded A panel for the last partial row panel, and a C tile for edges.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: (m % mr == 0 ? 0 : mr * k) + mr * nr) { scratch in
+                let tile = scratch.baseAddress!, aPad = tile + mr * nr
+                var paddedPanel = -1
+                for t in range {
+                    let rp = t / colPanels, cp = t % colPanels
+                    let i0 = rp * mr, j0 = cp * nr
+                    let rows = min(mr, m - i0), cols = min(nr, n - j0)
+                    var ap = a + i0 * ars, apRow = ars, apCol = acs
+                    if rows < mr {
+                        if paddedPanel != rp {
+                            for p in 0..<k {
+                                for r in 0..<rows { aPad[p * mr + r] = a[(i0 + r) * ars + p * acs] }
+                                for r in rows..<mr { aPad[p * mr + r] = 0 }
+                            }
+                            paddedPanel = rp
+                        }
+                        ap = UnsafePointer(aPad); apRow = 1; apCol = mr
+                    }
+                    let (bpanel, bld) = (!copyB && cols < nr) ? (UnsafePointer(bBuffer), nr) : (bp + j0, ldbp)
+                    if rows == mr && cols == nr {
+                        kernel.run(k, ap, apRow, apCol, bpanel, bld, c + i0 * ldc + j0, ldc, accumulate)
+                    } else {
+                        kernel.run(k, ap, apRow, apCol, bpanel, bld, tile, nr, false)
+                        for r in 0..<rows {
+                            let dst = c + (i0 + r) * ldc + j0, src = tile + r * nr
+                            if accumulate { for q in 0..<cols { dst[q] += src[q] } } else { for q in 0..<cols { dst[q] = src[q] } }
+                        }
+                    }
+                }
+            }
+        }
+        if threads > 1 && tiles > 1 { pool.parallelChunks(tiles) { body($0) } } else { body(0..<tiles) }
+    }
 }

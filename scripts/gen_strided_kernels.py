@@ -66,7 +66,13 @@ out = [
     "",
     kernel("sidetune_sgemm_strided_12x32_avx512", 12, 2, 512, "defined(__AVX512F__)"),
     "",
+    kernel("sidetune_sgemm_strided_8x32_avx512", 8, 2, 512, "defined(__AVX512F__)"),
+    "",
+    kernel("sidetune_sgemm_strided_24x16_avx512", 24, 1, 512, "defined(__AVX512F__)"),
+    "",
     kernel("sidetune_sgemm_strided_6x16_avx2", 6, 2, 256, "defined(__AVX2__) && defined(__FMA__)"),
+    "",
+    kernel("sidetune_sgemm_strided_12x8_avx2", 12, 1, 256, "defined(__AVX2__) && defined(__FMA__)"),
     "",
 ]
 root = pathlib.Path(__file__).resolve().parent.parent

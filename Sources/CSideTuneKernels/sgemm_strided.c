@@ -85,6 +85,171 @@ void sidetune_sgemm_strided_12x32_avx512(long kc, const float *a, long ars, long
 }
 #endif
 
+#if defined(__AVX512F__)
+void sidetune_sgemm_strided_8x32_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    const float *ar[8];
+    for (int i = 0; i < 8; i++) ar[i] = a + i * ars;
+    __m512 c0_0 = _mm512_setzero_ps(), c0_1 = _mm512_setzero_ps();
+    __m512 c1_0 = _mm512_setzero_ps(), c1_1 = _mm512_setzero_ps();
+    __m512 c2_0 = _mm512_setzero_ps(), c2_1 = _mm512_setzero_ps();
+    __m512 c3_0 = _mm512_setzero_ps(), c3_1 = _mm512_setzero_ps();
+    __m512 c4_0 = _mm512_setzero_ps(), c4_1 = _mm512_setzero_ps();
+    __m512 c5_0 = _mm512_setzero_ps(), c5_1 = _mm512_setzero_ps();
+    __m512 c6_0 = _mm512_setzero_ps(), c6_1 = _mm512_setzero_ps();
+    __m512 c7_0 = _mm512_setzero_ps(), c7_1 = _mm512_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        const float *bp = b + p * ldb;
+        const long o = p * acs;
+        __m512 b0 = _mm512_loadu_ps(bp + 0);
+        __m512 b1 = _mm512_loadu_ps(bp + 16);
+        { __m512 ai = _mm512_set1_ps(ar[0][o]); c0_0 = _mm512_fmadd_ps(ai, b0, c0_0); c0_1 = _mm512_fmadd_ps(ai, b1, c0_1); }
+        { __m512 ai = _mm512_set1_ps(ar[1][o]); c1_0 = _mm512_fmadd_ps(ai, b0, c1_0); c1_1 = _mm512_fmadd_ps(ai, b1, c1_1); }
+        { __m512 ai = _mm512_set1_ps(ar[2][o]); c2_0 = _mm512_fmadd_ps(ai, b0, c2_0); c2_1 = _mm512_fmadd_ps(ai, b1, c2_1); }
+        { __m512 ai = _mm512_set1_ps(ar[3][o]); c3_0 = _mm512_fmadd_ps(ai, b0, c3_0); c3_1 = _mm512_fmadd_ps(ai, b1, c3_1); }
+        { __m512 ai = _mm512_set1_ps(ar[4][o]); c4_0 = _mm512_fmadd_ps(ai, b0, c4_0); c4_1 = _mm512_fmadd_ps(ai, b1, c4_1); }
+        { __m512 ai = _mm512_set1_ps(ar[5][o]); c5_0 = _mm512_fmadd_ps(ai, b0, c5_0); c5_1 = _mm512_fmadd_ps(ai, b1, c5_1); }
+        { __m512 ai = _mm512_set1_ps(ar[6][o]); c6_0 = _mm512_fmadd_ps(ai, b0, c6_0); c6_1 = _mm512_fmadd_ps(ai, b1, c6_1); }
+        { __m512 ai = _mm512_set1_ps(ar[7][o]); c7_0 = _mm512_fmadd_ps(ai, b0, c7_0); c7_1 = _mm512_fmadd_ps(ai, b1, c7_1); }
+    }
+    if (accumulate) {
+        c0_0 = _mm512_add_ps(_mm512_loadu_ps(c + 0 * ldc + 0), c0_0); c0_1 = _mm512_add_ps(_mm512_loadu_ps(c + 0 * ldc + 16), c0_1);
+        c1_0 = _mm512_add_ps(_mm512_loadu_ps(c + 1 * ldc + 0), c1_0); c1_1 = _mm512_add_ps(_mm512_loadu_ps(c + 1 * ldc + 16), c1_1);
+        c2_0 = _mm512_add_ps(_mm512_loadu_ps(c + 2 * ldc + 0), c2_0); c2_1 = _mm512_add_ps(_mm512_loadu_ps(c + 2 * ldc + 16), c2_1);
+        c3_0 = _mm512_add_ps(_mm512_loadu_ps(c + 3 * ldc + 0), c3_0); c3_1 = _mm512_add_ps(_mm512_loadu_ps(c + 3 * ldc + 16), c3_1);
+        c4_0 = _mm512_add_ps(_mm512_loadu_ps(c + 4 * ldc + 0), c4_0); c4_1 = _mm512_add_ps(_mm512_loadu_ps(c + 4 * ldc + 16), c4_1);
+        c5_0 = _mm512_add_ps(_mm512_loadu_ps(c + 5 * ldc + 0), c5_0); c5_1 = _mm512_add_ps(_mm512_loadu_ps(c + 5 * ldc + 16), c5_1);
+        c6_0 = _mm512_add_ps(_mm512_loadu_ps(c + 6 * ldc + 0), c6_0); c6_1 = _mm512_add_ps(_mm512_loadu_ps(c + 6 * ldc + 16), c6_1);
+        c7_0 = _mm512_add_ps(_mm512_loadu_ps(c + 7 * ldc + 0), c7_0); c7_1 = _mm512_add_ps(_mm512_loadu_ps(c + 7 * ldc + 16), c7_1);
+    }
+    _mm512_storeu_ps(c + 0 * ldc + 0, c0_0); _mm512_storeu_ps(c + 0 * ldc + 16, c0_1);
+    _mm512_storeu_ps(c + 1 * ldc + 0, c1_0); _mm512_storeu_ps(c + 1 * ldc + 16, c1_1);
+    _mm512_storeu_ps(c + 2 * ldc + 0, c2_0); _mm512_storeu_ps(c + 2 * ldc + 16, c2_1);
+    _mm512_storeu_ps(c + 3 * ldc + 0, c3_0); _mm512_storeu_ps(c + 3 * ldc + 16, c3_1);
+    _mm512_storeu_ps(c + 4 * ldc + 0, c4_0); _mm512_storeu_ps(c + 4 * ldc + 16, c4_1);
+    _mm512_storeu_ps(c + 5 * ldc + 0, c5_0); _mm512_storeu_ps(c + 5 * ldc + 16, c5_1);
+    _mm512_storeu_ps(c + 6 * ldc + 0, c6_0); _mm512_storeu_ps(c + 6 * ldc + 16, c6_1);
+    _mm512_storeu_ps(c + 7 * ldc + 0, c7_0); _mm512_storeu_ps(c + 7 * ldc + 16, c7_1);
+}
+#else
+void sidetune_sgemm_strided_8x32_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    (void)kc; (void)a; (void)ars; (void)acs; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+}
+#endif
+
+#if defined(__AVX512F__)
+void sidetune_sgemm_strided_24x16_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    const float *ar[24];
+    for (int i = 0; i < 24; i++) ar[i] = a + i * ars;
+    __m512 c0_0 = _mm512_setzero_ps();
+    __m512 c1_0 = _mm512_setzero_ps();
+    __m512 c2_0 = _mm512_setzero_ps();
+    __m512 c3_0 = _mm512_setzero_ps();
+    __m512 c4_0 = _mm512_setzero_ps();
+    __m512 c5_0 = _mm512_setzero_ps();
+    __m512 c6_0 = _mm512_setzero_ps();
+    __m512 c7_0 = _mm512_setzero_ps();
+    __m512 c8_0 = _mm512_setzero_ps();
+    __m512 c9_0 = _mm512_setzero_ps();
+    __m512 c10_0 = _mm512_setzero_ps();
+    __m512 c11_0 = _mm512_setzero_ps();
+    __m512 c12_0 = _mm512_setzero_ps();
+    __m512 c13_0 = _mm512_setzero_ps();
+    __m512 c14_0 = _mm512_setzero_ps();
+    __m512 c15_0 = _mm512_setzero_ps();
+    __m512 c16_0 = _mm512_setzero_ps();
+    __m512 c17_0 = _mm512_setzero_ps();
+    __m512 c18_0 = _mm512_setzero_ps();
+    __m512 c19_0 = _mm512_setzero_ps();
+    __m512 c20_0 = _mm512_setzero_ps();
+    __m512 c21_0 = _mm512_setzero_ps();
+    __m512 c22_0 = _mm512_setzero_ps();
+    __m512 c23_0 = _mm512_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        const float *bp = b + p * ldb;
+        const long o = p * acs;
+        __m512 b0 = _mm512_loadu_ps(bp + 0);
+        { __m512 ai = _mm512_set1_ps(ar[0][o]); c0_0 = _mm512_fmadd_ps(ai, b0, c0_0); }
+        { __m512 ai = _mm512_set1_ps(ar[1][o]); c1_0 = _mm512_fmadd_ps(ai, b0, c1_0); }
+        { __m512 ai = _mm512_set1_ps(ar[2][o]); c2_0 = _mm512_fmadd_ps(ai, b0, c2_0); }
+        { __m512 ai = _mm512_set1_ps(ar[3][o]); c3_0 = _mm512_fmadd_ps(ai, b0, c3_0); }
+        { __m512 ai = _mm512_set1_ps(ar[4][o]); c4_0 = _mm512_fmadd_ps(ai, b0, c4_0); }
+        { __m512 ai = _mm512_set1_ps(ar[5][o]); c5_0 = _mm512_fmadd_ps(ai, b0, c5_0); }
+        { __m512 ai = _mm512_set1_ps(ar[6][o]); c6_0 = _mm512_fmadd_ps(ai, b0, c6_0); }
+        { __m512 ai = _mm512_set1_ps(ar[7][o]); c7_0 = _mm512_fmadd_ps(ai, b0, c7_0); }
+        { __m512 ai = _mm512_set1_ps(ar[8][o]); c8_0 = _mm512_fmadd_ps(ai, b0, c8_0); }
+        { __m512 ai = _mm512_set1_ps(ar[9][o]); c9_0 = _mm512_fmadd_ps(ai, b0, c9_0); }
+        { __m512 ai = _mm512_set1_ps(ar[10][o]); c10_0 = _mm512_fmadd_ps(ai, b0, c10_0); }
+        { __m512 ai = _mm512_set1_ps(ar[11][o]); c11_0 = _mm512_fmadd_ps(ai, b0, c11_0); }
+        { __m512 ai = _mm512_set1_ps(ar[12][o]); c12_0 = _mm512_fmadd_ps(ai, b0, c12_0); }
+        { __m512 ai = _mm512_set1_ps(ar[13][o]); c13_0 = _mm512_fmadd_ps(ai, b0, c13_0); }
+        { __m512 ai = _mm512_set1_ps(ar[14][o]); c14_0 = _mm512_fmadd_ps(ai, b0, c14_0); }
+        { __m512 ai = _mm512_set1_ps(ar[15][o]); c15_0 = _mm512_fmadd_ps(ai, b0, c15_0); }
+        { __m512 ai = _mm512_set1_ps(ar[16][o]); c16_0 = _mm512_fmadd_ps(ai, b0, c16_0); }
+        { __m512 ai = _mm512_set1_ps(ar[17][o]); c17_0 = _mm512_fmadd_ps(ai, b0, c17_0); }
+        { __m512 ai = _mm512_set1_ps(ar[18][o]); c18_0 = _mm512_fmadd_ps(ai, b0, c18_0); }
+        { __m512 ai = _mm512_set1_ps(ar[19][o]); c19_0 = _mm512_fmadd_ps(ai, b0, c19_0); }
+        { __m512 ai = _mm512_set1_ps(ar[20][o]); c20_0 = _mm512_fmadd_ps(ai, b0, c20_0); }
+        { __m512 ai = _mm512_set1_ps(ar[21][o]); c21_0 = _mm512_fmadd_ps(ai, b0, c21_0); }
+        { __m512 ai = _mm512_set1_ps(ar[22][o]); c22_0 = _mm512_fmadd_ps(ai, b0, c22_0); }
+        { __m512 ai = _mm512_set1_ps(ar[23][o]); c23_0 = _mm512_fmadd_ps(ai, b0, c23_0); }
+    }
+    if (accumulate) {
+        c0_0 = _mm512_add_ps(_mm512_loadu_ps(c + 0 * ldc + 0), c0_0);
+        c1_0 = _mm512_add_ps(_mm512_loadu_ps(c + 1 * ldc + 0), c1_0);
+        c2_0 = _mm512_add_ps(_mm512_loadu_ps(c + 2 * ldc + 0), c2_0);
+        c3_0 = _mm512_add_ps(_mm512_loadu_ps(c + 3 * ldc + 0), c3_0);
+        c4_0 = _mm512_add_ps(_mm512_loadu_ps(c + 4 * ldc + 0), c4_0);
+        c5_0 = _mm512_add_ps(_mm512_loadu_ps(c + 5 * ldc + 0), c5_0);
+        c6_0 = _mm512_add_ps(_mm512_loadu_ps(c + 6 * ldc + 0), c6_0);
+        c7_0 = _mm512_add_ps(_mm512_loadu_ps(c + 7 * ldc + 0), c7_0);
+        c8_0 = _mm512_add_ps(_mm512_loadu_ps(c + 8 * ldc + 0), c8_0);
+        c9_0 = _mm512_add_ps(_mm512_loadu_ps(c + 9 * ldc + 0), c9_0);
+        c10_0 = _mm512_add_ps(_mm512_loadu_ps(c + 10 * ldc + 0), c10_0);
+        c11_0 = _mm512_add_ps(_mm512_loadu_ps(c + 11 * ldc + 0), c11_0);
+        c12_0 = _mm512_add_ps(_mm512_loadu_ps(c + 12 * ldc + 0), c12_0);
+        c13_0 = _mm512_add_ps(_mm512_loadu_ps(c + 13 * ldc + 0), c13_0);
+        c14_0 = _mm512_add_ps(_mm512_loadu_ps(c + 14 * ldc + 0), c14_0);
+        c15_0 = _mm512_add_ps(_mm512_loadu_ps(c + 15 * ldc + 0), c15_0);
+        c16_0 = _mm512_add_ps(_mm512_loadu_ps(c + 16 * ldc + 0), c16_0);
+        c17_0 = _mm512_add_ps(_mm512_loadu_ps(c + 17 * ldc + 0), c17_0);
+        c18_0 = _mm512_add_ps(_mm512_loadu_ps(c + 18 * ldc + 0), c18_0);
+        c19_0 = _mm512_add_ps(_mm512_loadu_ps(c + 19 * ldc + 0), c19_0);
+        c20_0 = _mm512_add_ps(_mm512_loadu_ps(c + 20 * ldc + 0), c20_0);
+        c21_0 = _mm512_add_ps(_mm512_loadu_ps(c + 21 * ldc + 0), c21_0);
+        c22_0 = _mm512_add_ps(_mm512_loadu_ps(c + 22 * ldc + 0), c22_0);
+        c23_0 = _mm512_add_ps(_mm512_loadu_ps(c + 23 * ldc + 0), c23_0);
+    }
+    _mm512_storeu_ps(c + 0 * ldc + 0, c0_0);
+    _mm512_storeu_ps(c + 1 * ldc + 0, c1_0);
+    _mm512_storeu_ps(c + 2 * ldc + 0, c2_0);
+    _mm512_storeu_ps(c + 3 * ldc + 0, c3_0);
+    _mm512_storeu_ps(c + 4 * ldc + 0, c4_0);
+    _mm512_storeu_ps(c + 5 * ldc + 0, c5_0);
+    _mm512_storeu_ps(c + 6 * ldc + 0, c6_0);
+    _mm512_storeu_ps(c + 7 * ldc + 0, c7_0);
+    _mm512_storeu_ps(c + 8 * ldc + 0, c8_0);
+    _mm512_storeu_ps(c + 9 * ldc + 0, c9_0);
+    _mm512_storeu_ps(c + 10 * ldc + 0, c10_0);
+    _mm512_storeu_ps(c + 11 * ldc + 0, c11_0);
+    _mm512_storeu_ps(c + 12 * ldc + 0, c12_0);
+    _mm512_storeu_ps(c + 13 * ldc + 0, c13_0);
+    _mm512_storeu_ps(c + 14 * ldc + 0, c14_0);
+    _mm512_storeu_ps(c + 15 * ldc + 0, c15_0);
+    _mm512_storeu_ps(c + 16 * ldc + 0, c16_0);
+    _mm512_storeu_ps(c + 17 * ldc + 0, c17_0);
+    _mm512_storeu_ps(c + 18 * ldc + 0, c18_0);
+    _mm512_storeu_ps(c + 19 * ldc + 0, c19_0);
+    _mm512_storeu_ps(c + 20 * ldc + 0, c20_0);
+    _mm512_storeu_ps(c + 21 * ldc + 0, c21_0);
+    _mm512_storeu_ps(c + 22 * ldc + 0, c22_0);
+    _mm512_storeu_ps(c + 23 * ldc + 0, c23_0);
+}
+#else
+void sidetune_sgemm_strided_24x16_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    (void)kc; (void)a; (void)ars; (void)acs; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+}
+#endif
+
 #if defined(__AVX2__) && defined(__FMA__)
 void sidetune_sgemm_strided_6x16_avx2(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
     const float *ar[6];
@@ -124,6 +289,72 @@ void sidetune_sgemm_strided_6x16_avx2(long kc, const float *a, long ars, long ac
 }
 #else
 void sidetune_sgemm_strided_6x16_avx2(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    (void)kc; (void)a; (void)ars; (void)acs; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+void sidetune_sgemm_strided_12x8_avx2(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    const float *ar[12];
+    for (int i = 0; i < 12; i++) ar[i] = a + i * ars;
+    __m256 c0_0 = _mm256_setzero_ps();
+    __m256 c1_0 = _mm256_setzero_ps();
+    __m256 c2_0 = _mm256_setzero_ps();
+    __m256 c3_0 = _mm256_setzero_ps();
+    __m256 c4_0 = _mm256_setzero_ps();
+    __m256 c5_0 = _mm256_setzero_ps();
+    __m256 c6_0 = _mm256_setzero_ps();
+    __m256 c7_0 = _mm256_setzero_ps();
+    __m256 c8_0 = _mm256_setzero_ps();
+    __m256 c9_0 = _mm256_setzero_ps();
+    __m256 c10_0 = _mm256_setzero_ps();
+    __m256 c11_0 = _mm256_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        const float *bp = b + p * ldb;
+        const long o = p * acs;
+        __m256 b0 = _mm256_loadu_ps(bp + 0);
+        { __m256 ai = _mm256_set1_ps(ar[0][o]); c0_0 = _mm256_fmadd_ps(ai, b0, c0_0); }
+        { __m256 ai = _mm256_set1_ps(ar[1][o]); c1_0 = _mm256_fmadd_ps(ai, b0, c1_0); }
+        { __m256 ai = _mm256_set1_ps(ar[2][o]); c2_0 = _mm256_fmadd_ps(ai, b0, c2_0); }
+        { __m256 ai = _mm256_set1_ps(ar[3][o]); c3_0 = _mm256_fmadd_ps(ai, b0, c3_0); }
+        { __m256 ai = _mm256_set1_ps(ar[4][o]); c4_0 = _mm256_fmadd_ps(ai, b0, c4_0); }
+        { __m256 ai = _mm256_set1_ps(ar[5][o]); c5_0 = _mm256_fmadd_ps(ai, b0, c5_0); }
+        { __m256 ai = _mm256_set1_ps(ar[6][o]); c6_0 = _mm256_fmadd_ps(ai, b0, c6_0); }
+        { __m256 ai = _mm256_set1_ps(ar[7][o]); c7_0 = _mm256_fmadd_ps(ai, b0, c7_0); }
+        { __m256 ai = _mm256_set1_ps(ar[8][o]); c8_0 = _mm256_fmadd_ps(ai, b0, c8_0); }
+        { __m256 ai = _mm256_set1_ps(ar[9][o]); c9_0 = _mm256_fmadd_ps(ai, b0, c9_0); }
+        { __m256 ai = _mm256_set1_ps(ar[10][o]); c10_0 = _mm256_fmadd_ps(ai, b0, c10_0); }
+        { __m256 ai = _mm256_set1_ps(ar[11][o]); c11_0 = _mm256_fmadd_ps(ai, b0, c11_0); }
+    }
+    if (accumulate) {
+        c0_0 = _mm256_add_ps(_mm256_loadu_ps(c + 0 * ldc + 0), c0_0);
+        c1_0 = _mm256_add_ps(_mm256_loadu_ps(c + 1 * ldc + 0), c1_0);
+        c2_0 = _mm256_add_ps(_mm256_loadu_ps(c + 2 * ldc + 0), c2_0);
+        c3_0 = _mm256_add_ps(_mm256_loadu_ps(c + 3 * ldc + 0), c3_0);
+        c4_0 = _mm256_add_ps(_mm256_loadu_ps(c + 4 * ldc + 0), c4_0);
+        c5_0 = _mm256_add_ps(_mm256_loadu_ps(c + 5 * ldc + 0), c5_0);
+        c6_0 = _mm256_add_ps(_mm256_loadu_ps(c + 6 * ldc + 0), c6_0);
+        c7_0 = _mm256_add_ps(_mm256_loadu_ps(c + 7 * ldc + 0), c7_0);
+        c8_0 = _mm256_add_ps(_mm256_loadu_ps(c + 8 * ldc + 0), c8_0);
+        c9_0 = _mm256_add_ps(_mm256_loadu_ps(c + 9 * ldc + 0), c9_0);
+        c10_0 = _mm256_add_ps(_mm256_loadu_ps(c + 10 * ldc + 0), c10_0);
+        c11_0 = _mm256_add_ps(_mm256_loadu_ps(c + 11 * ldc + 0), c11_0);
+    }
+    _mm256_storeu_ps(c + 0 * ldc + 0, c0_0);
+    _mm256_storeu_ps(c + 1 * ldc + 0, c1_0);
+    _mm256_storeu_ps(c + 2 * ldc + 0, c2_0);
+    _mm256_storeu_ps(c + 3 * ldc + 0, c3_0);
+    _mm256_storeu_ps(c + 4 * ldc + 0, c4_0);
+    _mm256_storeu_ps(c + 5 * ldc + 0, c5_0);
+    _mm256_storeu_ps(c + 6 * ldc + 0, c6_0);
+    _mm256_storeu_ps(c + 7 * ldc + 0, c7_0);
+    _mm256_storeu_ps(c + 8 * ldc + 0, c8_0);
+    _mm256_storeu_ps(c + 9 * ldc + 0, c9_0);
+    _mm256_storeu_ps(c + 10 * ldc + 0, c10_0);
+    _mm256_storeu_ps(c + 11 * ldc + 0, c11_0);
+}
+#else
+void sidetune_sgemm_strided_12x8_avx2(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
     (void)kc; (void)a; (void)ars; (void)acs; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
 }
 #endif

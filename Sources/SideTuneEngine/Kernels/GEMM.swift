@@ -124,7 +124,8 @@ func gemmBlocked(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
     }
     // Thin products (side networks' projections, their weight gradients): an operand reused for
     // only a panel or two is read in place instead of packed (packing was a quarter of LAST's step).
-    if let strided = StridedKernel.native, n <= 2 * strided.nr || m <= 4 * strided.mr {
+    if let first = StridedKernel.native.first, n <= 2 * first.nr || m <= 4 * first.mr,
+       let strided = StridedKernel.best(StridedKernel.native, m: m, n: n) {
         gemmThin(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool, threads: threads, kernel: strided)
         return false
     }
@@ -394,19 +395,32 @@ public struct StridedKernel: Sendable {
     public var mr: Int, nr: Int
     let run: @Sendable (Int, UnsafePointer<Float>, Int, Int, UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int, Bool) -> Void
 
-    public static let avx512: StridedKernel? = sidetune_sgemm_strided_avx512_available()
-        ? StridedKernel(name: "strided 12x32", mr: 12, nr: 32, run: { kc, a, ars, acs, b, ldb, c, ldc, acc in
-            sidetune_sgemm_strided_12x32_avx512(kc, a, ars, acs, b, ldb, c, ldc, acc)
-        }) : nil
-    public static let avx2: StridedKernel? = sidetune_sgemm_strided_avx2_available()
-        ? StridedKernel(name: "strided 6x16", mr: 6, nr: 16, run: { kc, a, ars, acs, b, ldb, c, ldc, acc in
-            sidetune_sgemm_strided_6x16_avx2(kc, a, ars, acs, b, ldb, c, ldc, acc)
-        }) : nil
-    /// This machine's, or nil (then every product is packed). SIDETUNE_GEMM_THIN=0 turns it off.
-    public static let native: StridedKernel? = {
-        if ProcessInfo.processInfo.environment["SIDETUNE_GEMM_THIN"] == "0" { return nil }
-        return CPUInfo.current().hasAVX512 ? (avx512 ?? avx2) : avx2
+    static func make(_ name: String, _ mr: Int, _ nr: Int, _ available: Bool,
+                     _ f: @escaping @Sendable (Int, UnsafePointer<Float>, Int, Int, UnsafePointer<Float>, Int,
+                                               UnsafeMutablePointer<Float>, Int, Bool) -> Void) -> StridedKernel? {
+        available ? StridedKernel(name: name, mr: mr, nr: nr, run: f) : nil
+    }
+    /// AVX-512 tiles: 12x32 for most shapes, 8x32 for 16 rows, 24x16 for 16 columns or fewer.
+    public static let avx512: [StridedKernel] = [
+        make("strided 12x32", 12, 32, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_12x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+        make("strided 8x32", 8, 32, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_8x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+        make("strided 24x16", 24, 16, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_24x16_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+    ].compactMap { $0 }
+    /// AVX2 tiles: 6x16, and 12x8 for 8 columns or fewer.
+    public static let avx2: [StridedKernel] = [
+        make("strided 6x16", 6, 16, sidetune_sgemm_strided_avx2_available()) { sidetune_sgemm_strided_6x16_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+        make("strided 12x8", 12, 8, sidetune_sgemm_strided_avx2_available()) { sidetune_sgemm_strided_12x8_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+    ].compactMap { $0 }
+    /// This machine's tiles (empty: every product is packed). SIDETUNE_GEMM_THIN=0 turns them off.
+    public static let native: [StridedKernel] = {
+        if ProcessInfo.processInfo.environment["SIDETUNE_GEMM_THIN"] == "0" { return [] }
+        return CPUInfo.current().hasAVX512 && !avx512.isEmpty ? avx512 : avx2
     }()
+
+    /// The tile that wastes the least padding on an m x n product (the first on ties).
+    static func best(_ kernels: [StridedKernel], m: Int, n: Int) -> StridedKernel? {
+        kernels.min { roundUp(m, $0.mr) * roundUp(n, $0.nr) < roundUp(m, $1.mr) * roundUp(n, $1.nr) }
+    }
 }
 
 /// C (+)= op(A) op(B) tile by tile with the strided kernel, packing only what it must: op(B) when

@@ -219,14 +219,22 @@ func macroKernel(_ kernel: GEMMKernel, _ pa: UnsafeMutablePointer<Float>, _ pb: 
                     kernel.run(kc, ap, bp, c + i * ldc + j, ldc, acc)
                 } else {
                     kernel.run(kc, ap, bp, tile, nr, false)
-                    for r in 0..<mcurr {
-                        let dst = c + (i + r) * ldc + j, src = tile + r * nr
-                        if acc { for q in 0..<ncur { dst[q] += src[q] } } else { for q in 0..<ncur { dst[q] = src[q] } }
-                    }
+                    storeEdgeTile(tile, nr, c + i * ldc + j, ldc, rows: mcurr, cols: ncur, accumulate: acc)
                 }
                 i += mr
             }
         }
+    }
+}
+
+/// Copies (or adds) the rows x cols corner of a full micro-tile computed into scratch to C: the
+/// edges of C, where a full tile would write past the matrix.
+@inline(__always)
+func storeEdgeTile(_ tile: UnsafePointer<Float>, _ ldt: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                   rows: Int, cols: Int, accumulate: Bool) {
+    for r in 0..<rows {
+        let dst = c + r * ldc, src = tile + r * ldt
+        if accumulate { for q in 0..<cols { dst[q] += src[q] } } else { for q in 0..<cols { dst[q] = src[q] } }
     }
 }
 
@@ -484,10 +492,7 @@ public func gemmThin(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: U
                         kernel.run(k, ap, apRow, apCol, bpanel, bld, c + i0 * ldc + j0, ldc, accumulate)
                     } else {
                         kernel.run(k, ap, apRow, apCol, bpanel, bld, tile, nr, false)
-                        for r in 0..<rows {
-                            let dst = c + (i0 + r) * ldc + j0, src = tile + r * nr
-                            if accumulate { for q in 0..<cols { dst[q] += src[q] } } else { for q in 0..<cols { dst[q] = src[q] } }
-                        }
+                        storeEdgeTile(tile, nr, c + i0 * ldc + j0, ldc, rows: rows, cols: cols, accumulate: accumulate)
                     }
                 }
             }

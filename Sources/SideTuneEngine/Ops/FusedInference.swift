@@ -17,12 +17,10 @@ public enum FusedInference {
     @inline(__always) static func apply(_ act: Activation, _ x: V16) -> V16 {
         switch act {
         case .identity: return x
-        case .relu: return x.replacing(with: 0, where: x .< 0)
-        case .gelu: return 0.5 * x * (1 + verf(x * 0.707_106_78))
-        case .geluTanh:
-            let c: Float = 0.797_884_56, k: Float = 0.044715
-            let inner: V16 = c * (x + k * x * x * x)
-            return 0.5 * x * (1 + vtanh(inner))
+        // The autograd ops' own kernels, so the fused path computes exactly what they do.
+        case .relu: return ReluKernel.value(x)
+        case .gelu: return GeluKernel.value(x)
+        case .geluTanh: return GeluTanhKernel.value(x)
         }
     }
 

@@ -138,18 +138,34 @@ public final class BertSelfAttention: Module {
     public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { output(context(x, keyPadding: keyPadding)) }
 
     /// The heads' outputs side by side [B, T, d], before the output projection.
-    func context(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+    func context(_ x: Tensor, keyPadding: [Float]) -> Tensor { context(x, layout: .padded(keyPadding: keyPadding)) }
+
+    /// Whether packed batches (`TokenLayout.packed`) can run here: heads thin enough for the
+    /// packed kernel and q, k, v plain linears it can read fused.
+    public var supportsPackedTokens: Bool {
+        (query.outFeatures / heads) <= packedHeadMaxDims && fusedQKV != nil
+    }
+
+    func context(_ x: Tensor, layout: TokenLayout) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = d / heads
-        if hd <= smallHeadDims, let w = fusedQKV {
-            // Thin heads (LST's side blocks): one [d -> 3d] product, attention read from it in place.
+        switch layout {
+        case .packed(let segments):
+            precondition(supportsPackedTokens, "BertSelfAttention: packed tokens need plain q/k/v and heads of <= \(packedHeadMaxDims) dims")
+            let w = fusedQKV!
             let qkv = Tensor.linear(x, weight: w.weight, bias: w.bias)
-            return Tensor.attentionPacked(qkv, heads: heads, keyPadding: keyPadding, scale: 1 / Float(hd).squareRoot())
+            return Tensor.attentionPacked(qkv, heads: heads, segments: segments, scale: 1 / Float(hd).squareRoot())
+        case .padded(let keyPadding):
+            if hd <= smallHeadDims, let w = fusedQKV {
+                // Thin heads (LST's side blocks): one [d -> 3d] product, attention read from it in place.
+                let qkv = Tensor.linear(x, weight: w.weight, bias: w.bias)
+                return Tensor.attentionPacked(qkv, heads: heads, keyPadding: keyPadding, scale: 1 / Float(hd).squareRoot())
+            }
+            func split(_ y: Tensor) -> Tensor { y.reshaped([b, t, heads, hd]).permuted([0, 2, 1, 3]) } // [B, H, T, hd]
+            let q = split(query(x)), k = split(key(x)), v = split(value(x))
+            let a = Tensor.attention(q, k, v, mask: AttentionMask(keyPadding: keyPadding), scale: 1 / Float(hd).squareRoot())
+            return a.permuted([0, 2, 1, 3]).reshaped([b, t, d])
         }
-        func split(_ y: Tensor) -> Tensor { y.reshaped([b, t, heads, hd]).permuted([0, 2, 1, 3]) } // [B, H, T, hd]
-        let q = split(query(x)), k = split(key(x)), v = split(value(x))
-        let a = Tensor.attention(q, k, v, mask: AttentionMask(keyPadding: keyPadding), scale: 1 / Float(hd).squareRoot())
-        return a.permuted([0, 2, 1, 3]).reshaped([b, t, d])
     }
 }
 
@@ -195,15 +211,18 @@ public final class BertLayer: Module {
     }
 
     /// x [B, T, d] -> [B, T, d].
-    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { self(x, layout: .padded(keyPadding: keyPadding)) }
+
+    /// x [B, T, d] padded, or [1, N, d] packed (see `BertSelfAttention.supportsPackedTokens`).
+    public func callAsFunction(_ x: Tensor, layout: TokenLayout) -> Tensor {
         let plain = [attention.output, output].allSatisfy { type(of: $0) == Linear.self && $0.bias != nil }
         if plain && attentionAdapter == nil && outputAdapter == nil {
             // Each output projection adds its residual in the same op (no separate add pass).
             let a = attention.output
-            let h = attentionNorm(Tensor.linear(attention.context(x, keyPadding: keyPadding), weight: a.weight, bias: a.bias!, residuals: [x]))
+            let h = attentionNorm(Tensor.linear(attention.context(x, layout: layout), weight: a.weight, bias: a.bias!, residuals: [x]))
             return outputNorm(Tensor.linear(activation(intermediate(h)), weight: output.weight, bias: output.bias!, residuals: [h]))
         }
-        var a = attention(x, keyPadding: keyPadding)
+        var a = attention.output(attention.context(x, layout: layout))
         if let attentionAdapter { a = attentionAdapter(a) }
         let h = attentionNorm(x + a)
         var f = output(activation(intermediate(h)))

@@ -18,6 +18,13 @@ public protocol ClassifierModel<Batch>: Module {
     /// Logits [B, classes]. `taps` (from the feature cache, only when `tapsRead` is not empty)
     /// replaces the backbone pass.
     func logits(_ batch: Batch, taps: [Tensor]?) -> Tensor
+    /// Whether `logits` takes packed taps ([1, N, d], the batch's real tokens end to end, as the
+    /// feature cache's `packedTaps` builds them) and computes nothing for padding.
+    var readsPackedTaps: Bool { get }
+}
+
+extension ClassifierModel {
+    public var readsPackedTaps: Bool { false }
 }
 
 /// A labelled split the trainer can batch: token rows, images, ...

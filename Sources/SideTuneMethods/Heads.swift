@@ -8,6 +8,14 @@ public protocol TapReader: Module {
     func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor
 }
 
+/// A reader that can also take packed taps ([1, N, d] each, no padding rows: see `TokenSegments`),
+/// computing nothing for padding. Side methods on text read them so.
+public protocol PackedTapReader: TapReader {
+    /// Whether this instance's configuration has a packed path (otherwise give it padded taps).
+    var readsPackedTaps: Bool { get }
+    func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor
+}
+
 /// Pools [B, T, d] over real tokens: their mean, or the first token.
 func pool(_ x: Tensor, keyPadding: [Float], _ pooling: MethodOptions.Pooling) -> Tensor {
     switch pooling {
@@ -16,6 +24,14 @@ func pool(_ x: Tensor, keyPadding: [Float], _ pooling: MethodOptions.Pooling) ->
     case .first:
         let (b, d) = (x.shape[0], x.shape[2])
         return x.slice(axis: 1, 0, 1).reshaped([b, d])
+    }
+}
+
+/// `pool` for either layout: padded [B, T, d] or packed [1, N, d] -> [B, d].
+func pool(_ x: Tensor, layout: TokenLayout, _ pooling: MethodOptions.Pooling) -> Tensor {
+    switch layout {
+    case .padded(let keyPadding): return pool(x, keyPadding: keyPadding, pooling)
+    case .packed(let segments): return pooling == .mean ? x.segmentMean(segments) : x.segmentFirst(segments)
     }
 }
 

@@ -23,10 +23,10 @@ public final class LSABlock: Module {
     }
 
     /// x [B, T, d] -> Up(Attn(LN(x))) [B, T, d] (the residual is added by the caller).
-    func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { up(attend(x, keyPadding: keyPadding)) }
+    func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { up(attend(x, layout: .padded(keyPadding: keyPadding))) }
 
-    /// x [B, T, d] -> Attn(LN(x)) [B, T, r], before Up.
-    func attend(_ x: Tensor, keyPadding: [Float]) -> Tensor {
+    /// x [B, T, d] padded or [1, N, d] packed -> Attn(LN(x)) [B, T, r] or [1, N, r], before Up.
+    func attend(_ x: Tensor, layout: TokenLayout) -> Tensor {
         let (b, t) = (x.shape[0], x.shape[1])
         let y = norm(x)
         let r = query.outFeatures
@@ -34,6 +34,13 @@ public final class LSABlock: Module {
         // backward) its gradient accumulated once rather than three times.
         let w = Tensor.concat([query.weight, key.weight, value.weight], axis: 0)
         let qkv = y.matmul(w, transposeOther: true)
+        let keyPadding: [Float]
+        switch layout {
+        case .packed(let segments):
+            precondition(r <= packedHeadMaxDims, "LAST: packed tokens need rank <= \(packedHeadMaxDims), got \(r)")
+            return Tensor.attentionPacked(qkv, heads: 1, segments: segments, scale: _scale)
+        case .padded(let kp): keyPadding = kp
+        }
         if r <= smallHeadDims {
             // Thin ranks: attention read from the [B, T, 3r] product in place (no split copies).
             // From 16 dims on, the blocked kernel's GEMMs are faster (measured at r = 16).
@@ -54,7 +61,7 @@ public final class LSABlock: Module {
 ///
 /// Default head (as DTL): mean over tokens -> LayerNorm -> Linear. A backbone can pass its own
 /// `head` instead, which then reads the corrected stream as the single tap [out] ([B, T, d]).
-public final class LASTSide: Module, TapReader {
+public final class LASTSide: Module, PackedTapReader {
     public let blocks: [LSABlock]
     /// The default head's parts; nil when `head` is given.
     public let headNorm: LayerNorm?
@@ -92,14 +99,21 @@ public final class LASTSide: Module, TapReader {
         super.init()
     }
 
-    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor {
+    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor { forward(taps, .padded(keyPadding: keyPadding)) }
+
+    /// Packed taps need the default head and a rank the packed attention kernel takes.
+    public var readsPackedTaps: Bool { head == nil && (blocks.first?.query.outFeatures ?? 0) <= packedHeadMaxDims }
+
+    public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
+
+    func forward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
         // Each block's Up joins the stream in one op: x_{i+1} = x_i + Up_i(...) + z_{i+1} (that is
         // u_i + z_{i+1}); after the last block the bias correction's -sum z_i is added the same way.
         // The [B, T, d] stream is written once per block instead of by three separate adds.
         let m = blocks.count, g = _groupSize
         var x = Tensor.sum([taps[0], taps[g]])
         for (i, block) in blocks.enumerated() {
-            let a = block.attend(x, keyPadding: keyPadding)
+            let a = block.attend(x, layout: layout)
             var joining = [x]
             if i + 1 < m {
                 joining.append(taps[(i + 2) * g])
@@ -109,7 +123,10 @@ public final class LASTSide: Module, TapReader {
             x = Tensor.linear(a, weight: block.up.weight, bias: block.up.bias!, residuals: joining)
         }
         let out = x
-        if let head { return head(taps: [out], keyPadding: keyPadding) }
-        return classifier!(headNorm!(pool(out, keyPadding: keyPadding, .mean)))
+        if let head {
+            guard case .padded(let keyPadding) = layout else { preconditionFailure("LAST: a custom head reads padded taps only") }
+            return head(taps: [out], keyPadding: keyPadding)
+        }
+        return classifier!(headNorm!(pool(out, layout: layout, .mean)))
     }
 }

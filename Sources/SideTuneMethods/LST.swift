@@ -13,7 +13,7 @@ import SideTuneNN
 /// BERT layers for text, pre-LN ViT blocks for images. Dropped layers have no block, Down or gate:
 /// s passes through them. The head is Linear, tanh, Linear. The pruned initialisation
 /// (`initializeFromBackbone`) exists for BERT only; on a ViT the side blocks start random.
-public final class LSTSide: Module, TapReader {
+public final class LSTSide: Module, PackedTapReader {
     public let down0: Linear
     public let downs: [Linear]
     public let blocks: [any LadderBlock]
@@ -71,15 +71,21 @@ public final class LSTSide: Module, TapReader {
         super.init()
     }
 
-    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor {
+    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor { forward(taps, .padded(keyPadding: keyPadding)) }
+
+    public var readsPackedTaps: Bool { blocks.allSatisfy(\.supportsPackedTokens) }
+
+    public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
+
+    func forward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
         var s = down0(taps[0])
         for (j, layer) in _keptLayers.enumerated() {
             let mu = (gates.slice(axis: 0, j, j + 1) * (1 / _temperature)).sigmoid() // [1]
             let mixed = s * mu + downs[j](taps[layer]) * (1 - mu)
-            s = blocks[j](mixed, keyPadding: keyPadding)
+            s = blocks[j](mixed, layout: layout)
         }
         let out = up(dropout(sideNorm(s)))
-        return headOut(headHidden(pool(out, keyPadding: keyPadding, _pooling)).tanh())
+        return headOut(headHidden(pool(out, layout: layout, _pooling)).tanh())
     }
 
     /// Starts side block j from backbone layer `_keptLayers[j]` pruned to the side width, keeping

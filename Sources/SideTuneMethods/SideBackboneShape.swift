@@ -60,14 +60,19 @@ public struct SideBackboneShape: Sendable, Equatable {
     }
 }
 
-/// A block of LST's ladder: the backbone's block type. `keyPadding` is [B * T] of 1 (token) or
-/// 0 (padding); image blocks have no padding and ignore it.
+/// A block of LST's ladder: the backbone's block type, over padded or packed tokens. Image
+/// blocks have no padding: they ignore the layout and are never given packed tokens.
 public protocol LadderBlock: Module {
-    func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor
+    func callAsFunction(_ x: Tensor, layout: TokenLayout) -> Tensor
+    /// Whether `.packed` layouts can run here.
+    var supportsPackedTokens: Bool { get }
 }
 
-extension BertLayer: LadderBlock {}
+extension BertLayer: LadderBlock {
+    public var supportsPackedTokens: Bool { attention.supportsPackedTokens }
+}
 
 extension ViTBlock: LadderBlock {
-    public func callAsFunction(_ x: Tensor, keyPadding: [Float]) -> Tensor { self(x) }
+    public func callAsFunction(_ x: Tensor, layout: TokenLayout) -> Tensor { self(x) }
+    public var supportsPackedTokens: Bool { false }
 }

@@ -107,8 +107,25 @@ public final class TextClassifier: Module, ClassifierModel {
     /// Logits [B, classes]. `taps` (from the feature cache) skips the backbone for side methods.
     public func logits(_ batch: BatchEncoding, taps: [Tensor]?) -> Tensor { self(batch, taps: taps) }
 
+    /// Side methods whose reader has a packed path run it: no side-network work for padding,
+    /// which is most of a padded batch of short texts. `SIDETUNE_PACK=0` turns it off (to compare).
+    public var readsPackedTaps: Bool {
+        method.readsFrozenTaps && TextClassifier.packingEnabled && (reader as? PackedTapReader)?.readsPackedTaps == true
+    }
+
+    static let packingEnabled = ProcessInfo.processInfo.environment["SIDETUNE_PACK"] != "0"
+
     public func callAsFunction(_ batch: BatchEncoding, taps cached: [Tensor]? = nil) -> Tensor {
         let keyPadding = batch.attentionMask.map { $0 != 0 ? Float(1) : 0 }
+        if readsPackedTaps, let packedReader = reader as? PackedTapReader {
+            // Taps come padded [B, T, d] (computed here, or the first epoch's fresh ones) or already
+            // packed [1, N, d] (the cache). With one row the two layouts are the same.
+            let segments = TokenSegments(lengths: batch.lengths)
+            let taps = noGrad {
+                (cached ?? frozenTaps(batch)).map { t in t.rank == 3 && t.shape[0] == batch.batchSize && batch.batchSize > 1 ? t.packed(segments) : t }
+            }
+            return packedReader(taps: taps, segments: segments)
+        }
         if method.readsFrozenTaps {
             let taps = cached ?? frozenTaps(batch)
             return reader(taps: taps, keyPadding: keyPadding)

@@ -68,6 +68,26 @@ public final class FeatureCache {
         filled[example] = true
     }
 
+    /// The taps of a batch packed [1, N, d]: the examples' real tokens end to end (no padding rows),
+    /// as `TokenSegments(lengths:)` of their lengths lays them out. Empty ([0]) for taps not held.
+    public func packedTaps(for examples: [Int], totalTaps: Int) -> [Tensor] {
+        let d = width, n = examples.reduce(0) { $0 + lengths[$1] }
+        var out = [Tensor](repeating: Tensor(shape: [0]), count: totalTaps)
+        for (k, t) in taps.enumerated() {
+            let tensor = Tensor(shape: [1, n, d])
+            var dst = tensor.data
+            for e in examples {
+                precondition(filled[e], "feature cache: example \(e) was never stored")
+                let l = lengths[e]
+                let src = (base + offsets[e]).assumingMemoryBound(to: UInt16.self) + k * l * d
+                for i in 0..<(l * d) { dst[i] = bfloat16BitsToFloat(src[i]) }
+                dst += l * d
+            }
+            out[t] = tensor
+        }
+        return out
+    }
+
     /// Rebuilds the taps [B, seq, d] of a batch from the cache (zeros at padding). Taps this
     /// cache does not hold are left empty ([0]) — side methods never read them.
     public func taps(for examples: [Int], seq: Int, totalTaps: Int) -> [Tensor] {

@@ -176,8 +176,9 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 var taps: [Tensor]?
                 if let cache {
                     if idx.allSatisfy(cache.contains) {
-                        // Batches pad to their longest example, as `batch(_:)` does.
-                        taps = cache.taps(for: idx, seq: idx.map { lengths[$0] }.max()!, totalTaps: totalTaps)
+                        // Packed for readers that skip padding; else padded to the longest example, as `batch(_:)` does.
+                        taps = model.readsPackedTaps ? cache.packedTaps(for: idx, totalTaps: totalTaps)
+                            : cache.taps(for: idx, seq: idx.map { lengths[$0] }.max()!, totalTaps: totalTaps)
                         usedCache = true
                     } else {
                         let fresh = model.frozenTaps(batch)

@@ -144,6 +144,20 @@ import Testing
         }
     }
 
+    /// The packed-batch ops: segment-wise attention, pooling and packing itself.
+    @Test func packedSegments() {
+        let segments = TokenSegments(lengths: [3, 1, 5])
+        for hd in [4, 3] {
+            let qkv = randomTensor([1, 9, 3 * 2 * hd], seed: 27)
+            gradCheck("attention packed by segments, heads of \(hd)", [qkv]) { Tensor.attentionPacked($0[0], heads: 2, segments: segments) }
+        }
+        let x = randomTensor([1, 9, 5], seed: 28)
+        gradCheck("segment mean", [x]) { $0[0].segmentMean(segments) }
+        gradCheck("segment first", [x]) { $0[0].segmentFirst(segments) }
+        let padded = randomTensor([3, 6, 5], seed: 29)
+        gradCheck("packed", [padded]) { $0[0].packed(segments) }
+    }
+
     @Test func gatherAndMax() {
         let a = randomTensor([3, 5, 4], seed: 21)
         gradCheck("gather positions", [a]) { $0[0].gatherPositions([4, 0, 2]) }

@@ -165,6 +165,40 @@ extension VectorMathTests {
         }
     }
 
+    /// A packed batch (sequences end to end, no padding rows) gives, on each real token, what the
+    /// padded batch gives, outputs and gradients; its mean and first-token pooling equal the padded
+    /// ones. Lengths cross the 16-lane blocks and the 64-query groups; one sequence has one token.
+    @Test func packedSegmentsMatchPadded() {
+        let lengths = [70, 1, 17, 33], t = 70
+        let segments = TokenSegments(lengths: lengths)
+        var pad = [Float](repeating: 0, count: lengths.count * t)
+        for (b, l) in lengths.enumerated() { for j in 0..<l { pad[b * t + j] = 1 } }
+        for (heads, hd) in [(12, 4), (1, 16), (2, 3)] {
+            let dm = heads * hd
+            let qkv = randomTensor([lengths.count, t, 3 * dm], seed: 33)
+            qkv.requiresGrad = true
+            // Padding queries read real keys, so a loss that looks at their outputs sends gradient to
+            // real keys; a side network's loss never does (padding rows are masked and pooled out).
+            let r = randomTensor([lengths.count, t, dm], seed: 34)
+            for row in 0..<(lengths.count * t) where pad[row] == 0 { (r.data + row * dm).update(repeating: 0, count: dm) }
+            let padded = Tensor.attentionPacked(qkv, heads: heads, keyPadding: pad)
+            (padded * r).sum().backward()
+            let paddedGrad = noGrad { qkv.grad!.packed(segments) }
+            qkv.zeroGrad()
+            let packedIn = noGrad { qkv.packed(segments) }
+            packedIn.requiresGrad = true
+            let packed = Tensor.attentionPacked(packedIn, heads: heads, segments: segments)
+            (packed * noGrad { r.packed(segments) }).sum().backward()
+            #expect(maxAbsDiff(noGrad { padded.packed(segments) }, packed) < 1e-6, "heads \(heads) of \(hd)")
+            #expect(maxAbsDiff(paddedGrad, packedIn.grad!) < 1e-5, "heads \(heads) of \(hd)")
+        }
+        let x = randomTensor([lengths.count, t, 8], seed: 35)
+        let xp = noGrad { x.packed(segments) }
+        let weights = pad, counts = lengths.map(Float.init)
+        #expect(maxAbsDiff(noGrad { x.weightedSumOverTokens(weights: weights, divisors: counts) }, noGrad { xp.segmentMean(segments) }) < 1e-6)
+        #expect(maxAbsDiff(noGrad { x.slice(axis: 1, 0, 1).reshaped([lengths.count, 8]) }, noGrad { xp.segmentFirst(segments) }) == 0)
+    }
+
     /// The blocked path equals the reference on sizes that cross its 64-query blocks.
     @Test func blockedMatchesReference() {
         let q = randomTensor([2, 3, 70, 16], seed: 1), k = randomTensor([2, 3, 70, 16], seed: 2), v = randomTensor([2, 3, 70, 16], seed: 3)

@@ -34,6 +34,51 @@ import Testing
         }
     }
 
+    /// Packed taps (each row's real tokens end to end, no padding) give the padded path's logits
+    /// and parameter gradients: LST with mean and first-token pooling, and LAST. The classifier
+    /// packs the taps it computes and takes the cache's packed taps as they are.
+    @Test func packedTapsMatchPadded() throws {
+        let enc = tinyBackbone()
+        let batch = tinyBatch()
+        let taps = noGrad { enc(batch).hiddenStates }
+        let keyPadding = batch.attentionMask.map { Float($0) }
+        let segments = TokenSegments(lengths: batch.lengths)
+        let packedTaps = noGrad { taps.map { $0.packed(segments) } }
+        var o = MethodOptions()
+        o.sideInit = .random
+        o.dropout = 0
+        o.reduction = 4
+        o.rank = 4
+        var rng = SplitMix64(seed: 11)
+        var readers: [(String, any PackedTapReader)] = []
+        for pooling in [MethodOptions.Pooling.mean, .first] {
+            o.pooling = pooling
+            readers.append(("LST \(pooling)", try LSTSide(backbone: enc.config, classes: 3, options: o, rng: &rng)))
+        }
+        let last = try LASTSide(backbone: enc.config, classes: 3, options: o, rng: &rng)
+        for b in last.blocks { for i in 0..<b.up.weight.count { b.up.weight.data[i] = rng.nextNormal() * 0.3 } }
+        readers.append(("LAST", last))
+        let targets: [Int32] = [0, 1, 2, 1]
+        for (name, reader) in readers {
+            #expect(reader.readsPackedTaps, "\(name)")
+            let params = reader.parameters()
+            let padded = reader(taps: taps, keyPadding: keyPadding)
+            padded.crossEntropy(targets: targets).backward()
+            let paddedGrads = params.map { $0.grad!.copy() }
+            params.forEach { $0.zeroGrad() }
+            let packed = reader(taps: packedTaps, segments: segments)
+            packed.crossEntropy(targets: targets).backward()
+            #expect(maxAbsDiff(padded, packed) < 1e-5, "\(name) logits")
+            for (p, g) in zip(params, paddedGrads) { #expect(maxAbsDiff(g, p.grad!) < 1e-5, "\(name) gradient") }
+            params.forEach { $0.zeroGrad() }
+        }
+        let model = try TextClassifier(backbone: enc, method: .lst, classes: 3, options: o, seed: 1)
+        #expect(model.readsPackedTaps)
+        let computed = noGrad { model.logits(batch, taps: nil) }
+        #expect(maxAbsDiff(computed, noGrad { model.logits(batch, taps: packedTaps) }) < 1e-6)
+        #expect(maxAbsDiff(computed, noGrad { model.logits(batch, taps: taps) }) < 1e-6)
+    }
+
     /// During a side-tuning step nothing of the backbone is kept for backward and no backbone
     /// weight gets gradient storage: the gradient bytes are exactly the side network's.
     @Test(arguments: [MethodKind.lst, .last, .linear])

@@ -90,6 +90,15 @@ func tempFolder() -> URL {
                 }
             }
         }
+        // Packed: the chosen examples' real tokens end to end, exactly the padded taps' real rows.
+        let order = [3, 0, 4]
+        let segments = TokenSegments(lengths: order.map { split.ids[$0].count })
+        let packed = cache.packedTaps(for: order, totalTaps: 3)
+        let padded = cache.taps(for: order, seq: batch.seqLength, totalTaps: 3)
+        for t in 0..<3 {
+            #expect(packed[t].shape == [1, segments.total, 16])
+            #expect(packed[t].toArray() == noGrad { padded[t].packed(segments) }.toArray())
+        }
     }
 
     /// A run interrupted after 2 of 4 epochs and resumed ends where an uninterrupted run ends.

@@ -14,21 +14,40 @@ extension Tensor {
     /// log-sum-exp (saved: O(B H T)); dK and dV are reduced over the queries once per 64 queries.
     public static func attentionPacked(_ qkv: Tensor, heads: Int, keyPadding: [Float]? = nil, scale: Float? = nil) -> Tensor {
         precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0, "attentionPacked: qkv \(qkv.shape) is not [B, T, 3 x \(heads) heads x dims]")
-        let (bsz, t, dm) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
-        let hd = dm / heads
-        precondition(hd <= packedHeadMaxDims, "attentionPacked: heads of \(hd) dims (at most \(packedHeadMaxDims))")
+        let (bsz, t) = (qkv.shape[0], qkv.shape[1])
         if let kp = keyPadding { precondition(kp.count == bsz * t, "key padding mask needs \(bsz * t) values, got \(kp.count)") }
+        let rows = (0..<bsz).map { (start: $0 * t, length: t) }
+        return packedAttention(qkv, heads: heads, rows: rows, kept: PackedKeys(keyPadding, batch: bsz, keys: t), scale: scale)
+    }
+
+    /// The same attention over a packed batch: qkv [1, N, 3 H hd] holds the sequences of
+    /// `segments` end to end with no padding rows, and each token attends only within its own
+    /// sequence. Returns [1, N, H hd]. No query or key of padding is ever computed, which is what
+    /// side networks gain from reading packed taps.
+    public static func attentionPacked(_ qkv: Tensor, heads: Int, segments: TokenSegments, scale: Float? = nil) -> Tensor {
+        precondition(qkv.rank == 3 && qkv.shape[0] == 1 && qkv.shape[1] == segments.total && qkv.shape[2] % (3 * heads) == 0,
+                     "attentionPacked: qkv \(qkv.shape) is not [1, \(segments.total) tokens, 3 x \(heads) heads x dims]")
+        let rows = zip(segments.starts, segments.lengths).map { (start: $0, length: $1) }
+        return packedAttention(qkv, heads: heads, rows: rows, kept: PackedKeys(lengths: segments.lengths), scale: scale)
+    }
+
+    /// Shared by both layouts: entry b is `rows[b].length` query rows from row `rows[b].start` of
+    /// the flattened [rows, 3 dm] qkv, whose keys are `kept`'s entry b (indices within the entry).
+    /// Log-sum-exps of (entry, head) sit at start * H + h * length (the [B, H, T] layout when padded).
+    private static func packedAttention(_ qkv: Tensor, heads: Int, rows: [(start: Int, length: Int)], kept: PackedKeys,
+                                        scale: Float?) -> Tensor {
+        let dm = qkv.shape[2] / 3, hd = dm / heads, totalRows = qkv.shape[0] * qkv.shape[1]
+        precondition(hd <= packedHeadMaxDims, "attentionPacked: heads of \(hd) dims (at most \(packedHeadMaxDims))")
         let s = scale ?? 1 / Float(hd).squareRoot()
-        let out = Tensor(shape: [bsz, t, dm])
-        let lse = Tensor(shape: [bsz, heads, t])
-        let kept = PackedKeys(keyPadding, batch: bsz, keys: t)
+        let out = Tensor(shape: [qkv.shape[0], qkv.shape[1], dm])
+        let lse = Tensor(shape: [totalRows * heads])
         let px = UnsafePointer(qkv.data), po = out.data, pl = lse.data
-        ThreadPool.shared.parallelFor(bsz * heads) { bh in
-            let b = bh / heads, h = bh % heads
-            let geom = PackedGeometry(base: px + b * t * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
+        parallelEntryHeads(rows.count, heads) { b, h in
+            let (r0, t) = rows[b]
+            let geom = PackedGeometry(base: px + r0 * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
             // Specialised copies for the common head sizes: constant trip counts unroll, and the
             // kernels are plain generic functions (not closures) so that vexp inlines.
-            let o = po + b * t * dm + h * hd, l = pl + bh * t
+            let o = po + r0 * dm + h * hd, l = pl + r0 * heads + h * t
             switch hd {
             case 4: packedForward(Dims4(), geom, kept, b, s, o, dm, l)
             case 8: packedForward(Dims8(), geom, kept, b, s, o, dm, l)
@@ -40,19 +59,33 @@ extension Tensor {
         return record(out, "attention_packed", [qkv]) { [lse] g in
             let gx = Tensor(shape: qkv.shape)
             let pg = UnsafePointer(g.data), po = UnsafePointer(o.data), pl = UnsafePointer(lse.data), pgx = gx.data
-            ThreadPool.shared.parallelFor(bsz * heads) { bh in
-                let b = bh / heads, h = bh % heads
-                let geom = PackedGeometry(base: px + b * t * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
-                let go = pg + b * t * dm + h * hd, oo = po + b * t * dm + h * hd, gq = pgx + b * t * 3 * dm + h * hd
+            parallelEntryHeads(rows.count, heads) { b, h in
+                let (r0, t) = rows[b]
+                let geom = PackedGeometry(base: px + r0 * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
+                let go = pg + r0 * dm + h * hd, oo = po + r0 * dm + h * hd, gq = pgx + r0 * 3 * dm + h * hd
+                let l = pl + r0 * heads + h * t
                 switch hd {
-                case 4: packedBackward(Dims4(), geom, kept, b, s, go, oo, pl + bh * t, gq)
-                case 8: packedBackward(Dims8(), geom, kept, b, s, go, oo, pl + bh * t, gq)
-                case 16: packedBackward(Dims16(), geom, kept, b, s, go, oo, pl + bh * t, gq)
-                default: packedBackward(DimsAny(n: hd), geom, kept, b, s, go, oo, pl + bh * t, gq)
+                case 4: packedBackward(Dims4(), geom, kept, b, s, go, oo, l, gq)
+                case 8: packedBackward(Dims8(), geom, kept, b, s, go, oo, l, gq)
+                case 16: packedBackward(Dims16(), geom, kept, b, s, go, oo, l, gq)
+                default: packedBackward(DimsAny(n: hd), geom, kept, b, s, go, oo, l, gq)
                 }
             }
             return [gx]
         }
+    }
+}
+
+/// body(b, h) for every (entry, head) on the shared pool. Heads of one entry write neighbouring
+/// floats of the same rows, so a thread takes whole entries (heads spread over two threads shared
+/// cache lines: the backward kernel ran 2x slower per token on 2 threads), unless there are too
+/// few entries to go round.
+private func parallelEntryHeads(_ entries: Int, _ heads: Int, _ body: (Int, Int) -> Void) {
+    let pool = ThreadPool.shared
+    if entries >= 2 * pool.activeThreads {
+        pool.parallelFor(entries) { b in for h in 0..<heads { body(b, h) } }
+    } else {
+        pool.parallelFor(entries * heads) { bh in body(bh / heads, bh % heads) }
     }
 }
 
@@ -86,6 +119,17 @@ struct PackedKeys: @unchecked Sendable {
         idx.reserveCapacity(batch * keys)
         for b in 0..<batch {
             for j in 0..<keys where keyPadding.map({ $0[b * keys + j] != 0 }) ?? true { idx.append(Int32(j)) }
+            st.append(idx.count)
+        }
+        indices = idx
+        starts = st
+    }
+    /// Every key of each packed sequence (no padding to drop).
+    init(lengths: [Int]) {
+        var idx: [Int32] = [], st = [0]
+        idx.reserveCapacity(lengths.reduce(0, +))
+        for l in lengths {
+            for j in 0..<l { idx.append(Int32(j)) }
             st.append(idx.count)
         }
         indices = idx

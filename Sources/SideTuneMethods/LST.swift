@@ -84,8 +84,10 @@ public final class LSTSide: Module, PackedTapReader {
             let mixed = s * mu + downs[j](taps[layer]) * (1 - mu)
             s = blocks[j](mixed, layout: layout)
         }
-        let out = up(dropout(sideNorm(s)))
-        return headOut(headHidden(pool(out, layout: layout, _pooling)).tanh())
+        // Head(pool(Up(y))) computed as Head(Up(pool(y))): Up is affine and pooling a mean or a
+        // row pick, so they commute, and Up then runs on B rows instead of every token.
+        let pooled = pool(dropout(sideNorm(s)), layout: layout, _pooling)
+        return headOut(headHidden(up(pooled)).tanh())
     }
 
     /// Starts side block j from backbone layer `_keptLayers[j]` pruned to the side width, keeping

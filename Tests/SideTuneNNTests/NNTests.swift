@@ -100,6 +100,31 @@ func spirals(_ n: Int, seed: UInt64) -> (Tensor, [Int32]) {
         #expect(abs(p.data[1] - (-2 - 0.1 * (1 + 0.1 * -2))) < 1e-5)
     }
 
+    /// The 16-lane AdamW step equals the formula applied element by element (a length off the lanes
+    /// runs both the vector body and the tail), bit for bit, over three steps.
+    @Test func adamWVectorStepMatchesScalarFormula() {
+        let n = 37
+        var rng = SplitMix64(seed: 41)
+        func random() -> Tensor { Tensor((0..<n).map { _ in rng.nextFloat() * 2 - 1 }, shape: [n]) }
+        let p = parameter(random())
+        var ref = p.toArray(), m = [Float](repeating: 0, count: n), v = [Float](repeating: 0, count: n)
+        let opt = AdamW(parameters: [p], learningRate: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-6, weightDecay: 0.1)
+        for step in 1...3 {
+            let g = random()
+            p.grad = g
+            opt.step()
+            let bc1 = 1 - Foundation.pow(Float(0.9), Float(step)), bc2 = 1 - Foundation.pow(Float(0.99), Float(step))
+            for j in 0..<n {
+                let gj = g.data[j]
+                m[j] = 0.9 * m[j] + (1 - 0.9) * gj
+                v[j] = 0.99 * v[j] + (1 - 0.99) * gj * gj
+                let update = (m[j] / bc1) / ((v[j] / bc2).squareRoot() + 1e-6)
+                ref[j] -= 0.05 * (update + 0.1 * ref[j])
+            }
+            #expect(p.toArray() == ref, "step \(step)")
+        }
+    }
+
     @Test func sgdMomentum() {
         let p = parameter(Tensor([1], shape: [1]))
         let opt = SGD(parameters: [p], learningRate: 0.1, momentum: 0.9)

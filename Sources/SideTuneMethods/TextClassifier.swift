@@ -121,8 +121,11 @@ public final class TextClassifier: Module, ClassifierModel {
             // Taps come padded [B, T, d] (computed here, or the first epoch's fresh ones) or already
             // packed [1, N, d] (the cache). With one row the two layouts are the same.
             let segments = TokenSegments(lengths: batch.lengths)
-            let taps = noGrad {
-                (cached ?? frozenTaps(batch)).map { t in t.rank == 3 && t.shape[0] == batch.batchSize && batch.batchSize > 1 ? t.packed(segments) : t }
+            var taps = cached ?? frozenTaps(batch)
+            noGrad {
+                for i in taps.indices where taps[i].rank == 3 && taps[i].shape[0] == batch.batchSize && batch.batchSize > 1 {
+                    taps[i] = taps[i].packed(segments) // the padded tap is released as soon as it is packed
+                }
             }
             return packedReader(taps: taps, segments: segments)
         }

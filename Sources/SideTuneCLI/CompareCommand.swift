@@ -64,23 +64,23 @@ public enum CompareOutput {
     static func mib(_ b: Int) -> String { String(format: "%.1f", Double(b) / 1_048_576) }
 
     public static func markdown(_ rs: [TrainingReport]) -> String {
-        var out = ["| method | test acc | macro-F1 | trainable params | weights MiB | activations MiB | gradients MiB | optimizer MiB | cache MiB | ledger peak MiB | peak RSS MiB | s/step | s/step cached |",
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        var out = ["| method | test acc | macro-F1 | trainable params | weights MiB | activations MiB | gradients MiB | optimizer MiB | cache MiB | ledger peak MiB | peak RSS MiB | s/step | s/step cached | CPU stolen |",
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs {
             let b = r.peakBytes
-            out.append("| \(r.method) | \(String(format: "%.2f", 100 * r.accuracy)) | \(String(format: "%.2f", 100 * r.macroF1)) | \(r.trainableParams) | \(mib(b["weights"] ?? 0)) | \(mib(b["activations"] ?? 0)) | \(mib(b["gradients"] ?? 0)) | \(mib(b["optimizer"] ?? 0)) | \(mib(b["cache"] ?? 0)) | \(mib(b["total"] ?? 0)) | \(mib(r.peakRSSBytes)) | \(String(format: "%.3f", r.secondsPerStep)) | \(r.secondsPerStepCached.map { String(format: "%.4f", $0) } ?? "-") |")
+            out.append("| \(r.method) | \(String(format: "%.2f", 100 * r.accuracy)) | \(String(format: "%.2f", 100 * r.macroF1)) | \(r.trainableParams) | \(mib(b["weights"] ?? 0)) | \(mib(b["activations"] ?? 0)) | \(mib(b["gradients"] ?? 0)) | \(mib(b["optimizer"] ?? 0)) | \(mib(b["cache"] ?? 0)) | \(mib(b["total"] ?? 0)) | \(mib(r.peakRSSBytes)) | \(String(format: "%.3f", r.secondsPerStep)) | \(r.secondsPerStepCached.map { String(format: "%.4f", $0) } ?? "-") | \(r.stolenCPUShare.map { String(format: "%.0f%%", 100 * $0) } ?? "-") |")
         }
         return out.joined(separator: "\n") + "\n"
     }
 
     public static func csv(_ rs: [TrainingReport]) -> String {
-        var out = ["method,accuracy,macro_f1,trainable_params,weights_bytes,activations_bytes,gradients_bytes,optimizer_bytes,cache_bytes,workspace_bytes,total_peak_bytes,peak_rss_bytes,seconds_per_step,seconds_per_step_cached"]
+        var out = ["method,accuracy,macro_f1,trainable_params,weights_bytes,activations_bytes,gradients_bytes,optimizer_bytes,cache_bytes,workspace_bytes,total_peak_bytes,peak_rss_bytes,seconds_per_step,seconds_per_step_cached,stolen_cpu_share"]
         for r in rs {
             let b = r.peakBytes
             out.append([r.method, String(r.accuracy), String(r.macroF1), String(r.trainableParams), String(b["weights"] ?? 0),
                         String(b["activations"] ?? 0), String(b["gradients"] ?? 0), String(b["optimizer"] ?? 0), String(b["cache"] ?? 0),
                         String(b["workspace"] ?? 0), String(b["total"] ?? 0), String(r.peakRSSBytes), String(r.secondsPerStep),
-                        r.secondsPerStepCached.map { String($0) } ?? ""].joined(separator: ","))
+                        r.secondsPerStepCached.map { String($0) } ?? "", r.stolenCPUShare.map { String($0) } ?? ""].joined(separator: ","))
         }
         return out.joined(separator: "\n") + "\n"
     }

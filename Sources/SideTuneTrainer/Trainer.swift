@@ -158,6 +158,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         LargeBlockCache.shared.trim()
         ledger.resetPeaks()
         ProcessMemory.resetPeak()
+        let cpuAtStart = CPUTimes.now()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
         let totalTaps = model.tapCount
         model.train(true)
@@ -235,6 +236,8 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             }
         }
         let snapshot = ledger.snapshot()
+        var stolen: Double?
+        if let a = cpuAtStart, let b = CPUTimes.now() { stolen = CPUTimes.stolenShare(from: a, to: b) }
         // Test with the best weights.
         if let out = p.outputFolder, FileManager.default.fileExists(atPath: out.appendingPathComponent("best/checkpoint.json").path) {
             _ = try Checkpoint.load(into: model, from: out.appendingPathComponent("best"), backboneSHA256: checkpointConfig.backboneSHA256)
@@ -250,7 +253,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                               secondsPerStep: mean(uncachedStepTimes), secondsPerStepCached: cachedStepTimes.isEmpty ? nil : mean(cachedStepTimes),
                               epochSeconds: state.epochSeconds, trainExamples: train.count, testExamples: test.count,
                               batchSize: p.batchSize, maxLength: checkpointConfig.maxLength, threads: ThreadPool.shared.activeThreads,
-                              cacheBytes: cache?.byteCount)
+                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen)
     }
 
     // MARK: resume

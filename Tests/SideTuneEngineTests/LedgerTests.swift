@@ -136,3 +136,18 @@ import Testing
         #expect(off.idleBytes == 0, "slack 0 turns reuse off")
     }
 }
+
+/// The stolen-CPU reading that reports print next to their times.
+@Suite struct CPUTimesTests {
+    @Test func parsesProcStatAndComputesTheStolenShare() throws {
+        let before = try #require(CPUTimes(procStat: "cpu  100 5 20 800 10 1 2 12 0 0\ncpu0 50 2 10 400 5 0 1 6 0 0\nintr 1\n"))
+        #expect(before.total == 950 && before.steal == 12)
+        let after = try #require(CPUTimes(procStat: "cpu  160 5 30 900 10 1 2 42 7 0\n"))
+        // 200 ticks passed, 30 of them stolen.
+        #expect(CPUTimes.stolenShare(from: before, to: after) == 0.15)
+        #expect(CPUTimes.stolenShare(from: before, to: before) == nil)
+        #expect(CPUTimes(procStat: "intr 1\n") == nil)
+        #expect(CPUTimes(procStat: "cpu  1 2 3\n") == nil, "a line without the steal field")
+        if FileManager.default.fileExists(atPath: "/proc/stat") { #expect(CPUTimes.now() != nil) }
+    }
+}

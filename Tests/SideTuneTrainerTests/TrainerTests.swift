@@ -72,6 +72,11 @@ func tempFolder() -> URL {
         #expect((report.peakBytes["cache"] ?? 0) > 0)
         #expect(report.accuracy > 0.8, "test accuracy \(report.accuracy)")
         #expect(report.peakBytes["total"]! >= report.peakBytes["weights"]!)
+        if FileManager.default.fileExists(atPath: "/proc/stat") {
+            let share = try #require(report.stolenCPUShare)
+            #expect(share >= 0 && share <= 1)
+            #expect(report.jsonString().contains("\"stolen_cpu_share\""))
+        }
     }
 
     /// The cache hands back the same taps the backbone computes (to bf16 precision).

@@ -100,8 +100,11 @@ extension SideTuneCommand.Bench {
                     }
                     let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median(nil)
                     // Given taps in the layout the feature cache would hand this model (packed for readers that skip padding).
-                    let given = noGrad { model.frozenTaps(input).map { model.readsPackedTaps ? $0.packed(TokenSegments(lengths: input.lengths)) : $0 } }
-                    let cached = kind.readsFrozenTaps ? median(given) : nil
+                    func given() -> [Tensor] {
+                        let segments = TokenSegments(lengths: input.lengths)
+                        return noGrad { model.frozenTaps(input).map { model.readsPackedTaps ? $0.packed(segments) : $0 } }
+                    }
+                    let cached = kind.readsFrozenTaps ? median(given()) : nil
                     let old = best[kind]
                     best[kind] = (min(computed, old?.computed ?? .infinity), cached.map { min($0, old?.cached ?? .infinity) })
                     FileHandle.standardError.write(Data("round \(round + 1) \(kind.rawValue): \(String(format: "%.4f", computed)) s computed\(cached.map { String(format: ", %.4f s from taps", $0) } ?? "")\(poolNote)\n".utf8))

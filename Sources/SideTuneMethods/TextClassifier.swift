@@ -116,7 +116,6 @@ public final class TextClassifier: Module, ClassifierModel {
     static let packingEnabled = ProcessInfo.processInfo.environment["SIDETUNE_PACK"] != "0"
 
     public func callAsFunction(_ batch: BatchEncoding, taps cached: [Tensor]? = nil) -> Tensor {
-        let keyPadding = batch.attentionMask.map { $0 != 0 ? Float(1) : 0 }
         if readsPackedTaps, let packedReader = reader as? PackedTapReader {
             // Taps come padded [B, T, d] (computed here, or the first epoch's fresh ones) or already
             // packed [1, N, d] (the cache). With one row the two layouts are the same.
@@ -129,6 +128,7 @@ public final class TextClassifier: Module, ClassifierModel {
             }
             return packedReader(taps: taps, segments: segments)
         }
+        let keyPadding = batch.attentionMask.map { $0 != 0 ? Float(1) : 0 }
         if method.readsFrozenTaps {
             let taps = cached ?? frozenTaps(batch)
             return reader(taps: taps, keyPadding: keyPadding)

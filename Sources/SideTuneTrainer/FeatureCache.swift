@@ -71,40 +71,40 @@ public final class FeatureCache {
     /// The taps of a batch packed [1, N, d]: the examples' real tokens end to end (no padding rows),
     /// as `TokenSegments(lengths:)` of their lengths lays them out. Empty ([0]) for taps not held.
     public func packedTaps(for examples: [Int], totalTaps: Int) -> [Tensor] {
-        let d = width, n = examples.reduce(0) { $0 + lengths[$1] }
-        var out = [Tensor](repeating: Tensor(shape: [0]), count: totalTaps)
-        for (k, t) in taps.enumerated() {
-            let tensor = Tensor(shape: [1, n, d])
+        let n = examples.reduce(0) { $0 + lengths[$1] }
+        return assemble(totalTaps, shape: [1, n, width], zeroed: false) { k, tensor in
             var dst = tensor.data
-            for e in examples {
-                precondition(filled[e], "feature cache: example \(e) was never stored")
-                let l = lengths[e]
-                let src = (base + offsets[e]).assumingMemoryBound(to: UInt16.self) + k * l * d
-                for i in 0..<(l * d) { dst[i] = bfloat16BitsToFloat(src[i]) }
-                dst += l * d
-            }
-            out[t] = tensor
+            for e in examples { dst += read(e, tap: k, into: dst) * width }
         }
-        return out
     }
 
     /// Rebuilds the taps [B, seq, d] of a batch from the cache (zeros at padding). Taps this
     /// cache does not hold are left empty ([0]) — side methods never read them.
     public func taps(for examples: [Int], seq: Int, totalTaps: Int) -> [Tensor] {
-        let d = width, b = examples.count
+        assemble(totalTaps, shape: [examples.count, seq, width], zeroed: true) { k, tensor in
+            for (row, e) in examples.enumerated() { _ = read(e, tap: k, into: tensor.data + row * seq * width, maxTokens: seq) }
+        }
+    }
+
+    /// One tensor of `shape` per held tap, filled by `fill(k, tensor)` for the k-th held tap; the
+    /// others stay empty ([0]). `zeroed` when `fill` leaves rows unwritten (padding).
+    private func assemble(_ totalTaps: Int, shape: [Int], zeroed: Bool, _ fill: (Int, Tensor) -> Void) -> [Tensor] {
         var out = [Tensor](repeating: Tensor(shape: [0]), count: totalTaps)
         for (k, t) in taps.enumerated() {
-            let tensor = Tensor.zeros([b, seq, d])
-            for (row, e) in examples.enumerated() {
-                precondition(filled[e], "feature cache: example \(e) was never stored")
-                let l = lengths[e]
-                let src = (base + offsets[e]).assumingMemoryBound(to: UInt16.self) + k * l * d
-                let dst = tensor.data + row * seq * d
-                for i in 0..<(min(l, seq) * d) { dst[i] = bfloat16BitsToFloat(src[i]) }
-            }
+            let tensor = zeroed ? Tensor.zeros(shape) : Tensor(shape: shape)
+            fill(k, tensor)
             out[t] = tensor
         }
         return out
+    }
+
+    /// Converts example `e`'s rows of its k-th held tap (at most `maxTokens`) to floats at `dst`;
+    /// returns the rows written.
+    private func read(_ e: Int, tap k: Int, into dst: UnsafeMutablePointer<Float>, maxTokens: Int = .max) -> Int {
+        precondition(filled[e], "feature cache: example \(e) was never stored")
+        let l = lengths[e], rows = min(l, maxTokens)
+        convertToFloat32(base + offsets[e] + k * l * width * 2, dtype: .bfloat16, count: rows * width, into: dst)
+        return rows
     }
 }
 

@@ -260,7 +260,8 @@ extension BertLayer {
     /// The no-grad forward with fused kernels: one q/k/v GEMM into [M, 3d], attention read from it
     /// with strides, bias + residual + LayerNorm applied as the output GEMMs finish each row block,
     /// bias + activation likewise. Only the returned hidden state is a new tensor.
-    func fusedInference(_ x: Tensor, keyPadding: [Float], scratch: UnsafeMutablePointer<Float>) -> Tensor {
+    /// x is [B, T, d] padded or [1, N, d] packed, as `layout` says.
+    func fusedInference(_ x: Tensor, layout: TokenLayout, scratch: UnsafeMutablePointer<Float>) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let m = b * t, dff = intermediate.outFeatures, heads = attention.heads, hd = d / heads
         // Scratch: the concatenated q/k/v weight and bias, a [M, max(3d, dff)] region (q/k/v, then
@@ -273,8 +274,15 @@ extension BertLayer {
         }
         FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: wqkv, n: 3 * d, bias: bqkv, activation: .identity,
                               out: big, ldo: 3 * d)
-        FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: keyPadding,
-                                 scale: 1 / Float(hd).squareRoot(), out: ctx)
+        switch layout {
+        case .padded(let keyPadding):
+            FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: keyPadding,
+                                     scale: 1 / Float(hd).squareRoot(), out: ctx)
+        case .packed(let segments):
+            precondition(b == 1 && t == segments.total, "BertLayer: packed input \(x.shape) is not [1, \(segments.total), d]")
+            FusedInference.attention(qkv: big, segments: segments, heads: heads, headDim: hd,
+                                     scale: 1 / Float(hd).squareRoot(), out: ctx)
+        }
         FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attention.output.weight.data, d: d,
                                                bias: attention.output.bias!.data, residual: x.data,
                                                normWeight: attentionNorm.weight!.data, normBias: attentionNorm.bias!.data,
@@ -341,7 +349,7 @@ public final class BertEncoder: Module {
             let (b, t) = (h.shape[0], h.shape[1])
             InferenceScratch.with(floats: BertLayer.fusedScratchFloats(config, tokens: b * t)) { scratch in
                 for layer in layers {
-                    h = layer.fusedInference(h, keyPadding: keyPadding, scratch: scratch)
+                    h = layer.fusedInference(h, layout: .padded(keyPadding: keyPadding), scratch: scratch)
                     taps.append(h)
                 }
             }
@@ -352,6 +360,30 @@ public final class BertEncoder: Module {
             taps.append(h)
         }
         return BertOutput(hiddenStates: taps)
+    }
+
+    /// The frozen forward of a packed batch: the embeddings' real rows laid end to end ([1, N, d],
+    /// `TokenSegments(lengths: batch.lengths)`), so no layer computes anything for padding. Returns
+    /// h_0...h_L packed, each equal to the padded forward's real rows. No autograd: this is the path
+    /// for taps that side networks read. Layers the fused kernels cannot run (adapters, wrapped
+    /// linears) run the padded forward and pack its outputs.
+    public func packedHiddenStates(_ batch: BatchEncoding) -> (hiddenStates: [Tensor], segments: TokenSegments) {
+        let segments = TokenSegments(lengths: batch.lengths)
+        return noGrad {
+            guard fusedInferenceEnabled && layers.allSatisfy(\.supportsFusedInference) else {
+                return (self(batch).hiddenStates.map { $0.packed(segments) }, segments)
+            }
+            var h = embeddings(ids: batch.ids, typeIds: batch.typeIds, batch: batch.batchSize, seq: batch.seqLength).packed(segments)
+            var taps = [h]
+            taps.reserveCapacity(layers.count + 1)
+            InferenceScratch.with(floats: BertLayer.fusedScratchFloats(config, tokens: segments.total)) { scratch in
+                for layer in layers {
+                    h = layer.fusedInference(h, layout: .packed(segments), scratch: scratch)
+                    taps.append(h)
+                }
+            }
+            return (taps, segments)
+        }
     }
 
     public func callAsFunction(_ batch: BatchEncoding, prompt: Tensor? = nil) -> BertOutput {

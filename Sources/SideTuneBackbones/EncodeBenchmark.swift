@@ -6,8 +6,10 @@ import SideTuneTokenizers
 /// batch, timed against the machine's FP32 peak measured in the same run.
 ///
 /// FLOPs counted per sequence of T tokens, per layer: the six projections
-/// 2*T*(4 d^2 + 2 d d_ff) plus attention's two products 4*T*T*d (padding positions included:
-/// both engines compute them). Embeddings, LayerNorm, GELU and softmax are not counted.
+/// 2*T*(4 d^2 + 2 d d_ff) plus attention's two products 4*T*T*d. Padded, T is the padded length
+/// (padding positions included: the padded forward and PyTorch compute them); packed, T is each
+/// sequence's real length (the packed forward computes nothing else). Embeddings, LayerNorm,
+/// GELU and softmax are not counted.
 public enum EncodeBenchmark {
     public struct Report: Codable, Sendable {
         public var engine: String
@@ -15,6 +17,8 @@ public enum EncodeBenchmark {
         public var threads: Int
         public var batch: Int
         public var seq: Int
+        /// "padded" (every sequence computed at `seq` tokens) or "packed" (real tokens only).
+        public var layout: String
         public var realTokens: Int
         public var iterations: Int
         public var secondsMedian: Double
@@ -29,7 +33,7 @@ public enum EncodeBenchmark {
         public var peakRSS: Int
 
         enum CodingKeys: String, CodingKey {
-            case engine, cpu, threads, batch, seq, iterations, gflops
+            case engine, cpu, threads, batch, seq, layout, iterations, gflops
             case realTokens = "real_tokens", secondsMedian = "seconds_median", secondsBest = "seconds_best"
             case sentencesPerSecond = "sentences_per_second", peakGFLOPS = "peak_gflops", fractionOfPeak = "fraction_of_peak"
             case peakBytes = "peak_bytes", peakLedgerTotal = "peak_ledger_total", peakRSS = "peak_rss"
@@ -44,7 +48,8 @@ public enum EncodeBenchmark {
         public func table() -> String {
             var lines = [
                 "cpu: \(cpu), \(threads) thread(s), FP32 peak \(String(format: "%.1f", peakGFLOPS)) GFLOPS",
-                "batch \(batch) x \(seq) tokens (\(realTokens) real, the rest padding), \(iterations) timed batches",
+                "batch \(batch) x \(seq) tokens (\(realTokens) real), \(layout): "
+                    + (layout == "packed" ? "only the real tokens computed" : "padding computed too") + ", \(iterations) timed batches",
                 String(format: "median %.3f s, best %.3f s per batch", secondsMedian, secondsBest),
                 String(format: "%.1f sentences/s, %.1f GFLOPS effective = %.1f%% of peak", sentencesPerSecond, gflops, 100 * fractionOfPeak),
                 "peak memory (ledger) during the timed forwards:",
@@ -71,13 +76,14 @@ public enum EncodeBenchmark {
         return tokenizer.encodeBatch(picked, maxLength: seq, padding: .maxLength)
     }
 
-    public static func run(model: BertEncoder, input: BatchEncoding, iterations: Int,
+    /// `packed`: run `packedHiddenStates` (the real tokens end to end) instead of the padded forward.
+    public static func run(model: BertEncoder, input: BatchEncoding, iterations: Int, packed: Bool = false,
                            pool: ThreadPool = .shared, progress: ((String) -> Void)? = nil) -> Report {
         let cpu = CPUInfo.current()
         let threads = pool.activeThreads
         let peak = PeakFLOPS.measure(threads: threads, pool: pool)
         progress?(String(format: "FP32 peak on %d thread(s): %.1f GFLOPS", threads, peak))
-        func forward() { _ = noGrad { model(input) } }
+        func forward() { _ = packed ? model.packedHiddenStates(input).hiddenStates : noGrad { model(input).hiddenStates } }
         forward() // warm-up (first touches of weights and allocator)
         MemoryLedger.shared.resetPeaks()
         var times: [Double] = []
@@ -91,12 +97,13 @@ public enum EncodeBenchmark {
         let snap = MemoryLedger.shared.snapshot()
         let sorted = times.sorted()
         let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-        let flops = flopsPerSequence(model.config, seq: input.seqLength) * Double(input.batchSize)
+        let flops = packed ? input.lengths.reduce(0) { $0 + flopsPerSequence(model.config, seq: $1) }
+            : flopsPerSequence(model.config, seq: input.seqLength) * Double(input.batchSize)
         let gflops = flops / median / 1e9
         var peaks: [String: Int] = [:]
         for c in MemoryCategory.allCases { peaks[c.rawValue] = snap.peak[c] ?? 0 }
         return Report(engine: "SideTune", cpu: cpu.model, threads: threads, batch: input.batchSize, seq: input.seqLength,
-                      realTokens: input.lengths.reduce(0, +), iterations: times.count, secondsMedian: median,
+                      layout: packed ? "packed" : "padded", realTokens: input.lengths.reduce(0, +), iterations: times.count, secondsMedian: median,
                       secondsBest: sorted[0], sentencesPerSecond: Double(input.batchSize) / median, gflops: gflops,
                       peakGFLOPS: peak, fractionOfPeak: gflops / peak, peakBytes: peaks, peakLedgerTotal: snap.peakTotal,
                       peakRSS: snap.peakRSS)

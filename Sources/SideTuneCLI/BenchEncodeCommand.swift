@@ -18,6 +18,10 @@ extension SideTuneCommand.Bench {
             2*T*(4 d^2 + 2 d d_ff) + 4*T*T*d) as a fraction of the FP32 peak measured in the same run, \
             and peak memory by ledger category plus peak RSS.
 
+            --packed runs the packed forward that side-tuning uses for its taps: the batch's real \
+            tokens end to end, so padding is never computed (FLOPs then counted at each sentence's \
+            real length). Its outputs equal the padded forward's real rows.
+
             scripts/bench_encode_torch.py runs the same work in PyTorch and, with --swift, runs both \
             and prints the ratio.
             """
@@ -38,6 +42,8 @@ extension SideTuneCommand.Bench {
         var seq: Int = 128
         @Option(help: "Timed batches after one warm-up.")
         var iterations: Int = 5
+        @Flag(help: "Compute only the real tokens (packed), not the padding.")
+        var packed = false
         @Flag(help: "Print one JSON object instead of a table.")
         var json = false
 
@@ -89,7 +95,8 @@ extension SideTuneCommand.Bench {
             }
             let input = EncodeBenchmark.encode(texts, tokenizer: tokenizer, batch: batch, seq: seq)
             say("model: \(folder.path) (\(encoder.config.numHiddenLayers) layers, width \(encoder.config.hiddenSize))")
-            let report = EncodeBenchmark.run(model: encoder, input: input, iterations: iterations, progress: json ? nil : say)
+            let report = EncodeBenchmark.run(model: encoder, input: input, iterations: iterations, packed: packed,
+                                             progress: json ? nil : say)
             print(json ? report.jsonString() : report.table())
         }
     }

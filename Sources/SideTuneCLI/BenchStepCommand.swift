@@ -100,10 +100,7 @@ extension SideTuneCommand.Bench {
                     }
                     let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median(nil)
                     // Given taps in the layout the feature cache would hand this model (packed for readers that skip padding).
-                    func given() -> [Tensor] {
-                        let segments = TokenSegments(lengths: input.lengths)
-                        return noGrad { model.frozenTaps(input).map { model.readsPackedTaps ? $0.packed(segments) : $0 } }
-                    }
+                    func given() -> [Tensor] { model.frozenTaps(input) }
                     let cached = kind.readsFrozenTaps ? median(given()) : nil
                     let old = best[kind]
                     best[kind] = (min(computed, old?.computed ?? .infinity), cached.map { min($0, old?.cached ?? .infinity) })

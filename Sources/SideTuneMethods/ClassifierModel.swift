@@ -13,7 +13,8 @@ public protocol ClassifierModel<Batch>: Module {
     /// Number of taps the backbone yields (h_0...h_L) and their width.
     var tapCount: Int { get }
     var tapWidth: Int { get }
-    /// The backbone's taps [B, T, d] for a batch, without autograd.
+    /// The backbone's taps for a batch, without autograd: [B, T, d], or packed [1, N, d] (the
+    /// batch's real tokens end to end) when `readsPackedTaps`.
     func frozenTaps(_ batch: Batch) -> [Tensor]
     /// Logits [B, classes]. `taps` (from the feature cache, only when `tapsRead` is not empty)
     /// replaces the backbone pass.

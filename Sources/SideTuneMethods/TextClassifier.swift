@@ -99,9 +99,11 @@ public final class TextClassifier: Module, ClassifierModel {
     public var tapCount: Int { backbone.config.numHiddenLayers + 1 }
     public var tapWidth: Int { backbone.config.hiddenSize }
 
-    /// The backbone's taps for a batch, without autograd (what side methods read, and cache).
+    /// The backbone's taps for a batch, without autograd (what side methods read, and cache):
+    /// packed when the reader takes packed taps, so the frozen forward skips padding too.
     public func frozenTaps(_ batch: BatchEncoding) -> [Tensor] {
-        noGrad { backbone(batch).hiddenStates }
+        if readsPackedTaps { return backbone.packedHiddenStates(batch).hiddenStates }
+        return noGrad { backbone(batch).hiddenStates }
     }
 
     /// Logits [B, classes]. `taps` (from the feature cache) skips the backbone for side methods.
@@ -117,13 +119,13 @@ public final class TextClassifier: Module, ClassifierModel {
 
     public func callAsFunction(_ batch: BatchEncoding, taps cached: [Tensor]? = nil) -> Tensor {
         if readsPackedTaps, let packedReader = reader as? PackedTapReader {
-            // Taps come padded [B, T, d] (computed here, or the first epoch's fresh ones) or already
-            // packed [1, N, d] (the cache). With one row the two layouts are the same.
+            // Taps computed here, the first epoch's fresh ones and the cache's come packed [1, N, d];
+            // padded ones a caller hands in are packed here. With one row the two layouts are the same.
             let segments = TokenSegments(lengths: batch.lengths)
             var taps = cached ?? frozenTaps(batch)
             noGrad {
                 for i in taps.indices where taps[i].rank == 3 && taps[i].shape[0] == batch.batchSize && batch.batchSize > 1 {
-                    taps[i] = taps[i].packed(segments) // the padded tap is released as soon as it is packed
+                    taps[i] = taps[i].packed(segments)
                 }
             }
             return packedReader(taps: taps, segments: segments)

@@ -55,13 +55,15 @@ public final class FeatureCache {
     public func contains(_ example: Int) -> Bool { filled[example] }
     public var isComplete: Bool { !filled.contains(false) }
 
-    /// Stores example `example` (row `row` of a batch's taps [B, T, d], its first `length` tokens).
-    public func store(_ example: Int, row: Int, from batchTaps: [Tensor]) {
+    /// Stores example `example`, row `row` of a batch's taps: [B, T, d] padded (its first
+    /// `length` tokens), or [1, N, d] packed by `packed` (its segment).
+    public func store(_ example: Int, row: Int, from batchTaps: [Tensor], packed: TokenSegments? = nil) {
         let l = lengths[example], d = width
+        if let packed { precondition(packed.lengths[row] == l, "feature cache: example \(example) has \(l) tokens, its packed segment \(packed.lengths[row])") }
         var dst = (base + offsets[example]).assumingMemoryBound(to: UInt16.self)
         for t in taps {
-            let tap = batchTaps[t], seq = tap.shape[1]
-            let src = tap.data + row * seq * d
+            let tap = batchTaps[t]
+            let src = tap.data + (packed.map { $0.starts[row] } ?? row * tap.shape[1]) * d
             for i in 0..<(l * d) { dst[i] = floatToBFloat16Bits(src[i]) }
             dst += l * d
         }

@@ -183,7 +183,8 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                         usedCache = true
                     } else {
                         let fresh = model.frozenTaps(batch)
-                        for (row, e) in idx.enumerated() { cache.store(e, row: row, from: fresh) }
+                        let packed = model.readsPackedTaps ? TokenSegments(lengths: idx.map { lengths[$0] }) : nil
+                        for (row, e) in idx.enumerated() { cache.store(e, row: row, from: fresh, packed: packed) }
                         taps = fresh
                     }
                 }

@@ -3,6 +3,7 @@ import SideTuneBackbones
 import SideTuneEngine
 import SideTuneFormats
 import SideTuneNN
+import SideTuneTokenizers
 import Testing
 
 /// Tests that need no downloaded model: config parsing, the key map, loading errors, masking.
@@ -164,5 +165,47 @@ import Testing
         model.fusedInferenceEnabled = false
         let plain = noGrad { model(ids: ids, attentionMask: mask, batch: 1, seq: 4) }
         #expect(withLoRA.last.toArray() == plain.last.toArray())
+    }
+
+    /// The packed frozen forward gives each tap's real rows of the padded forward: fused kernels
+    /// (lengths 1 to the full sequence, two activations), and the fallback for layers the fused
+    /// kernels cannot run (a LoRA-wrapped query), which packs the padded forward's outputs.
+    @Test func packedForwardMatchesPaddedRealRows() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func check(_ model: BertEncoder, lengths: [Int], seq: Int, _ label: String) {
+            var rng = SplitMix64(seed: 5)
+            let batch = lengths.count
+            let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % 11) }
+            let mask = (0..<(batch * seq)).map { Int32($0 % seq < lengths[$0 / seq] ? 1 : 0) }
+            let input = BatchEncoding(ids: ids, attentionMask: mask, typeIds: [Int32](repeating: 0, count: ids.count),
+                                      batchSize: batch, seqLength: seq, lengths: lengths)
+            let padded = noGrad { model(input) }
+            let packed = model.packedHiddenStates(input)
+            #expect(packed.segments == TokenSegments(lengths: lengths))
+            #expect(packed.hiddenStates.count == padded.hiddenStates.count)
+            for (i, (p, q)) in zip(packed.hiddenStates, padded.hiddenStates).enumerated() {
+                #expect(p.shape == [1, lengths.reduce(0, +), model.config.hiddenSize])
+                let diff = zip(p.toArray(), noGrad { q.packed(packed.segments) }.toArray()).map { abs($0 - $1) }.max() ?? 0
+                #expect(diff < 1e-5, "\(label) tap \(i): max diff \(diff)")
+            }
+        }
+        for config in [Self.tiny,
+                       BertConfig(hiddenSize: 48, numHiddenLayers: 2, numAttentionHeads: 3, intermediateSize: 80,
+                                  hiddenAct: "gelu_new", vocabSize: 11, maxPositionEmbeddings: 40)] {
+            _ = try writeCheckpoint(config, to: dir)
+            let model = try BertEncoder.load(folder: dir).freeze()
+            #expect(model.layers.allSatisfy { $0.supportsFusedInference })
+            let seq = min(config.maxPositionEmbeddings, 30)
+            check(model, lengths: [seq, 1, seq / 2, min(7, seq), seq - 1], seq: seq, "d=\(config.hiddenSize)")
+            check(model, lengths: [5], seq: 5, "d=\(config.hiddenSize) one row")
+        }
+        _ = try writeCheckpoint(Self.tiny, to: dir)
+        let model = try BertEncoder.load(folder: dir).freeze()
+        var rng = SplitMix64(seed: 1)
+        let lora = LoRALinear(wrapping: model.layers[0].attention.query, rank: 2, alpha: 2, rng: &rng)
+        lora.loraB.data.update(repeating: 0.5, count: lora.loraB.count)
+        model.layers[0].attention.query = lora
+        check(model, lengths: [4, 2, 6], seq: 6, "LoRA fallback")
     }
 }

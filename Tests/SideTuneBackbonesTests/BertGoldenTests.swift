@@ -60,6 +60,16 @@ struct BertGoldenTests {
             checkTensor("hidden_states.\(i)", h.toArray(), try golden.floats("hidden_states.\(i)"), keep: keep, tolerance: 1e-4)
         }
 
+        // The packed forward (padding never computed) against HF's real rows, in order.
+        let packed = model.packedHiddenStates(enc)
+        #expect(packed.segments.lengths == enc.lengths)
+        let realRows = (0..<(b * t)).filter { enc.attentionMask[$0] != 0 }
+        for (i, h) in packed.hiddenStates.enumerated() {
+            #expect(h.shape == [1, realRows.count, d])
+            let g = try golden.floats("hidden_states.\(i)")
+            checkTensor("packed hidden_states.\(i)", h.toArray(), realRows.flatMap { g[($0 * d)..<(($0 + 1) * d)] }, tolerance: 1e-4)
+        }
+
         let pooled = noGrad { BertEncoder.meanPool(out.last, attentionMask: enc.attentionMask) }
         checkTensor("mean_pooled", pooled.toArray(), try golden.floats("mean_pooled"), tolerance: 1e-4)
         let sentence = noGrad { BertEncoder.meanPool(out.last, attentionMask: enc.attentionMask, normalize: true) }.toArray()

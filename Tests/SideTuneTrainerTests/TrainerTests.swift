@@ -106,6 +106,14 @@ func tempFolder() -> URL {
             #expect(packed[t].shape == [1, segments.total, 16])
             #expect(packed[t].toArray() == noGrad { padded[t].packed(segments) }.toArray())
         }
+        // Stored from packed taps (what a packed frozen forward yields), the cache holds the same bytes.
+        let all = TokenSegments(lengths: split.ids.map(\.count))
+        let freshPacked = noGrad { fresh.map { $0.packed(all) } }
+        let fromPacked = try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
+                                          taps: [0, 1, 2], width: 16)
+        for r in 0..<5 { fromPacked.store(r, row: r, from: freshPacked, packed: all) }
+        let again = fromPacked.packedTaps(for: order, totalTaps: 3)
+        for t in 0..<3 { #expect(again[t].toArray() == packed[t].toArray()) }
     }
 
     /// A run interrupted after 2 of 4 epochs and resumed ends where an uninterrupted run ends.

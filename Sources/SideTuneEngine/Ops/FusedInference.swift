@@ -82,42 +82,57 @@ public enum FusedInference {
     public static func attention(qkv: UnsafePointer<Float>, batch: Int, seq: Int, heads: Int, headDim: Int,
                                  keyPadding: [Float]?, scale: Float, out: UnsafeMutablePointer<Float>,
                                  pool: ThreadPool = .shared) {
-        let d = heads * headDim, ld = 3 * d
         if let keyPadding { precondition(keyPadding.count == batch * seq, "key padding mask needs \(batch * seq) values, got \(keyPadding.count)") }
         // Per sequence: the number of keys up to and including the last real one.
-        var keyCount = [Int](repeating: seq, count: batch)
-        let keep = [Float](keyPadding ?? [])
-        if let keyPadding {
-            for b in 0..<batch {
-                var n = seq
-                while n > 0 && keyPadding[b * seq + n - 1] == 0 { n -= 1 }
-                keyCount[b] = n
-            }
+        let entries = (0..<batch).map { b -> AttentionEntry in
+            var n = seq
+            if let keyPadding { while n > 0 && keyPadding[b * seq + n - 1] == 0 { n -= 1 } }
+            return AttentionEntry(start: b * seq, queries: seq, keys: n)
         }
-        // All queries of a sequence in one block (up to 256): K^T is packed once per (batch, head).
-        let block = min(max(seq, 1), 256)
-        keyCount.withUnsafeBufferPointer { counts in
-            keep.withUnsafeBufferPointer { keepBuffer in
-                let kp = keyPadding == nil ? nil : keepBuffer.baseAddress
-                pool.parallelFor(batch * heads) { bh in
-                    let b = bh / heads, h = bh % heads
-                    let tk = counts[b]
-                    let q0 = qkv + b * seq * ld + h * headDim, k0 = q0 + d, v0 = q0 + 2 * d
-                    let o0 = out + b * seq * d + h * headDim
+        attention(qkv: qkv, entries: entries, heads: heads, headDim: headDim, keep: keyPadding, scale: scale, out: out, pool: pool)
+    }
+
+    /// The same for a packed batch: `qkv` [N, 3d] and `out` [N, d] hold the sequences of
+    /// `segments` end to end, every row a real token, and each attends over its own rows only.
+    public static func attention(qkv: UnsafePointer<Float>, segments: TokenSegments, heads: Int, headDim: Int,
+                                 scale: Float, out: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
+        let entries = zip(segments.starts, segments.lengths).map { AttentionEntry(start: $0, queries: $1, keys: $1) }
+        attention(qkv: qkv, entries: entries, heads: heads, headDim: headDim, keep: nil, scale: scale, out: out, pool: pool)
+    }
+
+    /// One sequence of a batch: its query rows [start, start + queries) and its first `keys` rows as keys.
+    struct AttentionEntry { var start, queries, keys: Int }
+
+    /// The shared kernel: per (entry, head), scores for up to 256 queries at a time against the
+    /// entry's keys (K^T packed once per block by the GEMM), masked by `keep` (per row of qkv, 0 =
+    /// padding) when given, softmax, then the product with V written into `out`.
+    static func attention(qkv: UnsafePointer<Float>, entries: [AttentionEntry], heads: Int, headDim: Int, keep: [Float]?,
+                          scale: Float, out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let d = heads * headDim, ld = 3 * d
+        let keepValues = keep ?? []
+        entries.withUnsafeBufferPointer { entries in
+            keepValues.withUnsafeBufferPointer { keepBuffer in
+                let kp = keep == nil ? nil : keepBuffer.baseAddress
+                pool.parallelFor(entries.count * heads) { eh in
+                    let e = entries[eh / heads], h = eh % heads
+                    let tk = e.keys
+                    let q0 = qkv + e.start * ld + h * headDim, k0 = q0 + d, v0 = q0 + 2 * d
+                    let o0 = out + e.start * d + h * headDim
                     if tk == 0 {
-                        for i in 0..<seq { (o0 + i * d).initialize(repeating: 0, count: headDim) }
+                        for i in 0..<e.queries { (o0 + i * d).initialize(repeating: 0, count: headDim) }
                         return
                     }
+                    let block = min(max(e.queries, 1), 256)
                     withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scratch in
                         let sc = scratch.baseAddress!
                         var i0 = 0
-                        while i0 < seq {
-                            let rows = min(block, seq - i0)
+                        while i0 < e.queries {
+                            let rows = min(block, e.queries - i0)
                             gemm(GEMMShape(m: rows, n: tk, k: headDim, transB: true), q0 + i0 * ld, lda: ld, k0, ldb: ld,
                                  sc, ldc: tk, singleThreaded: true)
                             for r in 0..<rows {
                                 let row = sc + r * tk
-                                scaleAndMaskRow(row, tk, scale: scale, keep: kp.map { $0 + b * seq })
+                                scaleAndMaskRow(row, tk, scale: scale, keep: kp.map { $0 + e.start })
                                 _ = softmaxRow(row, row, tk)
                             }
                             gemm(GEMMShape(m: rows, n: headDim, k: tk), sc, lda: tk, v0, ldb: ld, o0 + i0 * d, ldc: d,

@@ -342,19 +342,11 @@ public final class BertEncoder: Module {
             for b in 0..<batch { padded += [Float](repeating: 1, count: p) + keyPadding[(b * seq)..<((b + 1) * seq)] }
             keyPadding = padded
         }
+        if !Autograd.isEnabled && !h.requiresGrad && runsFused {
+            return BertOutput(hiddenStates: [h] + fusedLayers(h, layout: .padded(keyPadding: keyPadding)))
+        }
         var taps = [h]
         taps.reserveCapacity(layers.count + 1)
-        if !Autograd.isEnabled && fusedInferenceEnabled && !h.requiresGrad && layers.allSatisfy(\.supportsFusedInference) {
-            // Frozen path: fused kernels, intermediates in one reused scratch buffer.
-            let (b, t) = (h.shape[0], h.shape[1])
-            InferenceScratch.with(floats: BertLayer.fusedScratchFloats(config, tokens: b * t)) { scratch in
-                for layer in layers {
-                    h = layer.fusedInference(h, layout: .padded(keyPadding: keyPadding), scratch: scratch)
-                    taps.append(h)
-                }
-            }
-            return BertOutput(hiddenStates: taps)
-        }
         for layer in layers {
             h = layer(h, keyPadding: keyPadding)
             taps.append(h)
@@ -370,20 +362,27 @@ public final class BertEncoder: Module {
     public func packedHiddenStates(_ batch: BatchEncoding) -> (hiddenStates: [Tensor], segments: TokenSegments) {
         let segments = TokenSegments(lengths: batch.lengths)
         return noGrad {
-            guard fusedInferenceEnabled && layers.allSatisfy(\.supportsFusedInference) else {
-                return (self(batch).hiddenStates.map { $0.packed(segments) }, segments)
-            }
-            var h = embeddings(ids: batch.ids, typeIds: batch.typeIds, batch: batch.batchSize, seq: batch.seqLength).packed(segments)
-            var taps = [h]
-            taps.reserveCapacity(layers.count + 1)
-            InferenceScratch.with(floats: BertLayer.fusedScratchFloats(config, tokens: segments.total)) { scratch in
-                for layer in layers {
-                    h = layer.fusedInference(h, layout: .packed(segments), scratch: scratch)
-                    taps.append(h)
-                }
-            }
-            return (taps, segments)
+            guard runsFused else { return (self(batch).hiddenStates.map { $0.packed(segments) }, segments) }
+            let h = embeddings(ids: batch.ids, typeIds: batch.typeIds, batch: batch.batchSize, seq: batch.seqLength).packed(segments)
+            return ([h] + fusedLayers(h, layout: .packed(segments)), segments)
         }
+    }
+
+    /// Whether no-grad forwards may take the fused kernels: enabled, and every layer plain enough.
+    var runsFused: Bool { fusedInferenceEnabled && layers.allSatisfy(\.supportsFusedInference) }
+
+    /// h_1...h_L from h_0 ([B, T, d] or packed [1, N, d], as `layout` says) through the fused
+    /// no-grad layers, their intermediates in one reused scratch buffer.
+    func fusedLayers(_ h0: Tensor, layout: TokenLayout) -> [Tensor] {
+        var h = h0, out: [Tensor] = []
+        out.reserveCapacity(layers.count)
+        InferenceScratch.with(floats: BertLayer.fusedScratchFloats(config, tokens: h0.shape[0] * h0.shape[1])) { scratch in
+            for layer in layers {
+                h = layer.fusedInference(h, layout: layout, scratch: scratch)
+                out.append(h)
+            }
+        }
+        return out
     }
 
     public func callAsFunction(_ batch: BatchEncoding, prompt: Tensor? = nil) -> BertOutput {

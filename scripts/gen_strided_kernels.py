@@ -57,6 +57,8 @@ out = [
     "",
     kernel("sidetune_sgemm_strided_8x32_avx512", 8, 2, 512, "defined(__AVX512F__)"),
     "",
+    kernel("sidetune_sgemm_strided_8x48_avx512", 8, 3, 512, "defined(__AVX512F__)"),
+    "",
     kernel("sidetune_sgemm_strided_24x16_avx512", 24, 1, 512, "defined(__AVX512F__)"),
     "",
     kernel("sidetune_sgemm_strided_6x16_avx2", 6, 2, 256, "defined(__AVX2__) && defined(__FMA__)"),

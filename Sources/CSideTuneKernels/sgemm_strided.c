@@ -137,6 +137,58 @@ void sidetune_sgemm_strided_8x32_avx512(long kc, const float *a, long ars, long 
 #endif
 
 #if defined(__AVX512F__)
+void sidetune_sgemm_strided_8x48_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    const float *ar[8];
+    for (int i = 0; i < 8; i++) ar[i] = a + i * ars;
+    __m512 c0_0 = _mm512_setzero_ps(), c0_1 = _mm512_setzero_ps(), c0_2 = _mm512_setzero_ps();
+    __m512 c1_0 = _mm512_setzero_ps(), c1_1 = _mm512_setzero_ps(), c1_2 = _mm512_setzero_ps();
+    __m512 c2_0 = _mm512_setzero_ps(), c2_1 = _mm512_setzero_ps(), c2_2 = _mm512_setzero_ps();
+    __m512 c3_0 = _mm512_setzero_ps(), c3_1 = _mm512_setzero_ps(), c3_2 = _mm512_setzero_ps();
+    __m512 c4_0 = _mm512_setzero_ps(), c4_1 = _mm512_setzero_ps(), c4_2 = _mm512_setzero_ps();
+    __m512 c5_0 = _mm512_setzero_ps(), c5_1 = _mm512_setzero_ps(), c5_2 = _mm512_setzero_ps();
+    __m512 c6_0 = _mm512_setzero_ps(), c6_1 = _mm512_setzero_ps(), c6_2 = _mm512_setzero_ps();
+    __m512 c7_0 = _mm512_setzero_ps(), c7_1 = _mm512_setzero_ps(), c7_2 = _mm512_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        const float *bp = b + p * ldb;
+        const long o = p * acs;
+        __m512 b0 = _mm512_loadu_ps(bp + 0);
+        __m512 b1 = _mm512_loadu_ps(bp + 16);
+        __m512 b2 = _mm512_loadu_ps(bp + 32);
+        { __m512 ai = _mm512_set1_ps(ar[0][o]); c0_0 = _mm512_fmadd_ps(ai, b0, c0_0); c0_1 = _mm512_fmadd_ps(ai, b1, c0_1); c0_2 = _mm512_fmadd_ps(ai, b2, c0_2); }
+        { __m512 ai = _mm512_set1_ps(ar[1][o]); c1_0 = _mm512_fmadd_ps(ai, b0, c1_0); c1_1 = _mm512_fmadd_ps(ai, b1, c1_1); c1_2 = _mm512_fmadd_ps(ai, b2, c1_2); }
+        { __m512 ai = _mm512_set1_ps(ar[2][o]); c2_0 = _mm512_fmadd_ps(ai, b0, c2_0); c2_1 = _mm512_fmadd_ps(ai, b1, c2_1); c2_2 = _mm512_fmadd_ps(ai, b2, c2_2); }
+        { __m512 ai = _mm512_set1_ps(ar[3][o]); c3_0 = _mm512_fmadd_ps(ai, b0, c3_0); c3_1 = _mm512_fmadd_ps(ai, b1, c3_1); c3_2 = _mm512_fmadd_ps(ai, b2, c3_2); }
+        { __m512 ai = _mm512_set1_ps(ar[4][o]); c4_0 = _mm512_fmadd_ps(ai, b0, c4_0); c4_1 = _mm512_fmadd_ps(ai, b1, c4_1); c4_2 = _mm512_fmadd_ps(ai, b2, c4_2); }
+        { __m512 ai = _mm512_set1_ps(ar[5][o]); c5_0 = _mm512_fmadd_ps(ai, b0, c5_0); c5_1 = _mm512_fmadd_ps(ai, b1, c5_1); c5_2 = _mm512_fmadd_ps(ai, b2, c5_2); }
+        { __m512 ai = _mm512_set1_ps(ar[6][o]); c6_0 = _mm512_fmadd_ps(ai, b0, c6_0); c6_1 = _mm512_fmadd_ps(ai, b1, c6_1); c6_2 = _mm512_fmadd_ps(ai, b2, c6_2); }
+        { __m512 ai = _mm512_set1_ps(ar[7][o]); c7_0 = _mm512_fmadd_ps(ai, b0, c7_0); c7_1 = _mm512_fmadd_ps(ai, b1, c7_1); c7_2 = _mm512_fmadd_ps(ai, b2, c7_2); }
+    }
+    if (accumulate) {
+        c0_0 = _mm512_add_ps(_mm512_loadu_ps(c + 0 * ldc + 0), c0_0); c0_1 = _mm512_add_ps(_mm512_loadu_ps(c + 0 * ldc + 16), c0_1); c0_2 = _mm512_add_ps(_mm512_loadu_ps(c + 0 * ldc + 32), c0_2);
+        c1_0 = _mm512_add_ps(_mm512_loadu_ps(c + 1 * ldc + 0), c1_0); c1_1 = _mm512_add_ps(_mm512_loadu_ps(c + 1 * ldc + 16), c1_1); c1_2 = _mm512_add_ps(_mm512_loadu_ps(c + 1 * ldc + 32), c1_2);
+        c2_0 = _mm512_add_ps(_mm512_loadu_ps(c + 2 * ldc + 0), c2_0); c2_1 = _mm512_add_ps(_mm512_loadu_ps(c + 2 * ldc + 16), c2_1); c2_2 = _mm512_add_ps(_mm512_loadu_ps(c + 2 * ldc + 32), c2_2);
+        c3_0 = _mm512_add_ps(_mm512_loadu_ps(c + 3 * ldc + 0), c3_0); c3_1 = _mm512_add_ps(_mm512_loadu_ps(c + 3 * ldc + 16), c3_1); c3_2 = _mm512_add_ps(_mm512_loadu_ps(c + 3 * ldc + 32), c3_2);
+        c4_0 = _mm512_add_ps(_mm512_loadu_ps(c + 4 * ldc + 0), c4_0); c4_1 = _mm512_add_ps(_mm512_loadu_ps(c + 4 * ldc + 16), c4_1); c4_2 = _mm512_add_ps(_mm512_loadu_ps(c + 4 * ldc + 32), c4_2);
+        c5_0 = _mm512_add_ps(_mm512_loadu_ps(c + 5 * ldc + 0), c5_0); c5_1 = _mm512_add_ps(_mm512_loadu_ps(c + 5 * ldc + 16), c5_1); c5_2 = _mm512_add_ps(_mm512_loadu_ps(c + 5 * ldc + 32), c5_2);
+        c6_0 = _mm512_add_ps(_mm512_loadu_ps(c + 6 * ldc + 0), c6_0); c6_1 = _mm512_add_ps(_mm512_loadu_ps(c + 6 * ldc + 16), c6_1); c6_2 = _mm512_add_ps(_mm512_loadu_ps(c + 6 * ldc + 32), c6_2);
+        c7_0 = _mm512_add_ps(_mm512_loadu_ps(c + 7 * ldc + 0), c7_0); c7_1 = _mm512_add_ps(_mm512_loadu_ps(c + 7 * ldc + 16), c7_1); c7_2 = _mm512_add_ps(_mm512_loadu_ps(c + 7 * ldc + 32), c7_2);
+    }
+    _mm512_storeu_ps(c + 0 * ldc + 0, c0_0); _mm512_storeu_ps(c + 0 * ldc + 16, c0_1); _mm512_storeu_ps(c + 0 * ldc + 32, c0_2);
+    _mm512_storeu_ps(c + 1 * ldc + 0, c1_0); _mm512_storeu_ps(c + 1 * ldc + 16, c1_1); _mm512_storeu_ps(c + 1 * ldc + 32, c1_2);
+    _mm512_storeu_ps(c + 2 * ldc + 0, c2_0); _mm512_storeu_ps(c + 2 * ldc + 16, c2_1); _mm512_storeu_ps(c + 2 * ldc + 32, c2_2);
+    _mm512_storeu_ps(c + 3 * ldc + 0, c3_0); _mm512_storeu_ps(c + 3 * ldc + 16, c3_1); _mm512_storeu_ps(c + 3 * ldc + 32, c3_2);
+    _mm512_storeu_ps(c + 4 * ldc + 0, c4_0); _mm512_storeu_ps(c + 4 * ldc + 16, c4_1); _mm512_storeu_ps(c + 4 * ldc + 32, c4_2);
+    _mm512_storeu_ps(c + 5 * ldc + 0, c5_0); _mm512_storeu_ps(c + 5 * ldc + 16, c5_1); _mm512_storeu_ps(c + 5 * ldc + 32, c5_2);
+    _mm512_storeu_ps(c + 6 * ldc + 0, c6_0); _mm512_storeu_ps(c + 6 * ldc + 16, c6_1); _mm512_storeu_ps(c + 6 * ldc + 32, c6_2);
+    _mm512_storeu_ps(c + 7 * ldc + 0, c7_0); _mm512_storeu_ps(c + 7 * ldc + 16, c7_1); _mm512_storeu_ps(c + 7 * ldc + 32, c7_2);
+}
+#else
+void sidetune_sgemm_strided_8x48_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
+    (void)kc; (void)a; (void)ars; (void)acs; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+}
+#endif
+
+#if defined(__AVX512F__)
 void sidetune_sgemm_strided_24x16_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate) {
     const float *ar[24];
     for (int i = 0; i < 24; i++) ar[i] = a + i * ars;

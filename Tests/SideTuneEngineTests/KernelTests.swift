@@ -55,6 +55,18 @@ import Testing
         }
     }
 
+    /// The thin path's tile is the one that pads least: side widths of 48 (and 144) take 8x48, which
+    /// 12x32 would pad to 64 (the side step's 48-column products ran at 42% of peak on 24x16).
+    @Test(.enabled(if: StridedKernel.avx512.count == 4)) func thinTileChoice() {
+        let tile = { (m: Int, n: Int) in StridedKernel.best(StridedKernel.avx512, m: m, n: n)?.name }
+        #expect(tile(1056, 48) == "strided 8x48")
+        #expect(tile(1056, 144) == "strided 8x48")
+        #expect(tile(48, 384) == "strided 12x32")
+        #expect(tile(1056, 16) == "strided 24x16")
+        #expect(tile(16, 384) == "strided 8x48")
+        #expect(tile(16, 64) == "strided 8x32")
+    }
+
     /// One and two threads give bit-identical results (static work split, same summation order).
     @Test func threadsAgree() {
         let pool = ThreadPool(threads: 2)

@@ -13,6 +13,8 @@ void sidetune_sgemm_strided_6x16_avx2(long kc, const float *a, long ars, long ac
                                       long ldc, bool accumulate);
 void sidetune_sgemm_strided_8x32_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c,
                                         long ldc, bool accumulate);
+void sidetune_sgemm_strided_8x48_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c,
+                                        long ldc, bool accumulate);
 void sidetune_sgemm_strided_24x16_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c,
                                          long ldc, bool accumulate);
 void sidetune_sgemm_strided_12x8_avx2(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c,

@@ -408,9 +408,11 @@ public struct StridedKernel: Sendable {
                                                UnsafeMutablePointer<Float>, Int, Bool) -> Void) -> StridedKernel? {
         available ? StridedKernel(name: name, mr: mr, nr: nr, run: f) : nil
     }
-    /// AVX-512 tiles: 12x32 for most shapes, 8x32 for 16 rows, 24x16 for 16 columns or fewer.
+    /// AVX-512 tiles: 12x32 for most shapes, 8x48 for 48 or 144 columns (side widths; 12x32 would
+    /// pad them to 64 and 160), 8x32 for 16 rows, 24x16 for 16 columns or fewer.
     public static let avx512: [StridedKernel] = [
         make("strided 12x32", 12, 32, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_12x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+        make("strided 8x48", 8, 48, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_8x48_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
         make("strided 8x32", 8, 32, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_8x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
         make("strided 24x16", 24, 16, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_24x16_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
     ].compactMap { $0 }
@@ -426,7 +428,7 @@ public struct StridedKernel: Sendable {
     }()
 
     /// The tile that wastes the least padding on an m x n product (the first on ties).
-    static func best(_ kernels: [StridedKernel], m: Int, n: Int) -> StridedKernel? {
+    public static func best(_ kernels: [StridedKernel], m: Int, n: Int) -> StridedKernel? {
         kernels.min { roundUp(m, $0.mr) * roundUp(n, $0.nr) < roundUp(m, $1.mr) * roundUp(n, $1.nr) }
     }
 }
@@ -467,13 +469,17 @@ public func gemmThin(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: U
         }
         let bp = copyB ? UnsafePointer(bBuffer) : b
         let tiles = rowPanels * colPanels
+        // When op(B) is the larger operand (weight gradients dW = g^T x: 48 rows of g^T against a
+        // tap of 1,056 x 384), walk the tiles column panel by column panel, so each strip of B is
+        // read from memory once and reused from cache by every row panel.
+        let columnsOuter = colPanels > 1 && n > m
         let body = { (range: Range<Int>) in
             // Scratch: a padded A panel for the last partial row panel, and a C tile for edges.
             withUnsafeTemporaryAllocation(of: Float.self, capacity: (m % mr == 0 ? 0 : mr * k) + mr * nr) { scratch in
                 let tile = scratch.baseAddress!, aPad = tile + mr * nr
                 var paddedPanel = -1
                 for t in range {
-                    let rp = t / colPanels, cp = t % colPanels
+                    let (rp, cp) = columnsOuter ? (t % rowPanels, t / rowPanels) : (t / colPanels, t % colPanels)
                     let i0 = rp * mr, j0 = cp * nr
                     let rows = min(mr, m - i0), cols = min(nr, n - j0)
                     var ap = a + i0 * ars, apRow = ars, apCol = acs

@@ -7,6 +7,11 @@ import Synchronization
 ///
 /// Workers spin briefly on a generation counter before sleeping: kernels dispatch many short jobs
 /// and a futex wake per job would cost more than the job.
+///
+/// A helper joins a job only while it is open: once the caller has claimed every index it closes
+/// the job and waits just for the helpers that joined. A helper whose vCPU the hypervisor has
+/// descheduled (steal) therefore no longer stalls every short region until it runs again; the
+/// caller does its share. Which thread runs an index never changes the result.
 public final class ThreadPool: @unchecked Sendable {
     public static let shared = ThreadPool(threads: ThreadPool.defaultThreadCount())
 
@@ -24,7 +29,11 @@ public final class ThreadPool: @unchecked Sendable {
     private let active = Atomic<Int>(1)
 
     private let generation = Atomic<Int>(0)
-    private let remaining = Atomic<Int>(0)
+    /// The job's admission word: generation << 16 | closed bit (1 << 15) | helpers that joined.
+    private let admission = Atomic<Int>(0)
+    private static let closedBit = 1 << 15
+    /// Helpers that joined the current job and finished it.
+    private let finished = Atomic<Int>(0)
     private let nextIndex = Atomic<Int>(0)
     nonisolated(unsafe) private var job: ((Int) -> Void)?
     nonisolated(unsafe) private var jobCount = 0
@@ -41,7 +50,9 @@ public final class ThreadPool: @unchecked Sendable {
         maxThreads = max(1, threads)
         active.store(maxThreads, ordering: .relaxed)
         for w in 1..<maxThreads {
-            let t = Thread { [unowned self] in self.workerLoop(w) }
+            // The worker holds the pool (its loop never returns, so a pool lives as long as the
+            // process). Unowned, a pool released before a late-starting worker first ran crashed it.
+            let t = Thread { self.workerLoop(w) }
             t.stackSize = 1 << 20
             t.start()
         }
@@ -65,15 +76,26 @@ public final class ThreadPool: @unchecked Sendable {
             jobLedger = callerState.ledger
             jobCategory = callerState.categories.last
             job = body
-            remaining.store(threads - 1, ordering: .relaxed)
+            let gen = generation.load(ordering: .relaxed) + 1
+            finished.store(0, ordering: .relaxed)
+            admission.store(gen << 16, ordering: .releasing)
             lock.lock()
-            generation.add(1, ordering: .releasing)
+            generation.store(gen, ordering: .releasing)
             lock.broadcast()
             lock.unlock()
             runIndices(body)
-            // Wait for the helpers; they finish within the same job, so spinning is short.
+            // Every index is claimed: close the job, then wait for the helpers that joined (they
+            // are running their last index, so spinning is short).
+            var word = admission.load(ordering: .acquiring)
+            while true {
+                let (done, current) = admission.compareExchange(expected: word, desired: word | Self.closedBit,
+                                                                ordering: .acquiringAndReleasing)
+                if done { break }
+                word = current
+            }
+            let joined = word & (Self.closedBit - 1)
             var spins = 0
-            while remaining.load(ordering: .acquiring) > 0 {
+            while finished.load(ordering: .acquiring) < joined {
                 spins += 1
                 if spins > 1000 { sched_yield() }
             }
@@ -101,6 +123,17 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
+    /// Joins job `gen` if it is still open; false if the caller has closed it or moved on.
+    private func join(_ gen: Int) -> Bool {
+        var word = admission.load(ordering: .acquiring)
+        while word >> 16 == gen && word & Self.closedBit == 0 {
+            let (done, current) = admission.compareExchange(expected: word, desired: word + 1, ordering: .acquiringAndReleasing)
+            if done { return true }
+            word = current
+        }
+        return false
+    }
+
     private func workerLoop(_ w: Int) {
         var seen = 0
         while true {
@@ -115,7 +148,7 @@ public final class ThreadPool: @unchecked Sendable {
                 }
             }
             seen = generation.load(ordering: .acquiring)
-            if w < participants {
+            if w < participants && join(seen) {
                 // The job closure must not outlive this block: the caller checks that it did not escape.
                 do {
                     if let body = job {
@@ -125,7 +158,7 @@ public final class ThreadPool: @unchecked Sendable {
                         runIndices(body)
                     }
                 }
-                remaining.subtract(1, ordering: .releasing)
+                finished.add(1, ordering: .releasing)
             }
         }
     }

@@ -57,7 +57,7 @@ import Testing
 
     /// The thin path's tile is the one that pads least: side widths of 48 (and 144) take 8x48, which
     /// 12x32 would pad to 64 (the side step's 48-column products ran at 42% of peak on 24x16).
-    @Test(.enabled(if: StridedKernel.avx512.count == 4)) func thinTileChoice() {
+    @Test(.enabled(if: !StridedKernel.avx512.isEmpty)) func thinTileChoice() {
         let tile = { (m: Int, n: Int) in StridedKernel.best(StridedKernel.avx512, m: m, n: n)?.name }
         #expect(tile(1056, 48) == "strided 8x48")
         #expect(tile(1056, 144) == "strided 8x48")

@@ -138,7 +138,7 @@ import Testing
 
     @Test func attentionPacked() {
         let pad: [Float] = [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]
-        for hd in [4, 3] {
+        for hd in [4, 3, 8, 16] {
             let qkv = randomTensor([2, 6, 3 * 2 * hd], seed: 26)
             gradCheck("attention packed, heads of \(hd)", [qkv]) { Tensor.attentionPacked($0[0], heads: 2, keyPadding: pad) }
         }

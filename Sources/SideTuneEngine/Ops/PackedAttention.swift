@@ -1,4 +1,5 @@
 import Foundation
+import CSideTuneKernels
 
 extension Tensor {
     /// Multi-head self-attention read straight from a fused q/k/v projection:
@@ -12,6 +13,9 @@ extension Tensor {
     /// softmax sum and dQ need no horizontal reductions; padded keys are dropped from the loops (they
     /// contribute exactly 0). Backward recomputes the probabilities from q, k and each row's
     /// log-sum-exp (saved: O(B H T)); dK and dV are reduced over the queries once per 64 queries.
+    /// Heads of 4, 8 and 16 dims (LST's and LAST's side networks) take C kernels instead
+    /// (attention_narrow.c): the same forward with the exp and P V in one pass, and a backward with
+    /// keys in the lanes, which needs no reductions for dK and dV.
     public static func attentionPacked(_ qkv: Tensor, heads: Int, keyPadding: [Float]? = nil, scale: Float? = nil) -> Tensor {
         precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0, "attentionPacked: qkv \(qkv.shape) is not [B, T, 3 x \(heads) heads x dims]")
         let (bsz, t) = (qkv.shape[0], qkv.shape[1])
@@ -45,15 +49,8 @@ extension Tensor {
         parallelEntryHeads(rows.count, heads) { b, h in
             let (r0, t) = rows[b]
             let geom = PackedGeometry(base: px + r0 * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
-            // Specialised copies for the common head sizes: constant trip counts unroll, and the
-            // kernels are plain generic functions (not closures) so that vexp inlines.
             let o = po + r0 * dm + h * hd, l = pl + r0 * heads + h * t
-            switch hd {
-            case 4: packedForward(Dims4(), geom, kept, b, s, o, dm, l)
-            case 8: packedForward(Dims8(), geom, kept, b, s, o, dm, l)
-            case 16: packedForward(Dims16(), geom, kept, b, s, o, dm, l)
-            default: packedForward(DimsAny(n: hd), geom, kept, b, s, o, dm, l)
-            }
+            packedForward(hd, geom, kept, b, s, o, dm, l)
         }
         let o = out.detach()
         return record(out, "attention_packed", [qkv]) { [lse] g in
@@ -64,12 +61,7 @@ extension Tensor {
                 let geom = PackedGeometry(base: px + r0 * 3 * dm, ld: 3 * dm, dm: dm, col: h * hd, t: t)
                 let go = pg + r0 * dm + h * hd, oo = po + r0 * dm + h * hd, gq = pgx + r0 * 3 * dm + h * hd
                 let l = pl + r0 * heads + h * t
-                switch hd {
-                case 4: packedBackward(Dims4(), geom, kept, b, s, go, oo, l, gq)
-                case 8: packedBackward(Dims8(), geom, kept, b, s, go, oo, l, gq)
-                case 16: packedBackward(Dims16(), geom, kept, b, s, go, oo, l, gq)
-                default: packedBackward(DimsAny(n: hd), geom, kept, b, s, go, oo, l, gq)
-                }
+                packedBackward(hd, geom, kept, b, s, go, oo, l, gq)
             }
             return [gx]
         }
@@ -93,12 +85,6 @@ private func parallelEntryHeads(_ entries: Int, _ heads: Int, _ body: (Int, Int)
 /// scratch grows with the head size and GEMMs win on wide heads.
 public let packedHeadMaxDims = 32
 
-/// A head size: a constant in the specialised copies, a stored value in the general one.
-protocol HeadDims { var n: Int { get } }
-struct Dims4: HeadDims { var n: Int { 4 } }
-struct Dims8: HeadDims { var n: Int { 8 } }
-struct Dims16: HeadDims { var n: Int { 16 } }
-struct DimsAny: HeadDims { let n: Int }
 
 /// Where one (batch, head)'s q, k and v live in the packed [T, 3 dm] rows of its batch entry.
 struct PackedGeometry {
@@ -168,23 +154,32 @@ private func weightedRows4(_ w: UnsafePointer<Float>, _ rows: UnsafePointer<Floa
 }
 
 /// Forward of one (batch, head): out rows at `o` (stride ldo), log-sum-exps at `lse`.
-private func packedForward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+private func packedForward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                         _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, hd = dims.n, hdp = roundUp(hd, 4)
+    let n = kept.count(b), t = g.t, hdp = roundUp(hd, 4)
     if n == 0 {
         for i in 0..<t { (o + i * ldo).initialize(repeating: 0, count: hd); lse[i] = -.infinity }
         return
     }
+    if hd == 4 || hd == 8 || hd == 16 {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: sidetune_attention_forward_narrow_scratch(hd, n)) { buffer in
+            kept.indices.withUnsafeBufferPointer { keys in
+                _ = sidetune_attention_forward_narrow(hd, t, n, keys.baseAddress! + kept.starts[b], g.base, g.ld, g.dm, g.col, s,
+                                                      o, ldo, lse, buffer.baseAddress!)
+            }
+        }
+        return
+    }
     // Scratch: kept k and v rows [n, hdp] each, the block's scores [n] x 16 lanes, q^T [hd] x 16.
     withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * n * hdp + 16 * n + 16 * hd) { buffer in
-        packedForwardKernel(dims, g, kept, b, s, o, ldo, lse, buffer.baseAddress!)
+        packedForwardKernel(hd, g, kept, b, s, o, ldo, lse, buffer.baseAddress!)
     }
 }
 
-private func packedForwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+private func packedForwardKernel(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                               _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>,
                                               _ scratch: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, hd = dims.n, hdp = roundUp(hd, 4)
+    let n = kept.count(b), t = g.t, hdp = roundUp(hd, 4)
     let kc = scratch, vc = kc + n * hdp, sc = vc + n * hdp, qT = sc + 16 * n
     gatherKeys(hd, hdp, g, kept, b, kc, vc)
     var i0 = 0
@@ -226,10 +221,10 @@ private let packedGroup = 64
 
 /// Backward of one (batch, head). go, oo: dO and O rows (stride dm); gq: this head's dQ columns in
 /// the [T, 3 dm] gradient rows (dK at + dm, dV at + 2 dm), all written (zeros for padded keys).
-private func packedBackward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+private func packedBackward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                          _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
                                          _ gq: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n, hdp = roundUp(hd, 4)
+    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hdp = roundUp(hd, 4)
     // Padded keys (and every key when all are padding) get zero dK, dV.
     for j in 0..<t {
         (gq + j * ld + dm).initialize(repeating: 0, count: hd)
@@ -239,16 +234,26 @@ private func packedBackward<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept:
         for i in 0..<t { (gq + i * ld).initialize(repeating: 0, count: hd) }
         return
     }
+    if hd == 4 || hd == 8 || hd == 16 {
+        // The C kernel, with keys in the lanes: no reductions over queries per key.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: sidetune_attention_backward_narrow_scratch(hd, t, n)) { buffer in
+            kept.indices.withUnsafeBufferPointer { keys in
+                _ = sidetune_attention_backward_narrow(hd, t, n, keys.baseAddress! + kept.starts[b], g.base, ld, dm, g.col, s,
+                                                       go, oo, dm, lse, gq, buffer.baseAddress!)
+            }
+        }
+        return
+    }
     let scratch = 2 * n * hdp + 2 * n * hd + 2 * n * packedGroup + 2 * hd * packedGroup
     withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buffer in
-        packedBackwardKernel(dims, g, kept, b, s, go, oo, lse, gq, buffer.baseAddress!)
+        packedBackwardKernel(hd, g, kept, b, s, go, oo, lse, gq, buffer.baseAddress!)
     }
 }
 
-private func packedBackwardKernel<D: HeadDims>(_ dims: D, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
+private func packedBackwardKernel(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                                _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
                                                _ gq: UnsafeMutablePointer<Float>, _ scratch: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hd = dims.n, hdp = roundUp(hd, 4), group = packedGroup
+    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hdp = roundUp(hd, 4), group = packedGroup
     let kc = scratch, vc = kc + n * hdp, dkc = vc + n * hdp, dvc = dkc + n * hd
     let pT = dvc + n * hd, dsT = pT + n * group, qT = dsT + n * group, dT = qT + hd * group
     gatherKeys(hd, hdp, g, kept, b, kc, vc)

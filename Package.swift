@@ -52,9 +52,9 @@ let package = Package(
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
         .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport"], swiftSettings: fast),
         .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"], swiftSettings: fast),
-        .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats"], exclude: ["Goldens"],
+        .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats", "SideTuneTestSupport"], exclude: ["Goldens"],
                     swiftSettings: fast),
-        .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine"], swiftSettings: fast),
+        .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine", "SideTuneTestSupport"], swiftSettings: fast),
         .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"], swiftSettings: fast),
         .testTarget(name: "SideTuneAssetsTests", dependencies: [
             "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),

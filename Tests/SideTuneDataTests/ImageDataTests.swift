@@ -2,14 +2,14 @@ import Foundation
 import Testing
 import SideTuneData
 import SideTuneEngine
+import SideTuneTestSupport
 
 /// gzip.compress(bytes([0,0,8,1, 0,0,0,3, 1,2,3]), mtime=0) from Python: an IDX label file.
 let gzLabels: [UInt8] = [31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 99, 96, 224, 96, 100, 96, 96, 96, 102, 100, 98, 6, 0,
                          139, 229, 189, 164, 11, 0, 0, 0]
 
 func tempFile(_ name: String, _ bytes: [UInt8]) throws -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("img-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let dir = scratchFolder("img")
     let path = dir.appendingPathComponent(name).path
     try Data(bytes).write(to: URL(fileURLWithPath: path))
     return path

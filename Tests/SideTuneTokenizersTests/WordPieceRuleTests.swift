@@ -1,11 +1,11 @@
 import Foundation
 import Testing
 import SideTuneTokenizers
+import SideTuneTestSupport
 
 /// Writes `lines` as a vocab.txt in a fresh temporary folder.
 func makeVocabFolder(_ lines: [String], trailingNewline: Bool = true, raw: [UInt8]? = nil) throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-tok-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let dir = scratchFolder("tok")
     let bytes = raw ?? Array((lines.joined(separator: "\n") + (trailingNewline ? "\n" : "")).utf8)
     try Data(bytes).write(to: dir.appendingPathComponent("vocab.txt"))
     return dir

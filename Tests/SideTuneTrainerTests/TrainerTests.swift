@@ -46,9 +46,7 @@ func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Boo
 }
 
 func tempFolder() -> URL {
-    let u = FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-test-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
-    return u
+    scratchFolder("trainer")
 }
 
 @Suite(.serialized) struct TrainerTests {

@@ -2,6 +2,9 @@
 #include "sgemm_strided.h"
 #include <immintrin.h>
 
+// How many rows of B ahead the kernels prefetch.
+#define PREFETCH_ROWS 16
+
 bool sidetune_sgemm_strided_avx512_available(void) {
 #if defined(__AVX512F__)
     return true;
@@ -37,6 +40,10 @@ void sidetune_sgemm_strided_12x32_avx512(long kc, const float *a, long ars, long
     for (long p = 0; p < kc; p++) {
         const float *bp = b + p * ldb;
         const long o = p * acs;
+        const char *pf = (const char *)(bp + PREFETCH_ROWS * ldb);
+        _mm_prefetch(pf + 0, _MM_HINT_T0);
+        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        _mm_prefetch(pf + 124, _MM_HINT_T0);
         __m512 b0 = _mm512_loadu_ps(bp + 0);
         __m512 b1 = _mm512_loadu_ps(bp + 16);
         { __m512 ai = _mm512_set1_ps(ar[0][o]); c0_0 = _mm512_fmadd_ps(ai, b0, c0_0); c0_1 = _mm512_fmadd_ps(ai, b1, c0_1); }
@@ -100,6 +107,10 @@ void sidetune_sgemm_strided_8x32_avx512(long kc, const float *a, long ars, long 
     for (long p = 0; p < kc; p++) {
         const float *bp = b + p * ldb;
         const long o = p * acs;
+        const char *pf = (const char *)(bp + PREFETCH_ROWS * ldb);
+        _mm_prefetch(pf + 0, _MM_HINT_T0);
+        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        _mm_prefetch(pf + 124, _MM_HINT_T0);
         __m512 b0 = _mm512_loadu_ps(bp + 0);
         __m512 b1 = _mm512_loadu_ps(bp + 16);
         { __m512 ai = _mm512_set1_ps(ar[0][o]); c0_0 = _mm512_fmadd_ps(ai, b0, c0_0); c0_1 = _mm512_fmadd_ps(ai, b1, c0_1); }
@@ -151,6 +162,11 @@ void sidetune_sgemm_strided_8x48_avx512(long kc, const float *a, long ars, long 
     for (long p = 0; p < kc; p++) {
         const float *bp = b + p * ldb;
         const long o = p * acs;
+        const char *pf = (const char *)(bp + PREFETCH_ROWS * ldb);
+        _mm_prefetch(pf + 0, _MM_HINT_T0);
+        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        _mm_prefetch(pf + 128, _MM_HINT_T0);
+        _mm_prefetch(pf + 188, _MM_HINT_T0);
         __m512 b0 = _mm512_loadu_ps(bp + 0);
         __m512 b1 = _mm512_loadu_ps(bp + 16);
         __m512 b2 = _mm512_loadu_ps(bp + 32);
@@ -219,6 +235,9 @@ void sidetune_sgemm_strided_24x16_avx512(long kc, const float *a, long ars, long
     for (long p = 0; p < kc; p++) {
         const float *bp = b + p * ldb;
         const long o = p * acs;
+        const char *pf = (const char *)(bp + PREFETCH_ROWS * ldb);
+        _mm_prefetch(pf + 0, _MM_HINT_T0);
+        _mm_prefetch(pf + 60, _MM_HINT_T0);
         __m512 b0 = _mm512_loadu_ps(bp + 0);
         { __m512 ai = _mm512_set1_ps(ar[0][o]); c0_0 = _mm512_fmadd_ps(ai, b0, c0_0); }
         { __m512 ai = _mm512_set1_ps(ar[1][o]); c1_0 = _mm512_fmadd_ps(ai, b0, c1_0); }
@@ -315,6 +334,9 @@ void sidetune_sgemm_strided_6x16_avx2(long kc, const float *a, long ars, long ac
     for (long p = 0; p < kc; p++) {
         const float *bp = b + p * ldb;
         const long o = p * acs;
+        const char *pf = (const char *)(bp + PREFETCH_ROWS * ldb);
+        _mm_prefetch(pf + 0, _MM_HINT_T0);
+        _mm_prefetch(pf + 60, _MM_HINT_T0);
         __m256 b0 = _mm256_loadu_ps(bp + 0);
         __m256 b1 = _mm256_loadu_ps(bp + 8);
         { __m256 ai = _mm256_set1_ps(ar[0][o]); c0_0 = _mm256_fmadd_ps(ai, b0, c0_0); c0_1 = _mm256_fmadd_ps(ai, b1, c0_1); }
@@ -364,6 +386,9 @@ void sidetune_sgemm_strided_12x8_avx2(long kc, const float *a, long ars, long ac
     for (long p = 0; p < kc; p++) {
         const float *bp = b + p * ldb;
         const long o = p * acs;
+        const char *pf = (const char *)(bp + PREFETCH_ROWS * ldb);
+        _mm_prefetch(pf + 0, _MM_HINT_T0);
+        _mm_prefetch(pf + 28, _MM_HINT_T0);
         __m256 b0 = _mm256_loadu_ps(bp + 0);
         { __m256 ai = _mm256_set1_ps(ar[0][o]); c0_0 = _mm256_fmadd_ps(ai, b0, c0_0); }
         { __m256 ai = _mm256_set1_ps(ar[1][o]); c1_0 = _mm256_fmadd_ps(ai, b0, c1_0); }

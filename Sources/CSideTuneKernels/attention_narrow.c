@@ -31,6 +31,8 @@ static inline __attribute__((always_inline)) void store16(float *p, st_f16 v) { 
 
 static inline long round16(long n) { return (n + 15) & ~15L; }
 
+bool sidetune_attention_narrow_supported(long hd) { return hd == 4 || hd == 8 || hd == 16; }
+
 long sidetune_attention_forward_narrow_scratch(long hd, long n) {
     // The block's scores [n][16], q^T [hd][16], the outputs [hd][16].
     return 16 * n + 2 * 16 * hd;
@@ -72,14 +74,13 @@ void forward_narrow(const long HD, long t, long n, const int *keys, const float 
     }
 }
 
-bool sidetune_attention_forward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm, long col,
+void sidetune_attention_forward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm, long col,
                                        float s, float *o, long ldo, float *lse, float *scratch) {
-    if (n <= 0) return false;
+    if (n <= 0) return;
     switch (hd) {
-    case 4: forward_narrow(4, t, n, keys, base, ld, dm, col, s, o, ldo, lse, scratch); return true;
-    case 8: forward_narrow(8, t, n, keys, base, ld, dm, col, s, o, ldo, lse, scratch); return true;
-    case 16: forward_narrow(16, t, n, keys, base, ld, dm, col, s, o, ldo, lse, scratch); return true;
-    default: return false;
+    case 4: forward_narrow(4, t, n, keys, base, ld, dm, col, s, o, ldo, lse, scratch); break;
+    case 8: forward_narrow(8, t, n, keys, base, ld, dm, col, s, o, ldo, lse, scratch); break;
+    case 16: forward_narrow(16, t, n, keys, base, ld, dm, col, s, o, ldo, lse, scratch); break;
     }
 }
 
@@ -154,14 +155,13 @@ void backward_narrow(const long HD, long t, long n, const int *keys, const float
     }
 }
 
-bool sidetune_attention_backward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm,
+void sidetune_attention_backward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm,
                                         long col, float s, const float *go, const float *oo, long ldo, const float *lse,
                                         float *gq, float *scratch) {
-    if (n <= 0) return false;
+    if (n <= 0) return;
     switch (hd) {
-    case 4: backward_narrow(4, t, n, keys, base, ld, dm, col, s, go, oo, ldo, lse, gq, scratch); return true;
-    case 8: backward_narrow(8, t, n, keys, base, ld, dm, col, s, go, oo, ldo, lse, gq, scratch); return true;
-    case 16: backward_narrow(16, t, n, keys, base, ld, dm, col, s, go, oo, ldo, lse, gq, scratch); return true;
-    default: return false;
+    case 4: backward_narrow(4, t, n, keys, base, ld, dm, col, s, go, oo, ldo, lse, gq, scratch); break;
+    case 8: backward_narrow(8, t, n, keys, base, ld, dm, col, s, go, oo, ldo, lse, gq, scratch); break;
+    case 16: backward_narrow(16, t, n, keys, base, ld, dm, col, s, go, oo, ldo, lse, gq, scratch); break;
     }
 }

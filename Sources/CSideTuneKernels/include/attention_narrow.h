@@ -5,7 +5,8 @@
 /// Softmax attention for one (sequence, head) whose heads are 4, 8 or 16 dims wide, the fast path
 /// of `Tensor.attentionPacked` (its Swift kernels remain for other sizes and are the reference).
 /// Written in C: lane masks and shuffles compile to single instructions here, where Swift's SIMD
-/// types gave lane-by-lane extracts. Both return false (and do nothing) for other head sizes or n = 0.
+/// types gave lane-by-lane extracts. Callers check sidetune_attention_narrow_supported(hd) and
+/// pass n >= 1 kept keys; the kernels do nothing otherwise.
 ///
 /// Layout (the packed q/k/v rows): query i's q at base[i * ld + col ...], key j's k at
 /// base[j * ld + dm + col ...] and v at + 2 dm. keys[0..<n] are the kept (non-padding) key
@@ -15,11 +16,12 @@
 /// Backward: dO and O rows at go and oo (stride ldo), lse from forward. Writes dQ at gq[i * ld ...]
 /// for every query, and dK, dV at gq[j * ld + dm ...], gq[j * ld + 2 dm ...] for kept keys only.
 /// scratch holds the matching _scratch(...) count of floats.
+bool sidetune_attention_narrow_supported(long hd);
 long sidetune_attention_forward_narrow_scratch(long hd, long n);
-bool sidetune_attention_forward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm, long col,
+void sidetune_attention_forward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm, long col,
                                        float s, float *o, long ldo, float *lse, float *scratch);
 long sidetune_attention_backward_narrow_scratch(long hd, long t, long n);
-bool sidetune_attention_backward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm,
+void sidetune_attention_backward_narrow(long hd, long t, long n, const int *keys, const float *base, long ld, long dm,
                                         long col, float s, const float *go, const float *oo, long ldo, const float *lse,
                                         float *gq, float *scratch);
 #endif

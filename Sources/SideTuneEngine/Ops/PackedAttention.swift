@@ -123,6 +123,10 @@ struct PackedKeys: @unchecked Sendable {
     }
     @inline(__always) func count(_ b: Int) -> Int { starts[b + 1] - starts[b] }
     @inline(__always) func key(_ b: Int, _ jj: Int) -> Int { Int(indices[starts[b] + jj]) }
+    /// body(entry b's kept key indices, contiguous), for the C kernels.
+    func withKeys(_ b: Int, _ body: (UnsafePointer<Int32>) -> Void) {
+        indices.withUnsafeBufferPointer { body($0.baseAddress! + starts[b]) }
+    }
 }
 
 /// Copies the kept keys' k and v rows of one (batch, head) into contiguous rows of hdp >= hd
@@ -161,12 +165,9 @@ private func packedForward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _
         for i in 0..<t { (o + i * ldo).initialize(repeating: 0, count: hd); lse[i] = -.infinity }
         return
     }
-    if hd == 4 || hd == 8 || hd == 16 {
+    if sidetune_attention_narrow_supported(hd) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: sidetune_attention_forward_narrow_scratch(hd, n)) { buffer in
-            kept.indices.withUnsafeBufferPointer { keys in
-                _ = sidetune_attention_forward_narrow(hd, t, n, keys.baseAddress! + kept.starts[b], g.base, g.ld, g.dm, g.col, s,
-                                                      o, ldo, lse, buffer.baseAddress!)
-            }
+            kept.withKeys(b) { sidetune_attention_forward_narrow(hd, t, n, $0, g.base, g.ld, g.dm, g.col, s, o, ldo, lse, buffer.baseAddress!) }
         }
         return
     }
@@ -225,21 +226,23 @@ private func packedBackward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, 
                                          _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
                                          _ gq: UnsafeMutablePointer<Float>) {
     let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hdp = roundUp(hd, 4)
-    // Padded keys (and every key when all are padding) get zero dK, dV.
-    for j in 0..<t {
-        (gq + j * ld + dm).initialize(repeating: 0, count: hd)
-        (gq + j * ld + 2 * dm).initialize(repeating: 0, count: hd)
+    // Padded keys (and every key when all are padding) get zero dK, dV; the kernels write the kept
+    // keys', so when every key is kept there is nothing to clear.
+    if n < t {
+        for j in 0..<t {
+            (gq + j * ld + dm).initialize(repeating: 0, count: hd)
+            (gq + j * ld + 2 * dm).initialize(repeating: 0, count: hd)
+        }
     }
     if n == 0 {
         for i in 0..<t { (gq + i * ld).initialize(repeating: 0, count: hd) }
         return
     }
-    if hd == 4 || hd == 8 || hd == 16 {
+    if sidetune_attention_narrow_supported(hd) {
         // The C kernel, with keys in the lanes: no reductions over queries per key.
         withUnsafeTemporaryAllocation(of: Float.self, capacity: sidetune_attention_backward_narrow_scratch(hd, t, n)) { buffer in
-            kept.indices.withUnsafeBufferPointer { keys in
-                _ = sidetune_attention_backward_narrow(hd, t, n, keys.baseAddress! + kept.starts[b], g.base, ld, dm, g.col, s,
-                                                       go, oo, dm, lse, gq, buffer.baseAddress!)
+            kept.withKeys(b) {
+                sidetune_attention_backward_narrow(hd, t, n, $0, g.base, ld, dm, g.col, s, go, oo, dm, lse, gq, buffer.baseAddress!)
             }
         }
         return

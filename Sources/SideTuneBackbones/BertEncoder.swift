@@ -141,19 +141,18 @@ public final class BertSelfAttention: Module {
     func context(_ x: Tensor, keyPadding: [Float]) -> Tensor { context(x, layout: .padded(keyPadding: keyPadding)) }
 
     /// Whether packed batches (`TokenLayout.packed`) can run here: heads thin enough for the
-    /// packed kernel and q, k, v plain linears it can read fused.
-    public var supportsPackedTokens: Bool {
-        (query.outFeatures / heads) <= packedHeadMaxDims && fusedQKV != nil
-    }
+    /// packed kernel. Plain q, k, v run as one fused product; wrapped ones (LoRA) side by side.
+    public var supportsPackedTokens: Bool { (query.outFeatures / heads) <= packedHeadMaxDims }
 
     func context(_ x: Tensor, layout: TokenLayout) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = d / heads
         switch layout {
         case .packed(let segments):
-            precondition(supportsPackedTokens, "BertSelfAttention: packed tokens need plain q/k/v and heads of <= \(packedHeadMaxDims) dims")
-            let w = fusedQKV!
-            let qkv = Tensor.linear(x, weight: w.weight, bias: w.bias)
+            precondition(supportsPackedTokens, "BertSelfAttention: packed tokens need heads of <= \(packedHeadMaxDims) dims, got \(hd)")
+            // The packed kernel reads q, k, v from one [N, 3d] product: fused when plain, else joined.
+            let qkv = fusedQKV.map { Tensor.linear(x, weight: $0.weight, bias: $0.bias) }
+                ?? Tensor.concat([query(x), key(x), value(x)], axis: 2)
             return Tensor.attentionPacked(qkv, heads: heads, segments: segments, scale: 1 / Float(hd).squareRoot())
         case .padded(let keyPadding):
             if hd <= smallHeadDims, let w = fusedQKV {
@@ -367,6 +366,27 @@ public final class BertEncoder: Module {
             return ([h] + fusedLayers(h, layout: .packed(segments)), segments)
         }
     }
+
+    /// The forward of a packed batch with autograd, for the methods that train the backbone (full,
+    /// BitFit, LoRA, adapters): h_0...h_L packed [1, N, d] (`TokenSegments(lengths: batch.lengths)`),
+    /// each equal to the padded forward's real rows, with no work for padding. Needs
+    /// `supportsPackedTokens`.
+    public func packedForward(_ batch: BatchEncoding) -> (hiddenStates: [Tensor], segments: TokenSegments) {
+        precondition(supportsPackedTokens, "BertEncoder: packed tokens need heads of <= \(packedHeadMaxDims) dims")
+        if !Autograd.isEnabled && runsFused { return packedHiddenStates(batch) } // evaluation: fused kernels, as padded
+        let segments = TokenSegments(lengths: batch.lengths)
+        var h = embeddings(ids: batch.ids, typeIds: batch.typeIds, batch: batch.batchSize, seq: batch.seqLength).packed(segments)
+        var taps = [h]
+        taps.reserveCapacity(layers.count + 1)
+        for layer in layers {
+            h = layer(h, layout: .packed(segments))
+            taps.append(h)
+        }
+        return (taps, segments)
+    }
+
+    /// Whether `packedForward` can run: every layer's heads fit the packed attention kernel.
+    public var supportsPackedTokens: Bool { layers.allSatisfy(\.attention.supportsPackedTokens) }
 
     /// Whether no-grad forwards may take the fused kernels: enabled, and every layer plain enough.
     var runsFused: Bool { fusedInferenceEnabled && layers.allSatisfy(\.supportsFusedInference) }

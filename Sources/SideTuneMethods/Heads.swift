@@ -37,7 +37,7 @@ func pool(_ x: Tensor, layout: TokenLayout, _ pooling: MethodOptions.Pooling) ->
 
 /// Mean of the last tap over real tokens -> dropout -> Linear: the classifier of the linear probe
 /// and of the methods that change the backbone (full, BitFit, LoRA, adapters, prompts).
-public final class PooledHead: Module, TapReader {
+public final class PooledHead: Module, PackedTapReader {
     public let classifier: Linear
     public let dropout: Dropout
     let _pooling: MethodOptions.Pooling
@@ -57,5 +57,13 @@ public final class PooledHead: Module, TapReader {
         var last = taps[taps.count - 1]
         if _skip > 0 { last = last.slice(axis: 1, _skip, last.shape[1]) }
         return classifier(dropout(pool(last, keyPadding: keyPadding, _pooling)))
+    }
+
+    /// Packed taps have no place for prompt positions: prompt tuning reads padded ones.
+    public var readsPackedTaps: Bool { _skip == 0 }
+
+    public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor {
+        precondition(readsPackedTaps, "PooledHead: packed taps cannot skip prompt positions")
+        return classifier(dropout(pool(taps[taps.count - 1], layout: .packed(segments), _pooling)))
     }
 }

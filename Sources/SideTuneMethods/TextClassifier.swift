@@ -111,9 +111,18 @@ public final class TextClassifier: Module, ClassifierModel {
 
     /// Side methods whose reader has a packed path run it: no side-network work for padding,
     /// which is most of a padded batch of short texts. `SIDETUNE_PACK=0` turns it off (to compare).
-    public var readsPackedTaps: Bool {
-        method.readsFrozenTaps && TextClassifier.packingEnabled && (reader as? PackedTapReader)?.readsPackedTaps == true
-    }
+    public var readsPackedTaps: Bool { method.readsFrozenTaps && readerPacks }
+
+    /// Methods that train the backbone (full, BitFit, LoRA, adapters) run it packed with autograd,
+    /// so neither forward nor backward computes padding rows. Prompt tuning stays padded: its
+    /// prompts are positions of every padded row.
+    public var trainsPacked: Bool { !method.readsFrozenTaps && prompt == nil && readerPacks && backbone.supportsPackedTokens }
+
+    private var readerPacks: Bool { packing && (reader as? PackedTapReader)?.readsPackedTaps == true }
+
+    /// Whether batches run packed where the method allows (`readsPackedTaps`, `trainsPacked`);
+    /// false runs every method padded, the reference the packed paths are tested against.
+    public var packing = TextClassifier.packingEnabled
 
     static let packingEnabled = ProcessInfo.processInfo.environment["SIDETUNE_PACK"] != "0"
 
@@ -134,6 +143,10 @@ public final class TextClassifier: Module, ClassifierModel {
         if method.readsFrozenTaps {
             let taps = cached ?? frozenTaps(batch)
             return reader(taps: taps, keyPadding: keyPadding)
+        }
+        if trainsPacked, let packedReader = reader as? PackedTapReader {
+            let out = backbone.packedForward(batch)
+            return packedReader(taps: out.hiddenStates, segments: out.segments)
         }
         let out = backbone(batch, prompt: prompt)
         return reader(taps: out.hiddenStates, keyPadding: keyPadding)

@@ -79,6 +79,42 @@ import Testing
         #expect(maxAbsDiff(computed, noGrad { model.logits(batch, taps: taps) }) < 1e-6)
     }
 
+    /// The methods that train the backbone run packed batches (no padding rows in forward or
+    /// backward) with the padded path's logits and gradients; prompt tuning stays padded.
+    @Test(arguments: [MethodKind.full, .bitfit, .lora, .adapter, .linear])
+    func packedBackboneTrainingMatchesPadded(method: MethodKind) throws {
+        var o = MethodOptions()
+        o.dropout = 0
+        o.loraRank = 2
+        o.adapterBottleneck = 4
+        let model = try TextClassifier(backbone: tinyBackbone(), method: method, classes: 3, options: o, seed: 5)
+        // LoRA's B and the adapters start at zero: move every trainable tensor so their paths count.
+        var rng = SplitMix64(seed: 9)
+        for (_, p) in model.trainableParameters() { for i in 0..<p.count { p.data[i] += rng.nextNormal() * 0.1 } }
+        #expect(model.trainsPacked == (method != .linear) && model.readsPackedTaps == (method == .linear))
+        let batch = tinyBatch()
+        let targets: [Int32] = [2, 0, 1, 1]
+        let params = model.trainableParameters()
+        func run(packed: Bool) -> (Tensor, [Tensor]) {
+            model.packing = packed
+            params.forEach { $0.1.zeroGrad() }
+            let logits = model(batch)
+            logits.crossEntropy(targets: targets).backward()
+            return (logits, params.map { $0.1.grad!.copy() })
+        }
+        let (paddedLogits, paddedGrads) = run(packed: false)
+        let (packedLogits, packedGrads) = run(packed: true)
+        #expect(maxAbsDiff(paddedLogits, packedLogits) < 1e-5)
+        for ((name, _), (g0, g1)) in zip(params, zip(paddedGrads, packedGrads)) {
+            let scale = max(1, (0..<g0.count).reduce(Float(0)) { max($0, abs(g0.data[$1])) })
+            #expect(maxAbsDiff(g0, g1) < 1e-5 * scale, "\(method) gradient of \(name)")
+        }
+        // Evaluation takes the fused no-grad kernels when the layers are plain, packed as well.
+        #expect(maxAbsDiff(paddedLogits, noGrad { model(batch) }) < 1e-5)
+        let prompt = try TextClassifier(backbone: tinyBackbone(), method: .prompt, classes: 3, options: o, seed: 5)
+        #expect(!prompt.trainsPacked)
+    }
+
     /// During a side-tuning step nothing of the backbone is kept for backward and no backbone
     /// weight gets gradient storage: the gradient bytes are exactly the side network's.
     @Test(arguments: [MethodKind.lst, .last, .linear])

@@ -17,7 +17,8 @@ extension SideTuneCommand.Bench {
             Builds each method on the MiniLM backbone (random side initialisation), feeds --batch rows of \
             --seq real tokens (random ids), and reports the median of --iterations steps after one \
             warm-up: with the backbone computed, and, for side methods, with the taps already computed \
-            (what a feature-cache epoch costs). Methods run in turn, so every ratio comes from one run; \
+            (what a feature-cache epoch costs; --read-cache also times reading them from a bf16 cache \
+            file, as training does). Methods run in turn, so every ratio comes from one run; \
             --rounds repeats the whole list and keeps each method's best median (noisy machines).
             """
         )
@@ -37,6 +38,8 @@ extension SideTuneCommand.Bench {
         var cpuTime = false
         @Flag(help: "Side methods only: time just the steps from given taps (for profiling the side network).")
         var tapsOnly = false
+        @Flag(help: "Side methods: each timed step reads its taps from a real feature cache file (bf16, converted as a cached training epoch does) instead of being handed float taps.")
+        var readCache = false
 
         public init() {}
 
@@ -78,9 +81,9 @@ extension SideTuneCommand.Bench {
                     let input = makeBatch(rows) // equal lengths: no padding
                     let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: 3)) }
                     let optimizer = AdamW(parameters: model.trainableParameters().map(\.1), learningRate: 1e-4)
-                    func step(_ taps: [Tensor]?) -> Double {
+                    func step(_ taps: () -> [Tensor]?) -> Double {
                         let t0 = now()
-                        let loss = model.logits(input, taps: taps).crossEntropy(targets: labels)
+                        let loss = model.logits(input, taps: taps()).crossEntropy(targets: labels)
                         optimizer.zeroGrad()
                         loss.backward()
                         optimizer.step()
@@ -88,20 +91,35 @@ extension SideTuneCommand.Bench {
                     }
                     let pool = LargeBlockCache.shared
                     var poolNote = ""
-                    func median(_ taps: [Tensor]?) -> Double {
+                    func median(_ taps: () -> [Tensor]?) -> Double {
                         _ = step(taps)
                         let (h0, m0, e0, f0) = (pool.hits, pool.misses, pool.evictions, pool.freshBytes)
                         let times = (0..<iterations).map { _ in step(taps) }.sorted()
                         // Fresh bytes are pages the kernel zeroes on first touch: in steady state there should be few.
                         let per = { (a: Int, b: Int) in Double(a - b) / Double(iterations) }
                         poolNote += String(format: "; block pool per step (%@): %.1f reused, %.1f mapped, %.1f evicted, %.1f MiB fresh",
-                                           (taps == nil ? "computed" : "from taps") as NSString, per(pool.hits, h0), per(pool.misses, m0), per(pool.evictions, e0), per(pool.freshBytes, f0) / 1048576)
+                                           (taps() == nil ? "computed" : "from taps") as NSString, per(pool.hits, h0), per(pool.misses, m0), per(pool.evictions, e0), per(pool.freshBytes, f0) / 1048576)
                         return times[times.count / 2]
                     }
-                    let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median(nil)
-                    // Given taps in the layout the feature cache would hand this model (packed for readers that skip padding).
-                    func given() -> [Tensor] { model.frozenTaps(input) }
-                    let cached = kind.readsFrozenTaps ? median(given()) : nil
+                    let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median { nil }
+                    var cached: Double?
+                    if kind.readsFrozenTaps {
+                        // Given taps in the layout the feature cache would hand this model (packed for readers that skip padding).
+                        let given = model.frozenTaps(input)
+                        if readCache {
+                            let cache = try FeatureCache(url: FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-bench-taps-\(getpid()).bin"),
+                                                         lengths: input.lengths, taps: model.tapsRead, width: model.tapWidth)
+                            let segments = model.readsPackedTaps ? TokenSegments(lengths: input.lengths) : nil
+                            for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
+                            let rows = Array(0..<batch)
+                            cached = median {
+                                model.readsPackedTaps ? cache.packedTaps(for: rows, totalTaps: model.tapCount)
+                                    : cache.taps(for: rows, seq: seq, totalTaps: model.tapCount)
+                            }
+                        } else {
+                            cached = median { given }
+                        }
+                    }
                     let old = best[kind]
                     best[kind] = (min(computed, old?.computed ?? .infinity), cached.map { min($0, old?.cached ?? .infinity) })
                     FileHandle.standardError.write(Data("round \(round + 1) \(kind.rawValue): \(String(format: "%.4f", computed)) s computed\(cached.map { String(format: ", %.4f s from taps", $0) } ?? "")\(poolNote)\n".utf8))

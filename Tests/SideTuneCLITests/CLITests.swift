@@ -57,6 +57,21 @@ import Testing
         #expect((o["peak_rss"] as! Int) > 0)
     }
 
+    /// `bench step --read-cache`: side steps timed with their taps read back from a real feature
+    /// cache file, which is gone afterwards.
+    @Test(.enabled(if: modelDir != nil, "set SIDETUNE_MINILM_DIR to the all-MiniLM-L6-v2 model folder"))
+    func stepFromACacheFile() throws {
+        var cmd = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst,last", "--model-dir", Self.modelDir!,
+                                                    "--batch", "2", "--seq", "8", "--iterations", "1", "--taps-only", "--read-cache"])
+        let output = try captureStandardOutput { try cmd.run() }
+        for method in ["lst", "last"] {
+            let fields = output.split(separator: "\n").last { $0.hasPrefix(method + " ") }?.split(separator: " ") ?? []
+            #expect(fields.count == 5 && (Double(fields[3]) ?? 0) > 0, "\(method): \(output)")
+        }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path)
+        #expect(!leftovers.contains("sidetune-bench-taps-\(getpid()).bin"))
+    }
+
     @Test func encodeNeedsAModel() {
         #expect(throws: (any Error).self) {
             var cmd = try SideTuneCommand.parseAsRoot(["bench", "encode", "--model-dir", "/nonexistent/model"])

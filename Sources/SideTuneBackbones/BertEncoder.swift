@@ -344,13 +344,7 @@ public final class BertEncoder: Module {
         if !Autograd.isEnabled && !h.requiresGrad && runsFused {
             return BertOutput(hiddenStates: [h] + fusedLayers(h, layout: .padded(keyPadding: keyPadding)))
         }
-        var taps = [h]
-        taps.reserveCapacity(layers.count + 1)
-        for layer in layers {
-            h = layer(h, keyPadding: keyPadding)
-            taps.append(h)
-        }
-        return BertOutput(hiddenStates: taps)
+        return BertOutput(hiddenStates: [h] + layerOutputs(h, layout: .padded(keyPadding: keyPadding)))
     }
 
     /// The frozen forward of a packed batch: the embeddings' real rows laid end to end ([1, N, d],
@@ -375,14 +369,19 @@ public final class BertEncoder: Module {
         precondition(supportsPackedTokens, "BertEncoder: packed tokens need heads of <= \(packedHeadMaxDims) dims")
         if !Autograd.isEnabled && runsFused { return packedHiddenStates(batch) } // evaluation: fused kernels, as padded
         let segments = TokenSegments(lengths: batch.lengths)
-        var h = embeddings(ids: batch.ids, typeIds: batch.typeIds, batch: batch.batchSize, seq: batch.seqLength).packed(segments)
-        var taps = [h]
-        taps.reserveCapacity(layers.count + 1)
+        let h = embeddings(ids: batch.ids, typeIds: batch.typeIds, batch: batch.batchSize, seq: batch.seqLength).packed(segments)
+        return ([h] + layerOutputs(h, layout: .packed(segments)), segments)
+    }
+
+    /// h_1...h_L from h_0 through the layers with autograd (the twin of `fusedLayers`).
+    func layerOutputs(_ h0: Tensor, layout: TokenLayout) -> [Tensor] {
+        var h = h0, out: [Tensor] = []
+        out.reserveCapacity(layers.count)
         for layer in layers {
-            h = layer(h, layout: .packed(segments))
-            taps.append(h)
+            h = layer(h, layout: layout)
+            out.append(h)
         }
-        return (taps, segments)
+        return out
     }
 
     /// Whether `packedForward` can run: every layer's heads fit the packed attention kernel.

@@ -91,17 +91,18 @@ extension SideTuneCommand.Bench {
                     }
                     let pool = LargeBlockCache.shared
                     var poolNote = ""
-                    func median(_ taps: () -> [Tensor]?) -> Double {
+                    // `label` names the run in the pool note (calling `taps` again for it would read the cache once more).
+                    func median(_ label: String, _ taps: () -> [Tensor]?) -> Double {
                         _ = step(taps)
                         let (h0, m0, e0, f0) = (pool.hits, pool.misses, pool.evictions, pool.freshBytes)
                         let times = (0..<iterations).map { _ in step(taps) }.sorted()
                         // Fresh bytes are pages the kernel zeroes on first touch: in steady state there should be few.
                         let per = { (a: Int, b: Int) in Double(a - b) / Double(iterations) }
                         poolNote += String(format: "; block pool per step (%@): %.1f reused, %.1f mapped, %.1f evicted, %.1f MiB fresh",
-                                           (taps() == nil ? "computed" : "from taps") as NSString, per(pool.hits, h0), per(pool.misses, m0), per(pool.evictions, e0), per(pool.freshBytes, f0) / 1048576)
+                                           label as NSString, per(pool.hits, h0), per(pool.misses, m0), per(pool.evictions, e0), per(pool.freshBytes, f0) / 1048576)
                         return times[times.count / 2]
                     }
-                    let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median { nil }
+                    let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median("computed") { nil }
                     var cached: Double?
                     if kind.readsFrozenTaps {
                         // Given taps in the layout the feature cache would hand this model (packed for readers that skip padding).
@@ -112,12 +113,12 @@ extension SideTuneCommand.Bench {
                             let segments = model.readsPackedTaps ? TokenSegments(lengths: input.lengths) : nil
                             for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
                             let rows = Array(0..<batch)
-                            cached = median {
+                            cached = median("from taps") {
                                 model.readsPackedTaps ? cache.packedTaps(for: rows, totalTaps: model.tapCount)
                                     : cache.taps(for: rows, seq: seq, totalTaps: model.tapCount)
                             }
                         } else {
-                            cached = median { given }
+                            cached = median("from taps") { given }
                         }
                     }
                     let old = best[kind]

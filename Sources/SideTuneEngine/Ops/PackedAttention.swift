@@ -85,7 +85,6 @@ private func parallelEntryHeads(_ entries: Int, _ heads: Int, _ body: (Int, Int)
 /// scratch grows with the head size and GEMMs win on wide heads.
 public let packedHeadMaxDims = 32
 
-
 /// Where one (batch, head)'s q, k and v live in the packed [T, 3 dm] rows of its batch entry.
 struct PackedGeometry {
     let base: UnsafePointer<Float>

@@ -29,6 +29,8 @@ extension SideTuneCommand {
         var epochs: Int = 3
         @Option(help: "Examples per optimizer step.")
         var batchSize: Int = 32
+        @Option(help: "Examples per evaluation batch (default: --batch-size, so that evaluation fits where training does).")
+        var evalBatchSize: Int?
         @Option(name: .customLong("lr"), help: "Peak learning rate (default depends on the method: 5e-5 full, 1e-3 LoRA/BitFit/adapter, 3e-3 side methods).")
         var learningRate: Float?
         @Option(help: "AdamW decoupled weight decay.")
@@ -57,6 +59,7 @@ extension SideTuneCommand {
                 throw ValidationError("--method must be one of \(MethodKind.allCases.map(\.rawValue).joined(separator: ", ")), got \(method)")
             }
             guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be >= 1") }
+            if let e = evalBatchSize, e < 1 { throw ValidationError("--eval-batch-size must be >= 1, got \(e)") }
             if resume && output == nil { throw ValidationError("--resume needs --output (the folder of the interrupted run)") }
         }
 
@@ -101,6 +104,7 @@ extension SideTuneCommand {
             var p = TrainingParameters()
             p.epochs = epochs
             p.batchSize = batchSize
+            p.evalBatchSize = evalBatchSize
             p.learningRate = learningRate ?? defaultLearningRate(kind)
             p.weightDecay = weightDecay
             p.warmupFraction = warmup

@@ -20,7 +20,9 @@ public struct TrainingParameters: Codable, Sendable {
     public var useCache = true
     public var cacheLimitBytes = 4 << 30
     public var cacheFolder: URL?
-    public var evalBatchSize = 64
+    /// Examples per evaluation batch; nil: `batchSize`. A batch size picked to fit memory then
+    /// fits evaluation too (at 64 rows, LST's validation pass set its peak RSS, above the step's).
+    public var evalBatchSize: Int?
     /// Where checkpoints go (`best/`, `last/`, `state.json`); nil: keep nothing.
     public var outputFolder: URL?
     /// Continue from `outputFolder/last` if it exists.
@@ -93,6 +95,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         guard parameters.batchSize >= 1, parameters.epochs >= 1 else {
             throw TrainerError("batch size and epochs must be >= 1 (got \(parameters.batchSize), \(parameters.epochs))")
         }
+        if let e = parameters.evalBatchSize, e < 1 { throw TrainerError("evaluation batch size must be >= 1 (got \(e))") }
         self.model = model
         self.parameters = parameters
         self.train = train
@@ -110,7 +113,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         noGrad {
             var i = 0
             while i < split.count {
-                let rows = Array(i..<min(i + parameters.evalBatchSize, split.count))
+                let rows = Array(i..<min(i + (parameters.evalBatchSize ?? parameters.batchSize), split.count))
                 let logits = model.logits(split.batch(rows), taps: nil)
                 let c = logits.shape[1]
                 for r in 0..<rows.count {

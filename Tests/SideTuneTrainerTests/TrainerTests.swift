@@ -149,6 +149,27 @@ func tempFolder() -> URL {
         #expect(throws: TrainerError.self) { try Checkpoint.readConfig(folder.appendingPathComponent("nope")) }
     }
 
+    /// Evaluation batches are the training batch size unless set: a batch size picked to fit
+    /// memory must fit evaluation too (at a fixed 64 rows, LST's validation pass set its peak RSS).
+    @Test func evaluationBatchesFollowTheTrainingBatchSize() throws {
+        let t = try makeTrainer(.lst, folder: nil, epochs: 1)
+        let split = BatchSizeRecorder(syntheticSplit(24, seed: 2))
+        func evaluator(_ evalBatch: Int?) throws -> Trainer<TextClassifier, BatchSizeRecorder> {
+            var p = t.parameters
+            p.evalBatchSize = evalBatch
+            return try Trainer(model: t.model, parameters: p, train: split, validation: split, test: split,
+                               checkpointConfig: t.checkpointConfig)
+        }
+        let byDefault = try evaluator(nil).evaluate(split)
+        #expect(split.sizes == [8, 8, 8])
+        split.sizes = []
+        let wider = try evaluator(16).evaluate(split)
+        #expect(split.sizes == [16, 8])
+        #expect(throws: TrainerError.self) { try evaluator(0) }
+        // The batching does not change the predictions.
+        #expect(byDefault.accuracy == wider.accuracy && byDefault.macroF1 == wider.macroF1)
+    }
+
     /// Same seed and thread count, same result.
     @Test func sameSeedSameResult() throws {
         let a = try makeTrainer(.lst, folder: nil, epochs: 2, cache: false).run()
@@ -157,3 +178,17 @@ func tempFolder() -> URL {
     }
 }
 
+
+/// A split that records how many examples each batch it builds holds.
+final class BatchSizeRecorder: ClassificationData {
+    let split: EncodedSplit
+    var sizes: [Int] = []
+    init(_ split: EncodedSplit) { self.split = split }
+    var count: Int { split.count }
+    var labels: [Int] { split.labels }
+    func tokenCount(_ i: Int) -> Int { split.tokenCount(i) }
+    func batch(_ indices: [Int]) -> BatchEncoding {
+        sizes.append(indices.count)
+        return split.batch(indices)
+    }
+}

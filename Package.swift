@@ -29,8 +29,9 @@ let package = Package(
         .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip"], swiftSettings: fast),
         // Layer 3: model formats and named assets.
         .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        .target(name: "CSideTuneSHA256", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
         .target(name: "SideTuneAssets", dependencies: [
-            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            "CSideTuneSHA256", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], swiftSettings: fast),
         // Layer 4: pretrained backbones (a file per model).
         .target(name: "SideTuneBackbones", dependencies: [

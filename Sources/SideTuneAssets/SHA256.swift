@@ -1,3 +1,4 @@
+import CSideTuneSHA256
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -25,7 +26,15 @@ public struct SHA256: Sendable {
     private var pending: [UInt8] = []
     private var totalBytes: UInt64 = 0
 
-    public init() {}
+    /// Whether this CPU and build run the compression on the SHA extensions (CSideTuneSHA256).
+    public static let hardwareAvailable = sidetune_sha256_hardware_available() != 0
+    /// The SHA extensions when available; false: the portable rounds below (the tests compare both).
+    private let hardware: Bool
+
+    public init() { hardware = Self.hardwareAvailable }
+
+    /// `hardware: false` always takes the portable rounds.
+    public init(hardware: Bool) { self.hardware = hardware && Self.hardwareAvailable }
 
     public mutating func update(_ data: UnsafeRawBufferPointer) {
         guard data.count > 0, let base = data.baseAddress else { return }
@@ -38,11 +47,11 @@ public struct SHA256: Sendable {
             p += take
             left -= take
             if pending.count < 64 { return }
-            pending.withUnsafeBytes { Self.compress(&h, $0.baseAddress!, blocks: 1) }
+            pending.withUnsafeBytes { Self.compress(&h, hardware, $0.baseAddress!, blocks: 1) }
             pending.removeAll(keepingCapacity: true)
         }
         let blocks = left / 64
-        if blocks > 0 { Self.compress(&h, p, blocks: blocks) }
+        if blocks > 0 { Self.compress(&h, hardware, p, blocks: blocks) }
         p += blocks * 64
         left -= blocks * 64
         if left > 0 { pending.append(contentsOf: UnsafeRawBufferPointer(start: p, count: left)) }
@@ -63,7 +72,7 @@ public struct SHA256: Sendable {
         tail.append(0x80)
         while tail.count % 64 != 56 { tail.append(0) }
         for shift in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
-        tail.withUnsafeBytes { Self.compress(&h, $0.baseAddress!, blocks: tail.count / 64) }
+        tail.withUnsafeBytes { Self.compress(&h, hardware, $0.baseAddress!, blocks: tail.count / 64) }
         pending = []
         var out: [UInt8] = []
         out.reserveCapacity(32)
@@ -126,7 +135,17 @@ public struct SHA256: Sendable {
         h = t1 &+ (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) &+ ((a & b) | (c & (a | b)))
     }
 
-    private static func compress(_ state: inout [UInt32], _ data: UnsafeRawPointer, blocks: Int) {
+    private static func compress(_ h: inout [UInt32], _ hardware: Bool, _ data: UnsafeRawPointer, blocks: Int) {
+        if hardware {
+            h.withUnsafeMutableBufferPointer {
+                sidetune_sha256_blocks_hardware($0.baseAddress!, data.assumingMemoryBound(to: UInt8.self), blocks)
+            }
+        } else {
+            compressPortable(&h, data, blocks: blocks)
+        }
+    }
+
+    private static func compressPortable(_ state: inout [UInt32], _ data: UnsafeRawPointer, blocks: Int) {
         k.withUnsafeBufferPointer { kb in
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { wb in
                 let k = kb.baseAddress!, w = wb.baseAddress!

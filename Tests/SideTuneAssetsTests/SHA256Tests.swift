@@ -14,6 +14,27 @@ import SideTuneAssets
     ])
     func standardVectors(_ input: String, _ expected: String) {
         #expect(SHA256.hexDigest(Array(input.utf8)) == expected)
+        for hardware in [false, true] {
+            var s = SHA256(hardware: hardware)
+            s.update(input)
+            #expect(s.finalizeHex() == expected, "hardware \(hardware)")
+        }
+    }
+
+    /// The SHA-extension rounds (when the CPU has them) and the portable rounds agree on random
+    /// data of one to many blocks, fed whole and in two pieces.
+    @Test func hardwareRoundsMatchPortableOnes() {
+        print("SHA-256 on the CPU's SHA extensions: \(SHA256.hardwareAvailable)")
+        var rng = SystemRandomNumberGenerator()
+        for length in [0, 3, 64, 100, 1000, 4096 + 17, 65_536 + 63] {
+            let data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            var portable = SHA256(hardware: false), hardware = SHA256(hardware: true)
+            portable.update(data)
+            let cut = length / 3
+            hardware.update(Array(data[..<cut]))
+            hardware.update(Array(data[cut...]))
+            #expect(portable.finalizeHex() == hardware.finalizeHex(), "length \(length)")
+        }
     }
 
     @Test func millionAsInUnevenChunks() {
@@ -75,14 +96,19 @@ import SideTuneAssets
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 64)
         defer { buf.deallocate() }
         for i in stride(from: 0, to: n, by: 8) { buf.storeBytes(of: UInt64(i) &* 0x9E37_79B9_7F4A_7C15, toByteOffset: i, as: UInt64.self) }
-        let start = threadCPUSeconds()
-        var s = SHA256()
-        s.update(UnsafeRawBufferPointer(buf))
-        let digest = s.finalizeHex()
-        let seconds = threadCPUSeconds() - start
-        let rate = Double(n) / 1e6 / seconds
-        print("SHA-256 throughput: \(Int(rate)) MB/s (\(n >> 20) MiB in \(String(format: "%.3f", seconds)) s) \(digest.prefix(8))")
-        #expect(rate > 50, "SHA-256 at \(rate) MB/s")
+        var digests: [String] = []
+        for hardware in [false, true] {
+            let start = threadCPUSeconds()
+            var s = SHA256(hardware: hardware)
+            s.update(UnsafeRawBufferPointer(buf))
+            digests.append(s.finalizeHex())
+            let seconds = threadCPUSeconds() - start
+            let rate = Double(n) / 1e6 / seconds
+            let label = hardware && SHA256.hardwareAvailable ? "SHA extensions" : "portable"
+            print("SHA-256 throughput, \(label): \(Int(rate)) MB/s (\(n >> 20) MiB in \(String(format: "%.3f", seconds)) s) \(digests.last!.prefix(8))")
+            #expect(rate > 50, "SHA-256 (\(label)) at \(rate) MB/s")
+        }
+        #expect(digests[0] == digests[1])
     }
 
     /// CPU time consumed by the calling thread (synchronous tests stay on one thread).

@@ -1,15 +1,7 @@
 #include "sha256_blocks.h"
 
-#if defined(__x86_64__) && defined(__SHA__) && defined(__SSE4_1__)
-#include <cpuid.h>
-#include <immintrin.h>
-
-int sidetune_sha256_hardware_available(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    return (b >> 29) & 1; // CPUID.(EAX=7,ECX=0):EBX bit 29 = SHA
-}
-
+// FIPS 180-4's round constants (the first 32 bits of the fractional parts of the cube roots of the
+// first 64 primes).
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -20,6 +12,18 @@ static const uint32_t K[64] = {
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 };
+
+const uint32_t *sidetune_sha256_round_constants(void) { return K; }
+
+#if defined(__x86_64__) && defined(__SHA__) && defined(__SSE4_1__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+int sidetune_sha256_hardware_available(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 29) & 1; // CPUID.(EAX=7,ECX=0):EBX bit 29 = SHA
+}
 
 void sidetune_sha256_blocks_hardware(uint32_t state[8], const uint8_t *data, size_t blocks) {
     // The instructions keep the state as two vectors, ABEF and CDGH (high to low lanes).

@@ -9,16 +9,6 @@ import Darwin
 /// swift-crypto would pull BoringSSL into the build. Blocks are read straight from the caller's
 /// buffer with big-endian loads, so hashing is not limited by copying.
 public struct SHA256: Sendable {
-    private static let k: [UInt32] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-    ]
 
     private var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
@@ -146,37 +136,37 @@ public struct SHA256: Sendable {
     }
 
     private static func compressPortable(_ state: inout [UInt32], _ data: UnsafeRawPointer, blocks: Int) {
-        k.withUnsafeBufferPointer { kb in
-            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { wb in
-                let k = kb.baseAddress!, w = wb.baseAddress!
-                var h0 = state[0], h1 = state[1], h2 = state[2], h3 = state[3]
-                var h4 = state[4], h5 = state[5], h6 = state[6], h7 = state[7]
-                for block in 0..<blocks {
-                    let p = data + block * 64
-                    for t in 0..<16 { w[t] = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self)) }
-                    for t in 16..<64 {
-                        let x = w[t - 15], y = w[t - 2]
-                        w[t] = w[t - 16] &+ (rotr(x, 7) ^ rotr(x, 18) ^ (x >> 3)) &+ w[t - 7]
-                            &+ (rotr(y, 17) ^ rotr(y, 19) ^ (y >> 10))
-                    }
-                    var a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7
-                    var t = 0
-                    while t < 64 {
-                        round(a, b, c, &d, e, f, g, &h, k[t] &+ w[t])
-                        round(h, a, b, &c, d, e, f, &g, k[t + 1] &+ w[t + 1])
-                        round(g, h, a, &b, c, d, e, &f, k[t + 2] &+ w[t + 2])
-                        round(f, g, h, &a, b, c, d, &e, k[t + 3] &+ w[t + 3])
-                        round(e, f, g, &h, a, b, c, &d, k[t + 4] &+ w[t + 4])
-                        round(d, e, f, &g, h, a, b, &c, k[t + 5] &+ w[t + 5])
-                        round(c, d, e, &f, g, h, a, &b, k[t + 6] &+ w[t + 6])
-                        round(b, c, d, &e, f, g, h, &a, k[t + 7] &+ w[t + 7])
-                        t += 8
-                    }
-                    h0 &+= a; h1 &+= b; h2 &+= c; h3 &+= d
-                    h4 &+= e; h5 &+= f; h6 &+= g; h7 &+= h
+        // The 64 round constants, from the C target (the SHA-extension rounds use them too).
+        let k = sidetune_sha256_round_constants()!
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { wb in
+            let w = wb.baseAddress!
+            var h0 = state[0], h1 = state[1], h2 = state[2], h3 = state[3]
+            var h4 = state[4], h5 = state[5], h6 = state[6], h7 = state[7]
+            for block in 0..<blocks {
+                let p = data + block * 64
+                for t in 0..<16 { w[t] = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self)) }
+                for t in 16..<64 {
+                    let x = w[t - 15], y = w[t - 2]
+                    w[t] = w[t - 16] &+ (rotr(x, 7) ^ rotr(x, 18) ^ (x >> 3)) &+ w[t - 7]
+                        &+ (rotr(y, 17) ^ rotr(y, 19) ^ (y >> 10))
                 }
-                state = [h0, h1, h2, h3, h4, h5, h6, h7]
+                var a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7
+                var t = 0
+                while t < 64 {
+                    round(a, b, c, &d, e, f, g, &h, k[t] &+ w[t])
+                    round(h, a, b, &c, d, e, f, &g, k[t + 1] &+ w[t + 1])
+                    round(g, h, a, &b, c, d, e, &f, k[t + 2] &+ w[t + 2])
+                    round(f, g, h, &a, b, c, d, &e, k[t + 3] &+ w[t + 3])
+                    round(e, f, g, &h, a, b, c, &d, k[t + 4] &+ w[t + 4])
+                    round(d, e, f, &g, h, a, b, &c, k[t + 5] &+ w[t + 5])
+                    round(c, d, e, &f, g, h, a, &b, k[t + 6] &+ w[t + 6])
+                    round(b, c, d, &e, f, g, h, &a, k[t + 7] &+ w[t + 7])
+                    t += 8
+                }
+                h0 &+= a; h1 &+= b; h2 &+= c; h3 &+= d
+                h4 &+= e; h5 &+= f; h6 &+= g; h7 &+= h
             }
+            state = [h0, h1, h2, h3, h4, h5, h6, h7]
         }
     }
 }

@@ -7,6 +7,9 @@
 // assets and backbone files (every train, eval and predict hashes its backbone). SHA256Tests.throughput
 // measured 784-1064 MB/s against the portable Swift rounds' 145-164 MB/s in the same runs (Xeon).
 
+// K[0..<64], shared with the portable rounds.
+const uint32_t *sidetune_sha256_round_constants(void);
+
 // 1 when this build has the SHA extensions compiled in and the CPU reports them.
 int sidetune_sha256_hardware_available(void);
 

@@ -7,9 +7,9 @@ import Darwin
 
 /// SHA-256 (FIPS 180-4), streaming. Ours because the assets need only this one digest and
 /// swift-crypto would pull BoringSSL into the build. Blocks are read straight from the caller's
-/// buffer with big-endian loads, so hashing is not limited by copying.
+/// buffer with big-endian loads, so hashing is not limited by copying. On CPUs with the SHA
+/// extensions the rounds run there (CSideTuneSHA256, about 6x faster).
 public struct SHA256: Sendable {
-
     private var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
     /// Bytes of an unfinished block carried between `update` calls.

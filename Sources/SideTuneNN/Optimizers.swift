@@ -73,37 +73,51 @@ public final class AdamW: Optimizer {
         stepCount += 1
         let bc1 = 1 - Foundation.pow(beta1, Float(stepCount)), bc2 = 1 - Foundation.pow(beta2, Float(stepCount))
         let lr = learningRate, b1 = beta1, b2 = beta2, eps = eps, wd = weightDecay
+        // One parallel region over every parameter's elements in chunks: a side network's tensors
+        // (48 x 384 and smaller) were each too small to split, so the update ran on one thread.
+        var chunks: [(p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
+                      v: UnsafeMutablePointer<Float>, lo: Int, hi: Int)] = []
         MemoryLedger.withCategory(.optimizer) {
             for (i, p) in parameters.enumerated() {
                 guard let g = p.grad else { continue }
                 if m[i] == nil { m[i] = Tensor.zeros(p.shape); v[i] = Tensor.zeros(p.shape) }
-                let pm = m[i]!.data, pv = v[i]!.data, pp = p.data, pg = g.data
-                parallelElementwise(p.count) { lo, hi in
-                    // 16 lanes at a time (the scalar loop's divisions and square root did not
-                    // vectorise), the same operations in the same order: bit-identical results.
-                    var j = lo
-                    while j + 16 <= hi {
-                        let gj = loadV(pg + j)
-                        let mj = b1 * loadV(pm + j) + (1 - b1) * gj
-                        let vj = b2 * loadV(pv + j) + (1 - b2) * gj * gj
-                        storeV(pm + j, mj)
-                        storeV(pv + j, vj)
-                        let update = (mj / bc1) / ((vj / bc2).squareRoot() + eps)
-                        let pj = loadV(pp + j)
-                        storeV(pp + j, pj - lr * (update + wd * pj))
-                        j += 16
-                    }
-                    for j in j..<hi {
-                        let gj = pg[j]
-                        pm[j] = b1 * pm[j] + (1 - b1) * gj
-                        pv[j] = b2 * pv[j] + (1 - b2) * gj * gj
-                        let update = (pm[j] / bc1) / ((pv[j] / bc2).squareRoot() + eps)
-                        pp[j] -= lr * (update + wd * pp[j])
-                    }
+                var lo = 0
+                while lo < p.count {
+                    let hi = min(p.count, lo + Self.chunkElements)
+                    chunks.append((p.data, g.data, m[i]!.data, v[i]!.data, lo, hi))
+                    lo = hi
                 }
             }
         }
+        let work = chunks
+        ThreadPool.shared.parallelFor(work.count) { c in
+            let (pp, pg, pm, pv, lo, hi) = work[c]
+            // 16 lanes at a time (the scalar loop's divisions and square root did not vectorise),
+            // the same operations in the same order: bit-identical results.
+            var j = lo
+            while j + 16 <= hi {
+                let gj = loadV(pg + j)
+                let mj = b1 * loadV(pm + j) + (1 - b1) * gj
+                let vj = b2 * loadV(pv + j) + (1 - b2) * gj * gj
+                storeV(pm + j, mj)
+                storeV(pv + j, vj)
+                let update = (mj / bc1) / ((vj / bc2).squareRoot() + eps)
+                let pj = loadV(pp + j)
+                storeV(pp + j, pj - lr * (update + wd * pj))
+                j += 16
+            }
+            for j in j..<hi {
+                let gj = pg[j]
+                pm[j] = b1 * pm[j] + (1 - b1) * gj
+                pv[j] = b2 * pv[j] + (1 - b2) * gj * gj
+                let update = (pm[j] / bc1) / ((pv[j] / bc2).squareRoot() + eps)
+                pp[j] -= lr * (update + wd * pp[j])
+            }
+        }
     }
+
+    /// Elements per parallel work item (a multiple of 16, so chunks split no vector).
+    static let chunkElements = 4096
 
     /// Optimizer state for checkpoints: step count and moments by parameter index.
     public var state: (step: Int, m: [Tensor?], v: [Tensor?]) { (stepCount, m, v) }

@@ -81,7 +81,7 @@ public final class LSTSide: Module, PackedTapReader {
         var s = down0(taps[0])
         for (j, layer) in _keptLayers.enumerated() {
             let mu = (gates.slice(axis: 0, j, j + 1) * (1 / _temperature)).sigmoid() // [1]
-            let mixed = s * mu + downs[j](taps[layer]) * (1 - mu)
+            let mixed = Tensor.mix(s, downs[j](taps[layer]), weight: mu)
             s = blocks[j](mixed, layout: layout)
         }
         // Head(pool(Up(y))) computed as Head(Up(pool(y))): Up is affine and pooling a mean or a

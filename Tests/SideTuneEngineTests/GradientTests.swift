@@ -18,6 +18,31 @@ import Testing
         gradCheck("neg", [a]) { -$0[0] }
         let s = randomTensor([1, 1, 5], seed: 5)
         gradCheck("broadcast both", [randomTensor([3, 1, 1], seed: 6), s]) { $0[0] * $0[1] }
+        gradCheck("mix", [a, randomTensor([3, 4, 5], seed: 11), randomTensor([1], seed: 12)]) {
+            Tensor.mix($0[0], $0[1], weight: $0[2])
+        }
+    }
+
+    /// The fused gate mix against the ops it replaces (a * w + b * (1 - w)) on a tensor of several
+    /// 4,096-element backward chunks with a partial last one: the same forward bit for bit, the
+    /// same ga and gb, and gw equal up to the order of the sum.
+    @Test func mixMatchesComposite() {
+        let shape = [3, 3_001]
+        let a = randomTensor(shape, seed: 13), b = randomTensor(shape, seed: 14), w = randomTensor([1], seed: 15)
+        let r = randomTensor(shape, seed: 16)
+        var grads: [[[Float]]] = []
+        var outs: [[Float]] = []
+        for fused in [true, false] {
+            for x in [a, b, w] { x.requiresGrad = true; x.zeroGrad() }
+            let y = fused ? Tensor.mix(a, b, weight: w) : a * w + b * (1 - w)
+            outs.append(y.toArray())
+            (y * r).sum().backward()
+            grads.append([a, b, w].map { $0.grad!.toArray() })
+        }
+        #expect(outs[0] == outs[1])
+        #expect(grads[0][0] == grads[1][0])
+        #expect(grads[0][1] == grads[1][1])
+        #expect(abs(grads[0][2][0] - grads[1][2][0]) <= 1e-4 * max(1, abs(grads[1][2][0])))
     }
 
     @Test func unary() {

@@ -316,3 +316,54 @@ enum GeluTanhKernel: UnaryKernel {
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dInner
     }
 }
+
+extension Tensor {
+    /// a * w + b * (1 - w) for same-shape a and b and a one-element weight w (LST's gates), one pass
+    /// forward and one backward. The broadcast ops it replaces made nine passes over [N, d], each
+    /// too small to split over threads. The forward rounds as they did, (a w) + (b (1 - w)).
+    /// Backward: ga = g w, gb = g (1 - w), gw = sum of g (a - b), summed in fixed chunks so the
+    /// result does not depend on the thread count.
+    public static func mix(_ a: Tensor, _ b: Tensor, weight w: Tensor) -> Tensor {
+        precondition(a.shape == b.shape, "mix: shapes \(a.shape) and \(b.shape) differ")
+        precondition(w.count == 1, "mix: the weight must have one element, got shape \(w.shape)")
+        let wv = w.data[0], ow = 1 - wv
+        let out = Tensor(shape: a.shape)
+        let n = out.count, pa = a.data, pb = b.data, po = out.data
+        let vw = V16(repeating: wv), vow = V16(repeating: ow)
+        parallelElementwise(n) { lo, hi in
+            var i = lo
+            while i + 16 <= hi { storeV(po + i, loadV(pa + i) * vw + loadV(pb + i) * vow); i += 16 }
+            while i < hi { po[i] = pa[i] * wv + pb[i] * ow; i += 1 }
+        }
+        return record(out, "mix", [a, b, w]) { g in
+            let ga = a.requiresGrad ? Tensor(shape: a.shape) : nil, gb = b.requiresGrad ? Tensor(shape: b.shape) : nil
+            let chunk = 4096, chunks = (n + chunk - 1) / chunk
+            var partial = [Float](repeating: 0, count: w.requiresGrad ? chunks : 0)
+            let pg = g.data, pga = ga?.data, pgb = gb?.data
+            partial.withUnsafeMutableBufferPointer { part in
+                let pp = part.baseAddress
+                ThreadPool.shared.parallelFor(chunks) { c in
+                    let lo = c * chunk, hi = min(n, lo + chunk)
+                    var acc = V16(), tail: Float = 0
+                    var i = lo
+                    while i + 16 <= hi {
+                        let gv = loadV(pg + i)
+                        if let pga { storeV(pga + i, gv * vw) }
+                        if let pgb { storeV(pgb + i, gv * vow) }
+                        if pp != nil { acc += gv * (loadV(pa + i) - loadV(pb + i)) }
+                        i += 16
+                    }
+                    while i < hi {
+                        if let pga { pga[i] = pg[i] * wv }
+                        if let pgb { pgb[i] = pg[i] * ow }
+                        if pp != nil { tail += pg[i] * (pa[i] - pb[i]) }
+                        i += 1
+                    }
+                    pp?[c] = acc.sum() + tail
+                }
+            }
+            let gw = w.requiresGrad ? Tensor([partial.reduce(0, +)], shape: w.shape) : nil
+            return [ga, gb, gw]
+        }
+    }
+}

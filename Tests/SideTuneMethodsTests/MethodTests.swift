@@ -145,6 +145,36 @@ import Testing
         #expect(throws: MethodError.self) { try TextClassifier(backbone: tinyBackbone(), method: method, classes: 3, options: MethodOptions(), seed: 1) }
     }
 
+    /// Fisher importance equals the plain sum over examples of every parameter's squared gradient,
+    /// bit for bit: the word embeddings accumulate only the example's token rows (with repeated
+    /// tokens), the other tensors in parallel 16-lane chunks.
+    @Test func fisherIsTheSumOfSquaredGradients() {
+        let enc = tinyBackbone()
+        let examples: [(ids: [Int32], label: Int)] = [([5, 9, 5, 2], 0), ([7, 3, 3, 3, 11, 1], 2), ([2, 30], 1)]
+        var rng = SplitMix64(seed: 17)
+        let fisher = Importance.fisher(enc, classes: 3, examples: examples, rng: &rng)
+        // The reference: the same head (same seed), dense scalar accumulation.
+        var rngRef = SplitMix64(seed: 17)
+        let params = enc.namedParameters()
+        _ = enc.unfreeze()
+        let head = Linear(enc.config.hiddenSize, 3, rng: &rngRef)
+        var ref = params.map { [Float](repeating: 0, count: $0.1.count) }
+        for ex in examples {
+            let t = ex.ids.count, mask = [Int32](repeating: 1, count: t)
+            let out = enc(ids: ex.ids, attentionMask: mask, batch: 1, seq: t)
+            head(BertEncoder.meanPool(out.last, attentionMask: mask)).crossEntropy(targets: [Int32(ex.label)]).backward()
+            for (i, (_, p)) in params.enumerated() {
+                if let g = p.grad { for j in 0..<p.count { ref[i][j] += g.data[j] * g.data[j] } }
+                p.zeroGrad()
+            }
+            head.weight.zeroGrad(); head.bias?.zeroGrad()
+        }
+        for (i, (name, _)) in params.enumerated() {
+            #expect(fisher[name]?.toArray() == ref[i], "\(name)")
+        }
+        #expect(fisher["embeddings.wordEmbeddings.weight"]!.toArray().contains { $0 > 0 })
+    }
+
     /// Every text-encoder method builds, reports what trains, and fits a tiny task (loss falls).
     @Test(arguments: MethodKind.textEncoderMethods)
     func everyMethodLearns(method: MethodKind) throws {

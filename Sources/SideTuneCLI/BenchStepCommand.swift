@@ -113,10 +113,7 @@ extension SideTuneCommand.Bench {
                             let segments = model.readsPackedTaps ? TokenSegments(lengths: input.lengths) : nil
                             for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
                             let rows = Array(0..<batch)
-                            cached = median("from taps") {
-                                model.readsPackedTaps ? cache.packedTaps(for: rows, totalTaps: model.tapCount)
-                                    : cache.taps(for: rows, seq: seq, totalTaps: model.tapCount)
-                            }
+                            cached = median("from taps") { cache.taps(for: rows, packed: model.readsPackedTaps, totalTaps: model.tapCount) }
                         } else {
                             cached = median("from taps") { given }
                         }

@@ -207,6 +207,7 @@ public enum Importance {
         defer { for (p, s) in zip(params, saved) { p.1.requiresGrad = s; p.1.zeroGrad() } }
         backbone.unfreeze()
         let head = Linear(backbone.config.hiddenSize, classes, rng: &rng)
+        let wordEmbeddings = backbone.embeddings.wordEmbeddings.weight
         var acc: [String: Tensor] = [:]
         for (n, p) in params { acc[n] = Tensor.zeros(p.shape, category: .workspace) }
         for (i, ex) in examples.enumerated() {
@@ -218,7 +219,7 @@ public enum Importance {
             for (n, p) in params {
                 guard let g = p.grad else { continue }
                 let pa = acc[n]!.data, pg = g.data
-                if n == "embeddings.wordEmbeddings.weight" {
+                if p === wordEmbeddings {
                     // Only the example's tokens' rows have a gradient; the other rows would add
                     // zeros (the word embeddings are half of MiniLM's parameters).
                     let width = p.shape[1]

@@ -70,6 +70,13 @@ public final class FeatureCache {
         filled[example] = true
     }
 
+    /// A batch's taps as its reader takes them: packed, or padded to the batch's longest example
+    /// (as a split's `batch(_:)` pads).
+    public func taps(for examples: [Int], packed: Bool, totalTaps: Int) -> [Tensor] {
+        packed ? packedTaps(for: examples, totalTaps: totalTaps)
+            : taps(for: examples, seq: examples.map { lengths[$0] }.max() ?? 0, totalTaps: totalTaps)
+    }
+
     /// The taps of a batch packed [1, N, d]: the examples' real tokens end to end (no padding rows),
     /// as `TokenSegments(lengths:)` of their lengths lays them out. Empty ([0]) for taps not held.
     public func packedTaps(for examples: [Int], totalTaps: Int) -> [Tensor] {
@@ -103,18 +110,16 @@ public final class FeatureCache {
         let count = examples.count
         ThreadPool.shared.parallelFor(held.count * count) { j in
             let k = j / count, row = j % count
-            _ = read(examples[row], tap: k, into: held[k] + offset(row), maxTokens: maxTokens)
+            read(examples[row], tap: k, into: held[k] + offset(row), maxTokens: maxTokens)
         }
         return out
     }
 
-    /// Converts example `e`'s rows of its k-th held tap (at most `maxTokens`) to floats at `dst`;
-    /// returns the rows written.
-    private func read(_ e: Int, tap k: Int, into dst: UnsafeMutablePointer<Float>, maxTokens: Int = .max) -> Int {
+    /// Converts example `e`'s rows of its k-th held tap (at most `maxTokens`) to floats at `dst`.
+    private func read(_ e: Int, tap k: Int, into dst: UnsafeMutablePointer<Float>, maxTokens: Int = .max) {
         precondition(filled[e], "feature cache: example \(e) was never stored")
         let l = lengths[e], rows = min(l, maxTokens)
         convertToFloat32(base + offsets[e] + k * l * width * 2, dtype: .bfloat16, count: rows * width, into: dst)
-        return rows
     }
 }
 

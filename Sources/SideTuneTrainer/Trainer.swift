@@ -180,9 +180,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 var taps: [Tensor]?
                 if let cache {
                     if idx.allSatisfy(cache.contains) {
-                        // Packed for readers that skip padding; else padded to the longest example, as `batch(_:)` does.
-                        taps = model.readsPackedTaps ? cache.packedTaps(for: idx, totalTaps: totalTaps)
-                            : cache.taps(for: idx, seq: idx.map { lengths[$0] }.max()!, totalTaps: totalTaps)
+                        taps = cache.taps(for: idx, packed: model.readsPackedTaps, totalTaps: totalTaps)
                         usedCache = true
                     } else {
                         let fresh = model.frozenTaps(batch)

@@ -113,7 +113,8 @@ extension SideTuneCommand.Bench {
                             let segments = model.readsPackedTaps ? TokenSegments(lengths: input.lengths) : nil
                             for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
                             let rows = Array(0..<batch)
-                            cached = median("from taps") { cache.taps(for: rows, packed: model.readsPackedTaps, totalTaps: model.tapCount) }
+                            cached = median("from taps") { cache.taps(for: rows, packed: model.readsPackedTaps, totalTaps: model.tapCount,
+                                                                       bfloat16: model.readsBFloat16Taps) }
                         } else {
                             cached = median("from taps") { given }
                         }

@@ -22,10 +22,13 @@ public protocol ClassifierModel<Batch>: Module {
     /// Whether `logits` takes packed taps ([1, N, d], the batch's real tokens end to end, as the
     /// feature cache's `packedTaps` builds them) and computes nothing for padding.
     var readsPackedTaps: Bool { get }
+    /// Whether `logits` takes cached taps in bf16 as the feature cache stores them (else f32).
+    var readsBFloat16Taps: Bool { get }
 }
 
 extension ClassifierModel {
     public var readsPackedTaps: Bool { false }
+    public var readsBFloat16Taps: Bool { false }
 }
 
 /// A labelled split the trainer can batch: token rows, images, ...

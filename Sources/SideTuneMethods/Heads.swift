@@ -6,6 +6,13 @@ import SideTuneNN
 /// Side methods call it on frozen taps; the other methods on taps computed with autograd.
 public protocol TapReader: Module {
     func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor
+    /// Whether it takes frozen taps stored in bf16 (the feature cache's), which it may only feed to
+    /// ops that read bf16 (`Tensor.linear`).
+    var readsBFloat16Taps: Bool { get }
+}
+
+extension TapReader {
+    public var readsBFloat16Taps: Bool { false }
 }
 
 /// A reader that can also take packed taps ([1, N, d] each, no padding rows: see `TokenSegments`),

@@ -75,6 +75,11 @@ public final class LSTSide: Module, PackedTapReader {
 
     public var readsPackedTaps: Bool { blocks.allSatisfy(\.supportsPackedTokens) }
 
+    /// Taps go only into the Down projections, which read bf16 in place on AMX tiles. Without AMX
+    /// the cache converts them to f32 instead (in parallel, where `Tensor.linear` would convert on
+    /// one thread).
+    public var readsBFloat16Taps: Bool { AMX.available }
+
     public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
 
     func forward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {

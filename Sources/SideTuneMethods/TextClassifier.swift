@@ -113,6 +113,8 @@ public final class TextClassifier: Module, ClassifierModel {
     /// which is most of a padded batch of short texts. `SIDETUNE_PACK=0` turns it off (to compare).
     public var readsPackedTaps: Bool { method.readsFrozenTaps && readerPacks }
 
+    public var readsBFloat16Taps: Bool { method.readsFrozenTaps && reader.readsBFloat16Taps }
+
     /// Methods that train the backbone (full, BitFit, LoRA, adapters) run it packed with autograd,
     /// so neither forward nor backward computes padding rows (for batches with enough padding:
     /// `paddingWorthSkipping`). Prompt tuning stays padded: its prompts are positions of every

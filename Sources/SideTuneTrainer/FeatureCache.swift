@@ -71,38 +71,41 @@ public final class FeatureCache {
     }
 
     /// A batch's taps as its reader takes them: packed, or padded to the batch's longest example
-    /// (as a split's `batch(_:)` pads).
-    public func taps(for examples: [Int], packed: Bool, totalTaps: Int) -> [Tensor] {
-        packed ? packedTaps(for: examples, totalTaps: totalTaps)
-            : taps(for: examples, seq: examples.map { lengths[$0] }.max() ?? 0, totalTaps: totalTaps)
+    /// (as a split's `batch(_:)` pads); in bf16 as stored (`bfloat16`) or converted to f32.
+    public func taps(for examples: [Int], packed: Bool, totalTaps: Int, bfloat16: Bool = false) -> [Tensor] {
+        packed ? packedTaps(for: examples, totalTaps: totalTaps, bfloat16: bfloat16)
+            : taps(for: examples, seq: examples.map { lengths[$0] }.max() ?? 0, totalTaps: totalTaps, bfloat16: bfloat16)
     }
 
     /// The taps of a batch packed [1, N, d]: the examples' real tokens end to end (no padding rows),
     /// as `TokenSegments(lengths:)` of their lengths lays them out. Empty ([0]) for taps not held.
-    public func packedTaps(for examples: [Int], totalTaps: Int) -> [Tensor] {
+    public func packedTaps(for examples: [Int], totalTaps: Int, bfloat16: Bool = false) -> [Tensor] {
         var starts: [Int] = [], n = 0
         for e in examples { starts.append(n); n += lengths[e] }
-        return assemble(totalTaps, shape: [1, n, width], zeroed: false, examples: examples) { row in starts[row] * width }
+        return assemble(totalTaps, shape: [1, n, width], bfloat16: bfloat16, zeroed: false, examples: examples) { row in
+            starts[row] * width
+        }
     }
 
     /// Rebuilds the taps [B, seq, d] of a batch from the cache (zeros at padding). Taps this
     /// cache does not hold are left empty ([0]) — side methods never read them.
-    public func taps(for examples: [Int], seq: Int, totalTaps: Int) -> [Tensor] {
-        assemble(totalTaps, shape: [examples.count, seq, width], zeroed: true, examples: examples, maxTokens: seq) { row in
-            row * seq * width
-        }
+    public func taps(for examples: [Int], seq: Int, totalTaps: Int, bfloat16: Bool = false) -> [Tensor] {
+        assemble(totalTaps, shape: [examples.count, seq, width], bfloat16: bfloat16, zeroed: true, examples: examples,
+                 maxTokens: seq) { row in row * seq * width }
     }
 
     /// One tensor of `shape` per held tap, the others empty ([0]); example `examples[row]`'s rows
-    /// of each held tap (at most `maxTokens`) are converted to floats at element `offset(row)`.
-    /// `zeroed` when that leaves rows unwritten (padding).
-    private func assemble(_ totalTaps: Int, shape: [Int], zeroed: Bool, examples: [Int], maxTokens: Int = .max,
-                          offset: (Int) -> Int) -> [Tensor] {
+    /// of each held tap (at most `maxTokens`) land at element `offset(row)`, copied as bf16 or
+    /// converted to floats. `zeroed` when that leaves rows unwritten (padding).
+    private func assemble(_ totalTaps: Int, shape: [Int], bfloat16: Bool, zeroed: Bool, examples: [Int],
+                          maxTokens: Int = .max, offset: (Int) -> Int) -> [Tensor] {
         var out = [Tensor](repeating: Tensor(shape: [0]), count: totalTaps)
-        var held: [UnsafeMutablePointer<Float>] = []
+        var held: [UnsafeMutableRawPointer] = []
+        let dtype: DType = bfloat16 ? .bfloat16 : .float32, elementBytes = bfloat16 ? 2 : 4
         for t in taps {
-            let tensor = zeroed ? Tensor.zeros(shape) : Tensor(shape: shape)
-            held.append(tensor.data)
+            let tensor = Tensor(shape: shape, dtype: dtype)
+            if zeroed { tensor.storage.raw.initializeMemory(as: UInt8.self, repeating: 0, count: tensor.count * elementBytes) }
+            held.append(tensor.storage.raw)
             out[t] = tensor
         }
         // Each (tap, example) block lands in its own rows, so the blocks convert in parallel: on
@@ -110,16 +113,21 @@ public final class FeatureCache {
         let count = examples.count
         ThreadPool.shared.parallelFor(held.count * count) { j in
             let k = j / count, row = j % count
-            read(examples[row], tap: k, into: held[k] + offset(row), maxTokens: maxTokens)
+            read(examples[row], tap: k, into: held[k] + offset(row) * elementBytes, bfloat16: bfloat16, maxTokens: maxTokens)
         }
         return out
     }
 
-    /// Converts example `e`'s rows of its k-th held tap (at most `maxTokens`) to floats at `dst`.
-    private func read(_ e: Int, tap k: Int, into dst: UnsafeMutablePointer<Float>, maxTokens: Int = .max) {
+    /// Example `e`'s rows of its k-th held tap (at most `maxTokens`) at `dst`: copied (bf16) or
+    /// converted to floats.
+    private func read(_ e: Int, tap k: Int, into dst: UnsafeMutableRawPointer, bfloat16: Bool, maxTokens: Int = .max) {
         precondition(filled[e], "feature cache: example \(e) was never stored")
-        let l = lengths[e], rows = min(l, maxTokens)
-        convertToFloat32(base + offsets[e] + k * l * width * 2, dtype: .bfloat16, count: rows * width, into: dst)
+        let l = lengths[e], rows = min(l, maxTokens), src = base + offsets[e] + k * l * width * 2
+        if bfloat16 {
+            dst.copyMemory(from: src, byteCount: rows * width * 2)
+        } else {
+            convertToFloat32(src, dtype: .bfloat16, count: rows * width, into: dst.assumingMemoryBound(to: Float.self))
+        }
     }
 }
 

@@ -180,7 +180,8 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 var taps: [Tensor]?
                 if let cache {
                     if idx.allSatisfy(cache.contains) {
-                        taps = cache.taps(for: idx, packed: model.readsPackedTaps, totalTaps: totalTaps)
+                        taps = cache.taps(for: idx, packed: model.readsPackedTaps, totalTaps: totalTaps,
+                                          bfloat16: model.readsBFloat16Taps)
                         usedCache = true
                     } else {
                         let fresh = model.frozenTaps(batch)

@@ -104,6 +104,15 @@ func tempFolder() -> URL {
             #expect(packed[t].shape == [1, segments.total, 16])
             #expect(packed[t].toArray() == noGrad { padded[t].packed(segments) }.toArray())
         }
+        // Handed over in bf16 as stored (for readers that take it): the same values, zero padding.
+        let packedBF16 = cache.packedTaps(for: order, totalTaps: 3, bfloat16: true)
+        let paddedBF16 = cache.taps(for: order, packed: false, totalTaps: 3, bfloat16: true)
+        for t in 0..<3 {
+            #expect(packedBF16[t].dtype == .bfloat16 && paddedBF16[t].dtype == .bfloat16)
+            #expect(packedBF16[t].toArray() == packed[t].toArray())
+            #expect(paddedBF16[t].shape == [3, order.map { split.ids[$0].count }.max()!, 16])
+            #expect(paddedBF16[t].toArray() == cache.taps(for: order, packed: false, totalTaps: 3)[t].toArray())
+        }
         // Stored from packed taps (what a packed frozen forward yields), the cache holds the same bytes.
         let all = TokenSegments(lengths: split.ids.map(\.count))
         let freshPacked = noGrad { fresh.map { $0.packed(all) } }

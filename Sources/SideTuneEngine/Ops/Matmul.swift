@@ -62,13 +62,12 @@ extension Tensor {
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
         precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],
                      "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
+        if x.dtype == .bfloat16 { return linearBFloat16Input(x, weight: weight, bias: bias) }
         let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
         let w = weight.dtype == .float32 ? weight : weight.float32()
-        let po = out.data, pb = bias.data
-        ThreadPool.shared.parallelChunks(m, minChunk: max(1, (1 << 14) / max(n, 1))) { r in
-            for row in r { (po + row * n).update(from: pb, count: n) }
-        }
+        let po = out.data
+        out.fillRows(with: bias)
         gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), x.data, lda: k, w.data, ldb: k, po, ldc: n,
              accumulate: true)
         return record(out, "linear", [x, weight, bias]) { g in
@@ -81,12 +80,24 @@ extension Tensor {
                 gw = Tensor(shape: weight.shape)
                 gemm(GEMMShape(m: n, n: k, k: m, transA: true), g.data, lda: n, x.data, ldb: k, gw!.data, ldc: k)
             }
-            if bias.requiresGrad {
-                gb = Tensor.zeros(bias.shape)
-                for row in 0..<m { axpy(n, 1, g.data + row * n, gb!.data) }
-            }
+            if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
             return [gx, gw, gb]
         }
+    }
+
+    /// Sets each of this [..., n] tensor's rows to `row` (n values), in parallel.
+    func fillRows(with row: Tensor) {
+        let n = row.count, m = count / max(n, 1), po = data, pb = UnsafePointer(row.data)
+        ThreadPool.shared.parallelChunks(m, minChunk: max(1, (1 << 14) / max(n, 1))) { r in
+            for i in r { (po + i * n).update(from: pb, count: n) }
+        }
+    }
+
+    /// Sums of the columns of this tensor read as [rows, n], shaped `shape` (n elements): a bias's gradient.
+    func columnSums(rows m: Int, shape: [Int]) -> Tensor {
+        let s = Tensor.zeros(shape), n = s.count
+        for row in 0..<m { axpy(n, 1, data + row * n, s.data) }
+        return s
     }
 
     /// [B..., M, K] x [B..., K, N] with identical leading axes; each product single-threaded and

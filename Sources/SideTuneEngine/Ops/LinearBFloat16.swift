@@ -1,0 +1,57 @@
+import Foundation
+import CSideTuneKernels
+
+/// Intel AMX tiles for linear layers whose input is stored in bf16 (see amx_bf16.h). Asked of the
+/// kernel once per process; `SIDETUNE_AMX=0` turns the path off (the inputs are then converted to
+/// f32 and take the ordinary GEMMs).
+public enum AMX {
+    public static let available: Bool =
+        ProcessInfo.processInfo.environment["SIDETUNE_AMX"] != "0" && sidetune_amx_bf16_available()
+}
+
+extension Tensor {
+    /// `linear` for an input x stored in bf16 that needs no gradient: the feature cache's taps.
+    /// With AMX (and `in` a multiple of 32) x is read as it is stored, and the f32 weight and output
+    /// gradient are split into two bf16 terms each (hi + lo, about 16 significant bits), so the
+    /// results match f32 GEMMs on x's values to about 1e-5 relative. Otherwise x is converted to
+    /// f32 first.
+    public static func linearBFloat16Input(_ x: Tensor, weight: Tensor, bias: Tensor, amx: Bool = AMX.available) -> Tensor {
+        precondition(x.dtype == .bfloat16 && !x.requiresGrad, "linear: a bf16 input must be a constant (frozen taps)")
+        let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
+        guard amx, k % 32 == 0, weight.dtype == .float32, m > 0 else {
+            return linear(noGrad { x.float32() }, weight: weight, bias: bias)
+        }
+        let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
+        out.fillRows(with: bias)
+        let px = UnsafePointer(x.storage.raw.assumingMemoryBound(to: UInt16.self)), po = out.data
+        let packedW = Tensor(shape: [(n + 15) / 16 * (k / 32) * 1024], dtype: .bfloat16)
+        let pw = packedW.storage.raw.assumingMemoryBound(to: UInt16.self)
+        sidetune_amx_pack_weight(weight.data, n, k, pw)
+        ThreadPool.shared.parallelChunks((m + 15) / 16) { blocks in
+            sidetune_amx_linear_rows(px, k, 16 * blocks.lowerBound, min(16 * blocks.upperBound, m), n, k, pw, po, n)
+        }
+        return record(out, "linear_bf16", [x, weight, bias]) { g in
+            var gw: Tensor?, gb: Tensor?
+            if weight.requiresGrad {
+                gw = Tensor.zeros(weight.shape)
+                let mbs = (m + 31) / 32, nbs = (n + 15) / 16, pairs = 16 * mbs, colBlocks = k / 16
+                let rowPairs = Tensor(shape: [pairs * 2 * k], dtype: .bfloat16)
+                let packedG = Tensor(shape: [nbs * mbs * 1024], dtype: .bfloat16)
+                let pv = rowPairs.storage.raw.assumingMemoryBound(to: UInt16.self)
+                let pg = packedG.storage.raw.assumingMemoryBound(to: UInt16.self), pd = gw!.data
+                ThreadPool.shared.parallelChunks(pairs) { r in
+                    sidetune_amx_pack_row_pairs(px, k, m, k, r.lowerBound, r.upperBound, pv)
+                }
+                sidetune_amx_pack_grad(g.data, n, m, n, pg)
+                // Work items: a 16-row block of dW by up to 4 column blocks (the four C tiles).
+                let groups = (colBlocks + 3) / 4
+                ThreadPool.shared.parallelFor(nbs * groups) { item in
+                    let nb = item / groups, c0 = 4 * (item % groups)
+                    sidetune_amx_weight_grad_block(m, n, k, pg, pv, nb, c0, min(c0 + 4, colBlocks), pd)
+                }
+            }
+            if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
+            return [nil, gw, gb]
+        }
+    }
+}

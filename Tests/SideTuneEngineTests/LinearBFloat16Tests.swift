@@ -1,0 +1,65 @@
+import Foundation
+import SideTuneEngine
+import SideTuneTestSupport
+import Testing
+
+/// Linear layers on bf16 inputs (the feature cache's taps): the AMX path (weight and output
+/// gradient split into bf16 hi + lo) against the f32 GEMMs on the same input values.
+@Suite struct LinearBFloat16Tests {
+    /// Output, dW and db of the bf16-input linear and of the f32 linear on x's values.
+    func both(m: Int, k: Int, n: Int, amx: Bool) -> (bf16: [[Float]], f32: [[Float]]) {
+        let xb = randomTensor([m, k], seed: 1).converted(to: .bfloat16)
+        let xf = xb.float32()
+        let w = randomTensor([n, k], seed: 2, scale: 0.2), b = randomTensor([n], seed: 3)
+        let r = randomTensor([m, n], seed: 4)
+        var results: [[[Float]]] = []
+        for bf16 in [true, false] {
+            for p in [w, b] { p.requiresGrad = true; p.zeroGrad() }
+            let y = bf16 ? Tensor.linearBFloat16Input(xb, weight: w, bias: b, amx: amx) : Tensor.linear(xf, weight: w, bias: b)
+            (y * r).sum().backward()
+            results.append([y.toArray(), w.grad!.toArray(), b.grad!.toArray()])
+        }
+        return (results[0], results[1])
+    }
+
+    /// max |a - b| / max |b|.
+    func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+        zip(a, b).map { abs($0 - $1) }.max()! / max(b.map(abs).max()!, 1e-30)
+    }
+
+    /// Partial row blocks (37 rows: 16 + 16 + 5, an odd row count for the row-pair pack), partial
+    /// column blocks (n = 20, 33) and the LST down projection's shape (1,056 x 384 -> 48). A split
+    /// weight keeps about 16 bits: the error stays near f32 rounding (bf16 weights alone give ~2e-3).
+    @Test(.enabled(if: AMX.available, "needs AMX")) func amxMatchesFloat32() {
+        for (m, k, n) in [(37, 64, 20), (5, 96, 33), (16, 32, 16), (1056, 384, 48)] {
+            let (a, f) = both(m: m, k: k, n: n, amx: true)
+            for (name, i) in [("output", 0), ("dW", 1), ("db", 2)] {
+                let e = relativeError(a[i], f[i])
+                #expect(e <= 2e-5, "\(m)x\(k)->\(n) \(name): relative error \(e) \(a[i].prefix(20)) \(f[i].prefix(20))")
+            }
+        }
+    }
+
+    /// Without AMX (or on any machine with amx: false) the input is converted and the f32 path runs:
+    /// the same results bit for bit.
+    @Test func fallbackIsTheFloat32Linear() {
+        let (a, f) = both(m: 37, k: 64, n: 20, amx: false)
+        #expect(a == f)
+    }
+
+    @Test(.enabled(if: AMX.available, "needs AMX")) func amxGradientCheck() {
+        let x = randomTensor([21, 32], seed: 5).converted(to: .bfloat16)
+        gradCheck("bf16-input linear", [randomTensor([18, 32], seed: 6), randomTensor([18], seed: 7)]) {
+            Tensor.linearBFloat16Input(x, weight: $0[0], bias: $0[1], amx: true)
+        }
+    }
+
+    /// `Tensor.linear` sends bf16 inputs here: the result equals the direct call's.
+    @Test func linearTakesBFloat16Inputs() {
+        let x = randomTensor([3, 7, 64], seed: 8).converted(to: .bfloat16)
+        let w = randomTensor([24, 64], seed: 9), b = randomTensor([24], seed: 10)
+        let y = noGrad { Tensor.linear(x, weight: w, bias: b) }
+        #expect(y.shape == [3, 7, 24])
+        #expect(y.toArray() == noGrad { Tensor.linearBFloat16Input(x, weight: w, bias: b) }.toArray())
+    }
+}

@@ -55,10 +55,10 @@ void sidetune_amx_pack_weight(const float *w, long n, long k, uint16_t *packed) 
     }
 }
 
-void sidetune_amx_pack_grad(const float *g, long ldg, long m, long n, uint16_t *packed) {
+void sidetune_amx_pack_grad(const float *g, long ldg, long m, long n, long mb0, long mb1, uint16_t *packed) {
     const long nbs = (n + 15) / 16, mbs = (m + 31) / 32;
     for (long nb = 0; nb < nbs; nb++) {
-        for (long mb = 0; mb < mbs; mb++) {
+        for (long mb = mb0; mb < mb1; mb++) {
             uint16_t *hi = packed + (nb * mbs + mb) * 1024, *lo = hi + 512;
             // Rows i, i + 1 (pair p) of G's 16 columns: their words land at column p of rows r.
             const long cols = n - 16 * nb < 16 ? n - 16 * nb : 16;
@@ -272,8 +272,8 @@ void sidetune_amx_pack_weight(const float *w, long n, long k, uint16_t *packed) 
     (void)w, (void)n, (void)k, (void)packed;
     abort();
 }
-void sidetune_amx_pack_grad(const float *g, long ldg, long m, long n, uint16_t *packed) {
-    (void)g, (void)ldg, (void)m, (void)n, (void)packed;
+void sidetune_amx_pack_grad(const float *g, long ldg, long m, long n, long mb0, long mb1, uint16_t *packed) {
+    (void)g, (void)ldg, (void)m, (void)n, (void)mb0, (void)mb1, (void)packed;
     abort();
 }
 void sidetune_amx_pack_row_pairs(const uint16_t *x, long ldx, long m, long k, long p0, long p1, uint16_t *xv) {

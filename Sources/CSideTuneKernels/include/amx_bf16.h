@@ -26,7 +26,8 @@
 bool sidetune_amx_bf16_available(void);
 
 void sidetune_amx_pack_weight(const float *w, long n, long k, uint16_t *packed);
-void sidetune_amx_pack_grad(const float *g, long ldg, long m, long n, uint16_t *packed);
+/// Packs the 32-row blocks mb0 ..< mb1 (of ceil(m/32)) for every column block.
+void sidetune_amx_pack_grad(const float *g, long ldg, long m, long n, long mb0, long mb1, uint16_t *packed);
 /// Packs the row pairs p0 ..< p1 (of ceil(m/32) 16).
 void sidetune_amx_pack_row_pairs(const uint16_t *x, long ldx, long m, long k, long p0, long p1, uint16_t *xv);
 

@@ -39,10 +39,11 @@ extension Tensor {
                 let packedG = Tensor(shape: [nbs * mbs * 1024], dtype: .bfloat16)
                 let pv = rowPairs.storage.raw.assumingMemoryBound(to: UInt16.self)
                 let pg = packedG.storage.raw.assumingMemoryBound(to: UInt16.self), pd = gw!.data
-                ThreadPool.shared.parallelChunks(pairs) { r in
-                    sidetune_amx_pack_row_pairs(px, k, m, k, r.lowerBound, r.upperBound, pv)
+                let pgIn = UnsafePointer(g.data)
+                ThreadPool.shared.parallelChunks(mbs) { r in
+                    sidetune_amx_pack_row_pairs(px, k, m, k, 16 * r.lowerBound, 16 * r.upperBound, pv)
+                    sidetune_amx_pack_grad(pgIn, n, m, n, r.lowerBound, r.upperBound, pg)
                 }
-                sidetune_amx_pack_grad(g.data, n, m, n, pg)
                 // Work items: a 16-row block of dW by up to 4 column blocks (the four C tiles).
                 let groups = (colBlocks + 3) / 4
                 ThreadPool.shared.parallelFor(nbs * groups) { item in

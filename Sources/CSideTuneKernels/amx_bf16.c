@@ -197,6 +197,7 @@ void sidetune_amx_linear_rows(const uint16_t *x, long ldx, long i0, long i1, lon
         if (rows < 16) {
             // The last rows: copied into a zero-padded block so the tile reads no row past i1.
             tail = calloc(16 * k, sizeof(uint16_t));
+            if (!tail) abort();
             for (long r = 0; r < rows; r++) memcpy(tail + r * k, a + r * ldx, k * sizeof(uint16_t));
             a = tail;
             lda = k * 2;

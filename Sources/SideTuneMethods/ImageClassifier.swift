@@ -75,6 +75,7 @@ public final class ImageClassifier: Module, ClassifierModel {
 
     public var tapCount: Int { backbone.config.layers + 1 }
     public var tapWidth: Int { backbone.config.hiddenSize }
+    public var readsBFloat16Taps: Bool { method.readsFrozenTaps && reader.readsBFloat16Taps }
 
     /// The ViT's taps [B, 1 + h*w, d] for a batch, without autograd (what side methods read, and cache).
     public func frozenTaps(_ pixels: Tensor) -> [Tensor] {

@@ -28,10 +28,11 @@ import Testing
     }
 
     /// Partial row blocks (37 rows: 16 + 16 + 5, an odd row count for the row-pair pack), partial
-    /// column blocks (n = 20, 33) and the LST down projection's shape (1,056 x 384 -> 48). A split
+    /// column blocks (n = 20, 33), more column blocks than the four C tiles (n = 100: a second
+    /// group) and the LST down projection's shape (1,056 x 384 -> 48). A split
     /// weight keeps about 16 bits: the error stays near f32 rounding (bf16 weights alone give ~2e-3).
     @Test(.enabled(if: AMX.available, "needs AMX")) func amxMatchesFloat32() {
-        for (m, k, n) in [(37, 64, 20), (5, 96, 33), (16, 32, 16), (1056, 384, 48)] {
+        for (m, k, n) in [(37, 64, 20), (5, 96, 33), (16, 32, 16), (37, 64, 100), (1056, 384, 48)] {
             let (a, f) = both(m: m, k: k, n: n, amx: true)
             for (name, i) in [("output", 0), ("dW", 1), ("db", 2)] {
                 let e = relativeError(a[i], f[i])
@@ -41,7 +42,7 @@ import Testing
     }
 
     /// Without AMX (or on any machine with amx: false) the input is converted and the f32 path runs:
-    /// the same results bit for bit.
+    /// the same results bit for bit (what a machine without AMX computes for cached taps).
     @Test func fallbackIsTheFloat32Linear() {
         let (a, f) = both(m: 37, k: 64, n: 20, amx: false)
         #expect(a == f)
@@ -54,12 +55,15 @@ import Testing
         }
     }
 
-    /// `Tensor.linear` sends bf16 inputs here: the result equals the direct call's.
+    /// `Tensor.linear` sends bf16 inputs here (on any machine): the direct call's result, and the
+    /// f32 linear's on x's values up to the split's rounding.
     @Test func linearTakesBFloat16Inputs() {
         let x = randomTensor([3, 7, 64], seed: 8).converted(to: .bfloat16)
         let w = randomTensor([24, 64], seed: 9), b = randomTensor([24], seed: 10)
         let y = noGrad { Tensor.linear(x, weight: w, bias: b) }
         #expect(y.shape == [3, 7, 24])
         #expect(y.toArray() == noGrad { Tensor.linearBFloat16Input(x, weight: w, bias: b) }.toArray())
+        let reference = noGrad { Tensor.linear(x.float32(), weight: w, bias: b) }.toArray()
+        #expect(relativeError(y.toArray(), reference) <= 2e-5)
     }
 }

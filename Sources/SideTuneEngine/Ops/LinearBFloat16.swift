@@ -17,8 +17,10 @@ extension Tensor {
     /// f32 first.
     public static func linearBFloat16Input(_ x: Tensor, weight: Tensor, bias: Tensor, amx: Bool = AMX.available) -> Tensor {
         precondition(x.dtype == .bfloat16 && !x.requiresGrad, "linear: a bf16 input must be a constant (frozen taps)")
+        precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],
+                     "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
         let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
-        guard amx, k % 32 == 0, weight.dtype == .float32, m > 0 else {
+        guard amx, AMX.available, k % 32 == 0, weight.dtype == .float32, m > 0 else {
             return linear(noGrad { x.float32() }, weight: weight, bias: bias)
         }
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
@@ -26,9 +28,11 @@ extension Tensor {
         let px = UnsafePointer(x.storage.raw.assumingMemoryBound(to: UInt16.self)), po = out.data
         let packedW = Tensor(shape: [(n + 15) / 16 * (k / 32) * 1024], dtype: .bfloat16)
         let pw = packedW.storage.raw.assumingMemoryBound(to: UInt16.self)
-        sidetune_amx_pack_weight(weight.data, n, k, pw)
-        ThreadPool.shared.parallelChunks((m + 15) / 16) { blocks in
-            sidetune_amx_linear_rows(px, k, 16 * blocks.lowerBound, min(16 * blocks.upperBound, m), n, k, pw, po, n)
+        withExtendedLifetime(packedW) {
+            sidetune_amx_pack_weight(weight.data, n, k, pw)
+            ThreadPool.shared.parallelChunks((m + 15) / 16) { blocks in
+                sidetune_amx_linear_rows(px, k, 16 * blocks.lowerBound, min(16 * blocks.upperBound, m), n, k, pw, po, n)
+            }
         }
         return record(out, "linear_bf16", [x, weight, bias]) { g in
             var gw: Tensor?, gb: Tensor?
@@ -40,15 +44,17 @@ extension Tensor {
                 let pv = rowPairs.storage.raw.assumingMemoryBound(to: UInt16.self)
                 let pg = packedG.storage.raw.assumingMemoryBound(to: UInt16.self), pd = gw!.data
                 let pgIn = UnsafePointer(g.data)
-                ThreadPool.shared.parallelChunks(mbs) { r in
-                    sidetune_amx_pack_row_pairs(px, k, m, k, 16 * r.lowerBound, 16 * r.upperBound, pv)
-                    sidetune_amx_pack_grad(pgIn, n, m, n, r.lowerBound, r.upperBound, pg)
-                }
-                // Work items: a 16-row block of dW by up to 4 column blocks (the four C tiles).
-                let groups = (colBlocks + 3) / 4
-                ThreadPool.shared.parallelFor(nbs * groups) { item in
-                    let nb = item / groups, c0 = 4 * (item % groups)
-                    sidetune_amx_weight_grad_block(m, n, k, pg, pv, nb, c0, min(c0 + 4, colBlocks), pd)
+                withExtendedLifetime((rowPairs, packedG)) {
+                    ThreadPool.shared.parallelChunks(mbs) { r in
+                        sidetune_amx_pack_row_pairs(px, k, m, k, 16 * r.lowerBound, 16 * r.upperBound, pv)
+                        sidetune_amx_pack_grad(pgIn, n, m, n, r.lowerBound, r.upperBound, pg)
+                    }
+                    // Work items: a 16-row block of dW by up to 4 column blocks (the four C tiles).
+                    let groups = (colBlocks + 3) / 4
+                    ThreadPool.shared.parallelFor(nbs * groups) { item in
+                        let nb = item / groups, c0 = 4 * (item % groups)
+                        sidetune_amx_weight_grad_block(m, n, k, pg, pv, nb, c0, min(c0 + 4, colBlocks), pd)
+                    }
                 }
             }
             if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }

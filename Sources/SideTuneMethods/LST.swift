@@ -78,7 +78,7 @@ public final class LSTSide: Module, PackedTapReader {
     /// Taps go only into the Down projections, which read bf16 in place on AMX tiles (for widths
     /// that are multiples of 32). Otherwise the cache converts them to f32 instead (in parallel,
     /// where `Tensor.linear` would convert on one thread).
-    public var readsBFloat16Taps: Bool { AMX.available && down0.weight.shape[1] % 32 == 0 }
+    public var readsBFloat16Taps: Bool { AMX.readsBFloat16(inFeatures: down0.weight.shape[1]) }
 
     public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
 

@@ -7,6 +7,10 @@ import CSideTuneKernels
 public enum AMX {
     public static let available: Bool =
         ProcessInfo.processInfo.environment["SIDETUNE_AMX"] != "0" && sidetune_amx_bf16_available()
+
+    /// Whether a linear layer with `inFeatures` inputs multiplies a bf16 input as stored (the
+    /// kernels read x's rows 32 values at a time); otherwise x is converted to f32 first.
+    public static func readsBFloat16(inFeatures: Int) -> Bool { available && inFeatures % 32 == 0 }
 }
 
 extension Tensor {
@@ -20,7 +24,7 @@ extension Tensor {
         precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],
                      "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
         let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
-        guard amx, AMX.available, k % 32 == 0, weight.dtype == .float32, m > 0 else {
+        guard amx, AMX.readsBFloat16(inFeatures: k), weight.dtype == .float32, m > 0 else {
             return linear(noGrad { x.float32() }, weight: weight, bias: bias)
         }
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])

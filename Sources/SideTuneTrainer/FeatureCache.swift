@@ -60,12 +60,12 @@ public final class FeatureCache {
     public func store(_ example: Int, row: Int, from batchTaps: [Tensor], packed: TokenSegments? = nil) {
         let l = lengths[example], d = width
         if let packed { precondition(packed.lengths[row] == l, "feature cache: example \(example) has \(l) tokens, its packed segment \(packed.lengths[row])") }
-        var dst = (base + offsets[example]).assumingMemoryBound(to: UInt16.self)
+        var dst = base + offsets[example]
         for t in taps {
             let tap = batchTaps[t]
             let src = tap.data + (packed.map { $0.starts[row] } ?? row * tap.shape[1]) * d
-            for i in 0..<(l * d) { dst[i] = floatToBFloat16Bits(src[i]) }
-            dst += l * d
+            convertFromFloat32(src, to: .bfloat16, count: l * d, into: dst)
+            dst += l * d * 2
         }
         filled[example] = true
     }

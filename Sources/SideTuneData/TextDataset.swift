@@ -314,7 +314,9 @@ private struct Builder {
         }
         let vocabulary = LabelVocabulary(labels: labelStrings)
         guard vocabulary.count >= 2 else {
-            throw DataError(file: file, "all \(texts.count) rows have the same label \"\(vocabulary.labels[0])\"; classification needs at least two classes")
+            // Skipped rows may be why (an unterminated quote swallows the rest of the file): list them.
+            let skips = report.skippedCount > 0 ? "\n\(report.summary)" : ""
+            throw DataError(file: file, "all \(texts.count) rows have the same label \"\(vocabulary.labels[0])\"; classification needs at least two classes\(skips)")
         }
         return TextDataset(texts: texts, pairs: options.pairColumn == nil ? nil : pairs,
                            labels: labelStrings.map { vocabulary.index(of: $0)! }, labelVocabulary: vocabulary, report: report)

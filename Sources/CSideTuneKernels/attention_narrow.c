@@ -10,7 +10,8 @@
 // queries inside the lanes' own sums, and only dQ sums over keys: the loop stores each dS vector
 // (one store), and a second pass per query sums dS k over the key blocks in registers with one
 // horizontal sum per dim. (Accumulating dQ partials in scratch inside the loop cost a load and a
-// store per dim and a memset: the backward took 10% longer at 4 dims, 13% at 8, 50% at 16.)
+// store per dim and a memset: scripts/bench_attention_narrow.c on Zen 4 timed that backward 6-11%
+// slower at 4 dims, 10-20% at 8 and 45% at 16.)
 #include "attention_narrow.h"
 #include "vecmath.h"
 #include <math.h>

@@ -65,9 +65,10 @@ extension SideTuneCommand {
                 // Checked before training, not found out after it.
                 let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
                 var isDirectory: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+                guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory) else {
                     throw ValidationError("--report \(path): folder \(folder) does not exist")
                 }
+                guard isDirectory.boolValue else { throw ValidationError("--report \(path): \(folder) is a file, not a folder") }
                 guard FileManager.default.isWritableFile(atPath: folder) else {
                     throw ValidationError("--report \(path): folder \(folder) is not writable")
                 }

@@ -29,26 +29,45 @@ import Testing
     }
 
     /// The in-place path for thin products against the triple loop: every available strided
-    /// kernel, transpose mode, partial edge panels, one and two threads.
+    /// kernel, transpose mode, partial edge panels, one and two threads. Operands stored in bf16
+    /// (untransposed: A's row panels and B's column strips are widened per tile run) give the f32
+    /// operands' results bit for bit.
     @Test(arguments: StridedKernel.avx512 + StridedKernel.avx2)
     func thinMatchesReference(kernel: StridedKernel) {
         var rng = SplitMix64(seed: 5)
         let pool = ThreadPool(threads: 2)
         for (m, n, k) in [(1, 1, 1), (5, 48, 384), (2048 / 16, 16, 96), (16, 384, 700), (13, 33, 17), (100, 64, 9)] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                let a = (0..<(m * k)).map { _ in rng.nextFloat() - 0.5 }, b = (0..<(k * n)).map { _ in rng.nextFloat() - 0.5 }
+                // bf16-representable values, so the bf16 copies hold the same numbers.
+                let a16 = (0..<(m * k)).map { _ in floatToBFloat16Bits(rng.nextFloat() - 0.5) }
+                let b16 = (0..<(k * n)).map { _ in floatToBFloat16Bits(rng.nextFloat() - 0.5) }
+                let a = a16.map(bfloat16BitsToFloat), b = b16.map(bfloat16BitsToFloat)
                 let s = GEMMShape(m: m, n: n, k: k, transA: ta, transB: tb)
                 let lda = ta ? m : k, ldb = tb ? k : n
                 var ref = [Float](repeating: 3, count: m * n)
                 gemmReference(s, a, lda: lda, b, ldb: ldb, &ref, ldc: n, accumulate: true)
                 var results: [[Float]] = []
                 for threads in [1, 2] {
-                    var fast = [Float](repeating: 3, count: m * n)
-                    gemmThin(s, a, lda: lda, b, ldb: ldb, &fast, ldc: n, accumulate: true, pool: pool, threads: threads, kernel: kernel)
-                    var worst: Float = 0
-                    for i in 0..<(m * n) { worst = max(worst, abs(fast[i] - ref[i]) / (1e-4 + 1e-4 * abs(ref[i]))) }
-                    #expect(worst <= 1, "\(kernel.name) \(m)x\(n)x\(k) \(ta ? "T" : "N")\(tb ? "T" : "N") on \(threads) thread(s): off by \(worst)x the tolerance")
-                    results.append(fast)
+                    // Operand storage: f32/f32 first, then each bf16 combination the path reads.
+                    for (aHalf, bHalf) in [(false, false), (true, false), (false, true), (true, true)] where !(aHalf && ta) && !(bHalf && tb) {
+                        var fast = [Float](repeating: 3, count: m * n)
+                        a.withUnsafeBufferPointer { af in b.withUnsafeBufferPointer { bf in
+                            a16.withUnsafeBufferPointer { ah in b16.withUnsafeBufferPointer { bh in
+                                gemmThin(s, aHalf ? .bf16(ah.baseAddress!) : .f32(af.baseAddress!), lda: lda,
+                                         bHalf ? .bf16(bh.baseAddress!) : .f32(bf.baseAddress!), ldb: ldb,
+                                         &fast, ldc: n, accumulate: true, pool: pool, threads: threads, kernel: kernel)
+                            } }
+                        } }
+                        if aHalf || bHalf {
+                            let differing = zip(fast, results.last!).filter { $0 != $1 }.count
+                            #expect(differing == 0, "\(differing) of \(m * n): \(kernel.name) \(m)x\(n)x\(k) \(ta ? "T" : "N")\(tb ? "T" : "N"), bf16 A \(aHalf) B \(bHalf), \(threads) thread(s): differs from f32 operands")
+                            continue
+                        }
+                        var worst: Float = 0
+                        for i in 0..<(m * n) { worst = max(worst, abs(fast[i] - ref[i]) / (1e-4 + 1e-4 * abs(ref[i]))) }
+                        #expect(worst <= 1, "\(kernel.name) \(m)x\(n)x\(k) \(ta ? "T" : "N")\(tb ? "T" : "N") on \(threads) thread(s): off by \(worst)x the tolerance")
+                        results.append(fast)
+                    }
                 }
                 #expect(results[0] == results[1], "\(kernel.name) \(m)x\(n)x\(k): one and two threads differ")
             }

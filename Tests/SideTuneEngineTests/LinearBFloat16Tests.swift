@@ -41,11 +41,36 @@ import Testing
         }
     }
 
-    /// Without AMX (or on any machine with amx: false) the input is converted and the f32 path runs:
-    /// the same results bit for bit (what a machine without AMX computes for cached taps).
+    /// Without AMX (or on any machine with amx: false) the f32 linear's GEMMs read x as bf16: the
+    /// same results bit for bit (what a machine without AMX computes for cached taps). Shapes: thin
+    /// on one thread (37 x 64 -> 20), LST's down projection on two (1,056 x 384 -> 48, dW by
+    /// column strips), and a product the GEMM packs, where x is widened first (300 x 64 -> 200).
     @Test func fallbackIsTheFloat32Linear() {
-        let (a, f) = both(m: 37, k: 64, n: 20, amx: false)
-        #expect(a == f)
+        for (m, k, n) in [(37, 64, 20), (1056, 384, 48), (300, 64, 200)] {
+            let (a, f) = both(m: m, k: k, n: n, amx: false)
+            #expect(a == f, "\(m)x\(k)->\(n)")
+        }
+    }
+
+    /// Reading taps as bf16 keeps no f32 copy of them: forward and backward of a 2,048 x 384 tap
+    /// (3 MiB in f32) hold less than half that besides x, the weights and the output.
+    @Test func noFloat32CopyOfTheInput() {
+        guard Tensor.linearReadsBFloat16(inFeatures: 384, outFeatures: 48) else { return }
+        let ledger = MemoryLedger()
+        MemoryLedger.withLedger(ledger) {
+            let x = randomTensor([2048, 384], seed: 11).converted(to: .bfloat16)
+            let w = randomTensor([48, 384], seed: 12, scale: 0.1), b = randomTensor([48], seed: 13)
+            w.requiresGrad = true
+            b.requiresGrad = true
+            ledger.resetPeaks()
+            let before = ledger.peakTotal
+            let y = Tensor.linearBFloat16Input(x, weight: w, bias: b, amx: false)
+            y.sum().backward()
+            #expect(w.grad?.shape == [48, 384])
+            let extra = ledger.peakTotal - before, f32Bytes = 2048 * 384 * 4
+            // Output, its gradient, dW and db: about 0.9 MiB.
+            #expect(extra < f32Bytes / 2, "forward + backward held \(extra) more bytes (an f32 copy of x: \(f32Bytes))")
+        }
     }
 
     @Test(.enabled(if: AMX.available, "needs AMX")) func amxGradientCheck() {

@@ -92,6 +92,65 @@ public func gemm(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
                 singleThreaded: singleThreaded, kernel: kernel, rowEpilogue: nil)
 }
 
+/// Threads `gemm` gives a product: one below about a million multiply-adds.
+func gemmThreads(_ s: GEMMShape, pool: ThreadPool, singleThreaded: Bool) -> Int {
+    singleThreaded ? 1 : (2 * s.m * s.n * s.k < 1 << 21 ? 1 : pool.activeThreads)
+}
+
+/// A side of a few elements (heads of 4 dimensions): the micro-kernel would mostly pack.
+func takesSmallPath(_ s: GEMMShape, threads: Int) -> Bool {
+    threads == 1 && (min(s.n, s.k) <= 8 || s.m * s.n * s.k <= 1 << 14)
+}
+
+/// Thin products (side networks' projections, their weight gradients): an operand reused for
+/// only a panel or two is read in place instead of packed (packing was a quarter of LAST's step).
+/// The strided tile for such a product, or nil when it is packed.
+func thinKernel(_ s: GEMMShape) -> StridedKernel? {
+    guard let first = StridedKernel.native.first, s.n <= 2 * first.nr || s.m <= 4 * first.mr else { return nil }
+    return StridedKernel.best(StridedKernel.native, m: s.m, n: s.n)
+}
+
+/// A GEMM operand as stored: f32, or bf16 (the feature cache's taps; widening to f32 is exact).
+public enum GEMMOperand {
+    case f32(UnsafePointer<Float>)
+    case bf16(UnsafePointer<UInt16>)
+
+    var isBFloat16: Bool { if case .bf16 = self { return true } else { return false } }
+}
+
+/// `gemm` with operands that may be stored in bf16: the same result, bit for bit, as `gemm` on
+/// their f32 values. Where `gemm` would take the thin path (LST's down projections of the taps
+/// and their weight gradients) and a bf16 operand is stored untransposed, the tiles read it
+/// through f32 copies of the panels in use, so the whole operand is never widened (that pass was
+/// 4.5% of LST's cached step, and its f32 copy was kept for backward). Otherwise the bf16 operands
+/// are widened into temporary f32 tensors first.
+public func gemm(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b: GEMMOperand, ldb: Int,
+                 _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false, pool: ThreadPool = .shared) {
+    let (m, n, k) = (s.m, s.n, s.k)
+    if m == 0 || n == 0 { return }
+    let threads = gemmThreads(s, pool: pool, singleThreaded: false)
+    let readable = !(a.isBFloat16 && s.transA) && !(b.isBFloat16 && s.transB)
+    if readable && k > 0 && !(m == 1 && !s.transA) && !takesSmallPath(s, threads: threads), let kernel = thinKernel(s) {
+        gemmThin(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool, threads: threads, kernel: kernel)
+        return
+    }
+    // Stored extents: A is [m, k] or (transposed) [k, m]; B is [k, n] or [n, k].
+    let (aRows, aCols) = s.transA ? (k, m) : (m, k), (bRows, bCols) = s.transB ? (n, k) : (k, n)
+    func widened(_ op: GEMMOperand, rows: Int, cols: Int, ld: Int) -> (UnsafePointer<Float>, Tensor?) {
+        switch op {
+        case .f32(let p): return (p, nil)
+        case .bf16(let p):
+            let t = Tensor(shape: [max((rows - 1) * ld + cols, 0)])
+            sidetune_bf16_widen_block(p, ld, rows, cols, t.data, ld, rows, cols)
+            return (UnsafePointer(t.data), t)
+        }
+    }
+    let (pa, ta) = widened(a, rows: aRows, cols: aCols, ld: lda), (pb, tb) = widened(b, rows: bRows, cols: bCols, ld: ldb)
+    withExtendedLifetime((ta, tb)) {
+        gemm(s, pa, lda: lda, pb, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool)
+    }
+}
+
 /// The body of `gemm`. Returns whether `rowEpilogue` was run (fused into the blocked loop).
 @discardableResult
 func gemmBlocked(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
@@ -116,17 +175,13 @@ func gemmBlocked(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: Unsaf
         return false
     }
     let mr = kernel.mr, nr = kernel.nr, mc = kernel.mc, kc0 = kernel.kc, nc0 = kernel.nc
-    let threads = singleThreaded ? 1 : (2 * m * n * k < 1 << 21 ? 1 : pool.activeThreads)
-    // A side of a few elements (heads of 4 dimensions): the micro-kernel would mostly pack.
-    if threads == 1 && (min(n, k) <= 8 || m * n * k <= 1 << 14) {
+    let threads = gemmThreads(s, pool: pool, singleThreaded: singleThreaded)
+    if takesSmallPath(s, threads: threads) {
         gemmSmall(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate)
         return false
     }
-    // Thin products (side networks' projections, their weight gradients): an operand reused for
-    // only a panel or two is read in place instead of packed (packing was a quarter of LAST's step).
-    if let first = StridedKernel.native.first, n <= 2 * first.nr || m <= 4 * first.mr,
-       let strided = StridedKernel.best(StridedKernel.native, m: m, n: n) {
-        gemmThin(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool, threads: threads, kernel: strided)
+    if let strided = thinKernel(s) {
+        gemmThin(s, .f32(a), lda: lda, .f32(b), ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool, threads: threads, kernel: strided)
         return false
     }
     let ncMax = min(nc0, roundUp(n, nr))
@@ -398,29 +453,50 @@ public func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) 
 
 /// A micro-kernel that reads A and B in place (Sources/CSideTuneKernels/sgemm_strided.c):
 /// C[mr, nr] (+)= A B with A's element (i, p) at a[i * ars + p * acs] and B's row p at b + p * ldb.
+/// `runBF16A` and `runBF16B` are the same tile reading A or B stored in bf16, widened in registers.
 public struct StridedKernel: Sendable {
+    public typealias Run<A, B> = @Sendable (Int, UnsafePointer<A>, Int, Int, UnsafePointer<B>, Int, UnsafeMutablePointer<Float>, Int, Bool) -> Void
     public var name: String
     public var mr: Int, nr: Int
-    let run: @Sendable (Int, UnsafePointer<Float>, Int, Int, UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int, Bool) -> Void
+    let run: Run<Float, Float>
+    let runBF16A: Run<UInt16, Float>
+    let runBF16B: Run<Float, UInt16>
 
-    static func make(_ name: String, _ mr: Int, _ nr: Int, _ available: Bool,
-                     _ f: @escaping @Sendable (Int, UnsafePointer<Float>, Int, Int, UnsafePointer<Float>, Int,
-                                               UnsafeMutablePointer<Float>, Int, Bool) -> Void) -> StridedKernel? {
-        available ? StridedKernel(name: name, mr: mr, nr: nr, run: f) : nil
+    static func make(_ name: String, _ mr: Int, _ nr: Int, _ available: Bool, _ f: @escaping Run<Float, Float>,
+                     _ fa: @escaping Run<UInt16, Float>, _ fb: @escaping Run<Float, UInt16>) -> StridedKernel? {
+        available ? StridedKernel(name: name, mr: mr, nr: nr, run: f, runBF16A: fa, runBF16B: fb) : nil
     }
     /// AVX-512 tiles: 12x32 for most shapes, 8x48 for 48 or 144 columns (side widths; 12x32 would
     /// pad them to 64 and 160), 8x32 for 16 rows, 24x16 for 16 columns or fewer.
-    public static let avx512: [StridedKernel] = [
-        make("strided 12x32", 12, 32, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_12x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-        make("strided 8x48", 8, 48, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_8x48_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-        make("strided 8x32", 8, 32, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_8x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-        make("strided 24x16", 24, 16, sidetune_sgemm_strided_avx512_available()) { sidetune_sgemm_strided_24x16_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-    ].compactMap { $0 }
+    public static let avx512: [StridedKernel] = {
+        let on = sidetune_sgemm_strided_avx512_available()
+        return [
+            make("strided 12x32", 12, 32, on, { sidetune_sgemm_strided_12x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_12x32_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_12x32_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+            make("strided 8x48", 8, 48, on, { sidetune_sgemm_strided_8x48_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_8x48_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_8x48_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+            make("strided 8x32", 8, 32, on, { sidetune_sgemm_strided_8x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_8x32_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_8x32_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+            make("strided 24x16", 24, 16, on, { sidetune_sgemm_strided_24x16_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_24x16_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_24x16_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+        ].compactMap { $0 }
+    }()
     /// AVX2 tiles: 6x16, and 12x8 for 8 columns or fewer.
-    public static let avx2: [StridedKernel] = [
-        make("strided 6x16", 6, 16, sidetune_sgemm_strided_avx2_available()) { sidetune_sgemm_strided_6x16_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-        make("strided 12x8", 12, 8, sidetune_sgemm_strided_avx2_available()) { sidetune_sgemm_strided_12x8_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-    ].compactMap { $0 }
+    public static let avx2: [StridedKernel] = {
+        let on = sidetune_sgemm_strided_avx2_available()
+        return [
+            make("strided 6x16", 6, 16, on, { sidetune_sgemm_strided_6x16_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_6x16_bf16a_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_6x16_bf16b_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+            make("strided 12x8", 12, 8, on, { sidetune_sgemm_strided_12x8_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_12x8_bf16a_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
+                 { sidetune_sgemm_strided_12x8_bf16b_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+        ].compactMap { $0 }
+    }()
     /// This machine's tiles (empty: every product is packed). SIDETUNE_GEMM_THIN=0 turns them off.
     public static let native: [StridedKernel] = {
         if ProcessInfo.processInfo.environment["SIDETUNE_GEMM_THIN"] == "0" { return [] }
@@ -435,10 +511,13 @@ public struct StridedKernel: Sendable {
 
 /// C (+)= op(A) op(B) tile by tile with the strided kernel, packing only what it must: op(B) when
 /// B is stored transposed (a [k, n] copy) and zero-padded copies for partial edge panels. Tiles are
-/// split statically over the threads.
-public func gemmThin(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+/// split statically over the threads. An operand stored in bf16 (untransposed) is read by the
+/// tile's bf16 variant, which widens it in registers; only edge panels (and A's panels when both
+/// are bf16) are widened into f32 copies. The kernels see the same values in the same order.
+public func gemmThin(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b: GEMMOperand, ldb: Int,
               _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, pool: ThreadPool, threads: Int,
               kernel: StridedKernel) {
+    precondition(!(a.isBFloat16 && s.transA) && !(b.isBFloat16 && s.transB), "gemmThin: a bf16 operand must be stored untransposed")
     let (m, n, k) = (s.m, s.n, s.k)
     let mr = kernel.mr, nr = kernel.nr
     let rowPanels = (m + mr - 1) / mr, colPanels = (n + nr - 1) / nr
@@ -451,8 +530,11 @@ public func gemmThin(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: U
     let ldbp = copyB ? colPanels * nr : ldb
     let tailCols = n - fullCols
     let bFloats = copyB ? k * ldbp : (tailCols > 0 ? k * nr : 0)
+    // Both in bf16: A's panels are widened, B is read by the bf16-B tile.
+    let widenA = a.isBFloat16 && b.isBFloat16
     PackingBuffers.with(floats: max(bFloats, 1)) { bBuffer in
-        if copyB {
+        switch b {
+        case .f32(let b) where copyB:
             pool.parallelChunks(k, minChunk: 64) { r in
                 for p in r {
                     let row = bBuffer + p * ldbp
@@ -460,30 +542,46 @@ public func gemmThin(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: U
                     for j in n..<ldbp { row[j] = 0 }
                 }
             }
-        } else if tailCols > 0 {
+        case .f32(let b) where tailCols > 0:
             for p in 0..<k {
                 let row = bBuffer + p * nr
                 for j in 0..<tailCols { row[j] = b[p * ldb + fullCols + j] }
                 for j in tailCols..<nr { row[j] = 0 }
             }
+        case .bf16(let b) where tailCols > 0:
+            sidetune_bf16_widen_block(b + fullCols, ldb, k, tailCols, bBuffer, nr, k, nr)
+        default: break
         }
-        let bp = copyB ? UnsafePointer(bBuffer) : b
         let tiles = rowPanels * colPanels
         // When op(B) is the larger operand (weight gradients dW = g^T x: 48 rows of g^T against a
         // tap of 1,056 x 384), walk the tiles column panel by column panel, so each strip of B is
         // read from memory once and reused from cache by every row panel.
         let columnsOuter = colPanels > 1 && n > m
         let body = { (range: Range<Int>) in
-            // Scratch: a padded A panel for the last partial row panel, and a C tile for edges.
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: (m % mr == 0 ? 0 : mr * k) + mr * nr) { scratch in
+            // Scratch: a padded A panel for the last partial row panel (or widened from bf16), and a C tile for edges.
+            let aFloats = m % mr == 0 && !widenA ? 0 : mr * k
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: aFloats + mr * nr) { scratch in
                 let tile = scratch.baseAddress!, aPad = tile + mr * nr
                 var paddedPanel = -1
                 for t in range {
                     let (rp, cp) = columnsOuter ? (t % rowPanels, t / rowPanels) : (t / colPanels, t % colPanels)
                     let i0 = rp * mr, j0 = cp * nr
                     let rows = min(mr, m - i0), cols = min(nr, n - j0)
-                    var ap = a + i0 * ars, apRow = ars, apCol = acs
-                    if rows < mr {
+                    // A as f32 (in place or a padded copy) or as bf16 in place.
+                    var ap: UnsafePointer<Float>?, ap16: UnsafePointer<UInt16>?, apRow = ars, apCol = acs
+                    switch a {
+                    case .bf16(let a16) where rows == mr && !widenA:
+                        ap16 = a16 + i0 * lda
+                    case .bf16(let a16):
+                        // [mr, k], rows past m zero.
+                        if paddedPanel != rp {
+                            sidetune_bf16_widen_block(a16 + i0 * lda, lda, rows, k, aPad, k, mr, k)
+                            paddedPanel = rp
+                        }
+                        (ap, apRow, apCol) = (UnsafePointer(aPad), k, 1)
+                    case .f32(let a) where rows == mr:
+                        ap = a + i0 * ars
+                    case .f32(let a):
                         if paddedPanel != rp {
                             for p in 0..<k {
                                 for r in 0..<rows { aPad[p * mr + r] = a[(i0 + r) * ars + p * acs] }
@@ -491,15 +589,26 @@ public func gemmThin(_ s: GEMMShape, _ a: UnsafePointer<Float>, lda: Int, _ b: U
                             }
                             paddedPanel = rp
                         }
-                        ap = UnsafePointer(aPad); apRow = 1; apCol = mr
+                        (ap, apRow, apCol) = (UnsafePointer(aPad), 1, mr)
                     }
-                    let (bpanel, bld) = (!copyB && cols < nr) ? (UnsafePointer(bBuffer), nr) : (bp + j0, ldbp)
-                    if rows == mr && cols == nr {
-                        kernel.run(k, ap, apRow, apCol, bpanel, bld, c + i0 * ldc + j0, ldc, accumulate)
+                    // B: the padded copies as f32, else in place (f32 or bf16).
+                    var bp: UnsafePointer<Float>?, bp16: UnsafePointer<UInt16>?, bld = ldbp
+                    switch b {
+                    case _ where copyB: bp = UnsafePointer(bBuffer) + j0
+                    case _ where cols < nr: (bp, bld) = (UnsafePointer(bBuffer), nr)
+                    case .f32(let b): bp = b + j0
+                    case .bf16(let b): bp16 = b + j0
+                    }
+                    let full = rows == mr && cols == nr
+                    let (ct, cld, acc) = full ? (c + i0 * ldc + j0, ldc, accumulate) : (tile, nr, false)
+                    if let ap16, let bp {
+                        kernel.runBF16A(k, ap16, apRow, apCol, bp, bld, ct, cld, acc)
+                    } else if let ap, let bp16 {
+                        kernel.runBF16B(k, ap, apRow, apCol, bp16, bld, ct, cld, acc)
                     } else {
-                        kernel.run(k, ap, apRow, apCol, bpanel, bld, tile, nr, false)
-                        storeEdgeTile(tile, nr, c + i0 * ldc + j0, ldc, rows: rows, cols: cols, accumulate: accumulate)
+                        kernel.run(k, ap!, apRow, apCol, bp!, bld, ct, cld, acc)
                     }
+                    if !full { storeEdgeTile(tile, nr, c + i0 * ldc + j0, ldc, rows: rows, cols: cols, accumulate: accumulate) }
                 }
             }
         }

@@ -14,18 +14,29 @@ public enum AMX {
 }
 
 extension Tensor {
+    /// Whether `linearBFloat16Input` reads a bf16 input as stored for a layer of this shape: on AMX
+    /// tiles, or through the thin GEMM's panel copies (few outputs, as LST's down projections).
+    /// Otherwise the input would be widened to f32 whole, which the feature cache does faster.
+    public static func linearReadsBFloat16(inFeatures k: Int, outFeatures n: Int) -> Bool {
+        let tokens = 1 << 12
+        return AMX.readsBFloat16(inFeatures: k)
+            || (thinKernel(GEMMShape(m: tokens, n: n, k: k, transB: true)) != nil
+                && thinKernel(GEMMShape(m: n, n: k, k: tokens, transA: true)) != nil)
+    }
+
     /// `linear` for an input x stored in bf16 that needs no gradient: the feature cache's taps.
     /// With AMX (and `in` a multiple of 32) x is read as it is stored, and the f32 weight and output
     /// gradient are split into two bf16 terms each (hi + lo, about 16 significant bits), so the
-    /// results match f32 GEMMs on x's values to about 1e-5 relative. Otherwise x is converted to
-    /// f32 first.
+    /// results match f32 GEMMs on x's values to about 1e-5 relative. Otherwise the f32 linear's
+    /// GEMMs read x as bf16 (`gemm` on a `GEMMOperand`): its results on x's values bit for bit,
+    /// with no f32 copy of x made for the product or kept for backward.
     public static func linearBFloat16Input(_ x: Tensor, weight: Tensor, bias: Tensor, amx: Bool = AMX.available) -> Tensor {
         precondition(x.dtype == .bfloat16 && !x.requiresGrad, "linear: a bf16 input must be a constant (frozen taps)")
         precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],
                      "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
         let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
         guard amx, AMX.readsBFloat16(inFeatures: k), weight.dtype == .float32, m > 0 else {
-            return linear(noGrad { x.float32() }, weight: weight, bias: bias)
+            return linearWideningBFloat16(x, weight: weight, bias: bias)
         }
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
         out.fillRows(with: bias)
@@ -60,6 +71,26 @@ extension Tensor {
                         sidetune_amx_weight_grad_block(m, n, k, pg, pv, nb, c0, min(c0 + 4, colBlocks), pd)
                     }
                 }
+            }
+            if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
+            return [nil, gw, gb]
+        }
+    }
+
+    /// The f32 `linear` with x read through `GEMMOperand.bf16`: out = x W^T + b, dW = g^T x, db.
+    static func linearWideningBFloat16(_ x: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
+        let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
+        let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
+        let w = weight.dtype == .float32 ? weight : weight.float32()
+        let px = UnsafePointer(x.storage.raw.assumingMemoryBound(to: UInt16.self))
+        out.fillRows(with: bias)
+        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), .bf16(px), lda: k, .f32(w.data), ldb: k,
+             out.data, ldc: n, accumulate: true)
+        return record(out, "linear_bf16", [x, weight, bias]) { g in
+            var gw: Tensor?, gb: Tensor?
+            if weight.requiresGrad {
+                gw = Tensor(shape: weight.shape)
+                gemm(GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, .bf16(px), ldb: k, gw!.data, ldc: k)
             }
             if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
             return [nil, gw, gb]

@@ -75,8 +75,8 @@ public final class LSTSide: Module, PackedTapReader {
 
     public var readsPackedTaps: Bool { blocks.allSatisfy(\.supportsPackedTokens) }
 
-    /// Taps go only into the Down projections, which read bf16 as stored: on AMX tiles, or through
-    /// the thin GEMM's panel copies. Where neither applies the cache converts them to f32 instead
+    /// Taps go only into the Down projections, which read bf16 as stored: on AMX tiles, or with
+    /// the thin GEMM's bf16 tiles. Where neither applies the cache converts them to f32 instead
     /// (in parallel, where `Tensor.linear` would convert on one thread).
     public var readsBFloat16Taps: Bool {
         Tensor.linearReadsBFloat16(inFeatures: down0.weight.shape[1], outFeatures: down0.weight.shape[0])

@@ -30,8 +30,8 @@ import Testing
 
     /// The in-place path for thin products against the triple loop: every available strided
     /// kernel, transpose mode, partial edge panels, one and two threads. Operands stored in bf16
-    /// (untransposed: A's row panels and B's column strips are widened per tile run) give the f32
-    /// operands' results bit for bit.
+    /// (untransposed: read by the tiles' bf16 variants, edge panels widened into copies) give the
+    /// f32 operands' results bit for bit.
     @Test(arguments: StridedKernel.avx512 + StridedKernel.avx2)
     func thinMatchesReference(kernel: StridedKernel) {
         var rng = SplitMix64(seed: 5)

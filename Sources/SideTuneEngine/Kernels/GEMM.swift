@@ -120,10 +120,10 @@ public enum GEMMOperand {
 
 /// `gemm` with operands that may be stored in bf16: the same result, bit for bit, as `gemm` on
 /// their f32 values. Where `gemm` would take the thin path (LST's down projections of the taps
-/// and their weight gradients) and a bf16 operand is stored untransposed, the tiles read it
-/// through f32 copies of the panels in use, so the whole operand is never widened (that pass was
-/// 4.5% of LST's cached step, and its f32 copy was kept for backward). Otherwise the bf16 operands
-/// are widened into temporary f32 tensors first.
+/// and their weight gradients) and a bf16 operand is stored untransposed, the tiles' bf16
+/// variants read it as stored and widen it in registers, so the whole operand is never widened
+/// (that pass was 4.5% of LST's cached step, and its f32 copy was kept for backward). Otherwise
+/// the bf16 operands are widened into temporary f32 tensors first.
 public func gemm(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b: GEMMOperand, ldb: Int,
                  _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false, pool: ThreadPool = .shared) {
     let (m, n, k) = (s.m, s.n, s.k)

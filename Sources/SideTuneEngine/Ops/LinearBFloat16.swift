@@ -15,7 +15,7 @@ public enum AMX {
 
 extension Tensor {
     /// Whether `linearBFloat16Input` reads a bf16 input as stored for a layer of this shape: on AMX
-    /// tiles, or through the thin GEMM's panel copies (few outputs, as LST's down projections).
+    /// tiles, or with the thin GEMM's bf16 tiles (few outputs, as LST's down projections).
     /// Otherwise the input would be widened to f32 whole, which the feature cache does faster.
     public static func linearReadsBFloat16(inFeatures k: Int, outFeatures n: Int) -> Bool {
         let tokens = 1 << 12
@@ -29,7 +29,7 @@ extension Tensor {
     /// gradient are split into two bf16 terms each (hi + lo, about 16 significant bits), so the
     /// results match f32 GEMMs on x's values to about 1e-5 relative. Otherwise the f32 linear's
     /// GEMMs read x as bf16 (`gemm` on a `GEMMOperand`): its results on x's values bit for bit,
-    /// with no f32 copy of x made for the product or kept for backward.
+    /// with no f32 copy of x kept for backward (nor made, where the GEMMs take the thin path).
     public static func linearBFloat16Input(_ x: Tensor, weight: Tensor, bias: Tensor, amx: Bool = AMX.available) -> Tensor {
         precondition(x.dtype == .bfloat16 && !x.requiresGrad, "linear: a bf16 input must be a constant (frozen taps)")
         precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],

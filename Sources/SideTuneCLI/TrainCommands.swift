@@ -47,7 +47,7 @@ extension SideTuneCommand {
         var cacheLimitMb: Int = 4096
         @Option(help: "Folder for checkpoints (best/, last/, state.json).")
         var output: String?
-        @Flag(help: "Continue an interrupted run from --output's last checkpoint.")
+        @Flag(help: "Continue an interrupted run from --output's last checkpoint (the folder must exist; one without a saved epoch starts fresh).")
         var resume = false
         @Option(help: "Also write the report as JSON to this file.")
         var report: String?
@@ -61,6 +61,11 @@ extension SideTuneCommand {
             guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be >= 1") }
             if let e = evalBatchSize, e < 1 { throw ValidationError("--eval-batch-size must be >= 1, got \(e)") }
             if resume && output == nil { throw ValidationError("--resume needs --output (the folder of the interrupted run)") }
+            // A folder without state (a run stopped in its first epoch) starts fresh; a missing
+            // folder is more likely a mistyped path than a run to start, so it is refused.
+            if resume, let out = output, !FileManager.default.fileExists(atPath: out) {
+                throw ValidationError("--resume: \(out) does not exist, so there is no run to continue (check the path, or drop --resume to start a new run)")
+            }
             if let path = report {
                 // Checked before training, not found out after it.
                 let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path

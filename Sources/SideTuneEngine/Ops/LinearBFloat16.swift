@@ -2,14 +2,14 @@ import Foundation
 import CSideTuneKernels
 
 /// Intel AMX tiles for linear layers whose input is stored in bf16 (see amx_bf16.h). Asked of the
-/// kernel once per process; `SIDETUNE_AMX=0` turns the path off (the inputs are then converted to
-/// f32 and take the ordinary GEMMs).
+/// kernel once per process; `SIDETUNE_AMX=0` turns the path off (the inputs then take the f32
+/// GEMMs: read as bf16 by the thin path's tiles, or widened first).
 public enum AMX {
     public static let available: Bool =
         ProcessInfo.processInfo.environment["SIDETUNE_AMX"] != "0" && sidetune_amx_bf16_available()
 
-    /// Whether a linear layer with `inFeatures` inputs multiplies a bf16 input as stored (the
-    /// kernels read x's rows 32 values at a time); otherwise x is converted to f32 first.
+    /// Whether a linear layer with `inFeatures` inputs multiplies a bf16 input on AMX tiles (the
+    /// kernels read x's rows 32 values at a time); otherwise it takes the f32 GEMMs.
     public static func readsBFloat16(inFeatures: Int) -> Bool { available && inFeatures % 32 == 0 }
 }
 
@@ -17,10 +17,12 @@ extension Tensor {
     /// Whether `linearBFloat16Input` reads a bf16 input as stored for a layer of this shape: on AMX
     /// tiles, or with the thin GEMM's bf16 tiles (few outputs, as LST's down projections).
     /// Otherwise the input would be widened to f32 whole, which the feature cache does faster.
+    /// (Sides of 8 or fewer take `gemm`'s small path on one thread, which widens.)
     public static func linearReadsBFloat16(inFeatures k: Int, outFeatures n: Int) -> Bool {
         let tokens = 1 << 12
         return AMX.readsBFloat16(inFeatures: k)
-            || (thinKernel(GEMMShape(m: tokens, n: n, k: k, transB: true)) != nil
+            || (min(n, k) > 8
+                && thinKernel(GEMMShape(m: tokens, n: n, k: k, transB: true)) != nil
                 && thinKernel(GEMMShape(m: n, n: k, k: tokens, transA: true)) != nil)
     }
 

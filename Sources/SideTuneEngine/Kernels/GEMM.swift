@@ -459,7 +459,8 @@ public func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) 
 /// C[mr, nr] (+)= A B with A's element (i, p) at a[i * ars + p * acs] and B's row p at b + p * ldb.
 /// `runBF16A` and `runBF16B` are the same tile reading A or B stored in bf16, widened in registers.
 public struct StridedKernel: Sendable {
-    public typealias Run<A, B> = @Sendable (Int, UnsafePointer<A>, Int, Int, UnsafePointer<B>, Int, UnsafeMutablePointer<Float>, Int, Bool) -> Void
+    /// The C kernels' signature as Swift imports it (pointers optional), so they are stored as they are.
+    public typealias Run<A, B> = @Sendable (Int, UnsafePointer<A>?, Int, Int, UnsafePointer<B>?, Int, UnsafeMutablePointer<Float>?, Int, Bool) -> Void
     public var name: String
     public var mr: Int, nr: Int
     let run: Run<Float, Float>
@@ -475,30 +476,24 @@ public struct StridedKernel: Sendable {
     public static let avx512: [StridedKernel] = {
         let on = sidetune_sgemm_strided_avx512_available()
         return [
-            make("strided 12x32", 12, 32, on, { sidetune_sgemm_strided_12x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_12x32_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_12x32_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
-            make("strided 8x48", 8, 48, on, { sidetune_sgemm_strided_8x48_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_8x48_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_8x48_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
-            make("strided 8x32", 8, 32, on, { sidetune_sgemm_strided_8x32_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_8x32_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_8x32_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
-            make("strided 24x16", 24, 16, on, { sidetune_sgemm_strided_24x16_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_24x16_bf16a_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_24x16_bf16b_avx512($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+            make("strided 12x32", 12, 32, on, sidetune_sgemm_strided_12x32_avx512,
+                 sidetune_sgemm_strided_12x32_bf16a_avx512, sidetune_sgemm_strided_12x32_bf16b_avx512),
+            make("strided 8x48", 8, 48, on, sidetune_sgemm_strided_8x48_avx512,
+                 sidetune_sgemm_strided_8x48_bf16a_avx512, sidetune_sgemm_strided_8x48_bf16b_avx512),
+            make("strided 8x32", 8, 32, on, sidetune_sgemm_strided_8x32_avx512,
+                 sidetune_sgemm_strided_8x32_bf16a_avx512, sidetune_sgemm_strided_8x32_bf16b_avx512),
+            make("strided 24x16", 24, 16, on, sidetune_sgemm_strided_24x16_avx512,
+                 sidetune_sgemm_strided_24x16_bf16a_avx512, sidetune_sgemm_strided_24x16_bf16b_avx512),
         ].compactMap { $0 }
     }()
     /// AVX2 tiles: 6x16, and 12x8 for 8 columns or fewer.
     public static let avx2: [StridedKernel] = {
         let on = sidetune_sgemm_strided_avx2_available()
         return [
-            make("strided 6x16", 6, 16, on, { sidetune_sgemm_strided_6x16_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_6x16_bf16a_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_6x16_bf16b_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
-            make("strided 12x8", 12, 8, on, { sidetune_sgemm_strided_12x8_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_12x8_bf16a_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-                 { sidetune_sgemm_strided_12x8_bf16b_avx2($0, $1, $2, $3, $4, $5, $6, $7, $8) }),
+            make("strided 6x16", 6, 16, on, sidetune_sgemm_strided_6x16_avx2,
+                 sidetune_sgemm_strided_6x16_bf16a_avx2, sidetune_sgemm_strided_6x16_bf16b_avx2),
+            make("strided 12x8", 12, 8, on, sidetune_sgemm_strided_12x8_avx2,
+                 sidetune_sgemm_strided_12x8_bf16a_avx2, sidetune_sgemm_strided_12x8_bf16b_avx2),
         ].compactMap { $0 }
     }()
     /// This machine's tiles (empty: every product is packed). SIDETUNE_GEMM_THIN=0 turns them off.

@@ -38,7 +38,8 @@ extension Tensor {
                      "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
         let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
         guard amx, AMX.readsBFloat16(inFeatures: k), weight.dtype == .float32, m > 0 else {
-            return linearWideningBFloat16(x, weight: weight, bias: bias)
+            let px = UnsafePointer(x.storage.raw.assumingMemoryBound(to: UInt16.self))
+            return linear(x, reading: .bf16(px), weight: weight, bias: bias, op: "linear_bf16")
         }
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
         out.fillRows(with: bias)
@@ -73,26 +74,6 @@ extension Tensor {
                         sidetune_amx_weight_grad_block(m, n, k, pg, pv, nb, c0, min(c0 + 4, colBlocks), pd)
                     }
                 }
-            }
-            if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
-            return [nil, gw, gb]
-        }
-    }
-
-    /// The f32 `linear` with x read through `GEMMOperand.bf16`: out = x W^T + b, dW = g^T x, db.
-    static func linearWideningBFloat16(_ x: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
-        let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
-        let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
-        let w = weight.dtype == .float32 ? weight : weight.float32()
-        let px = UnsafePointer(x.storage.raw.assumingMemoryBound(to: UInt16.self))
-        out.fillRows(with: bias)
-        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), .bf16(px), lda: k, .f32(w.data), ldb: k,
-             out.data, ldc: n, accumulate: true)
-        return record(out, "linear_bf16", [x, weight, bias]) { g in
-            var gw: Tensor?, gb: Tensor?
-            if weight.requiresGrad {
-                gw = Tensor(shape: weight.shape)
-                gemm(GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, .bf16(px), ldb: k, gw!.data, ldc: k)
             }
             if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
             return [nil, gw, gb]

@@ -63,14 +63,19 @@ extension Tensor {
         precondition(weight.rank == 2 && bias.count == weight.shape[0] && x.shape.last == weight.shape[1],
                      "linear: x \(x.shape), weight \(weight.shape), bias \(bias.shape)")
         if x.dtype == .bfloat16 { return linearBFloat16Input(x, weight: weight, bias: bias) }
+        return linear(x, reading: .f32(x.data), weight: weight, bias: bias, op: "linear")
+    }
+
+    /// `linear`'s body with x's values read through `xs` (x's storage as f32, or as bf16 for a
+    /// constant x: the feature cache's taps; see `linearBFloat16Input`).
+    static func linear(_ x: Tensor, reading xs: GEMMOperand, weight: Tensor, bias: Tensor, op: String) -> Tensor {
         let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
         let w = weight.dtype == .float32 ? weight : weight.float32()
-        let po = out.data
         out.fillRows(with: bias)
-        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), x.data, lda: k, w.data, ldb: k, po, ldc: n,
+        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), xs, lda: k, .f32(w.data), ldb: k, out.data, ldc: n,
              accumulate: true)
-        return record(out, "linear", [x, weight, bias]) { g in
+        return record(out, op, [x, weight, bias]) { g in
             var gx: Tensor?, gw: Tensor?, gb: Tensor?
             if x.requiresGrad {
                 gx = Tensor(shape: x.shape)
@@ -78,7 +83,7 @@ extension Tensor {
             }
             if weight.requiresGrad {
                 gw = Tensor(shape: weight.shape)
-                gemm(GEMMShape(m: n, n: k, k: m, transA: true), g.data, lda: n, x.data, ldb: k, gw!.data, ldc: k)
+                gemm(GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, xs, ldb: k, gw!.data, ldc: k)
             }
             if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
             return [gx, gw, gb]

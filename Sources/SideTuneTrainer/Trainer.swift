@@ -139,6 +139,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         let schedule = LRSchedule(peak: p.learningRate, warmupSteps: Int(Float(stepsPerEpoch * p.epochs) * p.warmupFraction),
                                   totalSteps: stepsPerEpoch * p.epochs, decay: .cosine)
         var state = TrainerState(epochsDone: 0, bestValidationAccuracy: -1, epochsWithoutImprovement: 0, optimizerStep: 0, epochSeconds: [])
+        var bestInMemory: [(live: Tensor, saved: Tensor)]?
         if p.resume, let out = p.outputFolder { try resumeIfPossible(out, optimizer: optimizer, state: &state, progress: progress) }
 
         // Feature cache for side methods: estimate first, build during the first epoch.
@@ -221,6 +222,10 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                     cfg.epoch = epoch + 1
                     cfg.validationAccuracy = val.accuracy
                     try Checkpoint.save(model, config: cfg, to: out.appendingPathComponent("best"))
+                } else {
+                    // No folder to keep the best epoch in: keep its trainable parameters and buffers in
+                    // memory (what a checkpoint holds), so the test still runs on the best weights.
+                    bestInMemory = (model.trainableParameters() + model.namedBuffers()).map { ($0.1, $0.1.copy(category: .weights)) }
                 }
             } else {
                 state.epochsWithoutImprovement += 1
@@ -244,6 +249,10 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         // Test with the best weights.
         if let out = p.outputFolder, FileManager.default.fileExists(atPath: out.appendingPathComponent("best/checkpoint.json").path) {
             _ = try Checkpoint.load(into: model, from: out.appendingPathComponent("best"), backboneSHA256: checkpointConfig.backboneSHA256)
+        } else if let bestInMemory {
+            for (live, saved) in bestInMemory {
+                live.storage.raw.copyMemory(from: saved.storage.raw, byteCount: saved.dtype.byteCount(elements: saved.count)!)
+            }
         }
         let testMetrics = evaluate(test)
         var peak = [String: Int]()

@@ -148,8 +148,16 @@ public struct MethodFlags: ParsableArguments {
     var promptLength: Int = 20
     @Option(help: "Dropout in heads and side networks.")
     var dropout: Float = 0.1
+    @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: f32, or bf16 (operands rounded to bf16, sums in f32: mixed precision, about twice the multiply-add rate with AVX512_BF16).", valueName: "f32|bf16"))
+    var sideMatmul: String = "f32"
 
     public init() {}
+
+    public func validate() throws {
+        guard MatmulPrecision(rawValue: sideMatmul) != nil else {
+            throw ValidationError("--side-matmul must be f32 or bf16, got \(sideMatmul)")
+        }
+    }
 
     func options() throws -> MethodOptions {
         var o = MethodOptions()
@@ -173,6 +181,7 @@ public struct MethodFlags: ParsableArguments {
         o.adapterBottleneck = adapterBottleneck
         o.promptLength = promptLength
         o.dropout = dropout
+        o.sideMatmul = MatmulPrecision(rawValue: sideMatmul).flatMap { $0 == .float32 ? nil : $0 }
         return o
     }
 }

@@ -69,6 +69,7 @@ public final class LASTSide: Module, PackedTapReader {
     public let head: (any TapReader)?
     let _groupSize: Int
     let _biasCorrection: Bool
+    let _matmul: MatmulPrecision
 
     public convenience init(backbone c: BertConfig, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
         try self.init(shape: .bert(c), classes: classes, options: o, rng: &rng)
@@ -96,6 +97,7 @@ public final class LASTSide: Module, PackedTapReader {
         }
         _groupSize = o.groupSize
         _biasCorrection = o.biasCorrection
+        _matmul = o.sideMatmul ?? .float32
         super.init()
     }
 
@@ -107,6 +109,10 @@ public final class LASTSide: Module, PackedTapReader {
     public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
 
     func forward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
+        Tensor.withMatmulPrecision(_matmul) { sideForward(taps, layout) }
+    }
+
+    private func sideForward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
         // Each block's Up joins the stream in one op: x_{i+1} = x_i + Up_i(...) + z_{i+1} (that is
         // u_i + z_{i+1}); after the last block the bias correction's -sum z_i is added the same way.
         // The [B, T, d] stream is written once per block instead of by three separate adds.

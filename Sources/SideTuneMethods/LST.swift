@@ -29,6 +29,7 @@ public final class LSTSide: Module, PackedTapReader {
     let _temperature: Float
     let _pooling: MethodOptions.Pooling
     let _reduction: Int
+    let _matmul: MatmulPrecision
 
     public static func sideConfig(_ c: BertConfig, reduction r: Int) throws -> BertConfig {
         guard c.hiddenSize % r == 0, (c.hiddenSize / r) % c.numAttentionHeads == 0, c.intermediateSize % r == 0 else {
@@ -68,6 +69,7 @@ public final class LSTSide: Module, PackedTapReader {
         _temperature = o.gateTemperature
         _pooling = o.pooling
         _reduction = o.reduction
+        _matmul = o.sideMatmul ?? .float32
         super.init()
     }
 
@@ -85,6 +87,10 @@ public final class LSTSide: Module, PackedTapReader {
     public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
 
     func forward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
+        Tensor.withMatmulPrecision(_matmul) { sideForward(taps, layout) }
+    }
+
+    private func sideForward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
         var s = down0(taps[0])
         for (j, layer) in _keptLayers.enumerated() {
             let mu = (gates.slice(axis: 0, j, j + 1) * (1 / _temperature)).sigmoid() // [1]

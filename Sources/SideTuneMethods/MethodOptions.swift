@@ -1,3 +1,4 @@
+import SideTuneEngine
 import Foundation
 
 /// Every adaptation method SideTune trains (not every backbone supports every method: HST is for
@@ -63,6 +64,9 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     public var promptLength = 20
     // all
     public var dropout: Float = 0.1
+    /// LST and LAST: the side network's linear products in f32 (nil, the default) or with bf16
+    /// operands and f32 sums (`MatmulPrecision.bfloat16`). Optional so older checkpoints load.
+    public var sideMatmul: MatmulPrecision?
     // QST (LLM)
     public var qst = QSTOptions()
 

@@ -70,6 +70,18 @@ import Testing
         }
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path)
         #expect(!leftovers.contains("sidetune-bench-taps-\(getpid()).bin"))
+        // The side network's products in bf16 run too; an unknown precision is refused by name.
+        var half = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--model-dir", Self.modelDir!, "--batch", "2",
+                                                     "--seq", "8", "--iterations", "1", "--taps-only", "--side-matmul", "bf16"])
+        let halfOutput = try captureStandardOutput { try half.run() }
+        let fields = halfOutput.split(separator: "\n").last { $0.hasPrefix("lst ") }?.split(separator: " ") ?? []
+        #expect(fields.count == 5 && (Double(fields[3]) ?? 0) > 0, "bf16: \(halfOutput)")
+        #expect(throws: (any Error).self) {
+            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--side-matmul", "fp8"])
+        }
+        #expect(throws: (any Error).self) {
+            _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--side-matmul", "fp8"])
+        }
     }
 
     @Test func encodeNeedsAModel() {

@@ -139,6 +139,35 @@ import Testing
         }
     }
 
+    /// `sideMatmul: .bfloat16` runs the side network's linear products with bf16 operands: logits
+    /// and gradients move by bf16 rounding (not zero, not more), and the backbone's taps are untouched.
+    @Test(arguments: [MethodKind.lst, .last])
+    func sideMatmulInBFloat16(method: MethodKind) throws {
+        let enc = tinyBackbone(), batch = tinyBatch()
+        var results: [(logits: Tensor, grads: [Tensor], taps: [Tensor])] = []
+        for precision in [MatmulPrecision?.none, .bfloat16] {
+            var o = MethodOptions()
+            o.sideInit = .magnitude
+            o.reduction = 4
+            o.dropout = 0
+            o.sideMatmul = precision
+            let model = try TextClassifier(backbone: enc, method: method, classes: 3, options: o, seed: 1)
+            let taps = model.frozenTaps(batch)
+            let logits = model.logits(batch, taps: taps)
+            logits.crossEntropy(targets: [0, 1, 2, 1]).backward()
+            results.append((logits.detach(), model.trainableParameters().map { $0.1.grad!.copy() }, taps))
+        }
+        let (f, h) = (results[0], results[1])
+        for (a, b) in zip(f.taps, h.taps) { #expect(maxAbsDiff(a, b) == 0, "taps") }
+        func relative(_ a: Tensor, _ b: Tensor) -> Float { maxAbsDiff(a, b) / max(a.toArray().map(abs).max()!, 1e-30) }
+        let e = relative(f.logits, h.logits)
+        #expect(e > 1e-6 && e < 2e-2, "logits: \(e)")
+        // Over all gradients at once: some are zero in exact arithmetic (a key bias's), so per
+        // tensor they would be pure rounding noise.
+        let worst = zip(f.grads, h.grads).map { maxAbsDiff($0, $1) }.max()! / f.grads.map { $0.toArray().map(abs).max()! }.max()!
+        #expect(worst > 1e-6 && worst < 2e-2, "gradients: \(worst)")
+    }
+
     /// Methods made for other backbones are refused by name, not half-built.
     @Test(arguments: MethodKind.allCases.filter { !MethodKind.textEncoderMethods.contains($0) })
     func otherBackbonesMethodsAreRefused(method: MethodKind) {

@@ -35,17 +35,19 @@ extension Tensor {
                 }
             }
         }
-        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), x.data, lda: k, w.data, ldb: k, po, ldc: n,
-             accumulate: true)
+        let precision = MatmulPrecision.current
+        linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: false, transB: true), .f32(x.data), lda: k, .f32(w.data),
+                   ldb: k, po, ldc: n, accumulate: true)
         return record(out, "linear_residual", [x, weight, bias] + residuals) { g in
             var gx: Tensor?, gw: Tensor?, gb: Tensor?
             if x.requiresGrad {
                 gx = Tensor(shape: x.shape)
-                gemm(GEMMShape(m: m, n: k, k: n), g.data, lda: n, w.data, ldb: k, gx!.data, ldc: k)
+                linearGEMM(precision, GEMMShape(m: m, n: k, k: n), .f32(g.data), lda: n, .f32(w.data), ldb: k, gx!.data, ldc: k)
             }
             if weight.requiresGrad {
                 gw = Tensor(shape: weight.shape)
-                gemm(GEMMShape(m: n, n: k, k: m, transA: true), g.data, lda: n, x.data, ldb: k, gw!.data, ldc: k)
+                linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, .f32(x.data), ldb: k,
+                           gw!.data, ldc: k)
             }
             if bias.requiresGrad {
                 gb = Tensor.zeros(bias.shape)

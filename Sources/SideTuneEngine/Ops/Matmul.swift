@@ -72,18 +72,19 @@ extension Tensor {
         let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
         let w = weight.dtype == .float32 ? weight : weight.float32()
+        let precision = MatmulPrecision.current
         out.fillRows(with: bias)
-        gemm(GEMMShape(m: m, n: n, k: k, transA: false, transB: true), xs, lda: k, .f32(w.data), ldb: k, out.data, ldc: n,
-             accumulate: true)
+        linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: false, transB: true), xs, lda: k, .f32(w.data), ldb: k,
+                   out.data, ldc: n, accumulate: true)
         return record(out, op, [x, weight, bias]) { g in
             var gx: Tensor?, gw: Tensor?, gb: Tensor?
             if x.requiresGrad {
                 gx = Tensor(shape: x.shape)
-                gemm(GEMMShape(m: m, n: k, k: n), g.data, lda: n, w.data, ldb: k, gx!.data, ldc: k)
+                linearGEMM(precision, GEMMShape(m: m, n: k, k: n), .f32(g.data), lda: n, .f32(w.data), ldb: k, gx!.data, ldc: k)
             }
             if weight.requiresGrad {
                 gw = Tensor(shape: weight.shape)
-                gemm(GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, xs, ldb: k, gw!.data, ldc: k)
+                linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, xs, ldb: k, gw!.data, ldc: k)
             }
             if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
             return [gx, gw, gb]

@@ -59,7 +59,9 @@ public enum GEMMBenchmark {
         }
     }
 
-    public static func run(shapes: [GEMMShape], threadCounts: [Int], minSeconds: Double,
+    /// `precision: .bfloat16` times `gemmBFloat16Products` (bf16 operands packed on every call, as
+    /// a linear layer does) against the same FP32 peak: its products can reach twice that.
+    public static func run(shapes: [GEMMShape], threadCounts: [Int], minSeconds: Double, precision: MatmulPrecision = .float32,
                            pool: ThreadPool = .shared, progress: ((String) -> Void)? = nil) -> Report {
         let cpu = CPUInfo.current()
         progress?("cpu: \(cpu.description)")
@@ -79,11 +81,17 @@ public enum GEMMBenchmark {
             let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
             for t in threadCounts {
                 pool.activeThreads = t
-                gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool) // warm-up
+                func product() {
+                    switch precision {
+                    case .float32: gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                    case .bfloat16: gemmBFloat16Products(s, .f32(a.floats), lda: lda, .f32(b.floats), ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                    }
+                }
+                product() // warm-up
                 var best = Double.infinity, total = 0.0, runs = 0
                 while total < minSeconds || runs < 3 {
                     let t0 = DispatchTime.now().uptimeNanoseconds
-                    gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                    product()
                     let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                     best = min(best, dt); total += dt; runs += 1
                 }

@@ -35,10 +35,8 @@ func linearGEMM(_ precision: MatmulPrecision, _ s: GEMMShape, _ a: GEMMOperand, 
 /// C (+)= op(A) op(B) with bf16 products and f32 sums. Both operands are packed as bf16 pairs
 /// along k (`sidetune_bf16_pairs_*`; a bf16 A stored untransposed with even k and stride is read
 /// in place), then `sidetune_bf16dot_gemm` runs. Packing costs O(mk + kn) against the product's
-/// O(mnk), but it is memory-bound: on two threads it scaled little here (a 48 x 384 weight
-/// gradient over 1,056 tokens: 1.25x), while the kernel scaled 2x. On several threads the smaller
-/// packed operand is made first on the calling thread and C is split along the other one, each
-/// work item packing its own rows of A or columns of B: one hand-off to the pool per product.
+/// O(mnk). On several threads the product is split along C's rows or columns, and the packing
+/// along the source's rows (see below).
 /// `plainKernel` runs the reference loop instead (tests).
 public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b: GEMMOperand, ldb: Int,
                                  _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false,
@@ -57,34 +55,39 @@ public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b
         }
     }
     let (pa, aIsBF16) = raw(a), (pb, bIsBF16) = raw(b)
-    let aSize = aIsBF16 ? 2 : 4, bSize = bIsBF16 ? 2 : 4
+    let aSize = aIsBF16 ? 2 : 4
     precondition(!(bIsBF16 && s.transB), "bf16 products: a transposed B (a weight) must be f32")
     // Scratch for the packed operands, tagged in the ledger as the activations they are made from.
     let inPlace = !s.transA && aIsBF16 && k % 2 == 0 && lda % 2 == 0
     let aScratch = Tensor(shape: [inPlace ? 1 : m * pairs]), bScratch = Tensor(shape: [pairs * n])
-    // A(i, p) at ap[i * sam + p * sap]; `packA(rows)` fills those rows (nothing when read in place).
+    // A(i, p) at ap[i * sam + p * sap].
     let ap = inPlace ? UnsafeMutablePointer(mutating: pa.assumingMemoryBound(to: UInt32.self))
                      : UnsafeMutableRawPointer(aScratch.data).assumingMemoryBound(to: UInt32.self)
     let (sam, sap) = inPlace ? (lda / 2, 1) : (s.transA ? (1, m) : (pairs, 1))
-    func packA(_ r: Range<Int>) {
-        if inPlace || r.isEmpty { return }
-        if !s.transA {
-            sidetune_bf16_pairs_along_rows(pa + r.lowerBound * lda * aSize, aIsBF16, lda, r.count, k, ap + r.lowerBound * pairs, pairs)
-        } else {
-            sidetune_bf16_pairs_across_rows(pa + r.lowerBound * aSize, aIsBF16, lda, k, r.count, 0, pairs, ap + r.lowerBound, m)
-        }
+    // The packers walk the source's rows (contiguous reads): `packARows` rows of an untransposed A,
+    // `packAPairs` pairs of rows of a transposed one, `packB` pairs of rows of B (or, transposed,
+    // rows of the weight). Column strips instead read 1.8x slower on one thread and did not scale.
+    func packARows(_ r: Range<Int>) {
+        if r.isEmpty { return }
+        sidetune_bf16_pairs_along_rows(pa + r.lowerBound * lda * aSize, aIsBF16, lda, r.count, k, ap + r.lowerBound * pairs, pairs)
     }
-    // B(p, j) at bp[p * n + j]; `packB(columns)` fills those columns.
+    func packAPairs(_ r: Range<Int>) {
+        if r.isEmpty { return }
+        sidetune_bf16_pairs_across_rows(pa, aIsBF16, lda, k, m, r.lowerBound, r.upperBound, ap, m)
+    }
+    // B(p, j) at bp[p * n + j].
     let bp = UnsafeMutableRawPointer(bScratch.data).assumingMemoryBound(to: UInt32.self)
     func packB(_ r: Range<Int>) {
         if r.isEmpty { return }
         if !s.transB {
-            sidetune_bf16_pairs_across_rows(pb + r.lowerBound * bSize, bIsBF16, ldb, k, r.count, 0, pairs, bp + r.lowerBound, n)
+            sidetune_bf16_pairs_across_rows(pb, bIsBF16, ldb, k, n, r.lowerBound, r.upperBound, bp, n)
         } else {
             sidetune_bf16_pairs_along_rows_transposed(pb.assumingMemoryBound(to: Float.self) + r.lowerBound * ldb, ldb, r.count, k,
                                                       bp + r.lowerBound, n)
         }
     }
+    let aUnits = inPlace ? 0 : (s.transA ? pairs : m), bUnits = s.transB ? n : pairs
+    func packA(_ r: Range<Int>) { if s.transA { packAPairs(r) } else { packARows(r) } }
     let kernel = plainKernel ? sidetune_bf16dot_gemm_plain : sidetune_bf16dot_gemm
     func multiply(rows: Range<Int>, columns: Range<Int>) {
         kernel(rows.count, columns.count, pairs, ap + rows.lowerBound * sam, sam, sap, bp + columns.lowerBound, n,
@@ -93,23 +96,42 @@ public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b
     let threads = gemmThreads(s, pool: pool, singleThreaded: false)
     withExtendedLifetime((aScratch, bScratch)) {
         if threads == 1 {
-            packA(0..<m); packB(0..<n); multiply(rows: 0..<m, columns: 0..<n)
-        } else if inPlace || m >= n || n < 32 {
-            // Split C's rows: B, the smaller, is packed first. About four items per thread, handed
-            // out as claimed: a worker that wakes late still finds some (two fixed halves left the
-            // caller running both when it did, and a weight gradient did not scale past one thread).
-            let blocks = (m + 7) / 8, per = max(1, blocks / (4 * threads)), items = (blocks + per - 1) / per
-            packB(0..<n)
+            packA(0..<aUnits); packB(0..<bUnits); multiply(rows: 0..<m, columns: 0..<n)
+            return
+        }
+        // An untransposed A is packed by each row block's item, with its product. The rest (B, and
+        // A when transposed: a weight gradient's) is packed first, split along the source's rows,
+        // then the product runs: a second hand-off to the pool. Below 64 Ki values that packing
+        // runs on the calling thread (a hand-off would cost more than it saves).
+        let rowsInItems = !s.transA && !inPlace
+        let aFirst = rowsInItems ? 0 : aUnits
+        if (rowsInItems ? 0 : m * pairs) + pairs * n < 1 << 16 {
+            packA(0..<aFirst); packB(0..<bUnits)
+        } else {
+            let aItems = min(aFirst, 2 * threads), bItems = min(bUnits, 2 * threads)
+            pool.parallelFor(aItems + bItems) { item in
+                if item < aItems {
+                    packA(aFirst * item / aItems..<aFirst * (item + 1) / aItems)
+                } else {
+                    let j = item - aItems
+                    packB(bUnits * j / bItems..<bUnits * (j + 1) / bItems)
+                }
+            }
+        }
+        // About four items per thread, handed out as claimed: a worker that wakes late still finds
+        // some (with two fixed halves the caller ran both when it did). Row blocks of 8 (the
+        // kernel's tile) when there are enough, else column blocks of 48.
+        let blocks = (m + 7) / 8
+        if !s.transA || blocks >= 2 * threads || (n + 47) / 48 < 2 * threads {
+            let per = max(1, blocks / (4 * threads)), items = (blocks + per - 1) / per
             pool.parallelFor(items) { item in
                 let rows = 8 * per * item..<min(m, 8 * per * (item + 1))
-                packA(rows); multiply(rows: rows, columns: 0..<n)
+                if rowsInItems { packA(rows) }
+                multiply(rows: rows, columns: 0..<n)
             }
         } else {
-            // Split C's columns in the kernel's 48-wide tiles: A, the smaller, is packed first.
-            packA(0..<m)
             pool.parallelFor((n + 47) / 48) { item in
-                let columns = 48 * item..<min(n, 48 * (item + 1))
-                packB(columns); multiply(rows: 0..<m, columns: columns)
+                multiply(rows: 0..<m, columns: 48 * item..<min(n, 48 * (item + 1)))
             }
         }
     }

@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "CSideTuneKernels", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
         .target(name: "SideTuneEngine", dependencies: ["CSideTuneKernels"], swiftSettings: fast),
         // Layer 2: modules, layers, optimizers, schedules.
-        .target(name: "SideTuneNN", dependencies: ["SideTuneEngine"], swiftSettings: fast),
+        .target(name: "SideTuneNN", dependencies: ["SideTuneEngine", "CSideTuneKernels"], swiftSettings: fast),
         // Layer 3: tokenizers and data sets.
         .target(name: "SideTuneTokenizers", dependencies: ["SideTuneEngine", "SideTuneFormats"], swiftSettings: fast),
         .target(name: "CSideTuneGzip", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("z")]),

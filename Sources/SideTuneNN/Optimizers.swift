@@ -1,3 +1,4 @@
+import CSideTuneKernels
 import Foundation
 import SideTuneEngine
 
@@ -92,27 +93,8 @@ public final class AdamW: Optimizer {
         let work = chunks
         ThreadPool.shared.parallelFor(work.count) { c in
             let (pp, pg, pm, pv, lo, hi) = work[c]
-            // 16 lanes at a time (the scalar loop's divisions and square root did not vectorise),
-            // the same operations in the same order: bit-identical results.
-            var j = lo
-            while j + 16 <= hi {
-                let gj = loadV(pg + j)
-                let mj = b1 * loadV(pm + j) + (1 - b1) * gj
-                let vj = b2 * loadV(pv + j) + (1 - b2) * gj * gj
-                storeV(pm + j, mj)
-                storeV(pv + j, vj)
-                let update = (mj / bc1) / ((vj / bc2).squareRoot() + eps)
-                let pj = loadV(pp + j)
-                storeV(pp + j, pj - lr * (update + wd * pj))
-                j += 16
-            }
-            for j in j..<hi {
-                let gj = pg[j]
-                pm[j] = b1 * pm[j] + (1 - b1) * gj
-                pv[j] = b2 * pv[j] + (1 - b2) * gj * gj
-                let update = (pm[j] / bc1) / ((pv[j] / bc2).squareRoot() + eps)
-                pp[j] -= lr * (update + wd * pp[j])
-            }
+            // 16 lanes at a time in C (adamw.h): Swift's SIMD square root ran lane by lane.
+            sidetune_adamw_update(pp, pg, pm, pv, lo, hi, lr, b1, b2, bc1, bc2, eps, wd)
         }
     }
 

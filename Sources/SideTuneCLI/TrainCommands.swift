@@ -145,6 +145,14 @@ extension SideTuneCommand {
         func train<M: ClassifierModel, S: ClassificationData>(_ model: M, train: S, validation: S, test: S, config: CheckpointConfig,
                                                               log: (String) -> Void) throws -> TrainingReport where S.Batch == M.Batch {
             log("method \(model.method.rawValue): \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters; \(ThreadPool.shared.activeThreads) threads")
+            if config.options.sideMatmul == .bfloat16 {
+                if [.lst, .last].contains(config.method) {
+                    log("side network: linear products with bf16 operands and f32 sums"
+                        + (MatmulPrecision.bfloat16IsNative ? "" : " (this CPU has no AVX512_BF16: a plain loop, slower than f32)"))
+                } else {
+                    log("note: --side-matmul applies to lst and last only; \(config.method.rawValue) runs in f32")
+                }
+            }
             let trainer = try Trainer(model: model, parameters: trainingParameters(model.method), train: train, validation: validation,
                                       test: test, checkpointConfig: config)
             let bar = ProgressBar()

@@ -57,9 +57,11 @@ public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b
     let (pa, aIsBF16) = raw(a), (pb, bIsBF16) = raw(b)
     let aSize = aIsBF16 ? 2 : 4
     precondition(!(bIsBF16 && s.transB), "bf16 products: a transposed B (a weight) must be f32")
-    // Scratch for the packed operands, tagged in the ledger as the activations they are made from.
+    // Scratch for the packed operands, counted in the ledger as workspace (as the f32 GEMM's
+    // packing buffers are), freed on return.
     let inPlace = !s.transA && aIsBF16 && k % 2 == 0 && lda % 2 == 0
-    let aScratch = Tensor(shape: [inPlace ? 1 : m * pairs]), bScratch = Tensor(shape: [pairs * n])
+    let aScratch = Tensor(shape: [inPlace ? 1 : m * pairs], category: .workspace)
+    let bScratch = Tensor(shape: [pairs * n], category: .workspace)
     // A(i, p) at ap[i * sam + p * sap].
     let ap = inPlace ? UnsafeMutablePointer(mutating: pa.assumingMemoryBound(to: UInt32.self))
                      : UnsafeMutableRawPointer(aScratch.data).assumingMemoryBound(to: UInt32.self)
@@ -105,7 +107,7 @@ public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b
         // runs on the calling thread (a hand-off would cost more than it saves).
         let rowsInItems = !s.transA && !inPlace
         let aFirst = rowsInItems ? 0 : aUnits
-        if (rowsInItems ? 0 : m * pairs) + pairs * n < 1 << 16 {
+        if (aFirst > 0 ? m * pairs : 0) + pairs * n < 1 << 16 {
             packA(0..<aFirst); packB(0..<bUnits)
         } else {
             let aItems = min(aFirst, 2 * threads), bItems = min(bUnits, 2 * threads)

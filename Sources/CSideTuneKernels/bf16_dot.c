@@ -11,10 +11,13 @@ bool sidetune_bf16dot_native(void) {
 #endif
 }
 
-// Round to nearest even, as vcvtneps2bf16 (NaN inputs do not occur in training values we pack).
+// As vcvtneps2bf16: denormal inputs become signed zeros, NaNs quiet NaNs, the rest round to
+// nearest even.
 static inline uint16_t to_bf16(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 

@@ -139,7 +139,13 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         let schedule = LRSchedule(peak: p.learningRate, warmupSteps: Int(Float(stepsPerEpoch * p.epochs) * p.warmupFraction),
                                   totalSteps: stepsPerEpoch * p.epochs, decay: .cosine)
         var state = TrainerState(epochsDone: 0, bestValidationAccuracy: -1, epochsWithoutImprovement: 0, optimizerStep: 0, epochSeconds: [])
-        var bestInMemory: [(live: Tensor, saved: Tensor)]?
+        // The best epoch's checkpoint, which the test set is scored with. Without an output folder
+        // it goes to a temporary one, removed at the end (a copy in memory would show in the
+        // ledger's and RSS peaks, by the whole model for full fine-tuning).
+        let scratchBest = p.outputFolder == nil
+            ? FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-best-\(getpid())-\(UUID().uuidString)") : nil
+        let bestFolder = (p.outputFolder ?? scratchBest!).appendingPathComponent("best")
+        defer { if let scratchBest { try? FileManager.default.removeItem(at: scratchBest) } }
         if p.resume, let out = p.outputFolder { try resumeIfPossible(out, optimizer: optimizer, state: &state, progress: progress) }
 
         // Feature cache for side methods: estimate first, build during the first epoch.
@@ -217,16 +223,10 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             if improved {
                 state.bestValidationAccuracy = val.accuracy
                 state.epochsWithoutImprovement = 0
-                if let out = p.outputFolder {
-                    var cfg = checkpointConfig
-                    cfg.epoch = epoch + 1
-                    cfg.validationAccuracy = val.accuracy
-                    try Checkpoint.save(model, config: cfg, to: out.appendingPathComponent("best"))
-                } else {
-                    // No folder to keep the best epoch in: keep its trainable parameters and buffers in
-                    // memory (what a checkpoint holds), so the test still runs on the best weights.
-                    bestInMemory = (model.trainableParameters() + model.namedBuffers()).map { ($0.1, $0.1.copy(category: .weights)) }
-                }
+                var cfg = checkpointConfig
+                cfg.epoch = epoch + 1
+                cfg.validationAccuracy = val.accuracy
+                try Checkpoint.save(model, config: cfg, to: bestFolder)
             } else {
                 state.epochsWithoutImprovement += 1
             }
@@ -247,12 +247,8 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         var stolen: Double?
         if let a = cpuAtStart, let b = CPUTimes.now() { stolen = CPUTimes.stolenShare(from: a, to: b) }
         // Test with the best weights.
-        if let out = p.outputFolder, FileManager.default.fileExists(atPath: out.appendingPathComponent("best/checkpoint.json").path) {
-            _ = try Checkpoint.load(into: model, from: out.appendingPathComponent("best"), backboneSHA256: checkpointConfig.backboneSHA256)
-        } else if let bestInMemory {
-            for (live, saved) in bestInMemory {
-                live.storage.raw.copyMemory(from: saved.storage.raw, byteCount: saved.dtype.byteCount(elements: saved.count)!)
-            }
+        if FileManager.default.fileExists(atPath: bestFolder.appendingPathComponent("checkpoint.json").path) {
+            _ = try Checkpoint.load(into: model, from: bestFolder, backboneSHA256: checkpointConfig.backboneSHA256)
         }
         let testMetrics = evaluate(test)
         var peak = [String: Int]()

@@ -36,7 +36,8 @@ import Testing
             for (transA, transB) in [(false, true), (false, false), (true, false), (true, true)] {
                 for aBF16 in [false, true] {
                     let s = GEMMShape(m: m, n: n, k: k, transA: transA, transB: transB)
-                    let lda = (transA ? m : k) + 3, ldb = (transB ? k : n) + 1
+                    // A bf16 A stored untransposed with even k and stride is read in place (cached taps).
+                    let lda = (transA ? m : k) + (aBF16 && !transA && k % 2 == 0 ? 0 : 3), ldb = (transB ? k : n) + 1
                     let aRows = transA ? k : m, bRows = transB ? n : k
                     let a = randomTensor([aRows * lda], seed: UInt64(m + k)).toArray()
                     let b = randomTensor([bRows * ldb], seed: UInt64(n + 7)).toArray()
@@ -70,6 +71,50 @@ import Testing
             }
         }
         #expect(checked == 5 * 4 * 2 * 2 * 2 * 2)
+    }
+
+    /// The cached LST step's products at 1,056 tokens on 2 and 4 threads, where packing runs in
+    /// parallel items and a weight gradient splits C by columns: the same values as on one thread.
+    @Test func largeProductsSplitOverThreads() {
+        let shapes = [GEMMShape(m: 48, n: 384, k: 1056, transA: true), GEMMShape(m: 144, n: 48, k: 1056, transA: true),
+                      GEMMShape(m: 1056, n: 48, k: 384, transB: true), GEMMShape(m: 1056, n: 48, k: 192)]
+        for s in shapes {
+            let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
+            let a = randomTensor([s.m * s.k], seed: 21).toArray(), b = randomTensor([s.k * s.n], seed: 22).toArray()
+            var results: [[Float]] = []
+            for threads in [1, 2, 4] {
+                var c = [Float](repeating: 0, count: s.m * s.n)
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { pb in
+                        gemmBFloat16Products(s, .f32(pa.baseAddress!), lda: lda, .f32(pb.baseAddress!), ldb: ldb, &c, ldc: s.n,
+                                             pool: ThreadPool(threads: threads))
+                    }
+                }
+                results.append(c)
+            }
+            #expect(results[1] == results[0] && results[2] == results[0], "\(s)")
+            let (want, scale) = reference(s, a, lda: lda, b, ldb: ldb)
+            let worst = (0..<(s.m * s.n)).map { abs(Double(results[0][$0]) - want[$0]) / scale[$0] }.max()!
+            #expect(worst < 1e-5, "\(s): \(worst)")
+        }
+    }
+
+    /// A bias-less product with a 2-D weight (LAST's fused q/k/v, a Linear without bias) records
+    /// the precision too: forward, dx and dW move by bf16 rounding only.
+    @Test func matmulRecordsItsPrecision() {
+        func results(_ precision: MatmulPrecision) -> [[Float]] {
+            let x = randomTensor([3, 40, 48], seed: 31), w = randomTensor([12, 48], seed: 32, scale: 0.2)
+            let r = randomTensor([3, 40, 12], seed: 33)
+            for p in [x, w] { p.requiresGrad = true; p.zeroGrad() }
+            let y = Tensor.withMatmulPrecision(precision) { x.matmul(w, transposeOther: true) }
+            (y * r).sum().backward()
+            return [y.toArray(), x.grad!.toArray(), w.grad!.toArray()]
+        }
+        let half = results(.bfloat16), full = results(.float32)
+        for (name, i) in [("output", 0), ("dx", 1), ("dW", 2)] {
+            let e = zip(half[i], full[i]).map { abs($0 - $1) }.max()! / full[i].map(abs).max()!
+            #expect(e > 1e-5 && e < 1e-2, "\(name): \(e)")
+        }
     }
 
     /// A bf16 B operand (cached taps read by a weight gradient) packs the same as its f32 values.

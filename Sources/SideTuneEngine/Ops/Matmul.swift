@@ -26,30 +26,31 @@ extension Tensor {
         let outShape = transposeA ? [m, n] : Array(a.shape.dropLast()) + [n]
         let out = Tensor(shape: outShape)
         let bb = b.dtype == .float32 ? b : b.float32()
-        gemm(GEMMShape(m: m, n: n, k: k, transA: transposeA, transB: transposeB), a.data, lda: colsA,
-             bb.data, ldb: b.shape[1], out.data, ldc: n)
+        let precision = MatmulPrecision.current
+        linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: transposeA, transB: transposeB), .f32(a.data), lda: colsA,
+                   .f32(bb.data), ldb: b.shape[1], out.data, ldc: n)
         return record(out, "matmul", [a, b]) { g in
             var ga: Tensor?, gb: Tensor?
             if a.requiresGrad {
                 // op(A) = G op(B)^T; if A was transposed, A = (G op(B)^T)^T = op(B) G^T.
                 ga = Tensor(shape: a.shape)
                 if !transposeA {
-                    gemm(GEMMShape(m: m, n: k, k: n, transA: false, transB: !transposeB), g.data, lda: n,
-                         bb.data, ldb: b.shape[1], ga!.data, ldc: k)
+                    linearGEMM(precision, GEMMShape(m: m, n: k, k: n, transA: false, transB: !transposeB), .f32(g.data), lda: n,
+                               .f32(bb.data), ldb: b.shape[1], ga!.data, ldc: k)
                 } else {
-                    gemm(GEMMShape(m: k, n: m, k: n, transA: transposeB, transB: true), bb.data, lda: b.shape[1],
-                         g.data, ldb: n, ga!.data, ldc: m)
+                    linearGEMM(precision, GEMMShape(m: k, n: m, k: n, transA: transposeB, transB: true), .f32(bb.data),
+                               lda: b.shape[1], .f32(g.data), ldb: n, ga!.data, ldc: m)
                 }
             }
             if b.requiresGrad {
                 // op(B) = op(A)^T G; if B was transposed, B = G^T op(A).
                 gb = Tensor(shape: b.shape)
                 if !transposeB {
-                    gemm(GEMMShape(m: k, n: n, k: m, transA: !transposeA, transB: false), a.data, lda: colsA,
-                         g.data, ldb: n, gb!.data, ldc: n)
+                    linearGEMM(precision, GEMMShape(m: k, n: n, k: m, transA: !transposeA, transB: false), .f32(a.data),
+                               lda: colsA, .f32(g.data), ldb: n, gb!.data, ldc: n)
                 } else {
-                    gemm(GEMMShape(m: n, n: k, k: m, transA: true, transB: transposeA), g.data, lda: n,
-                         a.data, ldb: colsA, gb!.data, ldc: k)
+                    linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true, transB: transposeA), .f32(g.data), lda: n,
+                               .f32(a.data), ldb: colsA, gb!.data, ldc: k)
                 }
             }
             return [ga, gb]

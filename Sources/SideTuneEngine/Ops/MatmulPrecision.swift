@@ -5,6 +5,8 @@ import CSideTuneKernels
 /// - `bfloat16`: mixed precision, as autocast on GPUs: the operands are rounded to bf16 (to nearest
 ///   even) and the products summed in f32 (bf16_dot.h). With AVX512_BF16 a vdpbf16ps does twice
 ///   the multiply-adds of an f32 FMA. Outputs, gradients, weights and optimizer state stay f32.
+///   (On AMX machines a linear layer on cached bf16 taps keeps its AMX path, which splits the
+///   weight into two bf16 terms: closer to f32 than this.)
 public enum MatmulPrecision: String, Codable, Sendable, CaseIterable {
     case float32 = "f32", bfloat16 = "bf16"
 
@@ -59,7 +61,7 @@ public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b
     precondition(!(bIsBF16 && s.transB), "bf16 products: a transposed B (a weight) must be f32")
     // Scratch for the packed operands, counted in the ledger as workspace (as the f32 GEMM's
     // packing buffers are), freed on return.
-    let inPlace = !s.transA && aIsBF16 && k % 2 == 0 && lda % 2 == 0
+    let inPlace = !s.transA && aIsBF16 && k % 2 == 0 && lda % 2 == 0 && Int(bitPattern: pa) % 4 == 0
     let aScratch = Tensor(shape: [inPlace ? 1 : m * pairs], category: .workspace)
     let bScratch = Tensor(shape: [pairs * n], category: .workspace)
     // A(i, p) at ap[i * sam + p * sap].

@@ -91,7 +91,18 @@ void sidetune_bf16_pairs_along_rows_transposed(const float *src, long ld, long r
     const long pairs = (cols + 1) / 2;
     for (long r = 0; r < rows; r++) {
         const float *s = src + r * ld;
-        for (long p = 0; p < pairs; p++) {
+        long p = 0;
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+        // 16 pairs rounded at once, then stored down the column (the rounding per element in
+        // scalar code made this pack 1.5% of a cached LST step, on the calling thread).
+        uint32_t lanes[16];
+        for (; p + 16 <= cols / 2; p += 16) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 2 * p + 16), _mm512_loadu_ps(s + 2 * p));
+            _mm512_storeu_si512((void *)lanes, (__m512i)v);
+            for (long l = 0; l < 16; l++) out[(p + l) * ldo + r] = lanes[l];
+        }
+#endif
+        for (; p < pairs; p++) {
             const uint16_t lo = to_bf16(s[2 * p]), hi = 2 * p + 1 < cols ? to_bf16(s[2 * p + 1]) : 0;
             out[p * ldo + r] = (uint32_t)lo | ((uint32_t)hi << 16);
         }

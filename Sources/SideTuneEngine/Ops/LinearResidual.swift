@@ -39,20 +39,8 @@ extension Tensor {
         linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: false, transB: true), .f32(x.data), lda: k, .f32(w.data),
                    ldb: k, po, ldc: n, accumulate: true)
         return record(out, "linear_residual", [x, weight, bias] + residuals) { g in
-            var gx: Tensor?, gw: Tensor?, gb: Tensor?
-            if x.requiresGrad {
-                gx = Tensor(shape: x.shape)
-                linearGEMM(precision, GEMMShape(m: m, n: k, k: n), .f32(g.data), lda: n, .f32(w.data), ldb: k, gx!.data, ldc: k)
-            }
-            if weight.requiresGrad {
-                gw = Tensor(shape: weight.shape)
-                linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, .f32(x.data), ldb: k,
-                           gw!.data, ldc: k)
-            }
-            if bias.requiresGrad {
-                gb = Tensor.zeros(bias.shape)
-                for row in 0..<m { axpy(n, 1, g.data + row * n, gb!.data) }
-            }
+            let (gx, gw) = linearGradients(g, x: x, reading: .f32(x.data), weight: weight, w: w, precision: precision)
+            let gb = bias.requiresGrad ? g.columnSums(rows: m, shape: bias.shape) : nil
             return [gx, gw, gb] + residuals.map { $0.requiresGrad ? g : nil }
         }
     }

@@ -78,18 +78,27 @@ extension Tensor {
         linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: false, transB: true), xs, lda: k, .f32(w.data), ldb: k,
                    out.data, ldc: n, accumulate: true)
         return record(out, op, [x, weight, bias]) { g in
-            var gx: Tensor?, gw: Tensor?, gb: Tensor?
-            if x.requiresGrad {
-                gx = Tensor(shape: x.shape)
-                linearGEMM(precision, GEMMShape(m: m, n: k, k: n), .f32(g.data), lda: n, .f32(w.data), ldb: k, gx!.data, ldc: k)
-            }
-            if weight.requiresGrad {
-                gw = Tensor(shape: weight.shape)
-                linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, xs, ldb: k, gw!.data, ldc: k)
-            }
-            if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
-            return [gx, gw, gb]
+            let (gx, gw) = linearGradients(g, x: x, reading: xs, weight: weight, w: w, precision: precision)
+            return [gx, gw, bias.requiresGrad ? g.columnSums(rows: m, shape: bias.shape) : nil]
         }
+    }
+
+    /// A linear layer's dx = g W and dW = g^T x, each where its input needs it, in the precision its
+    /// forward was recorded in (x read through `xs`; `w` is the weight's f32 values). Shared by
+    /// `linear` and `linear(_:weight:bias:residuals:)`.
+    static func linearGradients(_ g: Tensor, x: Tensor, reading xs: GEMMOperand, weight: Tensor, w: Tensor,
+                                precision: MatmulPrecision) -> (x: Tensor?, weight: Tensor?) {
+        let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
+        var gx: Tensor?, gw: Tensor?
+        if x.requiresGrad {
+            gx = Tensor(shape: x.shape)
+            linearGEMM(precision, GEMMShape(m: m, n: k, k: n), .f32(g.data), lda: n, .f32(w.data), ldb: k, gx!.data, ldc: k)
+        }
+        if weight.requiresGrad {
+            gw = Tensor(shape: weight.shape)
+            linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, xs, ldb: k, gw!.data, ldc: k)
+        }
+        return (gx, gw)
     }
 
     /// Sets each of this [..., n] tensor's rows to `row` (n values), in parallel.

@@ -40,7 +40,7 @@ extension SideTuneCommand.Bench {
         @Option(help: "With --kernel: rounds of interleaved timing.")
         var rounds: Int = 5
         @Option(help: ArgumentHelp("Products in f32, or with bf16 operands and f32 sums (as --side-matmul bf16: packing included; the peak column stays FP32's, which bf16 products can double).", valueName: "f32|bf16"))
-        var precision: String = "f32"
+        var precision: MatmulPrecision = .float32
 
         public init() {}
 
@@ -69,8 +69,7 @@ extension SideTuneCommand.Bench {
                 return min(t, ThreadPool.shared.maxThreads)
             }
             let list = try shapes.map(GEMMBenchmark.parseShapes) ?? GEMMBenchmark.defaultShapes
-            guard let products = MatmulPrecision(rawValue: precision) else { throw ValidationError("--precision must be f32 or bf16, got \(precision)") }
-            let report = GEMMBenchmark.run(shapes: list, threadCounts: threadCounts, minSeconds: seconds, precision: products,
+            let report = GEMMBenchmark.run(shapes: list, threadCounts: threadCounts, minSeconds: seconds, precision: precision,
                                            progress: json ? nil : { print($0) })
             if json {
                 print(report.jsonString())

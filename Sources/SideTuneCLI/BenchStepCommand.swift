@@ -41,7 +41,7 @@ extension SideTuneCommand.Bench {
         @Flag(help: "Side methods: each timed step reads its taps from a real feature cache file (bf16, converted as a cached training epoch does) instead of being handed float taps.")
         var readCache = false
         @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products (as train's --side-matmul).", valueName: "f32|bf16"))
-        var sideMatmul: String = "f32"
+        var sideMatmul: MatmulPrecision = .float32
 
         public init() {}
 
@@ -49,7 +49,6 @@ extension SideTuneCommand.Bench {
             guard batch >= 1, seq >= 2, iterations >= 1, rounds >= 1 else {
                 throw ValidationError("--batch, --iterations, --rounds must be >= 1 and --seq >= 2")
             }
-            guard MatmulPrecision(rawValue: sideMatmul) != nil else { throw ValidationError("--side-matmul must be f32 or bf16, got \(sideMatmul)") }
             for m in methods.split(separator: ",") {
                 guard let k = MethodKind(rawValue: String(m)), MethodKind.textEncoderMethods.contains(k) else {
                     throw ValidationError("--methods: '\(m)' is not a text-encoder method (\(MethodKind.textEncoderMethods.map(\.rawValue).joined(separator: ", ")))")
@@ -78,7 +77,7 @@ extension SideTuneCommand.Bench {
                     var options = MethodOptions()
                     options.sideInit = .random
                     options.dropout = 0
-                    options.sideMatmul = MatmulPrecision(rawValue: sideMatmul).flatMap { $0 == .float32 ? nil : $0 }
+                    options.sideMatmul = sideMatmul.asSideMatmulOption
                     let model = try TextClassifier(backbone: backbone, method: kind, classes: 3, options: options, seed: 1)
                     let vocab = backbone.config.vocabSize
                     let rows = (0..<batch).map { _ in (0..<seq).map { _ in Int32(1000 + rng.nextInt(below: vocab - 1000)) } }

@@ -118,6 +118,12 @@ func loadTextSplits(_ o: TextTaskOptions, log: (String) -> Void, encode encodeTe
     return (dataset.labelVocabulary.labels, t, v, te)
 }
 
+/// `--side-matmul f32|bf16` and `bench gemm --precision`, parsed and refused by name by ArgumentParser.
+extension MatmulPrecision: ExpressibleByArgument {
+    /// The value `MethodOptions.sideMatmul` stores: nil for f32, the default (older checkpoints have none).
+    var asSideMatmulOption: MatmulPrecision? { self == .float32 ? nil : self }
+}
+
 /// Method options from flags (defaults from shared/methods.md).
 public struct MethodFlags: ParsableArguments {
     @Option(help: "LST: side width = hidden / r.")
@@ -149,15 +155,9 @@ public struct MethodFlags: ParsableArguments {
     @Option(help: "Dropout in heads and side networks.")
     var dropout: Float = 0.1
     @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: f32, or bf16 (operands rounded to bf16, sums in f32: mixed precision, about twice the multiply-add rate with AVX512_BF16).", valueName: "f32|bf16"))
-    var sideMatmul: String = "f32"
+    var sideMatmul: MatmulPrecision = .float32
 
     public init() {}
-
-    public func validate() throws {
-        guard MatmulPrecision(rawValue: sideMatmul) != nil else {
-            throw ValidationError("--side-matmul must be f32 or bf16, got \(sideMatmul)")
-        }
-    }
 
     func options() throws -> MethodOptions {
         var o = MethodOptions()
@@ -181,7 +181,7 @@ public struct MethodFlags: ParsableArguments {
         o.adapterBottleneck = adapterBottleneck
         o.promptLength = promptLength
         o.dropout = dropout
-        o.sideMatmul = MatmulPrecision(rawValue: sideMatmul).flatMap { $0 == .float32 ? nil : $0 }
+        o.sideMatmul = sideMatmul.asSideMatmulOption
         return o
     }
 }

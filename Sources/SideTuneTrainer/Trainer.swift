@@ -142,10 +142,10 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         // The best epoch's checkpoint, which the test set is scored with. Without an output folder
         // it goes to a temporary one, removed at the end (a copy in memory would show in the
         // ledger's and RSS peaks, by the whole model for full fine-tuning).
-        let scratchBest = p.outputFolder == nil
-            ? FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-best-\(getpid())-\(UUID().uuidString)") : nil
-        let bestFolder = (p.outputFolder ?? scratchBest!).appendingPathComponent("best")
-        defer { if let scratchBest { try? FileManager.default.removeItem(at: scratchBest) } }
+        let checkpoints = p.outputFolder
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-best-\(getpid())-\(UUID().uuidString)")
+        let bestFolder = checkpoints.appendingPathComponent("best")
+        defer { if p.outputFolder == nil { try? FileManager.default.removeItem(at: checkpoints) } }
         if p.resume, let out = p.outputFolder { try resumeIfPossible(out, optimizer: optimizer, state: &state, progress: progress) }
 
         // Feature cache for side methods: estimate first, build during the first epoch.

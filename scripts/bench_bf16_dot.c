@@ -1,7 +1,9 @@
 // Times the bf16 dot-product kernel (Sources/CSideTuneKernels/bf16_dot.c) alone on packed,
 // cache-resident operands, on one and on two POSIX threads (each thread its own half of the rows):
 // the ceiling for `sidetune bench gemm --precision bf16`, whose figures include packing and the
-// thread pool. Shape: LST's block forward at 1,056 tokens (1056 x 144 x 48).
+// thread pool. Shape: LST's block forward at 1,056 tokens (1056 x 144 x 48). Then, on one thread,
+// the pack of a weight gradient's B (pairs across rows of an f32 1,056 x 384 input) done whole row by
+// row against in 48-column strips, as `gemmBFloat16Products` first did per work item.
 //
 //   K=Sources/CSideTuneKernels
 //   clang -O3 -march=native -I$K/include scripts/bench_bf16_dot.c $K/bf16_dot.c -o /tmp/bd -lpthread
@@ -42,6 +44,26 @@ int main(void) {
         for (long i = 0; i < threads; i++) pthread_join(th[i], NULL);
         const double seconds = now() - t0, flops = 2.0 * (M / 2) * N * K * ITERATIONS * threads;
         printf("%ld thread(s): %.1f GFLOPS\n", threads, flops / seconds / 1e9);
+    }
+    enum { T = 1056, W = 384 };
+    float *x = malloc((size_t)T * W * 4);
+    uint32_t *packed = malloc((size_t)(T / 2) * W * 4);
+    for (long i = 0; i < (long)T * W; i++) x[i] = (float)rand() / (float)RAND_MAX;
+    for (int strips = 0; strips < 2; strips++) {
+        double best = 1e9;
+        for (int round = 0; round < 5; round++) {
+            const double t0 = now();
+            for (int i = 0; i < 1000; i++) {
+                if (strips) {
+                    for (long j0 = 0; j0 < W; j0 += 48) sidetune_bf16_pairs_across_rows(x + j0, false, W, T, 48, 0, T / 2, packed + j0, W);
+                } else {
+                    sidetune_bf16_pairs_across_rows(x, false, W, T, W, 0, T / 2, packed, W);
+                }
+            }
+            const double t = (now() - t0) / 1000;
+            if (t < best) best = t;
+        }
+        printf("pack 1056 x 384 across rows, %s: %.1f us\n", strips ? "48-column strips" : "whole rows", best * 1e6);
     }
     return 0;
 }

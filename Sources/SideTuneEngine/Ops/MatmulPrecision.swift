@@ -70,7 +70,8 @@ public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b
     let (sam, sap) = inPlace ? (lda / 2, 1) : (s.transA ? (1, m) : (pairs, 1))
     // The packers walk the source's rows (contiguous reads): `packARows` rows of an untransposed A,
     // `packAPairs` pairs of rows of a transposed one, `packB` pairs of rows of B (or, transposed,
-    // rows of the weight). Column strips instead read 1.8x slower on one thread and did not scale.
+    // rows of the weight). Column strips instead read 1.6-1.8x slower on one thread and did not scale
+    // (scripts/bench_bf16_dot.c).
     func packARows(_ r: Range<Int>) {
         if r.isEmpty { return }
         sidetune_bf16_pairs_along_rows(pa + r.lowerBound * lda * aSize, aIsBF16, lda, r.count, k, ap + r.lowerBound * pairs, pairs)

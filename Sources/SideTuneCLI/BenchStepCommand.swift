@@ -42,10 +42,13 @@ extension SideTuneCommand.Bench {
         var readCache = false
         @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products (as train's --side-matmul).", valueName: "f32|bf16"))
         var sideMatmul: MatmulPrecision = .float32
+        @Option(help: ArgumentHelp("With --read-cache, side methods: run each step from taps as this many micro-batches, one per thread, as train does (default: one per thread; 1: the whole batch op by op).", valueName: "n"))
+        var microBatches: Int?
 
         public init() {}
 
         public func validate() throws {
+            if let m = microBatches, m < 1 { throw ValidationError("--micro-batches must be >= 1, got \(m)") }
             guard batch >= 1, seq >= 2, iterations >= 1, rounds >= 1 else {
                 throw ValidationError("--batch, --iterations, --rounds must be >= 1 and --seq >= 2")
             }
@@ -80,32 +83,35 @@ extension SideTuneCommand.Bench {
                     options.sideMatmul = sideMatmul.asSideMatmulOption
                     let model = try TextClassifier(backbone: backbone, method: kind, classes: 3, options: options, seed: 1)
                     let vocab = backbone.config.vocabSize
-                    let rows = (0..<batch).map { _ in (0..<seq).map { _ in Int32(1000 + rng.nextInt(below: vocab - 1000)) } }
-                    let input = makeBatch(rows) // equal lengths: no padding
+                    let tokenRows = (0..<batch).map { _ in (0..<seq).map { _ in Int32(1000 + rng.nextInt(below: vocab - 1000)) } }
+                    let input = makeBatch(tokenRows) // equal lengths: no padding
                     let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: 3)) }
                     let optimizer = AdamW(parameters: model.trainableParameters().map(\.1), learningRate: 1e-4)
-                    func step(_ taps: () -> [Tensor]?) -> Double {
+                    // A step: zero the gradients, `lossBackward` (forward and backward), AdamW.
+                    func step(_ lossBackward: () -> Void) -> Double {
                         let t0 = now()
-                        let loss = model.logits(input, taps: taps()).crossEntropy(targets: labels)
                         optimizer.zeroGrad()
-                        loss.backward()
+                        lossBackward()
                         optimizer.step()
                         return now() - t0
+                    }
+                    func wholeBatch(_ taps: @escaping () -> [Tensor]?) -> () -> Void {
+                        { model.logits(input, taps: taps()).crossEntropy(targets: labels).backward() }
                     }
                     let pool = LargeBlockCache.shared
                     var poolNote = ""
                     // `label` names the run in the pool note (calling `taps` again for it would read the cache once more).
-                    func median(_ label: String, _ taps: () -> [Tensor]?) -> Double {
-                        _ = step(taps)
+                    func median(_ label: String, _ lossBackward: () -> Void) -> Double {
+                        _ = step(lossBackward)
                         let (h0, m0, e0, f0) = (pool.hits, pool.misses, pool.evictions, pool.freshBytes)
-                        let times = (0..<iterations).map { _ in step(taps) }.sorted()
+                        let times = (0..<iterations).map { _ in step(lossBackward) }.sorted()
                         // Fresh bytes are pages the kernel zeroes on first touch: in steady state there should be few.
                         let per = { (a: Int, b: Int) in Double(a - b) / Double(iterations) }
                         poolNote += String(format: "; block pool per step (%@): %.1f reused, %.1f mapped, %.1f evicted, %.1f MiB fresh",
                                            label as NSString, per(pool.hits, h0), per(pool.misses, m0), per(pool.evictions, e0), per(pool.freshBytes, f0) / 1048576)
                         return times[times.count / 2]
                     }
-                    let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median("computed") { nil }
+                    let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan : median("computed", wholeBatch { nil })
                     var cached: Double?
                     if kind.readsFrozenTaps {
                         // Given taps in the layout the feature cache would hand this model (packed for readers that skip padding).
@@ -116,10 +122,21 @@ extension SideTuneCommand.Bench {
                             let segments = model.readsPackedTaps ? TokenSegments(lengths: input.lengths) : nil
                             for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
                             let rows = Array(0..<batch)
-                            cached = median("from taps") { cache.taps(for: rows, packed: model.readsPackedTaps, totalTaps: model.tapCount,
-                                                                       bfloat16: model.readsBFloat16Taps) }
+                            let parts = cutByTokens(rows, parts: model.examplesAreIndependent ? microBatches ?? ThreadPool.shared.activeThreads : 1) { _ in seq }
+                            func taps(_ part: [Int]) -> [Tensor] {
+                                cache.taps(for: part, packed: model.readsPackedTaps, totalTaps: model.tapCount, bfloat16: model.readsBFloat16Taps)
+                            }
+                            if parts.count > 1 {
+                                cached = median("from taps, \(parts.count) micro-batches") {
+                                    _ = microBatchedBackward(parts) { part in
+                                        model.logits(makeBatch(part.map { tokenRows[$0] }), taps: taps(part)).crossEntropy(targets: part.map { labels[$0] })
+                                    }
+                                }
+                            } else {
+                                cached = median("from taps", wholeBatch { taps(rows) })
+                            }
                         } else {
-                            cached = median("from taps") { given }
+                            cached = median("from taps", wholeBatch { given })
                         }
                     }
                     let old = best[kind]

@@ -24,11 +24,15 @@ public protocol ClassifierModel<Batch>: Module {
     var readsPackedTaps: Bool { get }
     /// Whether `logits` takes cached taps in bf16 as the feature cache stores them (else f32).
     var readsBFloat16Taps: Bool { get }
+    /// Whether each example's logits depend on that example alone (no batch statistics such as
+    /// BatchNorm's), so a training batch may run as parts on separate threads (`MicroBatches`).
+    var examplesAreIndependent: Bool { get }
 }
 
 extension ClassifierModel {
     public var readsPackedTaps: Bool { false }
     public var readsBFloat16Taps: Bool { false }
+    public var examplesAreIndependent: Bool { false }
 }
 
 /// A labelled split the trainer can batch: token rows, images, ...

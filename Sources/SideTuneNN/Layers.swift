@@ -1,3 +1,4 @@
+import Foundation
 import SideTuneEngine
 
 /// y = x W^T + b, W stored [out, in] as in PyTorch checkpoints. PyTorch's default initialisation:
@@ -118,7 +119,26 @@ public final class Dropout: Module {
     }
     public func callAsFunction(_ x: Tensor) -> Tensor {
         guard training, p > 0 else { return x }
-        return x.dropout(p, seed: _rng.next(), training: true)
+        return x.dropout(p, seed: nextSeed(), training: true)
+    }
+
+    // Inside `MicroBatches.run` the parts call this layer concurrently, in any order. The k-th
+    // call of every part draws on the k-th seed of the run (drawn from `_rng` by whichever part
+    // gets there first, so `_rng` advances as it would for the whole batch), mixed with the
+    // part's index: each part gets its own mask, and the masks do not depend on thread timing.
+    private let _lock = NSLock()
+    private var _runSeeds: (run: Int, seeds: [UInt64], calls: [Int]) = (-1, [], [])
+
+    private func nextSeed() -> UInt64 {
+        guard let part = MicroBatches.current else { return _rng.next() }
+        _lock.lock()
+        defer { _lock.unlock() }
+        if _runSeeds.run != part.run { _runSeeds = (part.run, [], [Int](repeating: 0, count: part.count)) }
+        let k = _runSeeds.calls[part.index]
+        _runSeeds.calls[part.index] += 1
+        while _runSeeds.seeds.count <= k { _runSeeds.seeds.append(_rng.next()) }
+        var mix = SplitMix64(seed: _runSeeds.seeds[k] ^ UInt64(part.index) &* 0xD1B5_4A32_D192_ED03)
+        return mix.next()
     }
 }
 

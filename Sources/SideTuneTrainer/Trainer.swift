@@ -29,6 +29,10 @@ public struct TrainingParameters: Codable, Sendable {
     public var resume = false
     /// Stop after this epoch as if interrupted (time-boxed runs; tests of `resume`).
     public var stopAfterEpoch: Int?
+    /// Steps on cached taps of a model whose examples are independent run as this many
+    /// micro-batches, one per thread (`MicroBatches`); nil: one per thread of the pool, 1: the
+    /// whole batch op by op. `SIDETUNE_MICROBATCHES` sets it (to compare).
+    public var microBatches: Int? = ProcessInfo.processInfo.environment["SIDETUNE_MICROBATCHES"].flatMap { Int($0) }
     public init() {}
 }
 
@@ -171,6 +175,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         let cpuAtStart = CPUTimes.now()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
         let totalTaps = model.tapCount
+        let microBatches = p.microBatches ?? ThreadPool.shared.activeThreads
         model.train(true)
         for epoch in state.epochsDone..<p.epochs {
             // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
@@ -183,33 +188,46 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             for s in 0..<stepsPerEpoch {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let idx = Array(order[(s * p.batchSize)..<min((s + 1) * p.batchSize, train.count)])
-                let batch = train.batch(idx)
+                // From the cache: taps for the whole batch, or (models whose examples are
+                // independent, on several threads) a cut into parts that read their own taps.
+                let fromCache = cache.map { c in idx.allSatisfy(c.contains) } ?? false
+                let cachedParts = fromCache && model.examplesAreIndependent
+                    ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
                 var taps: [Tensor]?
-                if let cache {
-                    if idx.allSatisfy(cache.contains) {
+                if let cache, cachedParts.count == 1 {
+                    if fromCache {
                         taps = cache.taps(for: idx, packed: model.readsPackedTaps, totalTaps: totalTaps,
                                           bfloat16: model.readsBFloat16Taps)
-                        usedCache = true
                     } else {
-                        let fresh = model.frozenTaps(batch)
+                        let fresh = model.frozenTaps(train.batch(idx))
                         let packed = model.readsPackedTaps ? TokenSegments(lengths: idx.map { lengths[$0] }) : nil
                         for (row, e) in idx.enumerated() { cache.store(e, row: row, from: fresh, packed: packed) }
                         taps = fresh
                     }
                 }
+                usedCache = usedCache || fromCache
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
-                let logits = model.logits(batch, taps: taps)
-                let loss = logits.crossEntropy(targets: idx.map { Int32(train.labels[$0]) })
                 optimizer.zeroGrad()
-                loss.backward()
+                let l: Float
+                if cachedParts.count > 1, let cache {
+                    // Each part reads its own taps and runs forward and backward on its own thread.
+                    l = microBatchedBackward(cachedParts) { part in
+                        let taps = cache.taps(for: part, packed: model.readsPackedTaps, totalTaps: totalTaps,
+                                              bfloat16: model.readsBFloat16Taps)
+                        return model.logits(train.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(train.labels[$0]) })
+                    }
+                } else {
+                    let loss = model.logits(train.batch(idx), taps: taps).crossEntropy(targets: idx.map { Int32(train.labels[$0]) })
+                    loss.backward()
+                    l = loss.item()
+                }
                 if p.clipNorm > 0 { clipGradNorm(trainable, maxNorm: p.clipNorm) }
                 optimizer.step()
                 state.optimizerStep += 1
-                let l = loss.item()
                 guard l.isFinite else { throw TrainerError("loss became \(l) at epoch \(epoch + 1) step \(s + 1): lower --lr") }
                 lossSum += Double(l)
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                if taps != nil && usedCache { cachedStepTimes.append(dt) } else { uncachedStepTimes.append(dt) }
+                if fromCache { cachedStepTimes.append(dt) } else { uncachedStepTimes.append(dt) }
                 let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
                 let done = s + 1
                 progress(.step(epoch: epoch + 1, step: done, stepsPerEpoch: stepsPerEpoch, loss: l,

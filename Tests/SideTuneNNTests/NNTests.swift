@@ -1,6 +1,7 @@
 import Foundation
 import SideTuneEngine
 import SideTuneNN
+import Synchronization
 import Testing
 
 final class MLP: Module {
@@ -172,5 +173,32 @@ func spirals(_ n: Int, seed: UInt64) -> (Tensor, [Int32]) {
             #expect(ledger.current(.optimizer) == 2 * 100 * 4)
             #expect(ledger.current(.weights) == 100 * 4)
         }
+    }
+}
+
+/// Dropout inside `MicroBatches.run`: every part draws its own mask, the masks do not depend on
+/// which thread ran which part, and the layer's generator advances by one draw per call, as for
+/// the whole batch.
+@Suite struct MicroBatchDropoutTests {
+    @Test func partsDrawTheirOwnMasksDeterministically() {
+        let x = Tensor.full([4, 64], 1)
+        func run(_ layer: Dropout, threads: Int) -> [[[Float]]] {
+            let outs = Mutex([[[Float]]](repeating: [], count: 2))
+            MicroBatches.run(2, pool: ThreadPool(threads: threads)) { i in
+                let masks = [layer(x).toArray(), layer(x).toArray()]
+                outs.withLock { $0[i] = masks }
+            }
+            return outs.withLock { $0 }
+        }
+        let a = Dropout(0.5, seed: 9), b = Dropout(0.5, seed: 9), whole = Dropout(0.5, seed: 9)
+        let first = run(a, threads: 2), second = run(b, threads: 1)
+        #expect(first == second)
+        #expect(first[0][0] != first[1][0], "both parts drew the same mask")
+        #expect(first[0][0] != first[0][1], "a part's two calls drew the same mask")
+        #expect(first.allSatisfy { $0.allSatisfy { m in m.contains(0) && m.contains(2) } })
+        // Two calls per part used two draws, as two whole-batch calls do.
+        _ = whole(x)
+        _ = whole(x)
+        #expect(a(x).toArray() == whole(x).toArray())
     }
 }

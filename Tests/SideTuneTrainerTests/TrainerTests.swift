@@ -23,7 +23,7 @@ func syntheticSplit(_ n: Int, seed: UInt64) -> EncodedSplit {
 
 func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Bool = true, resume: Bool = false,
                  sha: String = "abc", stopAfter: Int? = nil, dropout: Float = MethodOptions().dropout,
-                 learningRate: Float = 3e-2, sideMatmul: MatmulPrecision? = nil) throws -> TextTrainer {
+                 learningRate: Float = 3e-2, sideMatmul: MatmulPrecision? = nil, microBatches: Int? = nil) throws -> TextTrainer {
     let enc = tinyBackbone()
     var o = MethodOptions()
     o.sideInit = .magnitude
@@ -41,6 +41,7 @@ func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Boo
     p.resume = resume
     p.patience = 0
     p.stopAfterEpoch = stopAfter
+    p.microBatches = microBatches
     let cfg = CheckpointConfig(method: method, options: o, labels: ["a", "b", "c"], maxLength: 16, backboneName: "tiny",
                                backboneSHA256: sha, seed: 1, epoch: 0, validationAccuracy: nil)
     return try Trainer(model: model, parameters: p, train: syntheticSplit(64, seed: 1), validation: syntheticSplit(24, seed: 2),
@@ -224,6 +225,69 @@ func tempFolder() -> URL {
         #expect(reports[1].secondsPerStepCached != nil)
         #expect(reports[1].validationAccuracy > 0.7 && reports[1].validationAccuracy >= reports[0].validationAccuracy - 0.1,
                 "\(reports.map(\.validationAccuracy))")
+    }
+
+    /// Cached epochs of side methods run as micro-batches (one per thread by default): without
+    /// dropout the losses track the whole-batch run's to float rounding (but not bit for bit: the
+    /// parts did run), and with dropout the same seed gives the same run. (That the thread count
+    /// does not matter is MicroBatchTests'.)
+    @Test(arguments: [MethodKind.lst, .last])
+    func cachedStepsRunAsMicroBatches(method: MethodKind) throws {
+        func run(_ microBatches: Int, dropout: Float = 0) throws -> (losses: [Double], report: TrainingReport) {
+            var losses: [Double] = []
+            let t = try makeTrainer(method, folder: nil, epochs: 4, dropout: dropout, microBatches: microBatches)
+            let report = try t.run { if case let .epochEnd(_, loss, _, _, _, _) = $0 { losses.append(loss) } }
+            return (losses, report)
+        }
+        let whole = try run(1), parts = try run(2)
+        #expect(parts.report.secondsPerStepCached != nil)
+        #expect(whole.losses[0] == parts.losses[0], "epoch 1 does not read the cache: it runs the whole batch")
+        #expect(whole.losses[1...] != parts.losses[1...], "the cached epochs ran the same operations as whole batches")
+        for e in 1..<4 { #expect(abs(whole.losses[e] - parts.losses[e]) <= 1e-4 * whole.losses[e], "\(whole.losses) vs \(parts.losses)") }
+        let a = try run(2, dropout: 0.1), b = try run(2, dropout: 0.1)
+        #expect(a.losses == b.losses && a.report.accuracy == b.report.accuracy)
+    }
+
+    /// The side methods' examples are independent: their gradients from micro-batches (packed
+    /// taps per part) are the whole batch's, and so is the mean loss.
+    @Test(arguments: [MethodKind.lst, .last, .linear])
+    func sideMethodsGradientsAreTheSumOverParts(method: MethodKind) throws {
+        let model = try makeTrainer(method, folder: nil, dropout: 0).model
+        #expect(model.examplesAreIndependent)
+        let split = syntheticSplit(9, seed: 6), all = Array(0..<9)
+        let params = model.trainableParameters().map(\.1)
+        func loss(_ part: [Int]) -> Tensor {
+            model.logits(split.batch(part), taps: nil).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+        }
+        let wholeLoss = loss(all)
+        wholeLoss.backward()
+        let whole = params.map { $0.grad!.toArray() }
+        for p in params { p.zeroGrad() }
+        let partsLoss = microBatchedBackward(cutByTokens(all, parts: 3, tokens: split.tokenCount), loss: loss)
+        #expect(abs(partsLoss - wholeLoss.item()) <= 1e-5 * wholeLoss.item())
+        let scale = whole.map { $0.map(abs).max()! }.max()!
+        let worst = zip(whole, params.map { $0.grad!.toArray() }).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
+        #expect(scale > 1e-3 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
+    }
+
+    /// Parts are runs of consecutive examples, none empty, with about equal token counts.
+    @Test func cutByTokensBalancesTokens() {
+        var rng = SplitMix64(seed: 4)
+        let tokens = (0..<40).map { _ in 3 + rng.nextInt(below: 60) }
+        let examples = (0..<32).map { _ in rng.nextInt(below: 40) }
+        for parts in 1...5 {
+            let cut = cutByTokens(examples, parts: parts) { tokens[$0] }
+            #expect(cut.count == parts)
+            #expect(Array(cut.joined()) == examples)
+            #expect(cut.allSatisfy { !$0.isEmpty })
+            let total = examples.reduce(0) { $0 + tokens[$1] }, sums = cut.map { $0.reduce(0) { $0 + tokens[$1] } }
+            // Each cut lands within one example of its share.
+            #expect(sums.max()! - sums.min()! <= 2 * 62, "\(sums)")
+            #expect(sums.reduce(0, +) == total)
+        }
+        #expect(cutByTokens([7, 8], parts: 4) { _ in 1 } == [[7], [8]])
+        #expect(cutByTokens([1, 2, 3], parts: 3) { $0 == 1 ? 100 : 1 } == [[1], [2], [3]])
+        #expect(cutByTokens([5], parts: 2) { _ in 9 } == [[5]])
     }
 
     @Test func sameSeedSameResult() throws {

@@ -112,7 +112,9 @@ extension Tensor {
 
     /// Adds `g` into `.grad` (allocating it as a gradient on first use).
     func accumulateGrad(_ g: Tensor) {
-        if let existing = grad {
+        if let sink = ThreadState.current.gradientSink {
+            sink.add(g, to: self)
+        } else if let existing = grad {
             addInPlace(existing, g)
         } else {
             grad = g.copy(category: .gradients) // own copy: rules may share tensors between inputs

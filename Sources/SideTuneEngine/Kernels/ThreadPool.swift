@@ -62,7 +62,8 @@ public final class ThreadPool: @unchecked Sendable {
     /// done. Indices are handed out dynamically; use `parallelChunks` for a static split.
     public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         let threads = min(activeThreads, count)
-        if threads <= 1 || inRegion {
+        // Inside a micro-batch every kernel runs on the part's own thread (`MicroBatches`).
+        if threads <= 1 || inRegion || ThreadState.current.microBatch != nil {
             for i in 0..<count { body(i) }
             return
         }

@@ -129,6 +129,10 @@ final class ThreadState {
     var categories: [MemoryCategory] = []
     var ledger: MemoryLedger?
     var gradEnabled = true
+    /// Inside `MicroBatches.run`: which micro-batch this thread is running, and where backward
+    /// puts its leaf gradients (instead of the leaves' `.grad`, which the micro-batches share).
+    var microBatch: MicroBatch?
+    var gradientSink: GradientSink?
 
     static let key: pthread_key_t = {
         var k = pthread_key_t()

@@ -40,8 +40,8 @@ extension SideTuneCommand.Bench {
         var tapsOnly = false
         @Flag(help: "Side methods: each timed step reads its taps from a real feature cache file (bf16, converted as a cached training epoch does) instead of being handed float taps.")
         var readCache = false
-        @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products (as train's --side-matmul).", valueName: "f32|bf16"))
-        var sideMatmul: MatmulPrecision = .float32
+        @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products (as train's --side-matmul).", valueName: "f32|bf16|auto"))
+        var sideMatmul: SideMatmulChoice = .f32
         @Option(help: ArgumentHelp("With --read-cache, side methods: run each step from taps as this many micro-batches, one per thread, as train does (default: one per thread; 1: the whole batch op by op).", valueName: "n"))
         var microBatches: Int?
 

@@ -118,10 +118,26 @@ func loadTextSplits(_ o: TextTaskOptions, log: (String) -> Void, encode encodeTe
     return (dataset.labelVocabulary.labels, t, v, te)
 }
 
-/// `--side-matmul f32|bf16` and `bench gemm --precision`, parsed and refused by name by ArgumentParser.
-extension MatmulPrecision: ExpressibleByArgument {
+/// `bench gemm --precision f32|bf16`, parsed and refused by name by ArgumentParser.
+extension MatmulPrecision: ExpressibleByArgument {}
+
+/// `--side-matmul`: f32, bf16, or auto: bf16 where the CPU multiplies bf16 at full rate
+/// (AVX512_BF16), else f32 (elsewhere bf16 products run a plain loop, slower than f32).
+public enum SideMatmulChoice: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case f32, bf16, auto
+
+    public var precision: MatmulPrecision {
+        switch self {
+        case .f32: .float32
+        case .bf16: .bfloat16
+        case .auto: MatmulPrecision.bfloat16IsNative ? .bfloat16 : .float32
+        }
+    }
+
     /// The value `MethodOptions.sideMatmul` stores: nil for f32, the default (older checkpoints have none).
-    var asSideMatmulOption: MatmulPrecision? { self == .float32 ? nil : self }
+    public var asSideMatmulOption: MatmulPrecision? { precision == .float32 ? nil : precision }
+
+    static let help = "f32; bf16 (operands rounded to bf16, sums in f32: mixed precision, about twice the multiply-add rate with AVX512_BF16); or auto (bf16 where the CPU has AVX512_BF16, else f32)"
 }
 
 /// Method options from flags (defaults from shared/methods.md).
@@ -154,8 +170,8 @@ public struct MethodFlags: ParsableArguments {
     var promptLength: Int = 20
     @Option(help: "Dropout in heads and side networks.")
     var dropout: Float = 0.1
-    @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: f32, or bf16 (operands rounded to bf16, sums in f32: mixed precision, about twice the multiply-add rate with AVX512_BF16).", valueName: "f32|bf16"))
-    var sideMatmul: MatmulPrecision = .float32
+    @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
+    var sideMatmul: SideMatmulChoice = .f32
 
     public init() {}
 

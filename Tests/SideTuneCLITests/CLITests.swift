@@ -1,6 +1,7 @@
 import Foundation
 import SideTuneAssets
 import SideTuneCLI
+import SideTuneEngine
 import Testing
 
 @Suite struct CLITests {
@@ -72,7 +73,8 @@ import Testing
         #expect(!leftovers.contains("sidetune-bench-taps-\(getpid()).bin"))
         // The side network's products in bf16 run too; an unknown precision is refused by name.
         var half = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--model-dir", Self.modelDir!, "--batch", "2",
-                                                     "--seq", "8", "--iterations", "1", "--taps-only", "--side-matmul", "bf16"])
+                                                     "--seq", "8", "--iterations", "1", "--taps-only", "--side-matmul", "bf16",
+                                                     "--read-cache", "--micro-batches", "2"])
         let halfOutput = try captureStandardOutput { try half.run() }
         let fields = halfOutput.split(separator: "\n").last { $0.hasPrefix("lst ") }?.split(separator: " ") ?? []
         #expect(fields.count == 5 && (Double(fields[3]) ?? 0) > 0, "bf16: \(halfOutput)")
@@ -82,6 +84,14 @@ import Testing
         #expect(throws: (any Error).self) {
             _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--side-matmul", "fp8"])
         }
+        #expect(throws: (any Error).self) {
+            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--micro-batches", "0"])
+        }
+        // auto: bf16 where the CPU multiplies bf16 at full rate, f32 (stored as nil) elsewhere.
+        _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--side-matmul", "auto"])
+        #expect(SideMatmulChoice(argument: "auto")?.asSideMatmulOption == (MatmulPrecision.bfloat16IsNative ? .bfloat16 : nil))
+        #expect(SideMatmulChoice(argument: "f32")?.asSideMatmulOption == nil)
+        #expect(SideMatmulChoice(argument: "bf16")?.asSideMatmulOption == .bfloat16)
     }
 
     @Test func encodeNeedsAModel() {

@@ -48,7 +48,10 @@ extension SideTuneCommand.Bench {
         public init() {}
 
         public func validate() throws {
-            if let m = microBatches, m < 1 { throw ValidationError("--micro-batches must be >= 1, got \(m)") }
+            if let m = microBatches {
+                guard m >= 1 else { throw ValidationError("--micro-batches must be >= 1, got \(m)") }
+                guard readCache else { throw ValidationError("--micro-batches needs --read-cache (the parts read their taps from the cache, as in train)") }
+            }
             guard batch >= 1, seq >= 2, iterations >= 1, rounds >= 1 else {
                 throw ValidationError("--batch, --iterations, --rounds must be >= 1 and --seq >= 2")
             }

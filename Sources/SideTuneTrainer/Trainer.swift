@@ -193,13 +193,15 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 let fromCache = cache.map { c in idx.allSatisfy(c.contains) } ?? false
                 let cachedParts = fromCache && model.examplesAreIndependent
                     ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
+                // The whole batch's input, unless the parts build their own.
+                let batch = cachedParts.count == 1 ? train.batch(idx) : nil
                 var taps: [Tensor]?
-                if let cache, cachedParts.count == 1 {
+                if let cache, let batch {
                     if fromCache {
                         taps = cache.taps(for: idx, packed: model.readsPackedTaps, totalTaps: totalTaps,
                                           bfloat16: model.readsBFloat16Taps)
                     } else {
-                        let fresh = model.frozenTaps(train.batch(idx))
+                        let fresh = model.frozenTaps(batch)
                         let packed = model.readsPackedTaps ? TokenSegments(lengths: idx.map { lengths[$0] }) : nil
                         for (row, e) in idx.enumerated() { cache.store(e, row: row, from: fresh, packed: packed) }
                         taps = fresh
@@ -209,7 +211,11 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
                 optimizer.zeroGrad()
                 let l: Float
-                if cachedParts.count > 1, let cache {
+                if let batch {
+                    let loss = model.logits(batch, taps: taps).crossEntropy(targets: idx.map { Int32(train.labels[$0]) })
+                    loss.backward()
+                    l = loss.item()
+                } else if let cache {
                     // Each part reads its own taps and runs forward and backward on its own thread.
                     l = microBatchedBackward(cachedParts) { part in
                         let taps = cache.taps(for: part, packed: model.readsPackedTaps, totalTaps: totalTaps,
@@ -217,9 +223,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                         return model.logits(train.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(train.labels[$0]) })
                     }
                 } else {
-                    let loss = model.logits(train.batch(idx), taps: taps).crossEntropy(targets: idx.map { Int32(train.labels[$0]) })
-                    loss.backward()
-                    l = loss.item()
+                    preconditionFailure("a batch is cut into parts only when the cache holds it")
                 }
                 if p.clipNorm > 0 { clipGradNorm(trainable, maxNorm: p.clipNorm) }
                 optimizer.step()

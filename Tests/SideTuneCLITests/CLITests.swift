@@ -85,7 +85,10 @@ import Testing
             _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--side-matmul", "fp8"])
         }
         #expect(throws: (any Error).self) {
-            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--micro-batches", "0"])
+            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--read-cache", "--micro-batches", "0"])
+        }
+        #expect(throws: (any Error).self) {
+            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--micro-batches", "2"])
         }
         // auto: bf16 where the CPU multiplies bf16 at full rate, f32 (stored as nil) elsewhere.
         _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--side-matmul", "auto"])

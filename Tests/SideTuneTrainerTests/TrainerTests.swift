@@ -41,7 +41,7 @@ func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Boo
     p.resume = resume
     p.patience = 0
     p.stopAfterEpoch = stopAfter
-    p.microBatches = microBatches
+    if let microBatches { p.microBatches = microBatches } // else the default (SIDETUNE_MICROBATCHES or one per thread)
     let cfg = CheckpointConfig(method: method, options: o, labels: ["a", "b", "c"], maxLength: 16, backboneName: "tiny",
                                backboneSHA256: sha, seed: 1, epoch: 0, validationAccuracy: nil)
     return try Trainer(model: model, parameters: p, train: syntheticSplit(64, seed: 1), validation: syntheticSplit(24, seed: 2),
@@ -248,16 +248,23 @@ func tempFolder() -> URL {
         #expect(a.losses == b.losses && a.report.accuracy == b.report.accuracy)
     }
 
-    /// The side methods' examples are independent: their gradients from micro-batches (packed
-    /// taps per part) are the whole batch's, and so is the mean loss.
+    /// The side methods' examples are independent: their gradients from micro-batches (each part
+    /// reading its taps from a feature cache, as the trainer's cached steps do) are the whole
+    /// batch's, and so is the mean loss.
     @Test(arguments: [MethodKind.lst, .last, .linear])
     func sideMethodsGradientsAreTheSumOverParts(method: MethodKind) throws {
         let model = try makeTrainer(method, folder: nil, dropout: 0).model
         #expect(model.examplesAreIndependent)
         let split = syntheticSplit(9, seed: 6), all = Array(0..<9)
+        let cache = try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
+                                     taps: model.tapsRead, width: model.tapWidth)
+        let fresh = model.frozenTaps(split.batch(all))
+        let segments = model.readsPackedTaps ? TokenSegments(lengths: split.ids.map(\.count)) : nil
+        for e in all { cache.store(e, row: e, from: fresh, packed: segments) }
         let params = model.trainableParameters().map(\.1)
         func loss(_ part: [Int]) -> Tensor {
-            model.logits(split.batch(part), taps: nil).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+            let taps = cache.taps(for: part, packed: model.readsPackedTaps, totalTaps: model.tapCount, bfloat16: model.readsBFloat16Taps)
+            return model.logits(split.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
         }
         let wholeLoss = loss(all)
         wholeLoss.backward()

@@ -32,13 +32,17 @@ public enum MicroBatches {
         precondition(current == nil, "MicroBatches.run inside a micro-batch")
         let run = runs.add(1, ordering: .relaxed).newValue
         let sinks = (0..<count).map { _ in GradientSink() }
+        // Every part runs in the caller's grad mode and matmul precision, on whichever thread.
+        // (The pool hands workers the caller's ledger and category; other task-locals do not cross.)
+        let gradEnabled = ThreadState.current.gradEnabled, precision = MatmulPrecision.current
         pool.parallelFor(count) { i in
             let state = ThreadState.current
-            let (savedBatch, savedSink) = (state.microBatch, state.gradientSink)
+            let saved = (state.microBatch, state.gradientSink, state.gradEnabled)
             state.microBatch = MicroBatch(index: i, count: count, run: run)
             state.gradientSink = sinks[i]
-            defer { (state.microBatch, state.gradientSink) = (savedBatch, savedSink) }
-            body(i)
+            state.gradEnabled = gradEnabled
+            defer { (state.microBatch, state.gradientSink, state.gradEnabled) = saved }
+            Tensor.withMatmulPrecision(precision) { body(i) }
         }
         MemoryLedger.withCategory(.gradients) {
             for sink in sinks {

@@ -53,7 +53,8 @@ public final class ThreadPool: @unchecked Sendable {
             // The worker holds the pool (its loop never returns, so a pool lives as long as the
             // process). Unowned, a pool released before a late-starting worker first ran crashed it.
             let t = Thread { self.workerLoop(w) }
-            t.stackSize = 1 << 20
+            // Micro-batches run whole forward and backward passes on workers: room as on the main thread.
+            t.stackSize = 8 << 20
             t.start()
         }
     }

@@ -95,6 +95,10 @@ public final class LLMClassifier: Module, ClassifierModel {
         }
     }
 
+    /// QST's side decoder layers (causal attention within each row, RMSNorm per token, pooling at
+    /// each row's last real token) and the probe treat every text apart.
+    public var examplesAreIndependent: Bool { method.readsFrozenTaps }
+
     static func keyPadding(_ batch: BatchEncoding) -> [Float] { batch.attentionMask.map { $0 != 0 ? 1 : 0 } }
 
     public func frozenTaps(_ batch: BatchEncoding) -> [Tensor] {

@@ -277,6 +277,36 @@ func tempFolder() -> URL {
         #expect(scale > 1e-3 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
     }
 
+    /// QST (and the probe) on the LLM: gradients over parts, each part's padded taps read from a
+    /// feature cache, are the whole batch's (each part is padded to its own longest text).
+    @Test(arguments: [MethodKind.qst, .linear, .lora])
+    func llmGradientsAreTheSumOverParts(method: MethodKind) throws {
+        var o = MethodOptions()
+        o.qst.reduction = 4
+        o.qst.adapterWidth = 4
+        o.dropout = 0
+        let model = try LLMClassifier(backbone: tinyLlama(), method: method, classes: 3, options: o, seed: 2)
+        #expect(model.examplesAreIndependent == method.readsFrozenTaps)
+        guard method.readsFrozenTaps else { return }
+        let split = syntheticSplit(7, seed: 8), all = Array(0..<7)
+        let cache = try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
+                                     taps: model.tapsRead, width: model.tapWidth)
+        let fresh = model.frozenTaps(split.batch(all))
+        for e in all { cache.store(e, row: e, from: fresh) }
+        let params = model.trainableParameters().map(\.1)
+        func loss(_ part: [Int]) -> Tensor {
+            let taps = cache.taps(for: part, packed: false, totalTaps: model.tapCount)
+            return model.logits(split.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+        }
+        loss(all).backward()
+        let whole = params.map { $0.grad!.toArray() }
+        for p in params { p.zeroGrad() }
+        _ = microBatchedBackward(cutByTokens(all, parts: 2, tokens: split.tokenCount), loss: loss)
+        let scale = whole.map { $0.map(abs).max()! }.max()!
+        let worst = zip(whole, params.map { $0.grad!.toArray() }).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
+        #expect(scale > 1e-4 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
+    }
+
     /// Parts are runs of consecutive examples, none empty, with about equal token counts.
     @Test func cutByTokensBalancesTokens() {
         var rng = SplitMix64(seed: 4)

@@ -16,8 +16,9 @@ public struct MicroBatch: Sendable {
 /// threads need one hand-off per step.
 ///
 /// Determinism: kernels inside a part run on the part's thread only (every `parallelFor` inside a
-/// part runs inline, whatever its pool), each part's gradients are kept apart and then added to `.grad` in part order, so the
-/// result depends on how the batch is cut, never on which thread ran which part.
+/// part runs inline, whatever its pool), and each part's gradients are kept apart and then added
+/// to `.grad` in part order. So the result depends on how the batch is cut, never on which thread
+/// ran which part.
 public enum MicroBatches {
     /// The part this thread is running, inside `run`; nil elsewhere.
     public static var current: MicroBatch? { ThreadState.current.microBatch }

@@ -151,7 +151,7 @@ extension SideTuneCommand {
                 if [.lst, .last].contains(config.method) {
                     log("side network: linear products with bf16 operands and f32 sums"
                         + (MatmulPrecision.bfloat16IsNative ? "" : " (this CPU has no AVX512_BF16: a plain loop, slower than f32)"))
-                } else {
+                } else if methodFlags.sideMatmul != .auto { // auto asks for bf16 only where it applies
                     log("note: --side-matmul applies to lst and last only; \(config.method.rawValue) runs in f32")
                 }
             }

@@ -126,17 +126,14 @@ extension SideTuneCommand.Bench {
                             for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
                             let rows = Array(0..<batch)
                             let parts = cutByTokens(rows, parts: model.examplesAreIndependent ? microBatches ?? ThreadPool.shared.activeThreads : 1) { _ in seq }
-                            func taps(_ part: [Int]) -> [Tensor] {
-                                cache.taps(for: part, packed: model.readsPackedTaps, totalTaps: model.tapCount, bfloat16: model.readsBFloat16Taps)
-                            }
                             if parts.count > 1 {
                                 cached = median("from taps, \(parts.count) micro-batches") {
                                     _ = microBatchedBackward(parts) { part in
-                                        model.logits(makeBatch(part.map { tokenRows[$0] }), taps: taps(part)).crossEntropy(targets: part.map { labels[$0] })
+                                        model.logits(makeBatch(part.map { tokenRows[$0] }), taps: cache.taps(for: part, readBy: model)).crossEntropy(targets: part.map { labels[$0] })
                                     }
                                 }
                             } else {
-                                cached = median("from taps", wholeBatch { taps(rows) })
+                                cached = median("from taps", wholeBatch { cache.taps(for: rows, readBy: model) })
                             }
                         } else {
                             cached = median("from taps", wholeBatch { given })

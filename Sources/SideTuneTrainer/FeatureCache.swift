@@ -1,5 +1,6 @@
 import Foundation
 import SideTuneEngine
+import SideTuneMethods
 
 /// Frozen backbone taps of every training example, computed once (epoch 1) and reused: side
 /// methods never change the backbone, so its outputs for an example never change either.
@@ -75,6 +76,12 @@ public final class FeatureCache {
     public func taps(for examples: [Int], packed: Bool, totalTaps: Int, bfloat16: Bool = false) -> [Tensor] {
         packed ? packedTaps(for: examples, totalTaps: totalTaps, bfloat16: bfloat16)
             : taps(for: examples, seq: examples.map { lengths[$0] }.max() ?? 0, totalTaps: totalTaps, bfloat16: bfloat16)
+    }
+
+    /// A batch's taps as `model` reads them: packed or padded, bf16 or f32 (its `readsPackedTaps`,
+    /// `readsBFloat16Taps`), one tensor per backbone tap (empty where not held).
+    public func taps<Model: ClassifierModel>(for examples: [Int], readBy model: Model) -> [Tensor] {
+        taps(for: examples, packed: model.readsPackedTaps, totalTaps: model.tapCount, bfloat16: model.readsBFloat16Taps)
     }
 
     /// The taps of a batch packed [1, N, d]: the examples' real tokens end to end (no padding rows),

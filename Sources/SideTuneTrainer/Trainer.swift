@@ -174,7 +174,6 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         ProcessMemory.resetPeak()
         let cpuAtStart = CPUTimes.now()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
-        let totalTaps = model.tapCount
         let microBatches = p.microBatches ?? ThreadPool.shared.activeThreads
         model.train(true)
         for epoch in state.epochsDone..<p.epochs {
@@ -198,8 +197,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 var taps: [Tensor]?
                 if let cache, let batch {
                     if fromCache {
-                        taps = cache.taps(for: idx, packed: model.readsPackedTaps, totalTaps: totalTaps,
-                                          bfloat16: model.readsBFloat16Taps)
+                        taps = cache.taps(for: idx, readBy: model)
                     } else {
                         let fresh = model.frozenTaps(batch)
                         let packed = model.readsPackedTaps ? TokenSegments(lengths: idx.map { lengths[$0] }) : nil
@@ -218,9 +216,8 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 } else if let cache {
                     // Each part reads its own taps and runs forward and backward on its own thread.
                     l = microBatchedBackward(cachedParts) { part in
-                        let taps = cache.taps(for: part, packed: model.readsPackedTaps, totalTaps: totalTaps,
-                                              bfloat16: model.readsBFloat16Taps)
-                        return model.logits(train.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(train.labels[$0]) })
+                        model.logits(train.batch(part), taps: cache.taps(for: part, readBy: model))
+                            .crossEntropy(targets: part.map { Int32(train.labels[$0]) })
                     }
                 } else {
                     preconditionFailure("a batch is cut into parts only when the cache holds it")

@@ -116,6 +116,13 @@ public enum GEMMOperand {
     case bf16(UnsafePointer<UInt16>)
 
     var isBFloat16: Bool { if case .bf16 = self { return true } else { return false } }
+    /// The storage's address, whatever its element type.
+    var raw: UnsafeRawPointer {
+        switch self {
+        case .f32(let p): UnsafeRawPointer(p)
+        case .bf16(let p): UnsafeRawPointer(p)
+        }
+    }
 }
 
 /// `gemm` with operands that may be stored in bf16: the same result, bit for bit, as `gemm` on

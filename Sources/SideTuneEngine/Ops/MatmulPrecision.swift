@@ -50,13 +50,7 @@ public func gemmBFloat16Products(_ s: GEMMShape, _ a: GEMMOperand, lda: Int, _ b
         return
     }
     let pairs = (k + 1) / 2
-    func raw(_ x: GEMMOperand) -> (UnsafeRawPointer, Bool) {
-        switch x {
-        case .f32(let p): return (UnsafeRawPointer(p), false)
-        case .bf16(let p): return (UnsafeRawPointer(p), true)
-        }
-    }
-    let (pa, aIsBF16) = raw(a), (pb, bIsBF16) = raw(b)
+    let (pa, aIsBF16) = (a.raw, a.isBFloat16), (pb, bIsBF16) = (b.raw, b.isBFloat16)
     let aSize = aIsBF16 ? 2 : 4
     precondition(!(bIsBF16 && s.transB), "bf16 products: a transposed B (a weight) must be f32")
     // Scratch for the packed operands, counted in the ledger as workspace (as the f32 GEMM's

@@ -51,7 +51,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
-        .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport"], swiftSettings: fast),
+        .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport", "CSideTuneKernels"], swiftSettings: fast),
         .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"], swiftSettings: fast),
         .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats", "SideTuneTestSupport"], exclude: ["Goldens"],
                     swiftSettings: fast),

@@ -1,3 +1,4 @@
+import CSideTuneKernels
 import Foundation
 import SideTuneEngine
 import SideTuneTestSupport
@@ -24,6 +25,30 @@ import Testing
                 var worst: Float = 0
                 for i in 0..<(m * n) { worst = max(worst, abs(fast[i] - ref[i]) / (1e-4 + 1e-4 * abs(ref[i]))) }
                 #expect(worst <= 1, "\(kernel.name) \(m)x\(n)x\(k) \(ta ? "T" : "N")\(tb ? "T" : "N"): off by \(worst)x the tolerance")
+            }
+        }
+    }
+
+    /// Panels packed from operands that run along k (B transposed, A untransposed; 16x16 register
+    /// transposes with AVX-512) hold exactly the gathered elements, zeros past the last column and
+    /// nothing past the panel: every panel width (12 and 6 are the A kernels' rows), partial
+    /// panels, and k with and without a tail of less than 16.
+    @Test func transposedPanelsMatchTheGather() {
+        var rng = SplitMix64(seed: 11)
+        for nr in [6, 12, 16, 24, 32, 48] {
+            for cols in [1, 6, 7, 12, 16, 17, 31, 32, 48] where cols <= nr {
+                for kc in [0, 1, 15, 16, 17, 40, 256] {
+                    let lds = kc + 3
+                    let src = (0..<(cols * lds)).map { _ in rng.nextFloat() - 0.5 }
+                    var packed = [Float](repeating: .nan, count: kc * nr + 16) // guard: must stay NaN
+                    sidetune_pack_transposed_panel(src, lds, kc, cols, nr, &packed)
+                    #expect(packed[(kc * nr)...].allSatisfy { $0.isNaN }, "nr \(nr), cols \(cols), kc \(kc): wrote past the panel")
+                    var wrong = 0
+                    for p in 0..<kc {
+                        for q in 0..<nr where packed[p * nr + q] != (q < cols ? src[q * lds + p] : 0) { wrong += 1 }
+                    }
+                    #expect(wrong == 0, "nr \(nr), cols \(cols), kc \(kc): \(wrong) elements wrong")
+                }
             }
         }
     }

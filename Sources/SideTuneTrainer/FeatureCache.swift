@@ -14,7 +14,9 @@ public final class FeatureCache {
     public let byteCount: Int
     let offsets: [Int]   // byte offset of each example
     let lengths: [Int]
-    private var filled: [Bool]
+    /// Which examples are stored; a raw buffer so that micro-batches on several threads may store
+    /// their own examples at once (a Swift array's element writes would be overlapping accesses).
+    private let filled: UnsafeMutableBufferPointer<Bool>
     private let base: UnsafeMutableRawPointer
     private let ledgerEntry: TensorStorage
 
@@ -32,7 +34,6 @@ public final class FeatureCache {
         for l in lengths { o.append(acc); acc += l * taps.count * width * 2 }
         offsets = o
         byteCount = max(acc, 2)
-        filled = [Bool](repeating: false, count: lengths.count)
         try? FileManager.default.removeItem(at: url)
         let fd = open(url.path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw TrainerError("feature cache: cannot create \(url.path): \(String(cString: strerror(errno)))") }
@@ -44,11 +45,14 @@ public final class FeatureCache {
             throw TrainerError("feature cache: cannot map \(url.path): \(String(cString: strerror(errno)))")
         }
         base = p
+        filled = .allocate(capacity: lengths.count)
+        filled.initialize(repeating: false)
         // A zero-copy storage entry whose only job is to count the mapping as cache in the ledger.
         ledgerEntry = TensorStorage(borrowing: p, byteCount: byteCount, dtype: .bfloat16, owner: NSNull(), category: .cache)
     }
 
     deinit {
+        filled.deallocate()
         munmap(base, byteCount)
         try? FileManager.default.removeItem(at: url)
     }
@@ -57,7 +61,8 @@ public final class FeatureCache {
     public var isComplete: Bool { !filled.contains(false) }
 
     /// Stores example `example`, row `row` of a batch's taps: [B, T, d] padded (its first
-    /// `length` tokens), or [1, N, d] packed by `packed` (its segment).
+    /// `length` tokens), or [1, N, d] packed by `packed` (its segment). Threads may store
+    /// different examples at the same time.
     public func store(_ example: Int, row: Int, from batchTaps: [Tensor], packed: TokenSegments? = nil) {
         let l = lengths[example], d = width
         if let packed { precondition(packed.lengths[row] == l, "feature cache: example \(example) has \(l) tokens, its packed segment \(packed.lengths[row])") }

@@ -1,21 +1,22 @@
 import SideTuneEngine
 
-/// Cuts a batch into `parts` runs of consecutive examples with about equal token counts (a side
-/// network's step costs about its tokens). Never returns an empty part; fewer parts when the batch
-/// has fewer examples.
+/// Cuts a batch into `parts` runs of consecutive examples with about equal token counts (a step
+/// costs about its tokens): the k-th cut falls at the example boundary whose running token count
+/// is nearest k/parts of the total, so each part's tokens are within half an example of its share
+/// at either end. Never returns an empty part; fewer parts when the batch has fewer examples.
 public func cutByTokens(_ examples: [Int], parts: Int, tokens: (Int) -> Int) -> [[Int]] {
     let parts = min(max(parts, 1), examples.count)
     guard parts > 1 else { return [examples] }
-    let total = examples.reduce(0) { $0 + tokens($1) }
-    var out: [[Int]] = [], start = 0, acc = 0
-    for (i, e) in examples.enumerated() {
-        acc += tokens(e)
-        let remainingParts = parts - out.count - 1
-        // Close the part once it holds its share, leaving at least one example per later part.
-        if remainingParts > 0 && (acc * parts >= total * (out.count + 1) || examples.count - i - 1 == remainingParts) {
-            out.append(Array(examples[start...i]))
-            start = i + 1
-        }
+    var prefix = [0]   // prefix[i]: tokens of examples[0..<i]
+    for e in examples { prefix.append(prefix.last! + tokens(e)) }
+    let total = prefix.last!, n = examples.count
+    var out: [[Int]] = [], start = 0
+    for k in 1..<parts {
+        // Candidates leave at least one example in this part and in each later one.
+        let candidates = (start + 1)...(n - (parts - k))
+        let cut = candidates.min { abs(prefix[$0] * parts - total * k) < abs(prefix[$1] * parts - total * k) }!
+        out.append(Array(examples[start..<cut]))
+        start = cut
     }
     out.append(Array(examples[start...]))
     return out

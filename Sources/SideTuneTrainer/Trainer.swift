@@ -29,9 +29,10 @@ public struct TrainingParameters: Codable, Sendable {
     public var resume = false
     /// Stop after this epoch as if interrupted (time-boxed runs; tests of `resume`).
     public var stopAfterEpoch: Int?
-    /// Steps on cached taps of a model whose examples are independent run as this many
-    /// micro-batches, one per thread (`MicroBatches`); nil: one per thread of the pool, 1: the
-    /// whole batch op by op. `SIDETUNE_MICROBATCHES` sets it (to compare).
+    /// Steps of a model whose examples are independent (side methods: epoch 1 with the frozen
+    /// backbone, and the cached epochs) run as this many micro-batches, one per thread
+    /// (`MicroBatches`); nil: one per thread of the pool, 1: the whole batch op by op.
+    /// `SIDETUNE_MICROBATCHES` sets it (to compare).
     public var microBatches: Int? = ProcessInfo.processInfo.environment["SIDETUNE_MICROBATCHES"].flatMap { Int($0) }
     public init() {}
 }
@@ -187,40 +188,35 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             for s in 0..<stepsPerEpoch {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let idx = Array(order[(s * p.batchSize)..<min((s + 1) * p.batchSize, train.count)])
-                // From the cache: taps for the whole batch, or (models whose examples are
-                // independent, on several threads) a cut into parts that read their own taps.
                 let fromCache = cache.map { c in idx.allSatisfy(c.contains) } ?? false
-                let cachedParts = fromCache && model.examplesAreIndependent
-                    ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
-                // The whole batch's input, unless the parts build their own.
-                let batch = cachedParts.count == 1 ? train.batch(idx) : nil
-                var taps: [Tensor]?
-                if let cache, let batch {
-                    if fromCache {
-                        taps = cache.taps(for: idx, readBy: model)
-                    } else {
-                        let fresh = model.frozenTaps(batch)
-                        let packed = model.readsPackedTaps ? TokenSegments(lengths: idx.map { lengths[$0] }) : nil
-                        for (row, e) in idx.enumerated() { cache.store(e, row: row, from: fresh, packed: packed) }
-                        taps = fresh
-                    }
-                }
                 usedCache = usedCache || fromCache
+                // A batch's input and taps: read from the cache, or (epoch 1) computed by the
+                // frozen backbone and stored, or left to the model (no cache).
+                let input = { [train, model, cache] (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in
+                    let batch = train.batch(rows)
+                    guard let cache else { return (batch, nil) }
+                    if fromCache { return (batch, cache.taps(for: rows, readBy: model)) }
+                    let fresh = model.frozenTaps(batch)
+                    let packed = model.readsPackedTaps ? TokenSegments(lengths: rows.map { lengths[$0] }) : nil
+                    for (row, e) in rows.enumerated() { cache.store(e, row: row, from: fresh, packed: packed) }
+                    return (batch, fresh)
+                }
+                let loss = { [train, model] (rows: [Int]) -> Tensor in
+                    let (batch, taps) = input(rows)
+                    return model.logits(batch, taps: taps).crossEntropy(targets: rows.map { Int32(train.labels[$0]) })
+                }
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
                 optimizer.zeroGrad()
+                // Models whose examples are independent cut the batch into parts, one per thread,
+                // each running its own forward (frozen backbone included) and backward alone.
+                let parts = model.examplesAreIndependent ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
                 let l: Float
-                if let batch {
-                    let loss = model.logits(batch, taps: taps).crossEntropy(targets: idx.map { Int32(train.labels[$0]) })
-                    loss.backward()
-                    l = loss.item()
-                } else if let cache {
-                    // Each part reads its own taps and runs forward and backward on its own thread.
-                    l = microBatchedBackward(cachedParts) { part in
-                        model.logits(train.batch(part), taps: cache.taps(for: part, readBy: model))
-                            .crossEntropy(targets: part.map { Int32(train.labels[$0]) })
-                    }
+                if parts.count > 1 {
+                    l = microBatchedBackward(parts, loss: loss)
                 } else {
-                    preconditionFailure("a batch is cut into parts only when the cache holds it")
+                    let whole = loss(idx)
+                    whole.backward()
+                    l = whole.item()
                 }
                 if p.clipNorm > 0 { clipGradNorm(trainable, maxNorm: p.clipNorm) }
                 optimizer.step()

@@ -87,9 +87,12 @@ import Testing
         #expect(throws: (any Error).self) {
             _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--read-cache", "--micro-batches", "0"])
         }
-        #expect(throws: (any Error).self) {
-            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--micro-batches", "2"])
-        }
+        // Micro-batches apply to the computed step too (as train runs epoch 1).
+        var computedParts = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--model-dir", Self.modelDir!, "--batch", "3",
+                                                               "--seq", "8", "--iterations", "1", "--micro-batches", "2"])
+        let partsOutput = try captureStandardOutput { try computedParts.run() }
+        let partsFields = partsOutput.split(separator: "\n").last { $0.hasPrefix("lst ") }?.split(separator: " ") ?? []
+        #expect(partsFields.count == 5 && (Double(partsFields[1]) ?? 0) > 0, "computed in parts: \(partsOutput)")
         // auto: bf16 where the CPU multiplies bf16 at full rate, f32 (stored as nil) elsewhere.
         _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--side-matmul", "auto"])
         #expect(SideMatmulChoice(argument: "auto")?.asSideMatmulOption == (MatmulPrecision.bfloat16IsNative ? .bfloat16 : nil))

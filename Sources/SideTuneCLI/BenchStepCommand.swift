@@ -18,8 +18,9 @@ extension SideTuneCommand.Bench {
             --seq real tokens (random ids), and reports the median of --iterations steps after one \
             warm-up: with the backbone computed, and, for side methods, with the taps already computed \
             (what a feature-cache epoch costs; --read-cache also times reading them from a bf16 cache \
-            file, as training does). As in train, side methods run each step as micro-batches, one per \
-            thread (--micro-batches), except on taps handed over without --read-cache. Methods run in turn, so every ratio comes from one run; \
+            file, as training does). As in train, every method but full fine-tuning runs each step as \
+            micro-batches, one per thread (--micro-batches), except side methods on taps handed over \
+            without --read-cache. Methods run in turn, so every ratio comes from one run; \
             --rounds repeats the whole list and keeps each method's best median (noisy machines).
             """
         )
@@ -43,7 +44,7 @@ extension SideTuneCommand.Bench {
         var readCache = false
         @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products (as train's --side-matmul).", valueName: "f32|bf16|auto"))
         var sideMatmul: SideMatmulChoice = .f32
-        @Option(help: ArgumentHelp("Side methods: run each step (backbone computed, or with --read-cache from the cache) as this many micro-batches, one per thread, as train does (default: one per thread; 1: the whole batch op by op). Taps handed over without --read-cache stay one batch.", valueName: "n"))
+        @Option(help: ArgumentHelp("Run each step (backbone computed, or with --read-cache from the cache) as this many micro-batches, one per thread, as train does for every method but full fine-tuning (default: one per thread; 1: the whole batch op by op). Taps handed over without --read-cache stay one batch.", valueName: "n"))
         var microBatches: Int?
 
         public init() {}
@@ -101,11 +102,12 @@ extension SideTuneCommand.Bench {
                     func wholeBatch(_ taps: @escaping () -> [Tensor]?) -> () -> Void {
                         { model.logits(input, taps: taps()).crossEntropy(targets: labels).backward() }
                     }
-                    // As train: a model whose examples are independent runs its step as parts, one per
-                    // thread, each with its own taps (nil: computed by the frozen backbone in the part).
+                    // As train: a model whose examples are independent (but not full fine-tuning) runs its
+                    // step as parts, one per thread, each with its own taps (nil: computed in the part).
                     let rows = Array(0..<batch)
-                    let parts = cutByTokens(rows, parts: model.examplesAreIndependent ? microBatches ?? ThreadPool.shared.activeThreads : 1) { _ in seq }
-                    func inParts(_ taps: @escaping ([Int]) -> [Tensor]?) -> () -> Void {
+                    let inParts = model.examplesAreIndependent && kind != .full
+                    let parts = cutByTokens(rows, parts: inParts ? microBatches ?? ThreadPool.shared.activeThreads : 1) { _ in seq }
+                    func partwise(_ taps: @escaping ([Int]) -> [Tensor]?) -> () -> Void {
                         {
                             _ = microBatchedBackward(parts) { part in
                                 model.logits(makeBatch(part.map { tokenRows[$0] }), taps: taps(part)).crossEntropy(targets: part.map { labels[$0] })
@@ -127,7 +129,7 @@ extension SideTuneCommand.Bench {
                         return times[times.count / 2]
                     }
                     let computed = tapsOnly && kind.readsFrozenTaps ? Double.nan
-                        : median("computed" + partsLabel, parts.count > 1 ? inParts { _ in nil } : wholeBatch { nil })
+                        : median("computed" + partsLabel, parts.count > 1 ? partwise { _ in nil } : wholeBatch { nil })
                     var cached: Double?
                     if kind.readsFrozenTaps {
                         // Given taps in the layout the feature cache would hand this model (packed for readers that skip padding).
@@ -137,7 +139,7 @@ extension SideTuneCommand.Bench {
                                                          lengths: input.lengths, taps: model.tapsRead, width: model.tapWidth)
                             let segments = model.readsPackedTaps ? TokenSegments(lengths: input.lengths) : nil
                             for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
-                            cached = median("from taps" + partsLabel, parts.count > 1 ? inParts { cache.taps(for: $0, readBy: model) }
+                            cached = median("from taps" + partsLabel, parts.count > 1 ? partwise { cache.taps(for: $0, readBy: model) }
                                                                         : wholeBatch { cache.taps(for: rows, readBy: model) })
                         } else {
                             cached = median("from taps", wholeBatch { given })

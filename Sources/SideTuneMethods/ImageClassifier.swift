@@ -77,9 +77,9 @@ public final class ImageClassifier: Module, ClassifierModel {
     public var tapWidth: Int { backbone.config.hiddenSize }
     public var readsBFloat16Taps: Bool { method.readsFrozenTaps && reader.readsBFloat16Taps }
 
-    /// LST's pre-LN ViT blocks, LAST's blocks and the probe's head treat every image apart (HST,
-    /// with its BatchNorm, reads no taps).
-    public var examplesAreIndependent: Bool { method.readsFrozenTaps }
+    /// The ViT, LST's and LAST's blocks, the probe's head and LoRA treat every image apart. (HST,
+    /// a model of its own, does not claim it: its side network's BatchNorm couples them.)
+    public var examplesAreIndependent: Bool { true }
 
     /// The ViT's taps [B, 1 + h*w, d] for a batch, without autograd (what side methods read, and cache).
     public func frozenTaps(_ pixels: Tensor) -> [Tensor] {

@@ -95,9 +95,9 @@ public final class LLMClassifier: Module, ClassifierModel {
         }
     }
 
-    /// QST's side decoder layers (causal attention within each row, RMSNorm per token, pooling at
-    /// each row's last real token) and the probe treat every text apart.
-    public var examplesAreIndependent: Bool { method.readsFrozenTaps }
+    /// The decoder, QST's side decoder layers and LoRA treat every text apart (causal attention
+    /// within each row, RMSNorm per token, pooling at each row's last real token).
+    public var examplesAreIndependent: Bool { true }
 
     static func keyPadding(_ batch: BatchEncoding) -> [Float] { batch.attentionMask.map { $0 != 0 ? 1 : 0 } }
 

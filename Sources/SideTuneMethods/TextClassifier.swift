@@ -115,9 +115,9 @@ public final class TextClassifier: Module, ClassifierModel {
 
     public var readsBFloat16Taps: Bool { method.readsFrozenTaps && reader.readsBFloat16Taps }
 
-    /// The side methods' readers (LST, LAST, the linear probe's head) treat every text apart:
-    /// attention within it, LayerNorm per token, pooling per text.
-    public var examplesAreIndependent: Bool { method.readsFrozenTaps }
+    /// BERT and every method's additions treat every text apart (attention within it, LayerNorm
+    /// per token, pooling per text, prompts per row); nothing keeps batch statistics.
+    public var examplesAreIndependent: Bool { true }
 
     /// Methods that train the backbone (full, BitFit, LoRA, adapters) run it packed with autograd,
     /// so neither forward nor backward computes padding rows (for batches with enough padding:

@@ -29,10 +29,10 @@ public struct TrainingParameters: Codable, Sendable {
     public var resume = false
     /// Stop after this epoch as if interrupted (time-boxed runs; tests of `resume`).
     public var stopAfterEpoch: Int?
-    /// Steps of a model whose examples are independent (side methods: epoch 1 with the frozen
-    /// backbone, and the cached epochs) run as this many micro-batches, one per thread
-    /// (`MicroBatches`); nil: one per thread of the pool, 1: the whole batch op by op.
-    /// `SIDETUNE_MICROBATCHES` sets it (to compare).
+    /// Steps of a model whose examples are independent (every method but HST and full
+    /// fine-tuning; side methods in epoch 1 and from the cache alike) run as this many
+    /// micro-batches, one per thread (`MicroBatches`); nil: one per thread of the pool, 1: the
+    /// whole batch op by op. `SIDETUNE_MICROBATCHES` sets it (to compare).
     public var microBatches: Int? = ProcessInfo.processInfo.environment["SIDETUNE_MICROBATCHES"].flatMap { Int($0) }
     public init() {}
 }
@@ -176,6 +176,10 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         let cpuAtStart = CPUTimes.now()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
         let microBatches = p.microBatches ?? ThreadPool.shared.activeThreads
+        // Models whose examples are independent cut each batch into parts, one per thread, each
+        // running its own forward (frozen backbone included) and backward alone. Not full
+        // fine-tuning: every part would hold its own copy of every weight's gradient.
+        let runsInParts = model.examplesAreIndependent && model.method != .full
         model.train(true)
         for epoch in state.epochsDone..<p.epochs {
             // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
@@ -207,9 +211,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 }
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
                 optimizer.zeroGrad()
-                // Models whose examples are independent cut the batch into parts, one per thread,
-                // each running its own forward (frozen backbone included) and backward alone.
-                let parts = model.examplesAreIndependent ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
+                let parts = runsInParts ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
                 let l: Float
                 if parts.count > 1 {
                     l = microBatchedBackward(parts, loss: loss)

@@ -42,11 +42,13 @@ func tinyHSTClassifier(seed: UInt64) throws -> HSTClassifier {
 
 @Suite(.serialized) struct HSTTrainerTests {
     /// The generic trainer runs HST on images (no feature cache), and the checkpoint it keeps
-    /// restores the BatchNorm running statistics with the parameters.
+    /// restores the BatchNorm running statistics with the parameters. BatchNorm's batch statistics
+    /// couple the examples, so its steps never run as micro-batches.
     @Test func trainsAndCheckpointsRunningStatistics() throws {
         let folder = tempFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
         let model = try tinyHSTClassifier(seed: 3)
+        #expect(!model.examplesAreIndependent)
         var p = TrainingParameters()
         p.epochs = 4
         p.batchSize = 8

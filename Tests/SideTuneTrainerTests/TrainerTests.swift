@@ -227,28 +227,36 @@ func tempFolder() -> URL {
                 "\(reports.map(\.validationAccuracy))")
     }
 
-    /// Every step of the side methods runs as micro-batches (one per thread by default): epoch 1's
-    /// parts each run the frozen backbone on their examples and store their taps in the feature
-    /// cache, later epochs' parts read them back. Without dropout the losses track the
+    /// Every step of a method whose examples are independent runs as micro-batches (one per
+    /// thread by default): side methods' epoch-1 parts each run the frozen backbone on their
+    /// examples and store their taps in the feature cache, later epochs' parts read them back;
+    /// LoRA's parts backprop through the backbone. Without dropout the losses track the
     /// whole-batch run's to float rounding (but not bit for bit: the parts did run), with or
-    /// without the cache; with dropout the same seed gives the same run. (That the thread count
+    /// without the cache; with dropout the same seed gives the same run. Full fine-tuning runs
+    /// whole batches (a gradient copy per part would cost a model's size). (That the thread count
     /// does not matter is MicroBatchTests'.)
-    @Test(arguments: [MethodKind.lst, .last])
+    @Test(arguments: [MethodKind.lst, .last, .lora, .full])
     func stepsRunAsMicroBatches(method: MethodKind) throws {
         func run(_ microBatches: Int, dropout: Float = 0, cache: Bool = true) throws -> (losses: [Double], report: TrainingReport) {
             var losses: [Double] = []
-            let t = try makeTrainer(method, folder: nil, epochs: 4, cache: cache, dropout: dropout, microBatches: microBatches)
+            let t = try makeTrainer(method, folder: nil, epochs: 4, cache: cache, dropout: dropout,
+                                    learningRate: method == .full ? 3e-3 : 3e-2, microBatches: microBatches)
             let report = try t.run { if case let .epochEnd(_, loss, _, _, _, _) = $0 { losses.append(loss) } }
             return (losses, report)
         }
-        for cache in [true, false] {
+        for cache in method.readsFrozenTaps ? [true, false] : [false] {
             let whole = try run(1, cache: cache), parts = try run(2, cache: cache)
             #expect((parts.report.secondsPerStepCached != nil) == cache)
+            if method == .full {
+                #expect(whole.losses == parts.losses, "full fine-tuning ran in parts")
+                continue
+            }
             #expect(whole.losses[1...] != parts.losses[1...], "later epochs ran the same operations as whole batches")
             for e in 0..<4 { #expect(abs(whole.losses[e] - parts.losses[e]) <= 1e-4 * whole.losses[e], "\(whole.losses) vs \(parts.losses)") }
         }
-        // With dropout, parts draw their own masks, so epoch 1 (no cache read yet) shows that the
-        // parts ran; the same seed still gives the same run.
+        guard method != .full else { return }
+        // With dropout, parts draw their own masks, so epoch 1 shows that the parts ran; the same
+        // seed still gives the same run.
         let a = try run(2, dropout: 0.1), b = try run(2, dropout: 0.1), c = try run(1, dropout: 0.1)
         #expect(a.losses == b.losses && a.report.accuracy == b.report.accuracy)
         #expect(a.losses[0] != c.losses[0])
@@ -313,6 +321,29 @@ func tempFolder() -> URL {
         #expect(scale > 1e-3 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
     }
 
+    /// The baselines' examples are independent too (BERT keeps no batch statistics): gradients
+    /// over parts, each running the backbone with autograd on its own texts, are the whole
+    /// batch's. The trainer runs them in parts, except full fine-tuning (a gradient copy per part).
+    @Test(arguments: [MethodKind.lora, .bitfit, .adapter, .prompt, .full])
+    func baselineGradientsAreTheSumOverParts(method: MethodKind) throws {
+        let model = try makeTrainer(method, folder: nil, dropout: 0).model
+        #expect(model.examplesAreIndependent)
+        let split = syntheticSplit(9, seed: 9), all = Array(0..<9)
+        let params = model.trainableParameters().map(\.1)
+        func loss(_ part: [Int]) -> Tensor {
+            model.logits(split.batch(part), taps: nil).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+        }
+        let wholeLoss = loss(all)
+        wholeLoss.backward()
+        let whole = params.map { $0.grad!.toArray() }
+        for p in params { p.zeroGrad() }
+        let partsLoss = microBatchedBackward(cutByTokens(all, parts: 3, tokens: split.tokenCount), loss: loss)
+        #expect(abs(partsLoss - wholeLoss.item()) <= 1e-5 * wholeLoss.item())
+        let scale = whole.map { $0.map(abs).max()! }.max()!
+        let worst = zip(whole, params.map { $0.grad!.toArray() }).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
+        #expect(scale > 1e-3 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
+    }
+
     /// QST (and the probe) on the LLM: gradients over parts, each part's padded taps read from a
     /// feature cache, are the whole batch's (each part is padded to its own longest text).
     @Test(arguments: [MethodKind.qst, .linear, .lora])
@@ -322,16 +353,19 @@ func tempFolder() -> URL {
         o.qst.adapterWidth = 4
         o.dropout = 0
         let model = try LLMClassifier(backbone: tinyLlama(), method: method, classes: 3, options: o, seed: 2)
-        #expect(model.examplesAreIndependent == method.readsFrozenTaps)
-        guard method.readsFrozenTaps else { return }
+        #expect(model.examplesAreIndependent)
         let split = syntheticSplit(7, seed: 8), all = Array(0..<7)
-        let cache = try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
-                                     taps: model.tapsRead, width: model.tapWidth)
-        let fresh = model.frozenTaps(split.batch(all))
-        for e in all { cache.store(e, row: e, from: fresh) }
+        // Side methods read their taps from a cache; LoRA runs the decoder with autograd in each part.
+        let cache = method.readsFrozenTaps
+            ? try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
+                               taps: model.tapsRead, width: model.tapWidth) : nil
+        if let cache {
+            let fresh = model.frozenTaps(split.batch(all))
+            for e in all { cache.store(e, row: e, from: fresh) }
+        }
         let params = model.trainableParameters().map(\.1)
         func loss(_ part: [Int]) -> Tensor {
-            let taps = cache.taps(for: part, packed: false, totalTaps: model.tapCount)
+            let taps = cache?.taps(for: part, packed: false, totalTaps: model.tapCount)
             return model.logits(split.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
         }
         loss(all).backward()

@@ -48,6 +48,22 @@ func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Boo
                        test: syntheticSplit(24, seed: 3), checkpointConfig: cfg)
 }
 
+/// Backward of the whole batch `all`, then of `parts` as micro-batches: the parameters'
+/// gradients (the largest above `minScale`, so there is something to compare) and the mean loss
+/// must agree to float rounding.
+func expectPartsGiveTheWholeBatchGradients(_ params: [Tensor], all: [Int], parts: [[Int]], minScale: Float = 1e-3,
+                                           sourceLocation: SourceLocation = #_sourceLocation, loss: ([Int]) -> Tensor) {
+    let wholeLoss = loss(all)
+    wholeLoss.backward()
+    let whole = params.map { $0.grad!.toArray() }
+    for p in params { p.zeroGrad() }
+    let partsLoss = microBatchedBackward(parts, loss: loss)
+    #expect(abs(partsLoss - wholeLoss.item()) <= 1e-5 * wholeLoss.item(), sourceLocation: sourceLocation)
+    let scale = whole.map { $0.map(abs).max()! }.max()!
+    let worst = zip(whole, params.map { $0.grad!.toArray() }).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
+    #expect(scale > minScale && worst <= 1e-5 * scale, "worst \(worst) of \(scale)", sourceLocation: sourceLocation)
+}
+
 func tempFolder() -> URL {
     scratchFolder("trainer")
 }
@@ -292,60 +308,33 @@ func tempFolder() -> URL {
         }
     }
 
-    /// The side methods' examples are independent: their gradients from micro-batches (each part
-    /// reading its taps from a feature cache, as the trainer's cached steps do) are the whole
-    /// batch's, and so is the mean loss.
-    @Test(arguments: [MethodKind.lst, .last, .linear])
-    func sideMethodsGradientsAreTheSumOverParts(method: MethodKind) throws {
+    /// Every text method's examples are independent (BERT keeps no batch statistics): gradients
+    /// from micro-batches are the whole batch's, and so is the mean loss. Side methods' parts read
+    /// their taps from a feature cache, as the trainer's cached steps do; the baselines' parts run
+    /// the backbone with autograd on their own texts. (The trainer runs all but full fine-tuning in
+    /// parts: it would keep a gradient copy of every weight per part.)
+    @Test(arguments: [MethodKind.lst, .last, .linear, .lora, .bitfit, .adapter, .prompt, .full])
+    func textGradientsAreTheSumOverParts(method: MethodKind) throws {
         let model = try makeTrainer(method, folder: nil, dropout: 0).model
         #expect(model.examplesAreIndependent)
         let split = syntheticSplit(9, seed: 6), all = Array(0..<9)
-        let cache = try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
-                                     taps: model.tapsRead, width: model.tapWidth)
-        let fresh = model.frozenTaps(split.batch(all))
-        let segments = model.readsPackedTaps ? TokenSegments(lengths: split.ids.map(\.count)) : nil
-        for e in all { cache.store(e, row: e, from: fresh, packed: segments) }
-        let params = model.trainableParameters().map(\.1)
-        func loss(_ part: [Int]) -> Tensor {
-            let taps = cache.taps(for: part, packed: model.readsPackedTaps, totalTaps: model.tapCount, bfloat16: model.readsBFloat16Taps)
-            return model.logits(split.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+        let cache = method.readsFrozenTaps
+            ? try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
+                               taps: model.tapsRead, width: model.tapWidth) : nil
+        if let cache {
+            let fresh = model.frozenTaps(split.batch(all))
+            let segments = model.readsPackedTaps ? TokenSegments(lengths: split.ids.map(\.count)) : nil
+            for e in all { cache.store(e, row: e, from: fresh, packed: segments) }
         }
-        let wholeLoss = loss(all)
-        wholeLoss.backward()
-        let whole = params.map { $0.grad!.toArray() }
-        for p in params { p.zeroGrad() }
-        let partsLoss = microBatchedBackward(cutByTokens(all, parts: 3, tokens: split.tokenCount), loss: loss)
-        #expect(abs(partsLoss - wholeLoss.item()) <= 1e-5 * wholeLoss.item())
-        let scale = whole.map { $0.map(abs).max()! }.max()!
-        let worst = zip(whole, params.map { $0.grad!.toArray() }).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
-        #expect(scale > 1e-3 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
+        expectPartsGiveTheWholeBatchGradients(model.trainableParameters().map(\.1), all: all,
+                                              parts: cutByTokens(all, parts: 3, tokens: split.tokenCount)) { part in
+            model.logits(split.batch(part), taps: cache?.taps(for: part, readBy: model))
+                .crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+        }
     }
 
-    /// The baselines' examples are independent too (BERT keeps no batch statistics): gradients
-    /// over parts, each running the backbone with autograd on its own texts, are the whole
-    /// batch's. The trainer runs them in parts, except full fine-tuning (a gradient copy per part).
-    @Test(arguments: [MethodKind.lora, .bitfit, .adapter, .prompt, .full])
-    func baselineGradientsAreTheSumOverParts(method: MethodKind) throws {
-        let model = try makeTrainer(method, folder: nil, dropout: 0).model
-        #expect(model.examplesAreIndependent)
-        let split = syntheticSplit(9, seed: 9), all = Array(0..<9)
-        let params = model.trainableParameters().map(\.1)
-        func loss(_ part: [Int]) -> Tensor {
-            model.logits(split.batch(part), taps: nil).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
-        }
-        let wholeLoss = loss(all)
-        wholeLoss.backward()
-        let whole = params.map { $0.grad!.toArray() }
-        for p in params { p.zeroGrad() }
-        let partsLoss = microBatchedBackward(cutByTokens(all, parts: 3, tokens: split.tokenCount), loss: loss)
-        #expect(abs(partsLoss - wholeLoss.item()) <= 1e-5 * wholeLoss.item())
-        let scale = whole.map { $0.map(abs).max()! }.max()!
-        let worst = zip(whole, params.map { $0.grad!.toArray() }).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
-        #expect(scale > 1e-3 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
-    }
-
-    /// QST (and the probe) on the LLM: gradients over parts, each part's padded taps read from a
-    /// feature cache, are the whole batch's (each part is padded to its own longest text).
+    /// The LLM's methods: gradients over parts are the whole batch's (each part is padded to its
+    /// own longest text; QST's and the probe's parts read their padded taps from a feature cache).
     @Test(arguments: [MethodKind.qst, .linear, .lora])
     func llmGradientsAreTheSumOverParts(method: MethodKind) throws {
         var o = MethodOptions()
@@ -363,18 +352,11 @@ func tempFolder() -> URL {
             let fresh = model.frozenTaps(split.batch(all))
             for e in all { cache.store(e, row: e, from: fresh) }
         }
-        let params = model.trainableParameters().map(\.1)
-        func loss(_ part: [Int]) -> Tensor {
-            let taps = cache?.taps(for: part, packed: false, totalTaps: model.tapCount)
-            return model.logits(split.batch(part), taps: taps).crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+        expectPartsGiveTheWholeBatchGradients(model.trainableParameters().map(\.1), all: all,
+                                              parts: cutByTokens(all, parts: 2, tokens: split.tokenCount), minScale: 1e-4) { part in
+            model.logits(split.batch(part), taps: cache?.taps(for: part, packed: false, totalTaps: model.tapCount))
+                .crossEntropy(targets: part.map { Int32(split.labels[$0]) })
         }
-        loss(all).backward()
-        let whole = params.map { $0.grad!.toArray() }
-        for p in params { p.zeroGrad() }
-        _ = microBatchedBackward(cutByTokens(all, parts: 2, tokens: split.tokenCount), loss: loss)
-        let scale = whole.map { $0.map(abs).max()! }.max()!
-        let worst = zip(whole, params.map { $0.grad!.toArray() }).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
-        #expect(scale > 1e-4 && worst <= 1e-5 * scale, "worst \(worst) of \(scale)")
     }
 
     /// Parts are runs of consecutive examples, none empty, with about equal token counts.

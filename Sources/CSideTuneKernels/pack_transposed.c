@@ -50,8 +50,13 @@ void sidetune_pack_transposed_panel(const float *src, long lds, long kc, long co
             const long width = nr - q0 < 16 ? nr - q0 : 16;
             const __mmask16 keep = (__mmask16)((1u << width) - 1);
             __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = q0 + i < cols ? _mm512_loadu_ps(src + (q0 + i) * lds + p0) : zero;
-            transpose16x16(r);
+            if (q0 >= cols) {
+                // Past the last source row (an edge panel): only zeros to store.
+                for (int i = 0; i < 16; i++) r[i] = zero;
+            } else {
+                for (int i = 0; i < 16; i++) r[i] = q0 + i < cols ? _mm512_loadu_ps(src + (q0 + i) * lds + p0) : zero;
+                transpose16x16(r);
+            }
             if (width == 16) {
                 for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (p0 + i) * nr + q0, r[i]);
             } else {

@@ -107,10 +107,12 @@ extension SideTuneCommand.Bench {
                     let rows = Array(0..<batch)
                     let inParts = model.examplesAreIndependent && kind != .full
                     let parts = cutByTokens(rows, parts: inParts ? microBatches ?? ThreadPool.shared.activeThreads : 1) { _ in seq }
+                    // Each part's input is built before the clock starts, as the whole batch's is.
+                    let partInputs = Dictionary(uniqueKeysWithValues: parts.map { ($0[0], makeBatch($0.map { tokenRows[$0] })) })
                     func partwise(_ taps: @escaping ([Int]) -> [Tensor]?) -> () -> Void {
                         {
                             _ = microBatchedBackward(parts) { part in
-                                model.logits(makeBatch(part.map { tokenRows[$0] }), taps: taps(part)).crossEntropy(targets: part.map { labels[$0] })
+                                model.logits(partInputs[part[0]]!, taps: taps(part)).crossEntropy(targets: part.map { labels[$0] })
                             }
                         }
                     }

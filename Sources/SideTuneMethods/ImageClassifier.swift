@@ -77,7 +77,7 @@ public final class ImageClassifier: Module, ClassifierModel {
     public var tapWidth: Int { backbone.config.hiddenSize }
     public var readsBFloat16Taps: Bool { method.readsFrozenTaps && reader.readsBFloat16Taps }
 
-    /// The ViT, LST's and LAST's blocks, the probe's head and LoRA treat every image apart. (HST,
+    /// The ViT, LST's and LAST's blocks, the probe's head, LoRA and BitFit treat every image apart. (HST,
     /// a model of its own, does not claim it: its side network's BatchNorm couples them.)
     public var examplesAreIndependent: Bool { true }
 

@@ -2,8 +2,9 @@ import SideTuneEngine
 
 /// Cuts a batch into `parts` runs of consecutive examples with about equal token counts (a step
 /// costs about its tokens): the k-th cut falls at the example boundary whose running token count
-/// is nearest k/parts of the total, so each part's tokens are within half an example of its share
-/// at either end. Never returns an empty part; fewer parts when the batch has fewer examples.
+/// is nearest k/parts of the total, so each cut is within half an example of its share (unless
+/// leaving one example for every later part forces it further). Never returns an empty part;
+/// fewer parts when the batch has fewer examples.
 public func cutByTokens(_ examples: [Int], parts: Int, tokens: (Int) -> Int) -> [[Int]] {
     let parts = min(max(parts, 1), examples.count)
     guard parts > 1 else { return [examples] }

@@ -54,8 +54,8 @@ import Testing
 
     /// The ViT methods' examples are independent (so their steps run as micro-batches; HST's
     /// BatchNorm couples them, see HSTTrainerTests): gradients over parts are the whole batch's,
-    /// for side methods and for LoRA backpropagating through the ViT in each part.
-    @Test(arguments: [MethodKind.last, .lst, .linear, .lora])
+    /// for side methods and for LoRA and BitFit backpropagating through the ViT in each part.
+    @Test(arguments: [MethodKind.last, .lst, .linear, .lora, .bitfit])
     func gradientsAreTheSumOverParts(method: MethodKind) throws {
         let t = try Self.trainer(method, epochs: 1, cache: false)
         #expect(t.model.examplesAreIndependent)

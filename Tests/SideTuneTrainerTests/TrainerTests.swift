@@ -334,14 +334,17 @@ func tempFolder() -> URL {
     }
 
     /// The LLM's methods: gradients over parts are the whole batch's (each part is padded to its
-    /// own longest text; QST's and the probe's parts read their padded taps from a feature cache).
-    @Test(arguments: [MethodKind.qst, .linear, .lora])
+    /// own longest text; QST's and the probe's parts read their padded taps from a feature cache,
+    /// QLoRA's dequantise the NF4 backbone on both threads).
+    @Test(arguments: [MethodKind.qst, .linear, .lora, .qlora])
     func llmGradientsAreTheSumOverParts(method: MethodKind) throws {
         var o = MethodOptions()
         o.qst.reduction = 4
         o.qst.adapterWidth = 4
         o.dropout = 0
-        let model = try LLMClassifier(backbone: tinyLlama(), method: method, classes: 3, options: o, seed: 2)
+        // QLoRA's NF4 blocks need rows of 64.
+        let backbone = method == .qlora ? tinyLlama(dim: 64, ffnDim: 64, nf4: true) : tinyLlama()
+        let model = try LLMClassifier(backbone: backbone, method: method, classes: 3, options: o, seed: 2)
         #expect(model.examplesAreIndependent)
         let split = syntheticSplit(7, seed: 8), all = Array(0..<7)
         // Side methods read their taps from a cache; LoRA runs the decoder with autograd in each part.

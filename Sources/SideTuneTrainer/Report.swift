@@ -23,6 +23,9 @@ public struct TrainingReport: Codable, Sendable {
     public var batchSize: Int
     public var maxLength: Int
     public var threads: Int
+    /// Parts each training step ran as, one per thread (1: whole batches); with the seed and the
+    /// thread count, what a run's result depends on. Nil where the trainer did not say.
+    public var microBatches: Int?
     public var cacheBytes: Int?
     /// Share of the machine's CPU time the hypervisor stole while training ran (nil where
     /// /proc/stat is not readable): times measured under steal are slower than the code.
@@ -31,13 +34,13 @@ public struct TrainingReport: Codable, Sendable {
     public init(method: String, accuracy: Double, macroF1: Double, validationAccuracy: Double, trainableParams: Int, totalParams: Int,
                 peakBytes: [String: Int], peakRSSBytes: Int, secondsPerStep: Double, secondsPerStepCached: Double?,
                 epochSeconds: [Double], trainExamples: Int, testExamples: Int, batchSize: Int, maxLength: Int, threads: Int,
-                cacheBytes: Int?, stolenCPUShare: Double? = nil) {
+                cacheBytes: Int?, stolenCPUShare: Double? = nil, microBatches: Int? = nil) {
         self.method = method; self.accuracy = accuracy; self.macroF1 = macroF1; self.validationAccuracy = validationAccuracy
         self.trainableParams = trainableParams; self.totalParams = totalParams; self.peakBytes = peakBytes
         self.peakRSSBytes = peakRSSBytes; self.secondsPerStep = secondsPerStep; self.secondsPerStepCached = secondsPerStepCached
         self.epochSeconds = epochSeconds; self.trainExamples = trainExamples; self.testExamples = testExamples
         self.batchSize = batchSize; self.maxLength = maxLength; self.threads = threads; self.cacheBytes = cacheBytes
-        self.stolenCPUShare = stolenCPUShare
+        self.stolenCPUShare = stolenCPUShare; self.microBatches = microBatches
     }
 
     enum CodingKeys: String, CodingKey {
@@ -47,7 +50,7 @@ public struct TrainingReport: Codable, Sendable {
         case secondsPerStep = "seconds_per_step", secondsPerStepCached = "seconds_per_step_cached"
         case epochSeconds = "epoch_seconds", trainExamples = "train_examples", testExamples = "test_examples"
         case batchSize = "batch_size", maxLength = "max_length", cacheBytes = "cache_bytes"
-        case stolenCPUShare = "stolen_cpu_share"
+        case stolenCPUShare = "stolen_cpu_share", microBatches = "micro_batches"
     }
 
     public func jsonString() -> String {
@@ -72,6 +75,9 @@ public struct TrainingReport: Codable, Sendable {
         if let c = secondsPerStepCached { speed += String(format: ", %.4f from the feature cache (%.1fx faster)", c, secondsPerStep / max(c, 1e-9)) }
         lines.append(speed)
         lines.append("epoch seconds     " + epochSeconds.map { String(format: "%.1f", $0) }.joined(separator: ", "))
+        if let mb = microBatches {
+            lines.append("threads           \(threads), " + (mb > 1 ? "each step as \(mb) micro-batches" : "whole batches"))
+        }
         if let st = stolenCPUShare {
             lines.append(String(format: "cpu stolen        %.1f%% of the machine's CPU time while training (the hypervisor ran other guests; times are slower by that much or more)", 100 * st))
         }

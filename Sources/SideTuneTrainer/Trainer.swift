@@ -278,7 +278,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                               secondsPerStep: mean(uncachedStepTimes), secondsPerStepCached: cachedStepTimes.isEmpty ? nil : mean(cachedStepTimes),
                               epochSeconds: state.epochSeconds, trainExamples: train.count, testExamples: test.count,
                               batchSize: p.batchSize, maxLength: checkpointConfig.maxLength, threads: ThreadPool.shared.activeThreads,
-                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen)
+                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen, microBatches: runsInParts ? max(1, min(microBatches, p.batchSize)) : 1)
     }
 
     // MARK: resume

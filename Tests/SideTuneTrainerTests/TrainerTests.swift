@@ -263,6 +263,8 @@ func tempFolder() -> URL {
         for cache in method.readsFrozenTaps ? [true, false] : [false] {
             let whole = try run(1, cache: cache), parts = try run(2, cache: cache)
             #expect((parts.report.secondsPerStepCached != nil) == cache)
+            #expect(whole.report.microBatches == 1 && parts.report.microBatches == (method == .full ? 1 : 2))
+            #expect(parts.report.table().contains(method == .full ? "whole batches" : "each step as 2 micro-batches"))
             if method == .full {
                 #expect(whole.losses == parts.losses, "full fine-tuning ran in parts")
                 continue

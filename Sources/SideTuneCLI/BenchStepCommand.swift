@@ -102,11 +102,10 @@ extension SideTuneCommand.Bench {
                     func wholeBatch(_ taps: @escaping () -> [Tensor]?) -> () -> Void {
                         { model.logits(input, taps: taps()).crossEntropy(targets: labels).backward() }
                     }
-                    // As train: a model whose examples are independent (but not full fine-tuning) runs its
-                    // step as parts, one per thread, each with its own taps (nil: computed in the part).
+                    // As train: a model that runs as micro-batches runs its step as parts, one per thread,
+                    // each with its own taps (nil: computed in the part).
                     let rows = Array(0..<batch)
-                    let inParts = model.examplesAreIndependent && kind != .full
-                    let parts = cutByTokens(rows, parts: inParts ? microBatches ?? ThreadPool.shared.activeThreads : 1) { _ in seq }
+                    let parts = cutByTokens(rows, parts: model.runsAsMicroBatches ? microBatches ?? ThreadPool.shared.activeThreads : 1) { _ in seq }
                     // Each part's input is built before the clock starts, as the whole batch's is.
                     let partInputs = Dictionary(uniqueKeysWithValues: parts.map { ($0[0], makeBatch($0.map { tokenRows[$0] })) })
                     func partwise(_ taps: @escaping ([Int]) -> [Tensor]?) -> () -> Void {
@@ -139,8 +138,7 @@ extension SideTuneCommand.Bench {
                         if readCache {
                             let cache = try FeatureCache(url: FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-bench-taps-\(getpid()).bin"),
                                                          lengths: input.lengths, taps: model.tapsRead, width: model.tapWidth)
-                            let segments = model.readsPackedTaps ? TokenSegments(lengths: input.lengths) : nil
-                            for row in 0..<batch { cache.store(row, row: row, from: given, packed: segments) }
+                            cache.store(rows, from: given, readBy: model)
                             cached = median("from taps" + partsLabel, parts.count > 1 ? partwise { cache.taps(for: $0, readBy: model) }
                                                                         : wholeBatch { cache.taps(for: rows, readBy: model) })
                         } else {

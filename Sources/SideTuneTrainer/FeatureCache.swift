@@ -83,6 +83,13 @@ public final class FeatureCache {
             : taps(for: examples, seq: examples.map { lengths[$0] }.max() ?? 0, totalTaps: totalTaps, bfloat16: bfloat16)
     }
 
+    /// Stores a batch's taps as `model.frozenTaps` gave them: example `examples[row]` from row
+    /// `row`, its segment of the packed taps when the model reads packed ones.
+    public func store<Model: ClassifierModel>(_ examples: [Int], from batchTaps: [Tensor], readBy model: Model) {
+        let packed = model.readsPackedTaps ? TokenSegments(lengths: examples.map { lengths[$0] }) : nil
+        for (row, e) in examples.enumerated() { store(e, row: row, from: batchTaps, packed: packed) }
+    }
+
     /// A batch's taps as `model` reads them: packed or padded, bf16 or f32 (its `readsPackedTaps`,
     /// `readsBFloat16Taps`), one tensor per backbone tap (empty where not held).
     public func taps<Model: ClassifierModel>(for examples: [Int], readBy model: Model) -> [Tensor] {

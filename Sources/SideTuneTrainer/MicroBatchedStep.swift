@@ -1,4 +1,12 @@
 import SideTuneEngine
+import SideTuneMethods
+
+extension ClassifierModel {
+    /// Whether the trainer (and `bench step`) run this model's steps as micro-batches: its examples
+    /// are independent, and it is not full fine-tuning, whose parts would each hold a copy of
+    /// every weight's gradient.
+    public var runsAsMicroBatches: Bool { examplesAreIndependent && method != .full }
+}
 
 /// Cuts a batch into `parts` runs of consecutive examples with about equal token counts (a step
 /// costs about its tokens): the k-th cut falls at the example boundary whose running token count

@@ -176,10 +176,6 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         let cpuAtStart = CPUTimes.now()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
         let microBatches = p.microBatches ?? ThreadPool.shared.activeThreads
-        // Models whose examples are independent cut each batch into parts, one per thread, each
-        // running its own forward (frozen backbone included) and backward alone. Not full
-        // fine-tuning: every part would hold its own copy of every weight's gradient.
-        let runsInParts = model.examplesAreIndependent && model.method != .full
         model.train(true)
         for epoch in state.epochsDone..<p.epochs {
             // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
@@ -201,8 +197,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                     guard let cache else { return (batch, nil) }
                     if fromCache { return (batch, cache.taps(for: rows, readBy: model)) }
                     let fresh = model.frozenTaps(batch)
-                    let packed = model.readsPackedTaps ? TokenSegments(lengths: rows.map { lengths[$0] }) : nil
-                    for (row, e) in rows.enumerated() { cache.store(e, row: row, from: fresh, packed: packed) }
+                    cache.store(rows, from: fresh, readBy: model)
                     return (batch, fresh)
                 }
                 let loss = { [train, model] (rows: [Int]) -> Tensor in
@@ -211,7 +206,9 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                 }
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
                 optimizer.zeroGrad()
-                let parts = runsInParts ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
+                // Parts, one per thread, each running its own forward (frozen backbone included) and
+                // backward alone.
+                let parts = model.runsAsMicroBatches ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
                 let l: Float
                 if parts.count > 1 {
                     l = microBatchedBackward(parts, loss: loss)
@@ -278,7 +275,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                               secondsPerStep: mean(uncachedStepTimes), secondsPerStepCached: cachedStepTimes.isEmpty ? nil : mean(cachedStepTimes),
                               epochSeconds: state.epochSeconds, trainExamples: train.count, testExamples: test.count,
                               batchSize: p.batchSize, maxLength: checkpointConfig.maxLength, threads: ThreadPool.shared.activeThreads,
-                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen, microBatches: runsInParts ? max(1, min(microBatches, p.batchSize)) : 1)
+                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen, microBatches: model.runsAsMicroBatches ? max(1, min(microBatches, p.batchSize)) : 1)
     }
 
     // MARK: resume

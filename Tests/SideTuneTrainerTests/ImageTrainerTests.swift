@@ -43,7 +43,7 @@ import Testing
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-image-cache-\(getpid()).bin")
         let cache = try FeatureCache(url: url, lengths: (0..<t.train.count).map(t.train.tokenCount), taps: t.model.tapsRead,
                                      width: t.model.tapWidth)
-        for (row, e) in idx.enumerated() { cache.store(e, row: row, from: fresh) }
+        cache.store(idx, from: fresh, readBy: t.model)
         let back = cache.taps(for: idx, seq: 10, totalTaps: t.model.tapCount)
         for k in t.model.tapsRead {
             #expect(back[k].shape == fresh[k].shape)

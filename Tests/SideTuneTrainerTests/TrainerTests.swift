@@ -64,6 +64,25 @@ func expectPartsGiveTheWholeBatchGradients(_ params: [Tensor], all: [Int], parts
     #expect(scale > minScale && worst <= 1e-5 * scale, "worst \(worst) of \(scale)", sourceLocation: sourceLocation)
 }
 
+/// `expectPartsGiveTheWholeBatchGradients` for a token-id model on all of `split` cut into
+/// `parts`: side methods' parts read their taps from a feature cache filled by one frozen pass (as
+/// the trainer's cached steps do); the others run the backbone with autograd in each part.
+func expectPartsGiveTheWholeSplitGradients<Model: ClassifierModel>(_ model: Model, _ split: EncodedSplit, parts: Int, minScale: Float = 1e-3,
+                                                                   sourceLocation: SourceLocation = #_sourceLocation) throws
+    where Model.Batch == BatchEncoding {
+    let all = Array(0..<split.count)
+    let cache = model.method.readsFrozenTaps
+        ? try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
+                           taps: model.tapsRead, width: model.tapWidth) : nil
+    cache?.store(all, from: model.frozenTaps(split.batch(all)), readBy: model)
+    expectPartsGiveTheWholeBatchGradients(model.trainableParameters().map(\.1), all: all,
+                                          parts: cutByTokens(all, parts: parts, tokens: split.tokenCount), minScale: minScale,
+                                          sourceLocation: sourceLocation) { part in
+        model.logits(split.batch(part), taps: cache?.taps(for: part, readBy: model))
+            .crossEntropy(targets: part.map { Int32(split.labels[$0]) })
+    }
+}
+
 func tempFolder() -> URL {
     scratchFolder("trainer")
 }
@@ -291,11 +310,7 @@ func tempFolder() -> URL {
         func newCache(_ name: String) throws -> FeatureCache {
             try FeatureCache(url: tempFolder().appendingPathComponent(name), lengths: lengths, taps: model.tapsRead, width: model.tapWidth)
         }
-        func store(_ rows: [Int], in cache: FeatureCache) {
-            let fresh = model.frozenTaps(split.batch(rows))
-            let segments = model.readsPackedTaps ? TokenSegments(lengths: rows.map { lengths[$0] }) : nil
-            for (row, e) in rows.enumerated() { cache.store(e, row: row, from: fresh, packed: segments) }
-        }
+        func store(_ rows: [Int], in cache: FeatureCache) { cache.store(rows, from: model.frozenTaps(split.batch(rows)), readBy: model) }
         let whole = try newCache("whole.bin"), parts = try newCache("parts.bin")
         store(all, in: whole)
         let cut = cutByTokens(all, parts: 2, tokens: split.tokenCount)
@@ -319,20 +334,7 @@ func tempFolder() -> URL {
     func textGradientsAreTheSumOverParts(method: MethodKind) throws {
         let model = try makeTrainer(method, folder: nil, dropout: 0).model
         #expect(model.examplesAreIndependent)
-        let split = syntheticSplit(9, seed: 6), all = Array(0..<9)
-        let cache = method.readsFrozenTaps
-            ? try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
-                               taps: model.tapsRead, width: model.tapWidth) : nil
-        if let cache {
-            let fresh = model.frozenTaps(split.batch(all))
-            let segments = model.readsPackedTaps ? TokenSegments(lengths: split.ids.map(\.count)) : nil
-            for e in all { cache.store(e, row: e, from: fresh, packed: segments) }
-        }
-        expectPartsGiveTheWholeBatchGradients(model.trainableParameters().map(\.1), all: all,
-                                              parts: cutByTokens(all, parts: 3, tokens: split.tokenCount)) { part in
-            model.logits(split.batch(part), taps: cache?.taps(for: part, readBy: model))
-                .crossEntropy(targets: part.map { Int32(split.labels[$0]) })
-        }
+        try expectPartsGiveTheWholeSplitGradients(model, syntheticSplit(9, seed: 6), parts: 3)
     }
 
     /// The LLM's methods: gradients over parts are the whole batch's (each part is padded to its
@@ -348,20 +350,7 @@ func tempFolder() -> URL {
         let backbone = method == .qlora ? tinyLlama(dim: 64, ffnDim: 64, nf4: true) : tinyLlama()
         let model = try LLMClassifier(backbone: backbone, method: method, classes: 3, options: o, seed: 2)
         #expect(model.examplesAreIndependent)
-        let split = syntheticSplit(7, seed: 8), all = Array(0..<7)
-        // Side methods read their taps from a cache; LoRA runs the decoder with autograd in each part.
-        let cache = method.readsFrozenTaps
-            ? try FeatureCache(url: tempFolder().appendingPathComponent("taps.bin"), lengths: split.ids.map(\.count),
-                               taps: model.tapsRead, width: model.tapWidth) : nil
-        if let cache {
-            let fresh = model.frozenTaps(split.batch(all))
-            for e in all { cache.store(e, row: e, from: fresh) }
-        }
-        expectPartsGiveTheWholeBatchGradients(model.trainableParameters().map(\.1), all: all,
-                                              parts: cutByTokens(all, parts: 2, tokens: split.tokenCount), minScale: 1e-4) { part in
-            model.logits(split.batch(part), taps: cache?.taps(for: part, packed: false, totalTaps: model.tapCount))
-                .crossEntropy(targets: part.map { Int32(split.labels[$0]) })
-        }
+        try expectPartsGiveTheWholeSplitGradients(model, syntheticSplit(7, seed: 8), parts: 2, minScale: 1e-4)
     }
 
     /// Parts are runs of consecutive examples, none empty, with about equal token counts.

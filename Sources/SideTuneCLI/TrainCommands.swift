@@ -13,9 +13,9 @@ extension SideTuneCommand {
             discussion: """
             Methods: \(MethodKind.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; ")). \
             Side methods (lst, last, linear) run the backbone without autograd and, from epoch 2 on, \
-            read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off); those \
-            steps run as micro-batches, one per thread, each with its own forward and backward \
-            (SIDETUNE_MICROBATCHES=1 runs them as whole batches, op by op). \
+            read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off). Every \
+            method but full fine-tuning and HST runs each step as micro-batches, one per thread, each \
+            with its own forward and backward (SIDETUNE_MICROBATCHES=1 runs whole batches, op by op). \
             Memory is measured by the engine's ledger (bytes by category) and the process's peak RSS.
 
             Example: sidetune train --model minilm --data tweets --method lst --epochs 3 --train-limit 2000

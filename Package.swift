@@ -41,9 +41,10 @@ let package = Package(
         .target(name: "SideTuneMethods", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"],
                 swiftSettings: fast),
         // Helpers shared by the test targets (gradient checks).
-        .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"], swiftSettings: fast),
-        .target(name: "SideTuneTrainer", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneMethods",
-                                                        "SideTuneTokenizers"], swiftSettings: fast),
+        .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneMethods",
+                                                            "SideTuneTokenizers"], swiftSettings: fast),
+        .target(name: "SideTuneTrainer", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneBackbones",
+                                                        "SideTuneMethods", "SideTuneTokenizers"], swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
             "SideTuneEngine", "SideTuneNN", "SideTuneTrainer", "SideTuneMethods", "SideTuneBackbones", "SideTuneData",

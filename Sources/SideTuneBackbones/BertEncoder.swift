@@ -117,11 +117,11 @@ public final class BertEmbeddings: Module {
 
 /// Multi-head self-attention with its output projection (before the residual).
 public final class BertSelfAttention: Module {
-    // `var`: parameter-efficient methods swap these for wrapped layers (LoRA).
-    public var query: Linear // [d, d]
-    public var key: Linear
-    public var value: Linear
-    public var output: Linear
+    // `var`: methods swap these by name (`linearSlots()`) for wrapped or quantised layers.
+    public var query: any LinearLayer // [d, d]
+    public var key: any LinearLayer
+    public var value: any LinearLayer
+    public var output: any LinearLayer
     let heads: Int
 
     init(_ c: BertConfig) {
@@ -171,10 +171,10 @@ public final class BertSelfAttention: Module {
 extension BertSelfAttention {
     /// q, k, v stacked into one [3d, d] weight and [3d] bias (built per call, so the product sees
     /// the current values and backward splits the gradient back), or nil when they are not three
-    /// plain float32 linears with biases (LoRA wraps some).
+    /// plain float32 linears with biases (LoRA wraps some, NF4 stores others).
     var fusedQKV: (weight: Tensor, bias: Tensor)? {
-        let parts = [query, key, value]
-        guard parts.allSatisfy({ type(of: $0) == Linear.self && $0.bias != nil && $0.weight.dtype == .float32 }) else { return nil }
+        let parts = [query, key, value].compactMap(\.plain).filter { $0.bias != nil }
+        guard parts.count == 3 else { return nil }
         return (Tensor.concat(parts.map(\.weight), axis: 0), Tensor.concat(parts.map { $0.bias! }, axis: 0))
     }
 }
@@ -183,12 +183,9 @@ extension BertSelfAttention {
 public final class BertLayer: Module {
     public let attention: BertSelfAttention
     public let attentionNorm: LayerNorm
-    public var intermediate: Linear // [d_ff, d]
-    public var output: Linear       // [d, d_ff]
+    public var intermediate: any LinearLayer // [d_ff, d]
+    public var output: any LinearLayer       // [d, d_ff]
     public let outputNorm: LayerNorm
-    /// Optional adapters applied to each sub-layer's output before its residual (Houlsby).
-    public var attentionAdapter: BottleneckAdapter?
-    public var outputAdapter: BottleneckAdapter?
     let act: String
 
     public init(_ c: BertConfig) {
@@ -214,31 +211,25 @@ public final class BertLayer: Module {
 
     /// x [B, T, d] padded, or [1, N, d] packed (see `BertSelfAttention.supportsPackedTokens`).
     public func callAsFunction(_ x: Tensor, layout: TokenLayout) -> Tensor {
-        let plain = [attention.output, output].allSatisfy { type(of: $0) == Linear.self && $0.bias != nil }
-        if plain && attentionAdapter == nil && outputAdapter == nil {
+        if let a = attention.output.plain, let o = output.plain, let ab = a.bias, let ob = o.bias {
             // Each output projection adds its residual in the same op (no separate add pass).
-            let a = attention.output
-            let h = attentionNorm(Tensor.linear(attention.context(x, layout: layout), weight: a.weight, bias: a.bias!, residuals: [x]))
-            return outputNorm(Tensor.linear(activation(intermediate(h)), weight: output.weight, bias: output.bias!, residuals: [h]))
+            let h = attentionNorm(Tensor.linear(attention.context(x, layout: layout), weight: a.weight, bias: ab, residuals: [x]))
+            return outputNorm(Tensor.linear(activation(intermediate(h)), weight: o.weight, bias: ob, residuals: [h]))
         }
-        var a = attention.output(attention.context(x, layout: layout))
-        if let attentionAdapter { a = attentionAdapter(a) }
-        let h = attentionNorm(x + a)
-        var f = output(activation(intermediate(h)))
-        if let outputAdapter { f = outputAdapter(f) }
-        return outputNorm(h + f)
+        // Wrapped output projections (adapters sit there, before the residual) or NF4 ones.
+        let h = attentionNorm(x + attention.output(attention.context(x, layout: layout)))
+        return outputNorm(h + output(activation(intermediate(h))))
     }
 }
 
 // MARK: - Fused no-grad path
 
 extension BertLayer {
-    /// Whether `fusedInference` computes exactly what `callAsFunction` does: plain (not wrapped)
-    /// float32 linears with biases, affine LayerNorms, no adapters.
+    /// Whether `fusedInference` computes exactly what `callAsFunction` does: plain (not wrapped,
+    /// not quantised) float32 linears with biases, affine LayerNorms.
     public var supportsFusedInference: Bool {
         let linears = [attention.query, attention.key, attention.value, attention.output, intermediate, output]
-        return attentionAdapter == nil && outputAdapter == nil
-            && linears.allSatisfy { type(of: $0) == Linear.self && $0.bias != nil && $0.weight.dtype == .float32 && $0.bias!.dtype == .float32 }
+        return linears.allSatisfy { $0.plain?.bias?.dtype == .float32 }
             && [attentionNorm, outputNorm].allSatisfy { $0.weight != nil && $0.bias != nil }
     }
 
@@ -263,11 +254,13 @@ extension BertLayer {
     func fusedInference(_ x: Tensor, layout: TokenLayout, scratch: UnsafeMutablePointer<Float>) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let m = b * t, dff = intermediate.outFeatures, heads = attention.heads, hd = d / heads
+        // `supportsFusedInference` checked that every projection is a plain Linear with a bias.
+        let (attnOut, ffIn, ffOut) = (attention.output.plain!, intermediate.plain!, output.plain!)
         // Scratch: the concatenated q/k/v weight and bias, a [M, max(3d, dff)] region (q/k/v, then
         // the attention output's pre-norm sums, then the intermediate activations), ctx and h [M, d].
         let wqkv = scratch, bqkv = wqkv + 3 * d * d, big = bqkv + 3 * d
         let ctx = big + m * max(3 * d, dff), h = ctx + m * d
-        for (i, lin) in [attention.query, attention.key, attention.value].enumerated() {
+        for (i, lin) in [attention.query.plain!, attention.key.plain!, attention.value.plain!].enumerated() {
             (wqkv + i * d * d).update(from: lin.weight.data, count: d * d)
             (bqkv + i * d).update(from: lin.bias!.data, count: d)
         }
@@ -282,15 +275,15 @@ extension BertLayer {
             FusedInference.attention(qkv: big, segments: segments, heads: heads, headDim: hd,
                                      scale: 1 / Float(hd).squareRoot(), out: ctx)
         }
-        FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attention.output.weight.data, d: d,
-                                               bias: attention.output.bias!.data, residual: x.data,
+        FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attnOut.weight.data, d: d,
+                                               bias: attnOut.bias!.data, residual: x.data,
                                                normWeight: attentionNorm.weight!.data, normBias: attentionNorm.bias!.data,
                                                eps: attentionNorm.eps, scratch: big, out: h)
-        FusedInference.linear(h, ldx: d, m: m, k: d, weight: intermediate.weight.data, n: dff, bias: intermediate.bias!.data,
+        FusedInference.linear(h, ldx: d, m: m, k: d, weight: ffIn.weight.data, n: dff, bias: ffIn.bias!.data,
                               activation: fusedActivation, out: big, ldo: dff)
         let y = Tensor(shape: [b, t, d])
-        FusedInference.linearResidualLayerNorm(big, ldx: dff, m: m, k: dff, weight: output.weight.data, d: d,
-                                               bias: output.bias!.data, residual: h,
+        FusedInference.linearResidualLayerNorm(big, ldx: dff, m: m, k: dff, weight: ffOut.weight.data, d: d,
+                                               bias: ffOut.bias!.data, residual: h,
                                                normWeight: outputNorm.weight!.data, normBias: outputNorm.bias!.data,
                                                eps: outputNorm.eps, scratch: ctx, out: y.data)
         return y
@@ -527,5 +520,103 @@ extension Tensor {
         let m = Tensor(toArray().map { $0 > floor ? 1 : 0 }, shape: shape)
         let c = Tensor(toArray().map { $0 > floor ? 0 : floor }, shape: shape)
         return self * m + c
+    }
+}
+
+// MARK: - Backbone
+
+extension BertEncoder: Backbone {
+    public typealias Input = BatchEncoding
+    public static var family: BackboneFamily { .bert }
+    public var width: Int { config.hiddenSize }
+    public var depth: Int { config.numHiddenLayers }
+
+    public func tokenLengths(_ batch: BatchEncoding) -> [Int] { batch.lengths }
+    public func paddedLayout(_ batch: BatchEncoding) -> TokenLayout { .padded(keyPadding: keyPaddingFloats(batch.attentionMask)) }
+
+    /// The fused no-grad layers run packed at any head size (wrapped layers pack the padded result).
+    public var packsFrozenTaps: Bool { true }
+    public var packsTrainedForward: Bool { supportsPackedTokens }
+
+    public func frozenTaps(_ batch: BatchEncoding, packed: Bool) -> [Tensor] {
+        packed ? packedHiddenStates(batch).hiddenStates : noGrad { self(batch).hiddenStates }
+    }
+
+    public func trainedForward(_ batch: BatchEncoding, packed: Bool, prompt: Tensor?) -> Tensor {
+        if packed {
+            precondition(prompt == nil, "BertEncoder: prompts are positions of every padded row; they do not pack")
+            return packedForward(batch).hiddenStates.last!
+        }
+        let last = self(batch, prompt: prompt).last
+        guard let prompt else { return last }
+        return last.slice(axis: 1, prompt.shape[0], last.shape[1])
+    }
+
+    public func linearSlots() -> [LinearSlot] {
+        layers.enumerated().flatMap { i, layer -> [LinearSlot] in
+            let a = layer.attention, p = "layers.\(i)."
+            return [
+                LinearSlot(name: p + "attention.query", role: .query, layer: a.query) { a.query = $0 },
+                LinearSlot(name: p + "attention.key", role: .key, layer: a.key) { a.key = $0 },
+                LinearSlot(name: p + "attention.value", role: .value, layer: a.value) { a.value = $0 },
+                LinearSlot(name: p + "attention.output", role: .attentionOutput, layer: a.output) { a.output = $0 },
+                LinearSlot(name: p + "intermediate", role: .ffnIn, layer: layer.intermediate) { layer.intermediate = $0 },
+                LinearSlot(name: p + "output", role: .ffnOut, layer: layer.output) { layer.output = $0 },
+            ]
+        }
+    }
+
+    public var promptInitTable: Tensor? { embeddings.wordEmbeddings.weight }
+
+    /// Post-LN: every tap is already a LayerNorm's output.
+    public func finalNorm(_ x: Tensor) -> Tensor { x }
+    public var hasFinalNorm: Bool { false }
+
+    /// Mean over each text's real tokens (sentence-transformers' pooling).
+    public func pool(_ x: Tensor, layout: TokenLayout) -> Tensor {
+        switch layout {
+        case .padded(let keyPadding): BertEncoder.meanPool(x, attentionMask: keyPadding.map { $0 != 0 ? 1 : 0 })
+        case .packed(let segments): x.segmentMean(segments)
+        }
+    }
+    public var pooledWidth: Int { config.hiddenSize }
+
+    public func sideBlock(reduction r: Int, rng: inout SplitMix64) throws -> any SideBlock {
+        let block = BertLayer(try BertEncoder.sideConfig(config, reduction: r))
+        randomInit(block, rng: &rng)
+        return block
+    }
+
+    public func sideNorm(width: Int) -> any NormLayer { LayerNorm(width, eps: config.layerNormEps) }
+
+    /// One layer's configuration at width d/r, FFN d_ff/r, the same head count.
+    public static func sideConfig(_ c: BertConfig, reduction r: Int) throws -> BertConfig {
+        guard r >= 1, c.hiddenSize % r == 0, (c.hiddenSize / r) % c.numAttentionHeads == 0, c.intermediateSize % r == 0 else {
+            throw BackboneError("reduction \(r) must divide hidden size \(c.hiddenSize) into a multiple of \(c.numAttentionHeads) heads and divide FFN size \(c.intermediateSize)")
+        }
+        var s = c
+        s.hiddenSize = c.hiddenSize / r
+        s.intermediateSize = c.intermediateSize / r
+        s.numHiddenLayers = 1
+        return s
+    }
+}
+
+extension BertLayer: SideBlock {
+    public var supportsPackedTokens: Bool { attention.supportsPackedTokens }
+}
+
+/// PyTorch-style initialisation of a freshly built block whose parameters start at zero:
+/// Linear weights uniform(+-1/sqrt(in)), biases 0, LayerNorm 1 and 0.
+public func randomInit(_ m: Module, rng: inout SplitMix64) {
+    for (name, p) in m.namedParameters() {
+        if name.hasSuffix("Norm.weight") || name.hasSuffix("layerNorm.weight") {
+            p.data.initialize(repeating: 1, count: p.count)
+        } else if name.hasSuffix(".weight") && p.rank == 2 {
+            let bound = 1 / Float(p.shape[1]).squareRoot()
+            for i in 0..<p.count { p.data[i] = (rng.nextFloat() * 2 - 1) * bound }
+        } else {
+            p.data.initialize(repeating: 0, count: p.count)
+        }
     }
 }

@@ -51,15 +51,6 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
     }
 }
 
-/// A linear map y = x W^T whose weight may be stored in any form (F32 `Linear` now; a
-/// quantised layer later implements the same call).
-public protocol LinearLayer: Module {
-    var inFeatures: Int { get }
-    var outFeatures: Int { get }
-    func callAsFunction(_ x: Tensor) -> Tensor
-}
-extension Linear: LinearLayer {}
-
 /// Per-layer key/value cache for incremental decoding, batch rows of equal length. Stored
 /// [B, kvHeads, capacity, headDim] and counted in the ledger as `.cache`; grows by doubling.
 public final class KVCache {
@@ -124,22 +115,25 @@ public final class KVCache {
 /// One pre-norm decoder block: h + Attn(RMSNorm(h)), then + SwiGLU(RMSNorm(.)).
 public final class LlamaBlock: Module {
     public let attentionNorm: RMSNorm
-    /// `var` so that LoRA / QLoRA can wrap the query and value projections in place.
+    /// `var`: methods swap these by name (`linearSlots()`) for wrapped or quantised layers.
     public var query: any LinearLayer
-    public let key: any LinearLayer
+    public var key: any LinearLayer
     public var value: any LinearLayer
-    public let output: any LinearLayer
+    public var output: any LinearLayer
     public let ffnNorm: RMSNorm
-    public let gate: any LinearLayer
-    public let up: any LinearLayer
-    public let down: any LinearLayer
-    let config: LlamaConfig
+    public var gate: any LinearLayer
+    public var up: any LinearLayer
+    public var down: any LinearLayer
+    public let config: LlamaConfig
+    /// Rotary tables for the block's head size, used when it runs as a side block.
+    public let _rope: RoPE
 
     public init(config: LlamaConfig, attentionNorm: RMSNorm, query: any LinearLayer, key: any LinearLayer, value: any LinearLayer,
                 output: any LinearLayer, ffnNorm: RMSNorm, gate: any LinearLayer, up: any LinearLayer, down: any LinearLayer) {
         self.config = config
         self.attentionNorm = attentionNorm; self.query = query; self.key = key; self.value = value; self.output = output
         self.ffnNorm = ffnNorm; self.gate = gate; self.up = up; self.down = down
+        _rope = RoPE(headDim: config.headDim, theta: config.ropeTheta)
         super.init()
     }
 
@@ -281,7 +275,7 @@ public final class Llama: Module {
 
     /// Builds the model from a GGUF file: every weight dequantised to F32 (ledger `.weights`),
     /// Q/K rows un-permuted from llama.cpp's layout to Hugging Face's, parameters frozen.
-    public static func load(gguf f: GGUFFile, weights format: LlamaWeightFormat = .float32) throws -> Llama {
+    public static func load(gguf f: GGUFFile, weights format: WeightFormat = .f32) throws -> Llama {
         let c = try LlamaConfig(gguf: f)
         func weight(_ name: String) throws -> Tensor {
             let t = try f.float32Tensor(name, category: .weights)
@@ -295,7 +289,7 @@ public final class Llama: Module {
             }
             if let heads = unpermuteHeads { w = unpermuteRows(w, heads: heads) }
             switch format {
-            case .float32: return Linear(weight: w, bias: nil)
+            case .f32: return Linear(weight: w, bias: nil)
             case .nf4: return NF4Linear(NF4Weight(quantizing: w))
             }
         }
@@ -349,6 +343,19 @@ public final class Llama: Module {
     /// (LoRA, full fine-tuning); side methods call it inside `noGrad`.
     public func hiddenStates(_ ids: [Int32], batch: Int = 1, cache: KVCache? = nil, taps keepTaps: Bool = false,
                              keyPadding: [Float]? = nil) -> (taps: [Tensor], hidden: Tensor) {
+        let (taps, last) = blockOutputs(ids, batch: batch, cache: cache, taps: keepTaps, keyPadding: keyPadding)
+        return (taps, norm(last))
+    }
+
+    /// The blocks' outputs before the final norm: the taps when asked for, and h_L. `prompt`
+    /// [P, d] (prompt tuning) is prepended as P always-visible tokens at positions 0 ..< P and cut
+    /// out of h_L (not of the taps); `keyPadding` covers the ids only.
+    ///
+    /// `frozen` runs every block without autograd while `body(i, h_i)`, called after each, runs in
+    /// the caller's mode (QST's side layers record their steps between the frozen blocks).
+    func blockOutputs(_ ids: [Int32], batch: Int, cache: KVCache? = nil, taps keepTaps: Bool, keyPadding: [Float]?,
+                      prompt: Tensor? = nil, frozen: Bool = false, body: ((Int, Tensor) -> Void)? = nil) -> (taps: [Tensor], last: Tensor) {
+        func run<T>(_ f: () -> T) -> T { frozen ? noGrad(f) : f() }
         precondition(ids.count % batch == 0, "\(ids.count) ids for batch \(batch)")
         let t = ids.count / batch
         if let keyPadding {
@@ -356,14 +363,25 @@ public final class Llama: Module {
             precondition(cache == nil, "key padding is for training batches, not cached decoding")
         }
         let start = cache?.length ?? 0
-        var h = embedding(ids, shape: [batch, t])
+        var h = run { embedding(ids, shape: [batch, t]) }
+        var padding = keyPadding
+        let p = prompt?.shape[0] ?? 0
+        if let prompt {
+            precondition(cache == nil, "prompts are for training batches, not cached decoding")
+            let prompts = Tensor.zeros([batch, p, config.dim]) + prompt.reshaped([1, p, config.dim]) // broadcast, with autograd
+            h = Tensor.concat([prompts, h], axis: 1)
+            let rows = keyPadding ?? [Float](repeating: 1, count: ids.count)
+            padding = (0..<batch).flatMap { b in [Float](repeating: 1, count: p) + rows[(b * t)..<((b + 1) * t)] }
+        }
         var taps: [Tensor] = keepTaps ? [h] : []
+        body?(0, h)
         for (i, block) in layers.enumerated() {
-            h = block(h, rope: rope, start: start, cache: cache, layer: i, keyPadding: keyPadding)
+            h = run { block(h, rope: rope, start: start, cache: cache, layer: i, keyPadding: padding) }
             if keepTaps { taps.append(h) }
+            body?(i + 1, h)
         }
         cache?.advance(by: t)
-        return (taps, norm(h))
+        return (taps, p > 0 ? h.slice(axis: 1, p, p + t) : h)
     }
 
     /// Logits [..., vocab] of final-norm outputs [..., d] through the (tied) LM head.
@@ -462,4 +480,101 @@ public func sample(_ logits: UnsafePointer<Float>, count n: Int, temperature: Fl
         if u <= 0 { return Int32(i) }
     }
     return Int32(n - 1)
+}
+
+// MARK: - Backbone
+
+extension Llama: Backbone {
+    public typealias Input = BatchEncoding
+    public static var family: BackboneFamily { .llama }
+    public var width: Int { config.dim }
+    public var depth: Int { config.layers }
+
+    public func tokenLengths(_ batch: BatchEncoding) -> [Int] { batch.lengths }
+    public func paddedLayout(_ batch: BatchEncoding) -> TokenLayout { .padded(keyPadding: keyPaddingFloats(batch.attentionMask)) }
+    /// Causal attention over right-padded rows: no packed kernel.
+    public var packsFrozenTaps: Bool { false }
+    public var packsTrainedForward: Bool { false }
+
+    public func frozenTaps(_ batch: BatchEncoding, packed: Bool) -> [Tensor] {
+        precondition(!packed, "Llama: no packed path")
+        return blockOutputs(batch.ids, batch: batch.batchSize, taps: true, keyPadding: keyPaddingFloats(batch.attentionMask), frozen: true).taps
+    }
+
+    /// Block by block: each tap can be dropped once `body` returns (QST in evaluation).
+    public func forEachFrozenTap(_ batch: BatchEncoding, _ body: (Int, Tensor) -> Void) {
+        withoutActuallyEscaping(body) { body in
+            _ = blockOutputs(batch.ids, batch: batch.batchSize, taps: false, keyPadding: keyPaddingFloats(batch.attentionMask),
+                             frozen: true, body: body)
+        }
+    }
+
+    public func trainedForward(_ batch: BatchEncoding, packed: Bool, prompt: Tensor?) -> Tensor {
+        precondition(!packed, "Llama: no packed path")
+        return blockOutputs(batch.ids, batch: batch.batchSize, taps: false, keyPadding: keyPaddingFloats(batch.attentionMask),
+                            prompt: prompt).last
+    }
+
+    public func linearSlots() -> [LinearSlot] {
+        layers.enumerated().flatMap { i, b -> [LinearSlot] in
+            let p = "layers.\(i)."
+            return [
+                LinearSlot(name: p + "query", role: .query, layer: b.query) { b.query = $0 },
+                LinearSlot(name: p + "key", role: .key, layer: b.key) { b.key = $0 },
+                LinearSlot(name: p + "value", role: .value, layer: b.value) { b.value = $0 },
+                LinearSlot(name: p + "output", role: .attentionOutput, layer: b.output) { b.output = $0 },
+                LinearSlot(name: p + "gate", role: .ffnGate, layer: b.gate) { b.gate = $0 },
+                LinearSlot(name: p + "up", role: .ffnIn, layer: b.up) { b.up = $0 },
+                LinearSlot(name: p + "down", role: .ffnOut, layer: b.down) { b.down = $0 },
+            ]
+        }
+    }
+
+    public var promptInitTable: Tensor? { embedding.weight }
+
+    public func finalNorm(_ x: Tensor) -> Tensor { norm(x) }
+    public var hasFinalNorm: Bool { true }
+
+    /// The row at each text's last real token (right padding), as `LlamaForSequenceClassification`.
+    public func pool(_ x: Tensor, layout: TokenLayout) -> Tensor {
+        guard case .padded(let keyPadding) = layout else { preconditionFailure("Llama: no packed path") }
+        return Llama.lastTokenPool(x, lengths: rowLengths(keyPadding, rows: x.shape[0]))
+    }
+    public var pooledWidth: Int { config.dim }
+    public var poolPicksRows: Bool { true }
+    /// Hugging Face's `score` head has no bias.
+    public var headHasBias: Bool { false }
+
+    /// A decoder layer at width d/r and FFN d_ff/r with the same numbers of heads and KV heads,
+    /// PyTorch-default random initialisation (as QST's released code leaves its side layers).
+    public func sideBlock(reduction r: Int, rng: inout SplitMix64) throws -> any SideBlock {
+        let s = try Llama.sideConfig(config, reduction: r)
+        let kv = s.kvHeads * s.headDim
+        func lin(_ i: Int, _ out: Int) -> Linear { Linear(i, out, bias: false, rng: &rng) }
+        return LlamaBlock(config: s, attentionNorm: RMSNorm(s.dim, eps: s.rmsEps), query: lin(s.dim, s.dim),
+                          key: lin(s.dim, kv), value: lin(s.dim, kv), output: lin(s.dim, s.dim),
+                          ffnNorm: RMSNorm(s.dim, eps: s.rmsEps), gate: lin(s.dim, s.ffnDim), up: lin(s.dim, s.ffnDim),
+                          down: lin(s.ffnDim, s.dim))
+    }
+
+    public func sideNorm(width: Int) -> any NormLayer { RMSNorm(width, eps: config.rmsEps) }
+
+    /// A side layer's configuration: width d/r, FFN d_ff/r, same heads and KV heads.
+    public static func sideConfig(_ c: LlamaConfig, reduction r: Int) throws -> LlamaConfig {
+        guard r >= 1, c.dim % r == 0, c.ffnDim % r == 0, (c.dim / r) % c.heads == 0, (c.dim / r / c.heads) % 2 == 0 else {
+            throw BackboneError("reduction \(r) must divide width \(c.dim) and FFN width \(c.ffnDim) into \(c.heads) heads of an even size")
+        }
+        return LlamaConfig(vocabSize: c.vocabSize, dim: c.dim / r, ffnDim: c.ffnDim / r, layers: c.layers, heads: c.heads,
+                           kvHeads: c.kvHeads, headDim: c.dim / r / c.heads, ropeTheta: c.ropeTheta, rmsEps: c.rmsEps,
+                           contextLength: c.contextLength, tiedEmbeddings: c.tiedEmbeddings)
+    }
+}
+
+/// A decoder layer as a side block: causal attention from position 0, padded rows only.
+extension LlamaBlock: SideBlock {
+    public func callAsFunction(_ x: Tensor, layout: TokenLayout) -> Tensor {
+        guard case .padded(let keyPadding) = layout else { preconditionFailure("LlamaBlock: no packed path") }
+        return self(x, rope: _rope, start: 0, cache: nil, layer: 0, keyPadding: keyPadding)
+    }
+    public var supportsPackedTokens: Bool { false }
 }

@@ -57,8 +57,9 @@ public final class ViTEmbeddings: Module {
         super.init()
     }
 
-    /// [B, C, H, W] -> [B, 1 + h*w, D]
-    public func callAsFunction(_ pixels: Tensor) -> Tensor {
+    /// [B, C, H, W] -> [B, 1 + h*w, D]; with `prompt` [P, D] (prompt tuning, as VPT-shallow) the
+    /// prompts sit between the CLS token and the patches: [B, 1 + P + h*w, D], no position added.
+    public func callAsFunction(_ pixels: Tensor, prompt: Tensor? = nil) -> Tensor {
         let c = _config, p = c.patchSize
         precondition(pixels.rank == 4 && pixels.shape[1] == c.channels,
                      "ViT input must be [B, \(c.channels), H, W], got \(pixels.shape)")
@@ -72,7 +73,12 @@ public final class ViTEmbeddings: Module {
         let x = patchProjection(patches)                                   // [B, h*w, D]
         let cls = Tensor.zeros([b, 1, c.hiddenSize]) + clsToken               // broadcast, with autograd
         let tokens = Tensor.concat([cls, x], axis: 1)                      // [B, 1+h*w, D]
-        return tokens + positionEmbedding(h: h, w: w)                      // broadcast over B
+        let placed = tokens + positionEmbedding(h: h, w: w)                // broadcast over B
+        guard let prompt else { return placed }
+        let n = prompt.shape[0]
+        let prompts = Tensor.zeros([b, n, c.hiddenSize]) + prompt.reshaped([1, n, c.hiddenSize]) // broadcast, with autograd
+        let t = placed.shape[1]
+        return Tensor.concat([placed.slice(axis: 1, 0, 1), prompts, placed.slice(axis: 1, 1, t)], axis: 1)
     }
 
     /// Position embeddings for an h x w patch grid: [1, 1 + h*w, D]. The grid part is the G x G
@@ -144,11 +150,11 @@ public enum CubicResize {
 
 /// Multi-head self-attention with separate query/key/value/output projections (LoRA targets).
 public final class ViTAttention: Module {
-    // `var`: parameter-efficient methods swap these for wrapped layers (LoRA), as in BertSelfAttention.
-    public var query: Linear
-    public var key: Linear
-    public var value: Linear
-    public var output: Linear
+    // `var`: methods swap these by name (`linearSlots()`), as in BertSelfAttention.
+    public var query: any LinearLayer
+    public var key: any LinearLayer
+    public var value: any LinearLayer
+    public var output: any LinearLayer
     let _heads: Int
 
     public init(config: ViTConfig, rng: inout SplitMix64) {
@@ -178,8 +184,8 @@ public final class ViTBlock: Module {
     /// [D]
     public let layerScale1: Tensor
     public let norm2: LayerNorm
-    public let fc1: Linear
-    public let fc2: Linear
+    public var fc1: any LinearLayer
+    public var fc2: any LinearLayer
     /// [D]
     public let layerScale2: Tensor
 
@@ -236,11 +242,22 @@ public final class DINOv2ViT: Module {
     /// meta tokens' block outputs come back in `metaOutputs`. Gradients reach the meta tokens (and
     /// any unfrozen backbone parameter) through the ordinary autograd ops.
     public func callAsFunction(_ pixels: Tensor, collectTaps: Bool = true, metaTokens: [Tensor]? = nil) -> ViTOutput {
+        let out = tokens(pixels, collectTaps: collectTaps, metaTokens: metaTokens)
+        let p = config.patchSize
+        return ViTOutput(hidden: norm(out.last), taps: out.taps, grid: (pixels.shape[2] / p, pixels.shape[3] / p),
+                         metaOutputs: out.metaOutputs)
+    }
+
+    /// The blocks' outputs before the final norm: the taps (when collected), the last block's
+    /// output and HST's meta outputs. With `prompt` the prompts run through every block beside
+    /// the tokens and are cut out of what comes back.
+    func tokens(_ pixels: Tensor, collectTaps: Bool, metaTokens: [Tensor]? = nil, prompt: Tensor? = nil)
+        -> (taps: [Tensor], last: Tensor, metaOutputs: [Tensor]) {
         if let metaTokens {
             precondition(metaTokens.count == layers.count && metaTokens.allSatisfy { $0.count == config.hiddenSize },
                          "ViT: need \(layers.count) meta tokens of \(config.hiddenSize) values, got \(metaTokens.map(\.shape))")
         }
-        var x = embeddings(pixels)
+        var x = embeddings(pixels, prompt: prompt)
         var taps = collectTaps ? [x] : []
         var metaOutputs: [Tensor] = []
         let (b, d) = (pixels.shape[0], config.hiddenSize)
@@ -256,8 +273,11 @@ public final class DINOv2ViT: Module {
             }
             if collectTaps { taps.append(x) }
         }
-        let p = config.patchSize
-        return ViTOutput(hidden: norm(x), taps: taps, grid: (pixels.shape[2] / p, pixels.shape[3] / p), metaOutputs: metaOutputs)
+        if let prompt {
+            let (p, t) = (prompt.shape[0], x.shape[1])
+            x = Tensor.concat([x.slice(axis: 1, 0, 1), x.slice(axis: 1, 1 + p, t)], axis: 1)
+        }
+        return (taps, x, metaOutputs)
     }
 
     /// Names of the blocks' two LayerNorms' parameters (layers.i.norm1/norm2 .weight/.bias): what
@@ -292,4 +312,83 @@ final class NSLockLite: @unchecked Sendable {
         defer { pthread_mutex_unlock(&m) }
         return try body()
     }
+}
+
+// MARK: - Backbone
+
+extension DINOv2ViT: Backbone {
+    public typealias Input = Tensor
+    public static var family: BackboneFamily { .vit }
+    public var width: Int { config.hiddenSize }
+    public var depth: Int { config.layers }
+
+    /// Every image has 1 + h*w tokens, all real.
+    public func tokenLengths(_ pixels: Tensor) -> [Int] {
+        let p = config.patchSize
+        return [Int](repeating: 1 + (pixels.shape[2] / p) * (pixels.shape[3] / p), count: pixels.shape[0])
+    }
+    public func paddedLayout(_ pixels: Tensor) -> TokenLayout {
+        .padded(keyPadding: [Float](repeating: 1, count: tokenLengths(pixels).reduce(0, +)))
+    }
+    /// Images have no padding to skip.
+    public var packsFrozenTaps: Bool { false }
+    public var packsTrainedForward: Bool { false }
+
+    public func frozenTaps(_ pixels: Tensor, packed: Bool) -> [Tensor] {
+        precondition(!packed, "DINOv2ViT: images have no padding to pack")
+        return noGrad { tokens(pixels, collectTaps: true).taps }
+    }
+
+    public func trainedForward(_ pixels: Tensor, packed: Bool, prompt: Tensor?) -> Tensor {
+        precondition(!packed, "DINOv2ViT: images have no padding to pack")
+        return tokens(pixels, collectTaps: false, prompt: prompt).last
+    }
+
+    public func linearSlots() -> [LinearSlot] {
+        layers.enumerated().flatMap { i, block -> [LinearSlot] in
+            let a = block.attention, p = "layers.\(i)."
+            return [
+                LinearSlot(name: p + "attention.query", role: .query, layer: a.query) { a.query = $0 },
+                LinearSlot(name: p + "attention.key", role: .key, layer: a.key) { a.key = $0 },
+                LinearSlot(name: p + "attention.value", role: .value, layer: a.value) { a.value = $0 },
+                LinearSlot(name: p + "attention.output", role: .attentionOutput, layer: a.output) { a.output = $0 },
+                LinearSlot(name: p + "fc1", role: .ffnIn, layer: block.fc1) { block.fc1 = $0 },
+                LinearSlot(name: p + "fc2", role: .ffnOut, layer: block.fc2) { block.fc2 = $0 },
+            ]
+        }
+    }
+
+    /// No token table: prompts start from a small normal draw (VPT initialises them randomly).
+    public var promptInitTable: Tensor? { nil }
+
+    public func finalNorm(_ x: Tensor) -> Tensor { norm(x) }
+    public var hasFinalNorm: Bool { true }
+
+    /// DINOv2's linear-probe read-out: the CLS token next to the mean of the patch tokens [B, 2d].
+    public func pool(_ x: Tensor, layout: TokenLayout) -> Tensor {
+        let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let cls = x.slice(axis: 1, 0, 1).reshaped([b, d])
+        let patches = x.slice(axis: 1, 1, t).mean(axes: [1])
+        return Tensor.concat([cls, patches], axis: 1)
+    }
+    public var pooledWidth: Int { 2 * config.hiddenSize }
+
+    public func sideBlock(reduction r: Int, rng: inout SplitMix64) throws -> any SideBlock {
+        let c = config
+        guard r >= 1, c.hiddenSize % r == 0, (c.hiddenSize / r) % c.heads == 0, c.mlpSize % r == 0 else {
+            throw BackboneError("reduction \(r) must divide hidden size \(c.hiddenSize) into a multiple of \(c.heads) heads and divide MLP size \(c.mlpSize)")
+        }
+        var s = c
+        s.hiddenSize = c.hiddenSize / r
+        s.mlpSize = c.mlpSize / r
+        s.layers = 1
+        return ViTBlock(config: s, rng: &rng)
+    }
+
+    public func sideNorm(width: Int) -> any NormLayer { LayerNorm(width, eps: config.layerNormEps) }
+}
+
+extension ViTBlock: SideBlock {
+    public func callAsFunction(_ x: Tensor, layout: TokenLayout) -> Tensor { self(x) }
+    public var supportsPackedTokens: Bool { false }
 }

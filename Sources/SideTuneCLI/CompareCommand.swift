@@ -16,7 +16,7 @@ extension SideTuneCommand {
             """
         )
         @Option(help: "Comma-separated methods (\(MethodKind.allCases.map(\.rawValue).joined(separator: ","))).")
-        var methods: String = "lst,last,lora,full"
+        var methods = MethodList([.lst, .last, .lora, .full])
         @Option(help: "Folder for compare.md, compare.csv, compare.svg and the per-method reports.")
         var output: String = "runs/compare"
         @Argument(parsing: .allUnrecognized, help: "Options passed to each `sidetune train`.")
@@ -24,18 +24,12 @@ extension SideTuneCommand {
 
         public init() {}
 
-        public func validate() throws {
-            for m in methods.split(separator: ",") where MethodKind(rawValue: String(m)) == nil {
-                throw ValidationError("unknown method '\(m)'; known: \(MethodKind.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-        }
-
         public func run() throws {
             let folder = URL(fileURLWithPath: output, isDirectory: true)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             let exe = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
             var reports: [TrainingReport] = []
-            for m in methods.split(separator: ",").map(String.init) {
+            for m in methods.kinds.map(\.rawValue) {
                 let reportURL = folder.appendingPathComponent("\(m).json")
                 FileHandle.standardError.write(Data("== \(m)\n".utf8))
                 let p = Process()
@@ -104,7 +98,7 @@ public enum CompareOutput {
             s.append("<text x=\"\(left - 8)\" y=\"\(py(yv) + 4)\" text-anchor=\"end\">\(String(format: "%.1f", yv))</text>")
         }
         for (r, (x, y)) in zip(rs, zip(xs, ys)) {
-            let color = MethodKind(rawValue: r.method)?.readsFrozenTaps == true ? "#1f77b4" : "#d62728"
+            let color = MethodKind(rawValue: r.method).map { MethodRegistry.method($0).readsFrozenTaps } == true ? "#1f77b4" : "#d62728"
             s.append("<circle cx=\"\(px(x))\" cy=\"\(py(y))\" r=\"5\" fill=\"\(color)\"/>")
             s.append("<text x=\"\(px(x) + 8)\" y=\"\(py(y) - 6)\">\(r.method)</text>")
         }

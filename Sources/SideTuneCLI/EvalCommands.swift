@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SideTuneBackbones
 import SideTuneData
 import SideTuneEngine
 import SideTuneMethods
@@ -96,7 +97,7 @@ extension SideTuneCommand {
             if data != nil {
                 // Refused before the backbone is loaded.
                 let config = try Checkpoint.readConfig(URL(fileURLWithPath: checkpoint, isDirectory: true))
-                if !config.labels.isEmpty, try BackboneFamily(checkpoint: config) != .vit {
+                if !config.labels.isEmpty, BackboneFamily(checkpoint: config) != .vit {
                     throw ValidationError("--data is for image checkpoints; texts come from the arguments or --input")
                 }
             }

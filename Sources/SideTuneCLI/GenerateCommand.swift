@@ -35,8 +35,8 @@ extension SideTuneCommand {
         var seed: UInt64 = 0
         @Flag(help: "Use the prompt as is, without the chat template.")
         var raw = false
-        @Option(help: "Block weight format: float32 (exact) or nf4 (4-bit NormalFloat, QST's backbone).")
-        var weights: String = "float32"
+        @Option(help: "Block weight format: f32 (exact) or nf4 (4-bit NormalFloat, QST's backbone).")
+        var weights: WeightFormat = .f32
         @Flag(help: "Print the memory ledger after generating.")
         var ledger = false
         @Option(help: "A QST side network tuned with `train --task lm --output DIR`: generate with it (greedy).")
@@ -49,7 +49,6 @@ extension SideTuneCommand {
         public func validate() throws {
             guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
             guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
-            guard LlamaWeightFormat(rawValue: weights) != nil else { throw ValidationError("--weights must be float32 or nf4") }
             guard model == "smollm2" || gguf != nil else { throw ValidationError("only the smollm2 decoder is supported (or pass --gguf)") }
         }
 
@@ -65,7 +64,7 @@ extension SideTuneCommand {
             }
             let t0 = Date()
             let file = try GGUFFile(path: path)
-            let llama = try Llama.load(gguf: file, weights: LlamaWeightFormat(rawValue: weights)!)
+            let llama = try Llama.load(gguf: file, weights: weights)
             let tok = try ByteLevelBPE(gguf: file)
             eprint(String(format: "loaded %@ (%d blocks, width %d) in %.2f s", (path as NSString).lastPathComponent as NSString,
                           llama.config.layers, llama.config.dim, Date().timeIntervalSince(t0)))
@@ -118,24 +117,21 @@ extension SideTuneCommand.Generate {
         guard config.method == .qst, config.labels.isEmpty else {
             throw ValidationError("\(folder): not a QST language-model checkpoint (method \(config.method.rawValue), \(config.labels.count) labels)")
         }
-        // The backbone name is "<asset>-<weights format>" (see LoadedLLM).
-        guard let dash = config.backboneName.lastIndex(of: "-"),
-              let format = LlamaWeightFormat(rawValue: String(config.backboneName[config.backboneName.index(after: dash)...])) else {
-            throw ValidationError("\(folder): unknown backbone \(config.backboneName)")
+        let view = CheckpointConfigView(family: .llama, backboneName: config.backboneName, backbonePath: config.backbonePath,
+                                        backboneSHA256: config.backboneSHA256)
+        let source = try BackboneSource.of(checkpoint: view, hint: BackboneHint(model: gguf, modelDir: nil), checkpointPath: folder, log: eprint)
+        guard case let .llama(llama, tokenizer) = try source.load(weights: MethodRegistry.weights(.qst, options: config.options), log: eprint) else {
+            throw ValidationError("\(folder): the checkpoint's backbone is not a decoder LLM")
         }
-        let loaded = try LoadedLLM.load(String(config.backboneName[..<dash]), weights: format, log: eprint)
-        guard loaded.sha256 == config.backboneSHA256 else {
-            throw ValidationError("\(folder): the checkpoint was tuned on other backbone weights (\(config.backboneSHA256.prefix(12))...)")
-        }
-        let model = try QSTLanguageModel(backbone: loaded.llama, options: config.options.qst, seed: config.seed)
+        let model = try QSTLanguageModel(backbone: llama, options: config.options.qst, seed: config.seed)
         try Checkpoint.loadParameters(into: model, from: url)
-        let template = try ChatTemplate(source: loaded.tokenizer.chatTemplate)
+        let template = try ChatTemplate(source: tokenizer.chatTemplate)
         let text = raw ? prompt : template.render((system.map { [ChatMessage.system($0)] } ?? []) + [.user(prompt)])
-        let ids = loaded.tokenizer.encode(text)
+        let ids = tokenizer.encode(text)
         let start = Date()
-        let out = model.generate(prompt: ids, maxTokens: maxTokens, stopTokens: stopTokens(loaded.tokenizer), cached: !noKVCache)
+        let out = model.generate(prompt: ids, maxTokens: maxTokens, stopTokens: stopTokens(tokenizer), cached: !noKVCache)
         let seconds = Date().timeIntervalSince(start)
-        print(loaded.tokenizer.decode(out))
+        print(tokenizer.decode(out))
         eprint(String(format: "prompt %d tokens; generated %d tokens in %.2f s including the prompt (%.1f tok/s, %@)",
                       ids.count, out.count, seconds, Double(out.count) / max(seconds, 1e-9), noKVCache ? "no KV cache" : "KV cache"))
     }

@@ -26,66 +26,6 @@ public struct ImageTaskOptions: ParsableArguments {
     }
 }
 
-extension SideTuneCommand.Train {
-    /// Image classification on the ViT backbone (Fashion-MNIST-1k by default).
-    func runImageTraining(_ kind: MethodKind, log: @escaping (String) -> Void) throws -> TrainingReport {
-        guard task.trainLimit == 0, task.evalLimit == 0 else {
-            throw ValidationError("--train-limit and --eval-limit are for text tasks; an image task uses Fashion-MNIST-1k's 800/200 split and --test-limit")
-        }
-        let vit = try ViTBackbone.resolve(model: task.model, log: log)
-        let data = try ImageSplits.load(data: task.data, imageSize: image.imageSize, seed: task.seed, testLimit: image.testLimit, log: log)
-        var options = try methodFlags.options()
-        if kind == .lst && options.sideInit == .fisher {
-            // The default; the pruned initialisation is built for BERT only (ImageClassifier refuses it).
-            log("LST on the ViT: side blocks start random (Fisher/magnitude pruning is built for BERT encoders only)")
-            options.sideInit = .random
-        }
-        let backbone = try vit.load()
-        // `max_length` also holds the image side, for readers of older checkpoints.
-        let config = CheckpointConfig(method: kind, options: options, labels: data.labels, maxLength: data.imageSize,
-                                      backboneName: vit.name, backboneSHA256: vit.sha256, seed: task.seed, epoch: 0,
-                                      validationAccuracy: nil, backboneFamily: BackboneFamily.vit.rawValue, imageSize: data.imageSize,
-                                      backbonePath: vit.path)
-        let model = try makeImageClassifier(backbone: backbone, method: kind, classes: data.labels.count, options: options, seed: task.seed)
-        return try train(model, train: data.train, validation: data.validation, test: data.test, config: config, log: log)
-    }
-}
-
-/// The classifier a method builds on a ViT: HST trains meta tokens and the ViT's LayerNorms beside
-/// its own side network; every other method is an `ImageClassifier`.
-func makeImageClassifier(backbone: DINOv2ViT, method: MethodKind, classes: Int, options: MethodOptions,
-                         seed: UInt64) throws -> any ClassifierModel<Tensor> {
-    if method == .hst { return try HSTClassifier(backbone: backbone, classes: classes, options: options, seed: seed) }
-    return try ImageClassifier(backbone: backbone, method: method, classes: classes, options: options, seed: seed)
-}
-
-/// A DINOv2 ViT given by asset name (vit-s14) or by the path of its .onnx file, and the identity
-/// of that file.
-struct ViTBackbone {
-    var onnxPath: String
-    var name: String
-    var sha256: String
-    /// The file when given by path, recorded in checkpoints.
-    var path: String?
-
-    static func resolve(model: String, log: (String) -> Void) throws -> ViTBackbone {
-        if model.hasSuffix(".onnx") || FileManager.default.fileExists(atPath: model) {
-            guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model \(model): no such file") }
-            let path = URL(fileURLWithPath: model).standardizedFileURL.path
-            return ViTBackbone(onnxPath: model, name: URL(fileURLWithPath: model).lastPathComponent,
-                               sha256: try SHA256.hexDigest(ofFile: model), path: path)
-        }
-        let store = AssetStore()
-        _ = try store.fetch(model) { if case .downloading = $0 { log("fetching \(model) ...") } }
-        let onnx = try store.path(of: model, file: .onnx).path
-        return ViTBackbone(onnxPath: onnx, name: model, sha256: try SHA256.hexDigest(ofFile: onnx), path: nil)
-    }
-
-    func load() throws -> DINOv2ViT {
-        try MemoryLedger.withCategory(.weights) { try DINOv2ViT.load(onnx: ONNXModel(path: onnxPath)).0 }
-    }
-}
-
 /// The Fashion-MNIST-1k splits as `ImageSplit`s that preprocess a batch at a time.
 struct ImageSplits {
     var labels: [String]

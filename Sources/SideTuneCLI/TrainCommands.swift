@@ -6,16 +6,81 @@ import SideTuneEngine
 import SideTuneMethods
 import SideTuneTrainer
 
+/// Trainer settings from flags; defaults are `TrainingParameters()`'s.
+public struct TrainingFlags: ParsableArguments {
+    static let defaults = TrainingParameters()
+
+    @Option(help: "Epochs.")
+    var epochs: Int = defaults.epochs
+    @Option(help: "Examples per optimizer step.")
+    var batchSize: Int = defaults.batchSize
+    @Option(help: "Examples per evaluation batch (default: --batch-size, so that evaluation fits where training does).")
+    var evalBatchSize: Int?
+    @Option(name: .customLong("lr"), help: "Peak learning rate (default: the method's, from `sidetune methods`: 5e-5 full, 1e-3 LoRA, QLoRA, BitFit, adapters, 3e-3 side methods and prompts).")
+    var learningRate: Float?
+    @Option(help: "AdamW decoupled weight decay.")
+    var weightDecay: Float = defaults.weightDecay
+    @Option(help: "Fraction of steps spent warming the learning rate up (then cosine decay).")
+    var warmup: Float = defaults.warmupFraction
+    @Option(help: "Clip the global gradient norm to this (0 = off).")
+    var clipNorm: Float = defaults.clipNorm
+    @Option(help: "Early stopping: epochs without a better validation accuracy (0 = never).")
+    var patience: Int = defaults.patience
+    @Flag(help: "Side methods: recompute the backbone every epoch instead of caching its taps.")
+    var noCache = false
+    @Option(help: "Largest feature cache to build, in MiB.")
+    var cacheLimitMb: Int = defaults.cacheLimitBytes >> 20
+    @Option(help: ArgumentHelp("Run each step as this many micro-batches, one per thread, each with its own forward and backward (every method but full fine-tuning and HST; default: one per thread; 1: the whole batch op by op).", valueName: "n"))
+    var microBatches: Int?
+    @Option(help: ArgumentHelp("Threads for the kernels and micro-batches (default: every core; at most the cores).", valueName: "n"))
+    var threads: Int?
+
+    public init() {}
+
+    public func validate() throws {
+        guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be >= 1") }
+        if let e = evalBatchSize, e < 1 { throw ValidationError("--eval-batch-size must be >= 1, got \(e)") }
+        if let m = microBatches, m < 1 { throw ValidationError("--micro-batches must be >= 1, got \(m)") }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1, got \(t)") }
+        if let lr = learningRate, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number, got \(lr)") }
+        guard weightDecay >= 0, warmup >= 0 && warmup <= 1, clipNorm >= 0, patience >= 0, cacheLimitMb >= 0 else {
+            throw ValidationError("--weight-decay, --clip-norm, --patience and --cache-limit-mb must be >= 0, and --warmup in [0, 1]")
+        }
+    }
+
+    /// Applies --threads to the shared pool (the kernels and micro-batches use it).
+    func applyThreads() {
+        if let threads { ThreadPool.shared.activeThreads = threads }
+    }
+
+    func parameters(method: MethodKind, seed: UInt64) -> TrainingParameters {
+        var p = TrainingParameters()
+        p.epochs = epochs
+        p.batchSize = batchSize
+        p.evalBatchSize = evalBatchSize
+        p.learningRate = learningRate ?? MethodRegistry.method(method).defaultLearningRate
+        p.weightDecay = weightDecay
+        p.warmupFraction = warmup
+        p.clipNorm = clipNorm
+        p.seed = seed
+        p.patience = patience
+        p.useCache = !noCache
+        p.cacheLimitBytes = cacheLimitMb << 20
+        p.microBatches = microBatches
+        return p
+    }
+}
+
 extension SideTuneCommand {
     public struct Train: ParsableCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Adapt a backbone to a classification task with one method, and report accuracy, memory and time.",
             discussion: """
-            Methods: \(MethodKind.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; ")). \
-            Side methods (lst, last, linear) run the backbone without autograd and, from epoch 2 on, \
+            Methods (`sidetune methods` shows which runs on which backbone): \(MethodRegistry.all.map { "\($0.kind.rawValue) (\($0.summary))" }.joined(separator: "; ")). \
+            Side methods (lst, last, linear, qst) run the backbone without autograd and, from epoch 2 on, \
             read its taps from a bf16 feature cache built in epoch 1 (--no-cache turns it off). Every \
             method but full fine-tuning and HST runs each step as micro-batches, one per thread, each \
-            with its own forward and backward (SIDETUNE_MICROBATCHES=1 runs whole batches, op by op). \
+            with its own forward and backward (--micro-batches 1 runs whole batches, op by op). \
             Memory is measured by the engine's ledger (bytes by category) and the process's peak RSS.
 
             Example: sidetune train --model minilm --data tweets --method lst --epochs 3 --train-limit 2000
@@ -24,29 +89,10 @@ extension SideTuneCommand {
         @OptionGroup var task: TextTaskOptions
         @OptionGroup(title: "Image tasks (--model vit-s14)") var image: ImageTaskOptions
         @OptionGroup(title: "LLM tasks (--model smollm2)") var llm: LLMTaskOptions
-        @Option(help: "Method: \(MethodKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-        var method: String = "lst"
-        @OptionGroup var methodFlags: MethodFlags
-        @Option(help: "Epochs.")
-        var epochs: Int = 3
-        @Option(help: "Examples per optimizer step.")
-        var batchSize: Int = 32
-        @Option(help: "Examples per evaluation batch (default: --batch-size, so that evaluation fits where training does).")
-        var evalBatchSize: Int?
-        @Option(name: .customLong("lr"), help: "Peak learning rate (default depends on the method: 5e-5 full, 1e-3 LoRA/BitFit/adapter, 3e-3 side methods).")
-        var learningRate: Float?
-        @Option(help: "AdamW decoupled weight decay.")
-        var weightDecay: Float = 0.01
-        @Option(help: "Fraction of steps spent warming the learning rate up (then cosine decay).")
-        var warmup: Float = 0.06
-        @Option(help: "Clip the global gradient norm to this (0 = off).")
-        var clipNorm: Float = 1
-        @Option(help: "Early stopping: epochs without a better validation accuracy (0 = never).")
-        var patience: Int = 2
-        @Flag(help: "Side methods: recompute the backbone every epoch instead of caching its taps.")
-        var noCache = false
-        @Option(help: "Largest feature cache to build, in MiB.")
-        var cacheLimitMb: Int = 4096
+        @Option(help: "Method (see `sidetune methods`).")
+        var method: MethodKind = .lst
+        @OptionGroup(title: "Method options") var methodFlags: MethodFlags
+        @OptionGroup(title: "Training") var training: TrainingFlags
         @Option(help: "Folder for checkpoints (best/, last/, state.json).")
         var output: String?
         @Flag(help: "Continue an interrupted run from --output's last checkpoint (the folder must exist; one without a saved epoch starts fresh).")
@@ -57,11 +103,6 @@ extension SideTuneCommand {
         public init() {}
 
         public func validate() throws {
-            guard MethodKind(rawValue: method) != nil else {
-                throw ValidationError("--method must be one of \(MethodKind.allCases.map(\.rawValue).joined(separator: ", ")), got \(method)")
-            }
-            guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be >= 1") }
-            if let e = evalBatchSize, e < 1 { throw ValidationError("--eval-batch-size must be >= 1, got \(e)") }
             if resume && output == nil { throw ValidationError("--resume needs --output (the folder of the interrupted run)") }
             // A folder without state (a run stopped in its first epoch) starts fresh; a missing
             // folder is more likely a mistyped path than a run to start, so it is refused.
@@ -90,14 +131,45 @@ extension SideTuneCommand {
         /// --report; the table is printed first, so a failed write loses nothing).
         @discardableResult
         func runTraining() throws -> TrainingReport {
-            let kind = MethodKind(rawValue: method)!
+            training.applyThreads()
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
-            let result: TrainingReport
-            switch try BackboneFamily(model: task.model, modelDir: task.modelDir) {
-            case .bert: result = try runTextTraining(kind, log: log)
-            case .vit: result = try runImageTraining(kind, log: log)
-            case .llama: result = try runLLMTraining(kind, log: log)
+            let options = methodFlags.options()
+            let weights = MethodRegistry.weights(method, options: options)
+            // Refused before fetching or minutes of loading.
+            let family = try BackboneSource.family(model: task.model, modelDir: task.modelDir)
+            do { try MethodRegistry.check(method, on: family, weights: weights) } catch { throw ValidationError("\(error)") }
+            if llm.task == .lm && (family != .llama || method != .qst) {
+                throw ValidationError("--task lm tunes the QST side network of a decoder LLM (--method qst --model smollm2)")
             }
+            if family != .vit, image.testLimit != 0 { throw ValidationError("--test-limit is for image tasks; text tasks use --eval-limit") }
+            let source = try BackboneSource.resolve(model: task.model, modelDir: task.modelDir, log: log)
+            var result: TrainingReport
+            switch try source.load(weights: weights, log: log) {
+            case let .bert(encoder, tokenizer):
+                let (labels, train, validation, test) = try loadTextSplits(task, log: log) { tokenizer.encode($0, maxLength: task.maxLength).ids }
+                result = try self.train(encoder, source: source, options: options, labels: labels, splits: (train, validation, test),
+                                   maxLength: task.maxLength, log: log)
+            case let .vit(vit):
+                guard task.trainLimit == 0, task.evalLimit == 0 else {
+                    throw ValidationError("--train-limit and --eval-limit are for text tasks; an image task uses Fashion-MNIST-1k's 800/200 split and --test-limit")
+                }
+                let data = try ImageSplits.load(data: task.data, imageSize: image.imageSize, seed: task.seed, testLimit: image.testLimit, log: log)
+                // `max_length` also holds the image side, for readers of older checkpoints.
+                result = try self.train(vit, source: source, options: options, labels: data.labels, splits: (data.train, data.validation, data.test),
+                                   maxLength: data.imageSize, imageSize: data.imageSize, log: log)
+            case let .llama(llama, tokenizer):
+                if llm.task == .lm {
+                    result = try tuneLanguageModel(llama, tokenizer: tokenizer, source: source, options: options, log: log)
+                } else {
+                    let (labels, train, validation, test) = try loadTextSplits(task, log: log) {
+                        llmClassificationIds(tokenizer, $0, maxLength: task.maxLength)
+                    }
+                    result = try self.train(llama, source: source, options: options, labels: labels, splits: (train, validation, test),
+                                       maxLength: task.maxLength, log: log)
+                }
+            }
+            result.weights = weights.rawValue
+            result.packing = options.packing ?? true
             print(result.table())
             if let path = report {
                 do {
@@ -109,43 +181,22 @@ extension SideTuneCommand {
             return result
         }
 
-        func runTextTraining(_ kind: MethodKind, log: @escaping (String) -> Void) throws -> TrainingReport {
-            let prepared = try PreparedTextTask.prepare(task, log: log)
-            let backbone = try prepared.backbone.load()
-            let options = try methodFlags.options()
-            let fisher = kind == .lst && options.sideInit == .fisher
-                ? zip(prepared.train.ids, prepared.train.labels).map { (ids: $0, label: $1) } : []
-            let model = try TextClassifier(backbone: backbone, method: kind, classes: prepared.labels.count, options: options,
-                                           seed: task.seed, fisherData: fisher, progress: log)
-            let config = CheckpointConfig(method: kind, options: options, labels: prepared.labels, maxLength: task.maxLength,
-                                          backboneName: prepared.backbone.name, backboneSHA256: prepared.backbone.sha256,
-                                          seed: task.seed, epoch: 0, validationAccuracy: nil, backboneFamily: BackboneFamily.bert.rawValue,
-                                          backbonePath: prepared.backbone.path)
-            return try train(model, train: prepared.train, validation: prepared.validation, test: prepared.test, config: config, log: log)
+        /// Builds the method on the backbone through the registry and trains it on the splits.
+        func train<B: Backbone, S: ClassificationData>(_ backbone: B, source: BackboneSource, options: MethodOptions, labels: [String],
+                                                       splits: (train: S, validation: S, test: S), maxLength: Int, imageSize: Int? = nil,
+                                                       log: @escaping (String) -> Void) throws -> TrainingReport where S.Batch == B.Input {
+            let examples = { [train = splits.train] (n: Int) in (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) } }
+            let model = try MethodRegistry.build(method, on: backbone, classes: labels.count, options: options, seed: task.seed,
+                                                 trainingExamples: examples, progress: log)
+            let config = CheckpointConfig(method: method, options: options, labels: labels, maxLength: maxLength, backboneName: source.name,
+                                          backboneSHA256: source.sha256, seed: task.seed, epoch: 0, validationAccuracy: nil,
+                                          backboneFamily: source.family, imageSize: imageSize, backbonePath: source.path)
+            return try train(model, train: splits.train, validation: splits.validation, test: splits.test, config: config, log: log)
         }
 
-        /// The trainer's settings from the flags.
-        func trainingParameters(_ kind: MethodKind) -> TrainingParameters {
-            var p = TrainingParameters()
-            p.epochs = epochs
-            p.batchSize = batchSize
-            p.evalBatchSize = evalBatchSize
-            p.learningRate = learningRate ?? defaultLearningRate(kind)
-            p.weightDecay = weightDecay
-            p.warmupFraction = warmup
-            p.clipNorm = clipNorm
-            p.seed = task.seed
-            p.patience = patience
-            p.useCache = !noCache
-            p.cacheLimitBytes = cacheLimitMb << 20
-            p.outputFolder = output.map { URL(fileURLWithPath: $0, isDirectory: true) }
-            p.resume = resume
-            return p
-        }
-
-        /// Trains any classifier with the flags' settings and a progress bar (shared by every task).
-        func train<M: ClassifierModel, S: ClassificationData>(_ model: M, train: S, validation: S, test: S, config: CheckpointConfig,
-                                                              log: (String) -> Void) throws -> TrainingReport where S.Batch == M.Batch {
+        /// Trains any model with the flags' settings and a progress bar (every task ends here).
+        func train<M: TrainableModel, S: TrainingData>(_ model: M, train: S, validation: S, test: S, config: CheckpointConfig,
+                                                       log: (String) -> Void) throws -> TrainingReport where S.Batch == M.Batch {
             log("method \(model.method.rawValue): \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters; \(ThreadPool.shared.activeThreads) threads")
             if config.options.sideMatmul == .bfloat16 {
                 if [.lst, .last].contains(config.method) {
@@ -155,41 +206,64 @@ extension SideTuneCommand {
                     log("note: --side-matmul applies to lst and last only; \(config.method.rawValue) runs in f32")
                 }
             }
-            let trainer = try Trainer(model: model, parameters: trainingParameters(model.method), train: train, validation: validation,
-                                      test: test, checkpointConfig: config)
+            var parameters = training.parameters(method: model.method, seed: task.seed)
+            parameters.outputFolder = output.map { URL(fileURLWithPath: $0, isDirectory: true) }
+            parameters.resume = resume
+            let trainer = try Trainer(model: model, parameters: parameters, train: train, validation: validation, test: test,
+                                      checkpointConfig: config)
             let bar = ProgressBar()
             return try trainer.run(progress: bar.update)
         }
     }
 }
 
-/// Which kind of backbone a --model names: it decides the task path (text, image, LLM).
-enum BackboneFamily: String {
-    case bert, vit, llama
-
-    init(model: String, modelDir: String?) throws {
-        if modelDir != nil { self = .bert; return }
-        if model.hasSuffix(".onnx") { self = .vit; return } // a DINOv2 ONNX file given by path
-        guard let d = try? AssetStore().descriptor(model) else {
-            throw ValidationError("--model \(model): not a known model (known: \(AssetCatalog.all.filter { $0.files[.modelFolder] != nil || $0.files[.onnx] != nil || $0.files[.gguf] != nil }.map(\.name).joined(separator: ", ")); or use --model-dir)")
-        }
-        if d.files[.onnx] != nil { self = .vit } else if d.files[.gguf] != nil { self = .llama } else if d.files[.modelFolder] != nil { self = .bert } else {
-            throw ValidationError("--model \(model) is a data set, not a model")
-        }
-    }
-
+extension BackboneFamily {
     /// The family a checkpoint was trained on: recorded in newer checkpoints, else inferred from
-    /// the backbone's name ("<asset>-nf4|float32" for LLMs, an ONNX file or asset for ViTs).
-    init(checkpoint c: CheckpointConfig) throws {
-        if let recorded = c.backboneFamily {
-            guard let f = BackboneFamily(rawValue: recorded) else { throw ValidationError("unknown backbone family '\(recorded)' in the checkpoint") }
-            self = f
-        } else if LoadedLLM.parse(backboneName: c.backboneName) != nil {
-            self = .llama
-        } else if c.backboneName.hasSuffix(".onnx") || (try? AssetStore().descriptor(c.backboneName))?.files[.onnx] != nil {
-            self = .vit
-        } else {
-            self = .bert
+    /// the backbone's name (an ONNX file or asset for ViTs, a GGUF for LLMs).
+    init(checkpoint c: CheckpointConfig) {
+        if let recorded = c.backboneFamily { self = recorded; return }
+        let descriptor = try? AssetStore().descriptor(c.backboneName)
+        if c.backboneName.hasSuffix(".onnx") || descriptor?.files[.onnx] != nil { self = .vit }
+        else if c.backboneName.hasSuffix(".gguf") || descriptor?.files[.gguf] != nil { self = .llama }
+        else { self = .bert }
+    }
+}
+
+/// A one-line progress bar on stderr: step, loss, examples/s, ETA.
+final class ProgressBar {
+    var lastPrint = 0.0
+    let interactive = isatty(2) != 0
+
+    func update(_ e: TrainingEvent) {
+        switch e {
+        case .message(let m):
+            clear()
+            FileHandle.standardError.write(Data((m + "\n").utf8))
+        case let .step(epoch, step, total, loss, eps, eta):
+            let now = Date().timeIntervalSince1970
+            guard step == total || now - lastPrint > (interactive ? 0.2 : 10) else { return }
+            lastPrint = now
+            let width = 24, filled = width * step / max(total, 1)
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            let line = String(format: "epoch %d [%@] %d/%d  loss %.4f  %.1f ex/s  ETA %@", epoch, bar, step, total, loss, eps,
+                              formatDuration(eta))
+            if interactive {
+                FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
+            } else {
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+        case let .epochEnd(epoch, loss, val, seconds, cached, improved):
+            clear()
+            print(String(format: "epoch %d: train loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%%, %.1f s%@%@", epoch, loss,
+                         100 * val.accuracy, 100 * val.macroF1, seconds, cached ? " (taps from cache)" : "", improved ? " *best" : ""))
         }
     }
+
+    func clear() { if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
+}
+
+func formatDuration(_ s: Double) -> String {
+    guard s.isFinite else { return "?" }
+    let t = Int(s.rounded())
+    return t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
 }

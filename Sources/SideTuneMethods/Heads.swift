@@ -2,25 +2,64 @@ import SideTuneBackbones
 import SideTuneEngine
 import SideTuneNN
 
-/// A network that turns backbone taps (h_0 ... h_L, each [B, T, d]) into logits [B, classes].
-/// Side methods call it on frozen taps; the other methods on taps computed with autograd.
+/// What a method trains on top of (or beside) a backbone: it turns taps into logits [B, classes].
+/// Side methods get the frozen taps h_0 ... h_L; methods that train inside the backbone get its
+/// last hidden state alone ([h_L]). Taps are padded [B, T, d] or packed [1, N, d] as `layout` says.
 public protocol TapReader: Module {
-    func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor
+    func callAsFunction(taps: [Tensor], layout: TokenLayout) -> Tensor
+    /// Whether this instance can take packed taps (`TokenLayout.packed`).
+    var readsPackedTaps: Bool { get }
     /// Whether it takes frozen taps stored in bf16 (the feature cache's), which it may only feed to
     /// ops that read bf16 (`Tensor.linear`).
     var readsBFloat16Taps: Bool { get }
 }
 
 extension TapReader {
+    public var readsPackedTaps: Bool { false }
     public var readsBFloat16Taps: Bool { false }
+
+    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor { self(taps: taps, layout: .padded(keyPadding: keyPadding)) }
+    public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { self(taps: taps, layout: .packed(segments)) }
 }
 
-/// A reader that can also take packed taps ([1, N, d] each, no padding rows: see `TokenSegments`),
-/// computing nothing for padding. Side methods on text read them so.
-public protocol PackedTapReader: TapReader {
-    /// Whether this instance's configuration has a packed path (otherwise give it padded taps).
-    var readsPackedTaps: Bool { get }
-    func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor
+/// A reader that can consume the frozen taps one at a time as the backbone produces them, so a
+/// tap need not outlive its use (QST: in evaluation the decoder's taps never all exist at once).
+public protocol StreamingTapReader: TapReader {
+    /// `run(body)` calls `body(i, h_i)` for i = 0 ... L in order.
+    func callAsFunction(streaming run: ((Int, Tensor) -> Void) -> Void, layout: TokenLayout) -> Tensor
+}
+
+/// The classifier every backbone offers: its final norm on the last tap (unless the stream is
+/// normalised already), its read-out pooling (BERT: mean of the real tokens; ViT: CLS next to the
+/// mean of the patches; Llama: the last real token), dropout, Linear. The linear probe and every
+/// method that trains inside the backbone end here; LAST reads its corrected stream through it
+/// where the backbone has a final norm, and QST its output mix (normalised by the mix itself).
+///
+/// The norm and pooling are the backbone's own (frozen for side methods, trained with it by full
+/// fine-tuning): held as closures, so their parameters count once, under `backbone.`.
+public final class BackboneHead: Module, TapReader {
+    public let classifier: Linear
+    public let dropout: Dropout
+    let _norm: ((Tensor) -> Tensor)?
+    let _pool: (Tensor, TokenLayout) -> Tensor
+    let _packs: Bool
+
+    public init<B: Backbone>(_ backbone: B, classes: Int, dropout p: Float, normalize: Bool = true, rng: inout SplitMix64) {
+        classifier = Linear(backbone.pooledWidth, classes, bias: backbone.headHasBias, rng: &rng)
+        dropout = Dropout(p, seed: rng.next())
+        _norm = normalize && backbone.hasFinalNorm ? { backbone.finalNorm($0) } : nil
+        _pool = { backbone.pool($0, layout: $1) }
+        _packs = backbone.packsTrainedForward || backbone.packsFrozenTaps
+        super.init()
+    }
+
+    public func callAsFunction(taps: [Tensor], layout: TokenLayout) -> Tensor {
+        var x = taps[taps.count - 1]
+        if let _norm { x = _norm(x) }
+        return classifier(dropout(_pool(x, layout)))
+    }
+
+    public var readsPackedTaps: Bool { _packs }
 }
 
 /// Pools [B, T, d] over real tokens: their mean, or the first token.
@@ -39,38 +78,5 @@ func pool(_ x: Tensor, layout: TokenLayout, _ pooling: MethodOptions.Pooling) ->
     switch layout {
     case .padded(let keyPadding): return pool(x, keyPadding: keyPadding, pooling)
     case .packed(let segments): return pooling == .mean ? x.segmentMean(segments) : x.segmentFirst(segments)
-    }
-}
-
-/// Mean of the last tap over real tokens -> dropout -> Linear: the classifier of the linear probe
-/// and of the methods that change the backbone (full, BitFit, LoRA, adapters, prompts).
-public final class PooledHead: Module, PackedTapReader {
-    public let classifier: Linear
-    public let dropout: Dropout
-    let _pooling: MethodOptions.Pooling
-    /// Positions at the start of the taps that are not tokens (prompt tuning's prompts).
-    let _skip: Int
-
-    public init(width: Int, classes: Int, dropout p: Float, pooling: MethodOptions.Pooling = .mean, skip: Int = 0,
-                rng: inout SplitMix64) {
-        classifier = Linear(width, classes, rng: &rng)
-        dropout = Dropout(p, seed: rng.next())
-        _pooling = pooling
-        _skip = skip
-        super.init()
-    }
-
-    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor {
-        var last = taps[taps.count - 1]
-        if _skip > 0 { last = last.slice(axis: 1, _skip, last.shape[1]) }
-        return classifier(dropout(pool(last, keyPadding: keyPadding, _pooling)))
-    }
-
-    /// Packed taps have no place for prompt positions: prompt tuning reads padded ones.
-    public var readsPackedTaps: Bool { _skip == 0 }
-
-    public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor {
-        precondition(readsPackedTaps, "PooledHead: packed taps cannot skip prompt positions")
-        return classifier(dropout(pool(taps[taps.count - 1], layout: .packed(segments), _pooling)))
     }
 }

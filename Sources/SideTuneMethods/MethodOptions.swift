@@ -1,33 +1,11 @@
+import SideTuneBackbones
 import SideTuneEngine
 import Foundation
 
-/// Every adaptation method SideTune trains (not every backbone supports every method: HST is for
-/// ViTs, QST and QLoRA for the LLM).
+/// Every adaptation method SideTune trains. What each is, and on which backbones it runs, is in
+/// its file under `Methods/` and in `MethodRegistry`.
 public enum MethodKind: String, CaseIterable, Codable, Sendable {
     case lst, last, hst, qst, full, linear, bitfit, lora, qlora, adapter, prompt
-
-    /// Side methods read frozen taps only: backprop never enters the backbone, and the taps can be
-    /// computed once and cached. (HST trains the ViT's LayerNorms and meta tokens, so it does not.)
-    public var readsFrozenTaps: Bool { self == .lst || self == .last || self == .qst || self == .linear }
-
-    /// The methods a BERT-family text encoder supports.
-    public static let textEncoderMethods: [MethodKind] = [.lst, .last, .full, .linear, .bitfit, .lora, .adapter, .prompt]
-
-    public var summary: String {
-        switch self {
-        case .lst: "Ladder Side-Tuning: a d/r-wide ladder of backbone-type blocks fed by gated downsampled taps"
-        case .last: "Low-rank Attention Side-Tuning: rank-r attention blocks over the taps, bias-corrected head"
-        case .hst: "Hierarchical Side-Tuning (ViT): meta tokens per block and a 4-stage convolutional side network"
-        case .qst: "Quantized Side Tuning (LLM): 4-bit NF4 backbone, gated d/r-wide side decoder layers"
-        case .qlora: "QLoRA (LLM): LoRA on the query and value projections of the 4-bit NF4 backbone"
-        case .full: "full fine-tuning (every backbone weight trains)"
-        case .linear: "linear probe on the frozen last layer"
-        case .bitfit: "BitFit: only biases (and the head) train"
-        case .lora: "LoRA on the query and value projections"
-        case .adapter: "Houlsby adapters after attention and FFN"
-        case .prompt: "prompt tuning: trainable tokens prepended to the embeddings"
-        }
-    }
 }
 
 /// How LST's side blocks start.
@@ -40,8 +18,9 @@ public enum SideInit: String, Codable, Sendable, CaseIterable {
     case random
 }
 
-/// Options of every method (defaults from the papers, see shared/methods.md). Codable: saved with
-/// checkpoints so a run can be reproduced and a checkpoint reloaded with its exact network.
+/// Options of every method (defaults from the papers, see docs/methods.md), each default written
+/// here once: the CLI's flags take theirs from `MethodOptions()`. Codable: saved with checkpoints
+/// so a run can be reproduced and a checkpoint reloaded with its exact network.
 public struct MethodOptions: Codable, Sendable, Equatable {
     // LST
     public var reduction = 8
@@ -67,10 +46,17 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     /// LST and LAST: the side network's linear products in f32 (nil, the default) or with bf16
     /// operands and f32 sums (`MatmulPrecision.bfloat16`). Optional so older checkpoints load.
     public var sideMatmul: MatmulPrecision?
-    // QST (LLM)
+    /// The backbone's projections: nil for the method's default (NF4 for qst and qlora, F32 else).
+    public var weights: WeightFormat?
+    /// Whether batches run packed (real tokens only) where the method and backbone allow; nil is
+    /// on. Off runs every batch padded: the reference the packed paths are tested against.
+    public var packing: Bool?
+    // QST
     public var qst = QSTOptions()
+    // HST: the side network's shape (nil: the paper's, `HSTConfig()`).
+    public var hst: HSTConfig?
 
-    public enum Pooling: String, Codable, Sendable { case mean, first }
+    public enum Pooling: String, Codable, Sendable, CaseIterable { case mean, first }
 
     public init() {}
 }

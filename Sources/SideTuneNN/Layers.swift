@@ -1,9 +1,40 @@
 import Foundation
 import SideTuneEngine
 
+/// A linear map y = x W^T (+ b) whose weight may be stored in any form: F32 `Linear`, a frozen
+/// 4-bit `NF4Linear`, or a wrapper that adds trainable parts (`LoRALinear`, `AdaptedLinear`,
+/// `BiasedLinear`). Backbones hold their projections as `any LinearLayer`, so methods swap them
+/// by name (`Backbone.linearSlots()`) without knowing how they are stored.
+public protocol LinearLayer: Module {
+    var inFeatures: Int { get }
+    var outFeatures: Int { get }
+    /// Whether y includes a bias term (BitFit trains it; bias-free layers get a `BiasedLinear`).
+    var hasBias: Bool { get }
+    func callAsFunction(_ x: Tensor) -> Tensor
+}
+
+extension LinearLayer {
+    /// The layer a wrapper (LoRA, adapter, added bias) wraps; nil for a layer that stores its weight.
+    public var wrapped: (any LinearLayer)? { (self as? any WrappingLinearLayer)?.base }
+
+    /// The layer that stores the weight, under any wrappers.
+    public var innermost: any LinearLayer { wrapped?.innermost ?? self }
+
+    /// The layer as a plain F32 `Linear` (nil when quantised or wrapped): fused kernels take only these.
+    public var plain: Linear? {
+        guard let l = self as? Linear, l.weight.dtype == .float32 else { return nil }
+        return l
+    }
+}
+
+/// A linear layer that adds something to another (`LoRALinear`, `AdaptedLinear`, `BiasedLinear`).
+public protocol WrappingLinearLayer: LinearLayer {
+    var base: any LinearLayer { get }
+}
+
 /// y = x W^T + b, W stored [out, in] as in PyTorch checkpoints. PyTorch's default initialisation:
-/// uniform(-1/sqrt(in), 1/sqrt(in)) for both. Open so adapters (LoRA) can wrap it in place.
-open class Linear: Module {
+/// uniform(-1/sqrt(in), 1/sqrt(in)) for both.
+public final class Linear: Module, LinearLayer {
     public let weight: Tensor
     public let bias: Tensor?
 
@@ -22,55 +53,12 @@ open class Linear: Module {
 
     public var inFeatures: Int { weight.shape[1] }
     public var outFeatures: Int { weight.shape[0] }
+    public var hasBias: Bool { bias != nil }
 
-    open func callAsFunction(_ x: Tensor) -> Tensor {
+    public func callAsFunction(_ x: Tensor) -> Tensor {
         if let bias { return Tensor.linear(x, weight: weight, bias: bias) }
         return x.matmul(weight, transposeOther: true)
     }
-}
-
-/// LoRA (Hu et al.): y = x W^T + b + (alpha / r) x A^T B^T with W, b frozen and A [r, in], B [out, r]
-/// trainable. A starts uniform(+-1/sqrt(in)), B at zero, so the wrapped layer starts as the base.
-public final class LoRALinear: Linear {
-    public let loraA: Tensor
-    public let loraB: Tensor
-    public let scale: Float
-
-    public init(wrapping base: Linear, rank: Int, alpha: Float, rng: inout SplitMix64) {
-        let bound = 1 / Float(base.inFeatures).squareRoot()
-        loraA = parameter(.uniform([rank, base.inFeatures], low: -bound, high: bound, rng: &rng), name: "lora_a")
-        loraB = parameter(.zeros([base.outFeatures, rank]), name: "lora_b")
-        scale = alpha / Float(rank)
-        super.init(weight: base.weight, bias: base.bias)
-        weight.requiresGrad = false
-        bias?.requiresGrad = false
-    }
-
-    public override func callAsFunction(_ x: Tensor) -> Tensor {
-        super.callAsFunction(x) + x.matmul(loraA, transposeOther: true).matmul(loraB, transposeOther: true) * scale
-    }
-
-    /// The base layer with the low-rank update merged into its weight (for inference).
-    public func fused() -> Linear {
-        let delta = noGrad { loraB.matmul(loraA) * scale } // [out, in]
-        let w = noGrad { weight + delta }
-        w.storage.retag(.weights)
-        return Linear(weight: w, bias: bias)
-    }
-}
-
-/// Houlsby bottleneck adapter: x + Up(GELU(Down(x))), Up starting at zero (an identity at first).
-public final class BottleneckAdapter: Module {
-    public let down: Linear
-    public let up: Linear
-
-    public init(_ dim: Int, bottleneck: Int, rng: inout SplitMix64) {
-        down = Linear(dim, bottleneck, rng: &rng)
-        up = Linear(weight: parameter(.zeros([dim, bottleneck])), bias: parameter(.zeros([dim])))
-        super.init()
-    }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor { x + up(down(x).gelu()) }
 }
 
 /// A lookup table [vocab, dim].
@@ -84,7 +72,12 @@ public final class Embedding: Module {
     public func callAsFunction(_ ids: [Int32], shape: [Int]? = nil) -> Tensor { weight.embedding(ids, shape: shape) }
 }
 
-public final class LayerNorm: Module {
+/// A per-token normalisation (LayerNorm, RMSNorm): what a side network of a backbone's type uses.
+public protocol NormLayer: Module {
+    func callAsFunction(_ x: Tensor) -> Tensor
+}
+
+public final class LayerNorm: Module, NormLayer {
     public let weight: Tensor?
     public let bias: Tensor?
     public let eps: Float
@@ -97,7 +90,7 @@ public final class LayerNorm: Module {
     public func callAsFunction(_ x: Tensor) -> Tensor { x.layerNorm(weight: weight, bias: bias, eps: eps) }
 }
 
-public final class RMSNorm: Module {
+public final class RMSNorm: Module, NormLayer {
     public let weight: Tensor
     public let eps: Float
     public init(_ dim: Int, eps: Float = 1e-6) {

@@ -3,12 +3,13 @@ import SideTuneEngine
 
 /// A tiny random DINOv2-style ViT for method tests: width 16, 2 blocks, 2 heads, MLP 32, patch 2,
 /// a 3 x 3 position grid (6 x 6 images: 9 patches + CLS = 10 tokens).
-public func tinyViT(seed: UInt64 = 1) -> DINOv2ViT {
+/// `width` 64 (MLP 128) gives rows NF4 can store; `layers` 12 runs HST's paper-shaped side network.
+public func tinyViT(seed: UInt64 = 1, width: Int = 16, layers: Int = 2) -> DINOv2ViT {
     var c = ViTConfig()
-    c.hiddenSize = 16
-    c.layers = 2
+    c.hiddenSize = width
+    c.layers = layers
     c.heads = 2
-    c.mlpSize = 32
+    c.mlpSize = 2 * width
     c.patchSize = 2
     c.positionGrid = 3
     return DINOv2ViT(config: c, seed: seed)

@@ -1,11 +1,13 @@
 import SideTuneBackbones
 import SideTuneEngine
+import SideTuneMethods
 import SideTuneNN
 import SideTuneTokenizers
 
-/// A tiny random BERT (width 16, 2 layers, 2 heads) so method tests run in milliseconds.
-public func tinyBackbone(seed: UInt64 = 1) -> BertEncoder {
-    let c = BertConfig(hiddenSize: 16, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 32, vocabSize: 40,
+/// A tiny random BERT (width 16, 2 layers, 2 heads) so method tests run in milliseconds; `width`
+/// 64 (FFN 128) gives rows NF4 can store.
+public func tinyBackbone(seed: UInt64 = 1, width: Int = 16) -> BertEncoder {
+    let c = BertConfig(hiddenSize: width, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 2 * width, vocabSize: 40,
                        maxPositionEmbeddings: 16)
     let enc = BertEncoder(config: c)
     var rng = SplitMix64(seed: seed)
@@ -56,4 +58,15 @@ public func tinyLlama(seed: UInt64 = 1, dim: Int = 32, ffnDim: Int = 48, layers:
     }
     let emb = Embedding(c.vocabSize, c.dim, rng: &rng)
     return Llama(config: c, embedding: emb, layers: blocks, norm: norm(), lmHead: nil).freeze()
+}
+
+/// `method` built on `backbone` through the method registry, as the concrete classifier every
+/// method but HST builds (tests reach its packing switches and parts).
+public func makeClassifier<B: Backbone>(_ backbone: B, _ method: MethodKind, classes: Int = 3, options: MethodOptions = MethodOptions(),
+                                        seed: UInt64 = 1,
+                                        trainingExamples: ((Int) -> [(input: B.Input, label: Int)])? = nil) throws -> Classifier<B> {
+    let model = try MethodRegistry.build(method, on: backbone, classes: classes, options: options, seed: seed,
+                                         trainingExamples: trainingExamples)
+    guard let classifier = model as? Classifier<B> else { throw MethodError("\(method) does not build a Classifier") }
+    return classifier
 }

@@ -37,6 +37,20 @@ public struct BatchEncoding: Sendable, Equatable {
     }
 }
 
+/// Pads token id rows into a batch (to the longest row).
+public func makeBatch(_ rows: [[Int32]], padId: Int32 = 0) -> BatchEncoding {
+    let seq = max(rows.map(\.count).max() ?? 1, 1)
+    var ids: [Int32] = [], mask: [Int32] = []
+    ids.reserveCapacity(rows.count * seq)
+    mask.reserveCapacity(rows.count * seq)
+    for r in rows {
+        ids += r + [Int32](repeating: padId, count: seq - r.count)
+        mask += [Int32](repeating: 1, count: r.count) + [Int32](repeating: 0, count: seq - r.count)
+    }
+    return BatchEncoding(ids: ids, attentionMask: mask, typeIds: [Int32](repeating: 0, count: ids.count), batchSize: rows.count,
+                         seqLength: seq, lengths: rows.map(\.count))
+}
+
 /// BERT WordPiece tokenizer matching Hugging Face's fast `BertTokenizerFast` / tokenizers
 /// `BertNormalizer + BertPreTokenizer + WordPiece + TemplateProcessing` pipeline.
 ///

@@ -1,4 +1,5 @@
 import Foundation
+import SideTuneBackbones
 import SideTuneEngine
 import SideTuneFormats
 import SideTuneMethods
@@ -20,7 +21,7 @@ public struct CheckpointConfig: Codable, Sendable {
     public var validationAccuracy: Double?
     /// Which kind of backbone (bert, vit, llama), so eval and predict rebuild the right model.
     /// Absent in older checkpoints: then inferred from the backbone's name.
-    public var backboneFamily: String?
+    public var backboneFamily: BackboneFamily?
     /// Image checkpoints: the side images were resized to (older ones kept it in `maxLength`).
     public var imageSize: Int?
     /// A backbone given by path (a BERT folder, a ViT .onnx file) rather than by asset name: where
@@ -28,7 +29,7 @@ public struct CheckpointConfig: Codable, Sendable {
     public var backbonePath: String?
 
     public init(method: MethodKind, options: MethodOptions, labels: [String], maxLength: Int, backboneName: String,
-                backboneSHA256: String, seed: UInt64, epoch: Int, validationAccuracy: Double?, backboneFamily: String? = nil,
+                backboneSHA256: String, seed: UInt64, epoch: Int, validationAccuracy: Double?, backboneFamily: BackboneFamily? = nil,
                 imageSize: Int? = nil, backbonePath: String? = nil) {
         self.method = method
         self.options = options
@@ -55,7 +56,7 @@ public struct CheckpointConfig: Codable, Sendable {
 /// A folder holding the trainable parameters and buffers (`weights.safetensors`) and `checkpoint.json`, both
 /// written atomically (temporary file, then rename), so a crash never leaves half a checkpoint.
 public enum Checkpoint {
-    public static func save(_ model: some ClassifierModel, config: CheckpointConfig, to folder: URL) throws {
+    public static func save(_ model: some TrainableModel, config: CheckpointConfig, to folder: URL) throws {
         try save(module: model, config: config, to: folder)
     }
 
@@ -82,7 +83,7 @@ public enum Checkpoint {
     }
 
     /// Loads the trainable parameters and buffers into `model` after checking the backbone identity.
-    public static func load(into model: some ClassifierModel, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
+    public static func load(into model: some TrainableModel, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
         let config = try readConfig(folder)
         try checkBackbone(config, sha256: backboneSHA256, folder: folder)
         guard config.method == model.method else {

@@ -85,14 +85,14 @@ public final class FeatureCache {
 
     /// Stores a batch's taps as `model.frozenTaps` gave them: example `examples[row]` from row
     /// `row`, its segment of the packed taps when the model reads packed ones.
-    public func store<Model: ClassifierModel>(_ examples: [Int], from batchTaps: [Tensor], readBy model: Model) {
+    public func store<Model: TrainableModel>(_ examples: [Int], from batchTaps: [Tensor], readBy model: Model) {
         let packed = model.readsPackedTaps ? TokenSegments(lengths: examples.map { lengths[$0] }) : nil
         for (row, e) in examples.enumerated() { store(e, row: row, from: batchTaps, packed: packed) }
     }
 
     /// A batch's taps as `model` reads them: packed or padded, bf16 or f32 (its `readsPackedTaps`,
     /// `readsBFloat16Taps`), one tensor per backbone tap (empty where not held).
-    public func taps<Model: ClassifierModel>(for examples: [Int], readBy model: Model) -> [Tensor] {
+    public func taps<Model: TrainableModel>(for examples: [Int], readBy model: Model) -> [Tensor] {
         taps(for: examples, packed: model.readsPackedTaps, totalTaps: model.tapCount, bfloat16: model.readsBFloat16Taps)
     }
 

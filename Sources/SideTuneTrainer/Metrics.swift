@@ -8,6 +8,10 @@ public struct ClassificationMetrics: Codable, Sendable, Equatable {
 
     public init(predictions: [Int], labels: [Int], classes: Int) {
         precondition(predictions.count == labels.count, "\(predictions.count) predictions for \(labels.count) labels")
+        guard classes <= Self.denseClassLimit else {
+            self = ClassificationMetrics(sparsePredictions: predictions, labels: labels)
+            return
+        }
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
         for (p, g) in zip(predictions, labels) { confusion[g][p] += 1 }
         let correct = (0..<classes).reduce(0) { $0 + confusion[$1][$1] }
@@ -24,6 +28,30 @@ public struct ClassificationMetrics: Codable, Sendable, Equatable {
         }
         macroF1 = f1s.isEmpty ? 0 : f1s.reduce(0, +) / Double(f1s.count)
         self.confusion = confusion
+    }
+
+    /// Above this many classes (a language model's vocabulary) no confusion matrix is kept.
+    static let denseClassLimit = 1024
+
+    /// Accuracy, and macro-F1 over the classes that occur as a target or a prediction (the
+    /// vocabulary's other classes would each count 0); no confusion matrix.
+    init(sparsePredictions predictions: [Int], labels: [Int]) {
+        var tp: [Int: Int] = [:], predicted: [Int: Int] = [:], actual: [Int: Int] = [:]
+        for (p, g) in zip(predictions, labels) {
+            predicted[p, default: 0] += 1
+            actual[g, default: 0] += 1
+            if p == g { tp[g, default: 0] += 1 }
+        }
+        count = labels.count
+        accuracy = labels.isEmpty ? 0 : Double(tp.values.reduce(0, +)) / Double(labels.count)
+        let seen = Set(predicted.keys).union(actual.keys)
+        let f1s = seen.map { c -> Double in
+            let t = Double(tp[c] ?? 0), p = Double(predicted[c] ?? 0), a = Double(actual[c] ?? 0)
+            let precision = p > 0 ? t / p : 0, recall = a > 0 ? t / a : 0
+            return precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0
+        }
+        macroF1 = f1s.isEmpty ? 0 : f1s.reduce(0, +) / Double(f1s.count)
+        confusion = []
     }
 
     enum CodingKeys: String, CodingKey { case accuracy, macroF1 = "macro_f1", count, confusion }

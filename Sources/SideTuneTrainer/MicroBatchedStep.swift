@@ -1,7 +1,7 @@
 import SideTuneEngine
 import SideTuneMethods
 
-extension ClassifierModel {
+extension TrainableModel {
     /// Whether the trainer (and `bench step`) run this model's steps as micro-batches: its examples
     /// are independent, and it is not full fine-tuning, whose parts would each hold a copy of
     /// every weight's gradient.
@@ -32,15 +32,16 @@ public func cutByTokens(_ examples: [Int], parts: Int, tokens: (Int) -> Int) -> 
 }
 
 /// Forward and backward of one batch run as micro-batches on the pool's threads
-/// (`MicroBatches.run`). `loss(part)` is a part's mean loss; each is weighted by its share of the
-/// examples, so the gradients are those of the whole batch's mean loss (up to float summation
-/// order). Returns that mean loss.
-public func microBatchedBackward(_ parts: [[Int]], loss: ([Int]) -> Tensor) -> Float {
-    let total = parts.reduce(0) { $0 + $1.count }
+/// (`MicroBatches.run`). `loss(part)` is a part's mean loss over its targets; each is weighted by
+/// its share of the targets (`targets(part)`, by default its examples), so the gradients are
+/// those of the whole batch's mean loss (up to float summation order). Returns that mean loss.
+public func microBatchedBackward(_ parts: [[Int]], targets: ([Int]) -> Int = { $0.count }, loss: ([Int]) -> Tensor) -> Float {
+    let counts = parts.map(targets)
+    let total = counts.reduce(0, +)
     var losses = [Float](repeating: 0, count: parts.count)
     losses.withUnsafeMutableBufferPointer { out in
         MicroBatches.run(parts.count) { i in
-            let weighted = loss(parts[i]) * (Float(parts[i].count) / Float(total))
+            let weighted = loss(parts[i]) * (Float(counts[i]) / Float(total))
             weighted.backward()
             out[i] = weighted.item()
         }

@@ -27,6 +27,10 @@ public struct TrainingReport: Codable, Sendable {
     /// thread count, what a run's result depends on. Nil where the trainer did not say.
     public var microBatches: Int?
     public var cacheBytes: Int?
+    /// The backbone projections' format ("f32", "nf4") and whether batches ran packed where the
+    /// method allows: settings that change a result, recorded with it (nil in older reports).
+    public var weights: String?
+    public var packing: Bool?
     /// Share of the machine's CPU time the hypervisor stole while training ran (nil where
     /// /proc/stat is not readable): times measured under steal are slower than the code.
     public var stolenCPUShare: Double?
@@ -50,7 +54,7 @@ public struct TrainingReport: Codable, Sendable {
         case secondsPerStep = "seconds_per_step", secondsPerStepCached = "seconds_per_step_cached"
         case epochSeconds = "epoch_seconds", trainExamples = "train_examples", testExamples = "test_examples"
         case batchSize = "batch_size", maxLength = "max_length", cacheBytes = "cache_bytes"
-        case stolenCPUShare = "stolen_cpu_share", microBatches = "micro_batches"
+        case stolenCPUShare = "stolen_cpu_share", microBatches = "micro_batches", weights, packing
     }
 
     public func jsonString() -> String {
@@ -76,8 +80,10 @@ public struct TrainingReport: Codable, Sendable {
         lines.append(speed)
         lines.append("epoch seconds     " + epochSeconds.map { String(format: "%.1f", $0) }.joined(separator: ", "))
         if let mb = microBatches {
-            lines.append("threads           \(threads), " + (mb > 1 ? "each step as \(mb) micro-batches" : "whole batches"))
+            lines.append("threads           \(threads), " + (mb > 1 ? "each step as \(mb) micro-batches" : "whole batches")
+                         + (packing == false ? ", padded batches (--no-packing)" : ""))
         }
+        if let weights { lines.append("weights           \(weights) backbone projections") }
         if let st = stolenCPUShare {
             lines.append(String(format: "cpu stolen        %.1f%% of the machine's CPU time while training (the hypervisor ran other guests; times are slower by that much or more)", 100 * st))
         }

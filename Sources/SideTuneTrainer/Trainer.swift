@@ -32,8 +32,8 @@ public struct TrainingParameters: Codable, Sendable {
     /// Steps of a model whose examples are independent (every method but HST and full
     /// fine-tuning; side methods in epoch 1 and from the cache alike) run as this many
     /// micro-batches, one per thread (`MicroBatches`); nil: one per thread of the pool, 1: the
-    /// whole batch op by op. `SIDETUNE_MICROBATCHES` sets it (to compare).
-    public var microBatches: Int? = ProcessInfo.processInfo.environment["SIDETUNE_MICROBATCHES"].flatMap { Int($0) }
+    /// whole batch op by op (`train --micro-batches`).
+    public var microBatches: Int?
     public init() {}
 }
 
@@ -53,25 +53,35 @@ extension EncodedSplit: ClassificationData {
     public func batch(_ indices: [Int]) -> BatchEncoding { makeBatch(indices.map { ids[$0] }) }
 }
 
+/// A labelled image split the trainer can batch: `make` turns example indices into pixels
+/// [B, 3, H, W] (decoding and preprocessing happen per batch, so only a batch of pixels is ever
+/// held). `tokens` = patches + 1 (CLS), what the feature cache stores per image.
+public struct ImageSplit: ClassificationData {
+    public typealias Batch = Tensor
+    public let count: Int
+    public let labels: [Int]
+    public let tokens: Int
+    let make: @Sendable ([Int]) -> Tensor
+
+    public init(labels: [Int], tokens: Int, make: @escaping @Sendable ([Int]) -> Tensor) {
+        count = labels.count
+        self.labels = labels
+        self.tokens = tokens
+        self.make = make
+    }
+
+    /// Images of side `size` cut into `patch` x `patch` patches: (size / patch)^2 + 1 tokens.
+    public static func tokens(size: Int, patch: Int = 14) -> Int { (size / patch) * (size / patch) + 1 }
+
+    public func tokenCount(_ i: Int) -> Int { tokens }
+    public func batch(_ indices: [Int]) -> Tensor { make(indices) }
+}
+
 /// What the trainer reports while it runs (a progress bar and log lines are made from these).
 public enum TrainingEvent: Sendable {
     case message(String)
     case step(epoch: Int, step: Int, stepsPerEpoch: Int, loss: Float, examplesPerSecond: Double, etaSeconds: Double)
     case epochEnd(epoch: Int, trainLoss: Double, validation: ClassificationMetrics, seconds: Double, fromCache: Bool, improved: Bool)
-}
-
-/// Pads token id rows into a batch (to the longest row).
-public func makeBatch(_ rows: [[Int32]], padId: Int32 = 0) -> BatchEncoding {
-    let seq = max(rows.map(\.count).max() ?? 1, 1)
-    var ids: [Int32] = [], mask: [Int32] = []
-    ids.reserveCapacity(rows.count * seq)
-    mask.reserveCapacity(rows.count * seq)
-    for r in rows {
-        ids += r + [Int32](repeating: padId, count: seq - r.count)
-        mask += [Int32](repeating: 1, count: r.count) + [Int32](repeating: 0, count: seq - r.count)
-    }
-    return BatchEncoding(ids: ids, attentionMask: mask, typeIds: [Int32](repeating: 0, count: ids.count), batchSize: rows.count,
-                         seqLength: seq, lengths: rows.map(\.count))
 }
 
 /// Resume state written after every epoch.
@@ -84,7 +94,7 @@ struct TrainerState: Codable {
 }
 
 /// Trains any classifier (text, image, LLM) on labelled splits of its input type.
-public final class Trainer<Model: ClassifierModel, Split: ClassificationData> where Split.Batch == Model.Batch {
+public final class Trainer<Model: TrainableModel, Split: TrainingData> where Split.Batch == Model.Batch {
     public let model: Model
     public let parameters: TrainingParameters
     public let train: Split, validation: Split, test: Split
@@ -110,26 +120,80 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
         self.ledger = MemoryLedger.current
     }
 
-    /// Predictions (argmax) and metrics on a split, without autograd and with dropout off.
+    /// Predictions (argmax of every logits row) and metrics against the split's targets, without
+    /// autograd and with dropout off.
     public func evaluate(_ split: Split) -> ClassificationMetrics {
         model.train(false)
         defer { model.train(true) }
-        var predictions: [Int] = []
+        var predictions: [Int] = [], targets: [Int] = []
         noGrad {
             var i = 0
             while i < split.count {
                 let rows = Array(i..<min(i + (parameters.evalBatchSize ?? parameters.batchSize), split.count))
                 let logits = model.logits(split.batch(rows), taps: nil)
                 let c = logits.shape[1]
-                for r in 0..<rows.count {
+                for r in 0..<logits.shape[0] {
                     var best = 0
                     for j in 1..<c where logits.data[r * c + j] > logits.data[r * c + best] { best = j }
                     predictions.append(best)
                 }
+                targets += split.targets(rows).map(Int.init)
                 i += rows.count
             }
         }
-        return ClassificationMetrics(predictions: predictions, labels: split.labels, classes: model.classes)
+        return ClassificationMetrics(predictions: predictions, labels: targets, classes: model.classes)
+    }
+
+    /// What one step needs besides the batch: the optimizer, and the feature cache if any.
+    public struct StepContext {
+        public let optimizer: AdamW
+        public let trainable: [Tensor]
+        public var cache: FeatureCache?
+        public let microBatches: Int
+    }
+
+    /// The optimizer over the model's trainable parameters, with the run's settings.
+    public func makeStepContext(cache: FeatureCache? = nil) -> StepContext {
+        let trainable = model.trainableParameters().map { $0.1 }
+        return StepContext(optimizer: AdamW(parameters: trainable, learningRate: parameters.learningRate, weightDecay: parameters.weightDecay),
+                           trainable: trainable, cache: cache, microBatches: parameters.microBatches ?? ThreadPool.shared.activeThreads)
+    }
+
+    /// One optimizer step on training examples `idx`: their input and taps (read from the cache
+    /// when it holds them all, else computed by the frozen backbone and stored, or left to the
+    /// model without a cache), forward and backward (as micro-batches, one per thread, where the
+    /// model allows), gradient clipping and AdamW. Returns the batch's mean loss and whether the
+    /// taps came from the cache. `bench step` times exactly this.
+    @discardableResult
+    public func step(_ idx: [Int], context c: StepContext) -> (loss: Float, fromCache: Bool) {
+        let fromCache = c.cache.map { cache in idx.allSatisfy(cache.contains) } ?? false
+        let input = { [train, model, cache = c.cache] (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in
+            let batch = train.batch(rows)
+            guard let cache else { return (batch, nil) }
+            if fromCache { return (batch, cache.taps(for: rows, readBy: model)) }
+            let fresh = model.frozenTaps(batch)
+            cache.store(rows, from: fresh, readBy: model)
+            return (batch, fresh)
+        }
+        let loss = { [train, model] (rows: [Int]) -> Tensor in
+            let (batch, taps) = input(rows)
+            return model.logits(batch, taps: taps).crossEntropy(targets: train.targets(rows))
+        }
+        c.optimizer.zeroGrad()
+        // Parts, one per thread, each running its own forward (frozen backbone included) and
+        // backward alone.
+        let parts = model.runsAsMicroBatches ? cutByTokens(idx, parts: c.microBatches, tokens: train.tokenCount) : [idx]
+        let l: Float
+        if parts.count > 1 {
+            l = microBatchedBackward(parts, targets: { [train] in train.targets($0).count }, loss: loss)
+        } else {
+            let whole = loss(idx)
+            whole.backward()
+            l = whole.item()
+        }
+        if parameters.clipNorm > 0 { clipGradNorm(c.trainable, maxNorm: parameters.clipNorm) }
+        c.optimizer.step()
+        return (l, fromCache)
     }
 
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingReport {
@@ -138,8 +202,6 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
 
     private func runMeasured(progress: (TrainingEvent) -> Void) throws -> TrainingReport {
         let p = parameters
-        let trainable = model.trainableParameters().map { $0.1 }
-        let optimizer = AdamW(parameters: trainable, learningRate: p.learningRate, weightDecay: p.weightDecay)
         let stepsPerEpoch = (train.count + p.batchSize - 1) / p.batchSize
         let schedule = LRSchedule(peak: p.learningRate, warmupSteps: Int(Float(stepsPerEpoch * p.epochs) * p.warmupFraction),
                                   totalSteps: stepsPerEpoch * p.epochs, decay: .cosine)
@@ -151,6 +213,9 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-best-\(getpid())-\(UUID().uuidString)")
         let bestFolder = checkpoints.appendingPathComponent("best")
         defer { if p.outputFolder == nil { try? FileManager.default.removeItem(at: checkpoints) } }
+
+        var context = makeStepContext()
+        let optimizer = context.optimizer
         if p.resume, let out = p.outputFolder { try resumeIfPossible(out, optimizer: optimizer, state: &state, progress: progress) }
 
         // Feature cache for side methods: estimate first, build during the first epoch.
@@ -169,13 +234,14 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             }
         }
 
+        context.cache = cache
+
         // Blocks left idle by set-up (Fisher pass, loading) are not part of training's footprint.
         LargeBlockCache.shared.trim()
         ledger.resetPeaks()
         ProcessMemory.resetPeak()
         let cpuAtStart = CPUTimes.now()
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
-        let microBatches = p.microBatches ?? ThreadPool.shared.activeThreads
         model.train(true)
         for epoch in state.epochsDone..<p.epochs {
             // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
@@ -188,37 +254,9 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
             for s in 0..<stepsPerEpoch {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let idx = Array(order[(s * p.batchSize)..<min((s + 1) * p.batchSize, train.count)])
-                let fromCache = cache.map { c in idx.allSatisfy(c.contains) } ?? false
-                usedCache = usedCache || fromCache
-                // A batch's input and taps: read from the cache, or (epoch 1) computed by the
-                // frozen backbone and stored, or left to the model (no cache).
-                let input = { [train, model, cache] (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in
-                    let batch = train.batch(rows)
-                    guard let cache else { return (batch, nil) }
-                    if fromCache { return (batch, cache.taps(for: rows, readBy: model)) }
-                    let fresh = model.frozenTaps(batch)
-                    cache.store(rows, from: fresh, readBy: model)
-                    return (batch, fresh)
-                }
-                let loss = { [train, model] (rows: [Int]) -> Tensor in
-                    let (batch, taps) = input(rows)
-                    return model.logits(batch, taps: taps).crossEntropy(targets: rows.map { Int32(train.labels[$0]) })
-                }
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
-                optimizer.zeroGrad()
-                // Parts, one per thread, each running its own forward (frozen backbone included) and
-                // backward alone.
-                let parts = model.runsAsMicroBatches ? cutByTokens(idx, parts: microBatches, tokens: train.tokenCount) : [idx]
-                let l: Float
-                if parts.count > 1 {
-                    l = microBatchedBackward(parts, loss: loss)
-                } else {
-                    let whole = loss(idx)
-                    whole.backward()
-                    l = whole.item()
-                }
-                if p.clipNorm > 0 { clipGradNorm(trainable, maxNorm: p.clipNorm) }
-                optimizer.step()
+                let (l, fromCache) = step(idx, context: context)
+                usedCache = usedCache || fromCache
                 state.optimizerStep += 1
                 guard l.isFinite else { throw TrainerError("loss became \(l) at epoch \(epoch + 1) step \(s + 1): lower --lr") }
                 lossSum += Double(l)
@@ -275,7 +313,7 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
                               secondsPerStep: mean(uncachedStepTimes), secondsPerStepCached: cachedStepTimes.isEmpty ? nil : mean(cachedStepTimes),
                               epochSeconds: state.epochSeconds, trainExamples: train.count, testExamples: test.count,
                               batchSize: p.batchSize, maxLength: checkpointConfig.maxLength, threads: ThreadPool.shared.activeThreads,
-                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen, microBatches: model.runsAsMicroBatches ? max(1, min(microBatches, p.batchSize)) : 1)
+                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen, microBatches: model.runsAsMicroBatches ? max(1, min(context.microBatches, p.batchSize)) : 1)
     }
 
     // MARK: resume
@@ -322,5 +360,3 @@ public final class Trainer<Model: ClassifierModel, Split: ClassificationData> wh
     }
 }
 
-/// The trainer of a text classifier on token-id splits.
-public typealias TextTrainer = Trainer<TextClassifier, EncodedSplit>

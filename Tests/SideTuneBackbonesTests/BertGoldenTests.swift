@@ -100,7 +100,7 @@ struct BertGoldenTests {
                     keep: { mask[$0 / d] != 0 }, tolerance: 1e-4)
         let loss = BertEncoder.meanPool(out.last, attentionMask: mask, normalize: true).sum()
         loss.backward()
-        let g = model.layers[0].attention.query.weight.grad
+        let g = model.layers[0].attention.query.plain!.weight.grad
         #expect(g != nil && g!.toArray().contains { $0 != 0 }, "no gradient reached layer 0's query weight")
         #expect(model.embeddings.wordEmbeddings.weight.grad != nil)
     }

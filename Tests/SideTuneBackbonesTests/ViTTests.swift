@@ -165,7 +165,7 @@ func tinyConfig() -> ViTConfig {
             return Tensor.concat([o.taps[2], o.metaOutputs[1]], axis: 1)
         }
         // Frozen weights get no gradient even though backprop passes through them.
-        #expect(blk.fc1.weight.grad == nil && blk.attention.query.weight.grad == nil)
+        #expect(blk.fc1.plain!.weight.grad == nil && blk.attention.query.plain!.weight.grad == nil)
     }
 
     @Test func loaderRejectsAGraphWithoutTheBackbone() throws {
@@ -269,7 +269,7 @@ func tinyConfig() -> ViTConfig {
         #expect(bySource["onnx::MatMul_2169"] == "layers.11.fc2.weight")
         // [in, out] in the file, [out, in] here.
         let src = try model.graph.initializerMap()["onnx::MatMul_2168"]!.floats()   // [384, 1536]
-        let w = vit.layers[11].fc1.weight                                               // [1536, 384]
+        let w = vit.layers[11].fc1.plain!.weight                                               // [1536, 384]
         #expect(w.shape == [1536, 384])
         for (i, j) in [(0, 0), (5, 700), (383, 1535)] { #expect(w[j, i] == src[i * 1536 + j]) }
     }

@@ -58,12 +58,12 @@ import Testing
         #expect((o["peak_rss"] as! Int) > 0)
     }
 
-    /// `bench step --read-cache`: side steps timed with their taps read back from a real feature
-    /// cache file, which is gone afterwards.
+    /// `bench step`: the trainer's step timed; side steps also with their taps read back from a
+    /// real feature cache file, which is gone afterwards.
     @Test(.enabled(if: modelDir != nil, "set SIDETUNE_MINILM_DIR to the all-MiniLM-L6-v2 model folder"))
     func stepFromACacheFile() throws {
         var cmd = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst,last", "--model-dir", Self.modelDir!,
-                                                    "--batch", "2", "--seq", "8", "--iterations", "1", "--taps-only", "--read-cache"])
+                                                    "--batch", "2", "--seq", "8", "--iterations", "1", "--taps-only"])
         let output = try captureStandardOutput { try cmd.run() }
         for method in ["lst", "last"] {
             let fields = output.split(separator: "\n").last { $0.hasPrefix(method + " ") }?.split(separator: " ") ?? []
@@ -74,7 +74,7 @@ import Testing
         // The side network's products in bf16 run too; an unknown precision is refused by name.
         var half = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--model-dir", Self.modelDir!, "--batch", "2",
                                                      "--seq", "8", "--iterations", "1", "--taps-only", "--side-matmul", "bf16",
-                                                     "--read-cache", "--micro-batches", "2"])
+                                                     "--micro-batches", "2"])
         let halfOutput = try captureStandardOutput { try half.run() }
         let fields = halfOutput.split(separator: "\n").last { $0.hasPrefix("lst ") }?.split(separator: " ") ?? []
         #expect(fields.count == 5 && (Double(fields[3]) ?? 0) > 0, "bf16: \(halfOutput)")
@@ -85,7 +85,10 @@ import Testing
             _ = try SideTuneCommand.parseAsRoot(["train", "--method", "lst", "--side-matmul", "fp8"])
         }
         #expect(throws: (any Error).self) {
-            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--read-cache", "--micro-batches", "0"])
+            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--micro-batches", "0"])
+        }
+        #expect(throws: (any Error).self) {
+            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "hst"])
         }
         // Micro-batches apply to the computed step too (as train runs epoch 1).
         var computedParts = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--model-dir", Self.modelDir!, "--batch", "3",

@@ -106,7 +106,7 @@ import Testing
                           "--epochs", "1", "--test-limit", "50", "--output", run.path, "--report", report.path])
         let best = run.appendingPathComponent("best")
         let config = try Checkpoint.readConfig(best)
-        #expect(config.imageSize == 28 && config.backboneFamily == "vit" && config.backbonePath != nil)
+        #expect(config.imageSize == 28 && config.backboneFamily == .vit && config.backbonePath != nil)
 
         // Neither the backbone nor the image size is repeated: the checkpoint names both.
         let eval = try self.run(["eval", "--checkpoint", best.path, "--data", Self.fashion!, "--test-limit", "50"])
@@ -151,7 +151,7 @@ import Testing
                           "--report", report.path] + split)
         let best = run.appendingPathComponent("best")
         let config = try Checkpoint.readConfig(best)
-        #expect(config.backboneFamily == "llama" && config.backboneName == "smollm2-float32" && config.maxLength == 16)
+        #expect(config.backboneFamily == .llama && config.backboneName == "smollm2" && config.options.weights == .f32 && config.maxLength == 16)
 
         // The max length and the NF4 weights come from the checkpoint.
         let eval = try self.run(["eval", "--checkpoint", best.path] + split)
@@ -171,8 +171,8 @@ import Testing
     @Test func languageModelCheckpointsPointAtGenerate() throws {
         let dir = try tempFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let config = CheckpointConfig(method: .qst, options: MethodOptions(), labels: [], maxLength: 64, backboneName: "smollm2-nf4",
-                                      backboneSHA256: "abc-nf4", seed: 1, epoch: 1, validationAccuracy: nil, backboneFamily: "llama")
+        let config = CheckpointConfig(method: .qst, options: MethodOptions(), labels: [], maxLength: 64, backboneName: "smollm2",
+                                      backboneSHA256: "abc", seed: 1, epoch: 1, validationAccuracy: nil, backboneFamily: .llama)
         try JSONEncoder().encode(config).write(to: dir.appendingPathComponent("checkpoint.json"))
         expectRefusal(["eval", "--checkpoint", dir.path], "sidetune generate --checkpoint \(dir.path)")
         expectRefusal(["predict", "--checkpoint", dir.path, "hello"], "sidetune generate --checkpoint \(dir.path)")

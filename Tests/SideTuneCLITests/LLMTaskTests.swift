@@ -6,7 +6,8 @@ import Testing
 
 @Suite struct LLMTaskTests {
     @Test func badLLMFlagsAreRefusedAtParse() {
-        for args in [["--weights", "f16"], ["--task", "chat"], ["--qst-downsample", "median"], ["--qst-reduction", "0"]] {
+        for args in [["--weights", "f16"], ["--task", "chat"], ["--qst-downsample", "median"], ["--qst-reduction", "0"],
+                     ["--method", "nope"], ["--side-init", "zero"]] {
             #expect(throws: (any Error).self, "\(args)") {
                 _ = try SideTuneCommand.parseAsRoot(["train", "--model", "smollm2", "--method", "qst"] + args)
             }
@@ -14,16 +15,18 @@ import Testing
     }
 
     @Test func weightFormatDefaultsPerMethod() throws {
-        let o = try LLMTaskOptions.parse([])
-        #expect(o.weightFormat(for: .qst) == .nf4 && o.weightFormat(for: .qlora) == .nf4)
-        #expect(o.weightFormat(for: .lora) == .float32 && o.weightFormat(for: .full) == .float32)
-        #expect(try LLMTaskOptions.parse(["--weights", "f32"]).weightFormat(for: .qst) == .float32)
+        let o = try MethodFlags.parse([]).options()
+        #expect(MethodRegistry.weights(.qst, options: o) == .nf4 && MethodRegistry.weights(.qlora, options: o) == .nf4)
+        #expect(MethodRegistry.weights(.lora, options: o) == .f32 && MethodRegistry.weights(.full, options: o) == .f32)
+        #expect(MethodRegistry.weights(.qst, options: try MethodFlags.parse(["--weights", "f32"]).options()) == .f32)
+        // The older spelling still parses.
+        #expect(try MethodFlags.parse(["--weights", "float32"]).options().weights == .f32)
     }
 
-    /// Methods the LLM path cannot train are refused before the model is loaded.
+    /// Methods that cannot run with the asked-for weights are refused before the model is loaded.
     @Test func wrongMethodsFailBeforeLoading() throws {
-        for (args, message) in [(["--method", "lst"], "not available"), (["--method", "qlora", "--weights", "f32"], "needs --weights nf4"),
-                                (["--method", "lora", "--weights", "nf4"], "use --weights f32")] {
+        for (args, message) in [(["--method", "hst"], "convolutional"), (["--method", "qlora", "--weights", "f32"], "use --weights nf4"),
+                                (["--method", "lora", "--weights", "nf4"], "--method qlora"), (["--method", "full", "--weights", "nf4"], "cannot be trained")] {
             var cmd = try SideTuneCommand.parseAsRoot(["train", "--model", "smollm2"] + args)
             do {
                 try cmd.run()

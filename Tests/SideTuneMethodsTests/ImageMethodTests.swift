@@ -8,7 +8,8 @@ import Testing
 
 /// The methods on a tiny random ViT and a tiny synthetic image task.
 @Suite struct ImageMethodTests {
-    static let imageMethods: [MethodKind] = [.lst, .last, .linear, .full, .bitfit, .lora]
+    /// Every method on the ViT but HST (its own suite) and the NF4 ones (`MethodMatrixTests`, on widths NF4 takes).
+    static let imageMethods: [MethodKind] = [.lst, .last, .linear, .full, .bitfit, .lora, .adapter, .prompt]
 
     func options() -> MethodOptions {
         var o = MethodOptions()
@@ -16,6 +17,8 @@ import Testing
         o.reduction = 4 // side width 4 = 2 heads of 2, MLP 8
         o.rank = 4
         o.loraRank = 2
+        o.adapterBottleneck = 4
+        o.promptLength = 2
         o.dropout = 0
         return o
     }
@@ -23,13 +26,14 @@ import Testing
     /// Every method builds, trains what it should, and fits the task (loss falls, accuracy above chance).
     @Test(arguments: imageMethods)
     func everyMethodLearns(method: MethodKind) throws {
-        let model = try ImageClassifier(backbone: tinyViT(), method: method, classes: 3, options: options(), seed: 5)
+        let model = try makeClassifier(tinyViT(), method, classes: 3, options: options(), seed: 5)
         let trainable = model.trainableParameters()
         #expect(!trainable.isEmpty)
         let inBackbone = trainable.filter { $0.0.hasPrefix("backbone.") }
         switch method {
         case .full: #expect(trainable.count == model.parameters().count)
         case .bitfit: #expect(!inBackbone.isEmpty && inBackbone.allSatisfy { $0.0.hasSuffix(".bias") })
+        case .adapter: #expect(!inBackbone.isEmpty && inBackbone.allSatisfy { $0.0.contains(".adapter.") })
         case .lora:
             // q and v of both blocks, A and B each.
             #expect(inBackbone.count == 2 * 2 * 2)
@@ -69,7 +73,7 @@ import Testing
         let ledger = MemoryLedger()
         try MemoryLedger.withLedger(ledger) {
             let vit = tinyViT()
-            let model = try ImageClassifier(backbone: vit, method: method, classes: 3, options: options(), seed: 1)
+            let model = try makeClassifier(vit, method, classes: 3, options: options(), seed: 1)
             let (pixels, labels) = tinyImageTask(count: 6)
             let taps = model.frozenTaps(pixels)
             #expect(taps.count == model.tapCount && taps.allSatisfy { !$0.requiresGrad && $0.shape == [6, 10, 16] })
@@ -88,7 +92,7 @@ import Testing
     @Test func backboneMethodsGetGradientsAndCachedTapsMatch() throws {
         let (pixels, labels) = tinyImageTask(count: 6)
         for method in [MethodKind.full, .lora] {
-            let model = try ImageClassifier(backbone: tinyViT(), method: method, classes: 3, options: options(), seed: 2)
+            let model = try makeClassifier(tinyViT(), method, classes: 3, options: options(), seed: 2)
             #expect(model.tapsRead.isEmpty)
             model(pixels).crossEntropy(targets: labels).backward()
             // LoRA's A has no gradient while B is still 0.
@@ -96,7 +100,7 @@ import Testing
                 #expect(p.grad.map { g in g.toArray().contains { $0 != 0 } } == true, "\(method): no gradient for \(name)")
             }
         }
-        let last = try ImageClassifier(backbone: tinyViT(), method: .last, classes: 3, options: options(), seed: 2)
+        let last = try makeClassifier(tinyViT(), .last, classes: 3, options: options(), seed: 2)
         #expect(last.tapsRead == [0, 1, 2])
         let fresh = noGrad { last(pixels) }
         let cached = noGrad { last(pixels, taps: last.frozenTaps(pixels)) }
@@ -108,8 +112,8 @@ import Testing
     /// weight moves, the side network changes them.
     @Test func lastOnTheViTStartsAsTheLinearProbe() throws {
         let vit = tinyViT()
-        let probe = try ImageClassifier(backbone: vit, method: .linear, classes: 3, options: options(), seed: 3)
-        let last = try ImageClassifier(backbone: vit, method: .last, classes: 3, options: options(), seed: 4)
+        let probe = try makeClassifier(vit, .linear, classes: 3, options: options(), seed: 3)
+        let last = try makeClassifier(vit, .last, classes: 3, options: options(), seed: 4)
         let names = Dictionary(uniqueKeysWithValues: last.trainableParameters().map { ($0.0, $0.1.shape) })
         #expect(names["reader.head.classifier.weight"] == [3, 32] && names["reader.head.classifier.bias"] == [3])
         #expect(names["reader.headNorm.weight"] == nil && !names.keys.contains { $0.hasPrefix("backbone.") })
@@ -126,18 +130,21 @@ import Testing
         #expect(maxAbsDiff(noGrad { last(pixels) }, expected) > 1e-3)
     }
 
-    @Test func unbuiltMethodsAndOptionsAreClearErrors() {
-        #expect(throws: MethodError.self) { try ImageClassifier(backbone: tinyViT(), method: .adapter, classes: 3, options: options(), seed: 1) }
+    @Test func unbuiltMethodsAndOptionsAreClearErrors() throws {
+        do {
+            _ = try makeClassifier(tinyBackbone(), .hst, classes: 3, options: options(), seed: 1)
+            Issue.record("HST on a text encoder should be refused")
+        } catch {
+            #expect("\(error)".contains("convolutional") && "\(error)".contains("lst"), "\(error)")
+        }
+        // LST's pruned initialisation is built for BERT: on the ViT it says so and starts random.
         var o = options()
         o.sideInit = .fisher
-        do {
-            _ = try ImageClassifier(backbone: tinyViT(), method: .lst, classes: 3, options: o, seed: 1)
-            Issue.record("LST with Fisher init on a ViT should be refused")
-        } catch {
-            #expect("\(error)".contains("side-init random"))
-        }
+        var messages: [String] = []
+        _ = try MethodRegistry.build(.lst, on: tinyViT(), classes: 3, options: o, seed: 1, progress: { messages.append($0) })
+        #expect(messages.contains { $0.contains("start random") }, "\(messages)")
         o = options()
         o.reduction = 3
-        #expect(throws: MethodError.self) { try ImageClassifier(backbone: tinyViT(), method: .lst, classes: 3, options: o, seed: 1) }
+        #expect(throws: MethodError.self) { try makeClassifier(tinyViT(), .lst, classes: 3, options: o, seed: 1) }
     }
 }

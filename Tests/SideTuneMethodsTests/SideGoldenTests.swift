@@ -16,14 +16,14 @@ import Testing
         Tensor(try f.floats(name), shape: try f.info(name).shape)
     }
 
-    func check(_ method: String, _ build: (BertConfig, MethodOptions) throws -> any TapReader) throws {
+    func check(_ method: String, _ build: (BertEncoder, MethodOptions) throws -> any TapReader) throws {
         let f = try SafetensorsFile(path: Self.url.path)
         var o = MethodOptions()
         o.reduction = 4
         o.rank = 4
         o.dropout = 0
         o.sideInit = .random
-        let side = try build(tinyBackbone().config, o)
+        let side = try build(tinyBackbone(), o)
         var params: [String: Tensor] = [:]
         for (name, _) in side.namedParameters() { params[name] = try tensor(f, "\(method).param.\(name)") }
         try side.load(params, strict: true)

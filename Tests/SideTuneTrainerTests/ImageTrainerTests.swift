@@ -14,13 +14,13 @@ import Testing
         return ImageSplit(labels: labels.map(Int.init), tokens: 10) { rows(pixels, $0) }
     }
 
-    static func trainer(_ method: MethodKind, epochs: Int, cache: Bool, folder: URL? = nil) throws -> Trainer<ImageClassifier, ImageSplit> {
+    static func trainer(_ method: MethodKind, epochs: Int, cache: Bool, folder: URL? = nil) throws -> Trainer<Classifier<DINOv2ViT>, ImageSplit> {
         var o = MethodOptions()
         o.sideInit = .random
         o.reduction = 4
         o.rank = 4
         o.loraRank = 2
-        let model = try ImageClassifier(backbone: tinyViT(), method: method, classes: 3, options: o, seed: 1)
+        let model = try makeClassifier(tinyViT(), method, classes: 3, options: o, seed: 1)
         var p = TrainingParameters()
         p.epochs = epochs
         p.batchSize = 8

@@ -23,7 +23,7 @@ func syntheticSplit(_ n: Int, seed: UInt64) -> EncodedSplit {
 
 func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Bool = true, resume: Bool = false,
                  sha: String = "abc", stopAfter: Int? = nil, dropout: Float = MethodOptions().dropout,
-                 learningRate: Float = 3e-2, sideMatmul: MatmulPrecision? = nil, microBatches: Int? = nil) throws -> TextTrainer {
+                 learningRate: Float = 3e-2, sideMatmul: MatmulPrecision? = nil, microBatches: Int? = nil) throws -> Trainer<Classifier<BertEncoder>, EncodedSplit> {
     let enc = tinyBackbone()
     var o = MethodOptions()
     o.sideInit = .magnitude
@@ -31,7 +31,7 @@ func makeTrainer(_ method: MethodKind, folder: URL?, epochs: Int = 3, cache: Boo
     o.rank = 4
     o.dropout = dropout
     o.sideMatmul = sideMatmul
-    let model = try TextClassifier(backbone: enc, method: method, classes: 3, options: o, seed: 1)
+    let model = try makeClassifier(enc, method, classes: 3, options: o, seed: 1)
     var p = TrainingParameters()
     p.epochs = epochs
     p.batchSize = 8
@@ -67,7 +67,7 @@ func expectPartsGiveTheWholeBatchGradients(_ params: [Tensor], all: [Int], parts
 /// `expectPartsGiveTheWholeBatchGradients` for a token-id model on all of `split` cut into
 /// `parts`: side methods' parts read their taps from a feature cache filled by one frozen pass (as
 /// the trainer's cached steps do); the others run the backbone with autograd in each part.
-func expectPartsGiveTheWholeSplitGradients<Model: ClassifierModel>(_ model: Model, _ split: EncodedSplit, parts: Int, minScale: Float = 1e-3,
+func expectPartsGiveTheWholeSplitGradients<Model: TrainableModel>(_ model: Model, _ split: EncodedSplit, parts: Int, minScale: Float = 1e-3,
                                                                    sourceLocation: SourceLocation = #_sourceLocation) throws
     where Model.Batch == BatchEncoding {
     let all = Array(0..<split.count)
@@ -204,7 +204,7 @@ func tempFolder() -> URL {
     @Test func evaluationBatchesFollowTheTrainingBatchSize() throws {
         let t = try makeTrainer(.lst, folder: nil, epochs: 1)
         let split = BatchSizeRecorder(syntheticSplit(24, seed: 2))
-        func evaluator(_ evalBatch: Int?) throws -> Trainer<TextClassifier, BatchSizeRecorder> {
+        func evaluator(_ evalBatch: Int?) throws -> Trainer<Classifier<BertEncoder>, BatchSizeRecorder> {
             var p = t.parameters
             p.evalBatchSize = evalBatch
             return try Trainer(model: t.model, parameters: p, train: split, validation: split, test: split,
@@ -346,9 +346,10 @@ func tempFolder() -> URL {
         o.qst.reduction = 4
         o.qst.adapterWidth = 4
         o.dropout = 0
+        if method != .qlora { o.weights = .f32 } // a width NF4 cannot take
         // QLoRA's NF4 blocks need rows of 64.
         let backbone = method == .qlora ? tinyLlama(dim: 64, ffnDim: 64, nf4: true) : tinyLlama()
-        let model = try LLMClassifier(backbone: backbone, method: method, classes: 3, options: o, seed: 2)
+        let model = try makeClassifier(backbone, method, classes: 3, options: o, seed: 2)
         #expect(model.examplesAreIndependent)
         try expectPartsGiveTheWholeSplitGradients(model, syntheticSplit(7, seed: 8), parts: 2, minScale: 1e-4)
     }

@@ -19,11 +19,16 @@ extension Tensor {
     /// Otherwise the input would be widened to f32 whole, which the feature cache does faster.
     /// (Sides of 8 or fewer take `gemm`'s small path on one thread, which widens.)
     public static func linearReadsBFloat16(inFeatures k: Int, outFeatures n: Int) -> Bool {
+        AMX.readsBFloat16(inFeatures: k) || thinProductsReadBFloat16(inFeatures: k, outFeatures: n)
+    }
+
+    /// Whether both GEMMs of such a layer (forward and dW) take the thin path's tiles, which read a
+    /// bf16 operand in place (not on every CPU: elsewhere the input is widened to f32 first).
+    public static func thinProductsReadBFloat16(inFeatures k: Int, outFeatures n: Int) -> Bool {
         let tokens = 1 << 12
-        return AMX.readsBFloat16(inFeatures: k)
-            || (min(n, k) > 8
-                && thinKernel(GEMMShape(m: tokens, n: n, k: k, transB: true)) != nil
-                && thinKernel(GEMMShape(m: n, n: k, k: tokens, transA: true)) != nil)
+        return min(n, k) > 8
+            && thinKernel(GEMMShape(m: tokens, n: n, k: k, transB: true)) != nil
+            && thinKernel(GEMMShape(m: n, n: k, k: tokens, transA: true)) != nil
     }
 
     /// `linear` for an input x stored in bf16 that needs no gradient: the feature cache's taps.

@@ -241,6 +241,26 @@ public final class HSTSide: Module {
     }
 }
 
+/// HST: meta tokens in every ViT block and a hierarchical convolutional side network. ViTs only:
+/// the side network's stages are convolutions over the patch grid.
+public enum HSTMethod: AdaptationMethod {
+    public static let kind = MethodKind.hst
+    public static let summary = "Hierarchical Side-Tuning: meta tokens per ViT block and a 4-stage convolutional side network"
+    public static let defaultLearningRate: Float = 3e-3
+
+    public static func refusal(on family: BackboneFamily) -> String? {
+        family == .vit ? nil : "its side network is convolutional, over a ViT's patch grid"
+    }
+
+    public static func build<B: Backbone>(_ c: inout MethodContext<B>) throws -> any TrainableModel<B.Input> {
+        guard let vit = c.backbone as? DINOv2ViT else { throw MethodError("HST needs a ViT backbone") }
+        // B is DINOv2ViT here, so its input is pixels.
+        let model = try HSTClassifier(backbone: vit, classes: c.classes, options: c.options, config: c.options.hst ?? HSTConfig(),
+                                      rng: &c.rng)
+        return model as! any TrainableModel<B.Input>
+    }
+}
+
 /// HST on a DINOv2 ViT: the backbone frozen except its blocks' LayerNorms, the meta tokens
 /// prepended in every block, the side network reading the pixels, every block's patch map and
 /// meta-token output. Backprop runs through the whole ViT (HST trades memory for accuracy), so
@@ -248,7 +268,7 @@ public final class HSTSide: Module {
 ///
 /// Checkpoints hold the trainable parameters (side network, meta tokens, the blocks' LayerNorms,
 /// under their `backbone.`/`side.` names) and the BatchNorm running statistics (buffers).
-public final class HSTClassifier: Module, ClassifierModel {
+public final class HSTClassifier: Module, TrainableModel {
     public let backbone: DINOv2ViT
     public let side: HSTSide
     public let _options: MethodOptions
@@ -273,9 +293,14 @@ public final class HSTClassifier: Module, ClassifierModel {
     }
 
     /// Freezes `backbone` except its blocks' LayerNorms and builds the side network.
-    public init(backbone: DINOv2ViT, classes: Int, options: MethodOptions = MethodOptions(), config: HSTConfig = HSTConfig(),
-                seed: UInt64) throws {
+    public convenience init(backbone: DINOv2ViT, classes: Int, options: MethodOptions = MethodOptions(),
+                            config: HSTConfig = HSTConfig(), seed: UInt64) throws {
         var rng = SplitMix64(seed: seed)
+        try self.init(backbone: backbone, classes: classes, options: options, config: config, rng: &rng)
+    }
+
+    public init(backbone: DINOv2ViT, classes: Int, options: MethodOptions, config: HSTConfig = HSTConfig(),
+                rng: inout SplitMix64) throws {
         side = try HSTSide(vit: backbone.config, classes: classes, config: config, rng: &rng)
         self.backbone = backbone
         _options = options

@@ -5,15 +5,15 @@ import SideTuneNN
 /// One low-rank self-attention block of LAST: LN, rank-r Q/K/V, single-head attention in r
 /// dimensions, Up back to d (starting at zero so the block starts as the identity).
 public final class LSABlock: Module {
-    public let norm: LayerNorm
+    public let norm: any NormLayer
     public let query: Linear
     public let key: Linear
     public let value: Linear
     public let up: Linear
     let _scale: Float
 
-    init(width d: Int, rank r: Int, temperature: Float, eps: Float, rng: inout SplitMix64) {
-        norm = LayerNorm(d, eps: eps)
+    init(norm: any NormLayer, width d: Int, rank r: Int, temperature: Float, rng: inout SplitMix64) {
+        self.norm = norm
         query = Linear(d, r, bias: false, rng: &rng)
         key = Linear(d, r, bias: false, rng: &rng)
         value = Linear(d, r, bias: false, rng: &rng)
@@ -54,37 +54,52 @@ public final class LSABlock: Module {
     }
 }
 
+/// LAST on any backbone: rank-r attention blocks over the taps. Its head normalises the
+/// corrected stream: with the backbone's own head (final norm, read-out, Linear) where the
+/// backbone has a final norm (ViT, Llama), so that with Up at zero LAST starts as the linear
+/// probe; with a fresh norm, the mean of the tokens and a Linear (as DTL) on post-LN BERT.
+public enum LASTMethod: AdaptationMethod {
+    public static let kind = MethodKind.last
+    public static let summary = "Low-rank Attention Side-Tuning: rank-r attention blocks over the taps, bias-corrected head"
+    public static let defaultLearningRate: Float = 3e-3
+    public static let readsFrozenTaps = true
+
+    public static func build<B: Backbone>(_ c: inout MethodContext<B>) throws -> any TrainableModel<B.Input> {
+        let head = c.backbone.hasFinalNorm ? BackboneHead(c.backbone, classes: c.classes, dropout: 0, rng: &c.rng) : nil
+        let side = try LASTSide(backbone: c.backbone, classes: c.classes, options: c.options, head: head, rng: &c.rng)
+        return Classifier(backbone: c.backbone, method: kind, classes: c.classes, options: c.options, reader: side,
+                          tapsRead: Array(0...c.backbone.depth))
+    }
+}
+
 /// Low-rank Attention Side-Tuning (Tang et al.). With z_i the frozen output after group i:
 ///
 ///     u_0 = z_0;  x_i = u_{i-1} + z_i;  u_i = x_i + Up_i(Attn(LN(x_i)))
 ///     head reads u_m - sum_{i<m} z_i   (bias correction; u_m without it)
 ///
-/// Default head (as DTL): mean over tokens -> LayerNorm -> Linear. A backbone can pass its own
-/// `head` instead, which then reads the corrected stream as the single tap [out] ([B, T, d]).
-public final class LASTSide: Module, PackedTapReader {
+/// Default head (as DTL): mean over tokens -> norm -> Linear. A backbone's own `head` can be
+/// given instead, which then reads the corrected stream as the single tap [out].
+public final class LASTSide: Module, TapReader {
     public let blocks: [LSABlock]
     /// The default head's parts; nil when `head` is given.
-    public let headNorm: LayerNorm?
+    public let headNorm: (any NormLayer)?
     public let classifier: Linear?
     public let head: (any TapReader)?
     let _groupSize: Int
     let _biasCorrection: Bool
     let _matmul: MatmulPrecision
 
-    public convenience init(backbone c: BertConfig, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
-        try self.init(shape: .bert(c), classes: classes, options: o, rng: &rng)
-    }
-
-    /// Backbone-agnostic: only the width, depth and LayerNorm epsilon matter.
-    public init(shape c: SideBackboneShape, classes: Int, options o: MethodOptions, head: (any TapReader)? = nil,
-                rng: inout SplitMix64) throws {
-        guard o.groupSize >= 1, c.layers % o.groupSize == 0 else {
-            throw MethodError("LAST: group size \(o.groupSize) must divide the \(c.layers) layers")
+    /// Backbone-agnostic: only the width, depth and the backbone's kind of norm matter.
+    public init<B: Backbone>(backbone: B, classes: Int, options o: MethodOptions, head: (any TapReader)? = nil,
+                             rng: inout SplitMix64) throws {
+        let (d, depth) = (backbone.width, backbone.depth)
+        guard o.groupSize >= 1, depth % o.groupSize == 0 else {
+            throw MethodError("LAST: group size \(o.groupSize) must divide the \(depth) layers")
         }
         guard o.rank >= 1 else { throw MethodError("LAST: rank must be >= 1, got \(o.rank)") }
-        let m = c.layers / o.groupSize
-        blocks = (0..<m).map { _ in LSABlock(width: c.width, rank: o.rank, temperature: o.attentionTemperature,
-                                            eps: c.eps, rng: &rng) }
+        let m = depth / o.groupSize
+        blocks = (0..<m).map { _ in LSABlock(norm: backbone.sideNorm(width: d), width: d, rank: o.rank,
+                                            temperature: o.attentionTemperature, rng: &rng) }
         if let head {
             self.head = head
             headNorm = nil
@@ -92,8 +107,8 @@ public final class LASTSide: Module, PackedTapReader {
         } else {
             // Same construction order as before `head` existed: the BERT goldens depend on the rng draws.
             self.head = nil
-            headNorm = LayerNorm(c.width, eps: c.eps)
-            classifier = Linear(c.width, classes, rng: &rng)
+            headNorm = backbone.sideNorm(width: d)
+            classifier = Linear(d, classes, rng: &rng)
         }
         _groupSize = o.groupSize
         _biasCorrection = o.biasCorrection
@@ -101,15 +116,13 @@ public final class LASTSide: Module, PackedTapReader {
         super.init()
     }
 
-    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor { forward(taps, .padded(keyPadding: keyPadding)) }
-
-    /// Packed taps need the default head and a rank the packed attention kernel takes.
-    public var readsPackedTaps: Bool { head == nil && (blocks.first?.query.outFeatures ?? 0) <= packedHeadMaxDims }
-
-    public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
-
-    func forward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
+    public func callAsFunction(taps: [Tensor], layout: TokenLayout) -> Tensor {
         Tensor.withMatmulPrecision(_matmul) { sideForward(taps, layout) }
+    }
+
+    /// Packed taps need a head that pools packed streams and a rank the packed attention kernel takes.
+    public var readsPackedTaps: Bool {
+        (head?.readsPackedTaps ?? true) && (blocks.first?.query.outFeatures ?? 0) <= packedHeadMaxDims
     }
 
     private func sideForward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
@@ -128,11 +141,7 @@ public final class LASTSide: Module, PackedTapReader {
             }
             x = Tensor.linear(a, weight: block.up.weight, bias: block.up.bias!, residuals: joining)
         }
-        let out = x
-        if let head {
-            guard case .padded(let keyPadding) = layout else { preconditionFailure("LAST: a custom head reads padded taps only") }
-            return head(taps: [out], keyPadding: keyPadding)
-        }
-        return classifier!(headNorm!(pool(out, layout: layout, .mean)))
+        if let head { return head(taps: [x], layout: layout) }
+        return classifier!(headNorm!(pool(x, layout: layout, .mean)))
     }
 }

@@ -2,24 +2,52 @@ import Foundation
 import SideTuneBackbones
 import SideTuneEngine
 import SideTuneNN
+import SideTuneTokenizers
 
-/// Ladder Side-Tuning (Sung, Cho, Bansal 2022) beside a BERT-family encoder or a ViT.
+/// LST on any backbone: the ladder below reads every tap h_0 ... h_L; its side blocks are the
+/// backbone's block type at width d/r. The side starts from the backbone's layers pruned by
+/// Fisher importance (`--side-init fisher`, the default) or |W| on BERT encoders, at random elsewhere.
+public enum LSTMethod: AdaptationMethod {
+    public static let kind = MethodKind.lst
+    public static let summary = "Ladder Side-Tuning: a d/r-wide ladder of backbone-type blocks fed by gated, downsampled taps"
+    public static let defaultLearningRate: Float = 3e-3
+    public static let readsFrozenTaps = true
+
+    public static func build<B: Backbone>(_ c: inout MethodContext<B>) throws -> any TrainableModel<B.Input> {
+        let side = try LSTSide(backbone: c.backbone, classes: c.classes, options: c.options, rng: &c.rng)
+        if c.options.sideInit != .random {
+            if let bert = c.backbone as? BertEncoder {
+                // B is BertEncoder here, so its inputs are token rows.
+                let examples = c.trainingExamples.map { f in { (n: Int) in f(n).map { (input: $0.input as! BatchEncoding, label: $0.label) } } }
+                try side.initialize(from: bert, options: c.options, classes: c.classes, examples: examples, rng: &c.rng,
+                                    progress: c.progress)
+            } else {
+                // The default; the pruned initialisation is built for BERT's post-LN layers only.
+                c.progress?("LST on a \(B.family.summary): side blocks start random (--side-init \(c.options.sideInit.rawValue) prunes BERT layers only)")
+            }
+        }
+        return Classifier(backbone: c.backbone, method: kind, classes: c.classes, options: c.options, reader: side,
+                          tapsRead: Array(0...c.backbone.depth))
+    }
+}
+
+/// Ladder Side-Tuning (Sung, Cho, Bansal 2022) beside a frozen backbone.
 ///
 ///     s_0 = Down_0(h_0)
 ///     s_i = SideBlock_i(mu_i * s_{i-1} + (1 - mu_i) * Down_i(h_i)),  mu_i = sigmoid(alpha_i / T)
 ///     logits = Head(pool(Up(Dropout(SideNorm(s_L)))))
 ///
 /// Side blocks are the backbone's block type at width d/r (FFN d_ff/r, same head count): post-LN
-/// BERT layers for text, pre-LN ViT blocks for images. Dropped layers have no block, Down or gate:
-/// s passes through them. The head is Linear, tanh, Linear. The pruned initialisation
-/// (`initializeFromBackbone`) exists for BERT only; on a ViT the side blocks start random.
-public final class LSTSide: Module, PackedTapReader {
+/// BERT layers for text, pre-LN ViT blocks for images, decoder layers for an LLM. Dropped layers
+/// have no block, Down or gate: s passes through them. The head is Linear, tanh, Linear. The
+/// pruned initialisation (`initializeFromBackbone`) exists for BERT only.
+public final class LSTSide: Module, TapReader {
     public let down0: Linear
     public let downs: [Linear]
-    public let blocks: [any LadderBlock]
+    public let blocks: [any SideBlock]
     /// alpha_i, one per kept layer, 0 at start (mu = 0.5).
     public let gates: Tensor
-    public let sideNorm: LayerNorm
+    public let sideNorm: any NormLayer
     public let dropout: Dropout
     public let up: Linear
     public let headHidden: Linear
@@ -31,36 +59,24 @@ public final class LSTSide: Module, PackedTapReader {
     let _reduction: Int
     let _matmul: MatmulPrecision
 
-    public static func sideConfig(_ c: BertConfig, reduction r: Int) throws -> BertConfig {
-        guard c.hiddenSize % r == 0, (c.hiddenSize / r) % c.numAttentionHeads == 0, c.intermediateSize % r == 0 else {
-            throw MethodError("LST: reduction \(r) must divide hidden size \(c.hiddenSize) into a multiple of \(c.numAttentionHeads) heads and divide FFN size \(c.intermediateSize)")
-        }
-        var s = c
-        s.hiddenSize = c.hiddenSize / r
-        s.intermediateSize = c.intermediateSize / r
-        s.numHiddenLayers = 1
-        return s
-    }
-
-    public convenience init(backbone: BertConfig, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
-        try self.init(shape: .bert(backbone), classes: classes, options: o, rng: &rng)
-    }
-
-    public init(shape: SideBackboneShape, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
-        try shape.checkReduction(o.reduction)
-        let d = shape.width, ds = d / o.reduction
-        let kept = (1...shape.layers).filter { !o.droppedLayers.contains($0) }
+    public init<B: Backbone>(backbone: B, classes: Int, options o: MethodOptions, rng: inout SplitMix64) throws {
+        let d = backbone.width, depth = backbone.depth
+        guard o.reduction >= 1, d % o.reduction == 0 else { throw MethodError("LST: reduction \(o.reduction) must divide the width \(d)") }
+        let ds = d / o.reduction
+        let kept = (1...depth).filter { !o.droppedLayers.contains($0) }
         guard !kept.isEmpty else { throw MethodError("LST: every layer is dropped") }
-        for l in o.droppedLayers where l < 1 || l > shape.layers {
-            throw MethodError("LST: dropped layer \(l) is outside 1...\(shape.layers)")
+        for l in o.droppedLayers where l < 1 || l > depth {
+            throw MethodError("LST: dropped layer \(l) is outside 1...\(depth)")
         }
         down0 = Linear(d, ds, rng: &rng)
         downs = kept.map { _ in Linear(d, ds, rng: &rng) }
-        var built: [any LadderBlock] = []
-        for _ in kept { built.append(try shape.sideBlock(reduction: o.reduction, rng: &rng)) }
+        var built: [any SideBlock] = []
+        do {
+            for _ in kept { built.append(try backbone.sideBlock(reduction: o.reduction, rng: &rng)) }
+        } catch { throw MethodError("LST: \(error)") }
         blocks = built
         gates = parameter(.zeros([kept.count]), name: "gates")
-        sideNorm = LayerNorm(ds, eps: shape.eps)
+        sideNorm = backbone.sideNorm(width: ds)
         dropout = Dropout(o.dropout, seed: rng.next())
         up = Linear(ds, d, rng: &rng)
         headHidden = Linear(d, d, rng: &rng)
@@ -73,7 +89,9 @@ public final class LSTSide: Module, PackedTapReader {
         super.init()
     }
 
-    public func callAsFunction(taps: [Tensor], keyPadding: [Float]) -> Tensor { forward(taps, .padded(keyPadding: keyPadding)) }
+    public func callAsFunction(taps: [Tensor], layout: TokenLayout) -> Tensor {
+        Tensor.withMatmulPrecision(_matmul) { sideForward(taps, layout) }
+    }
 
     public var readsPackedTaps: Bool { blocks.allSatisfy(\.supportsPackedTokens) }
 
@@ -82,12 +100,6 @@ public final class LSTSide: Module, PackedTapReader {
     /// (in parallel, where `Tensor.linear` would convert on one thread).
     public var readsBFloat16Taps: Bool {
         Tensor.linearReadsBFloat16(inFeatures: down0.weight.shape[1], outFeatures: down0.weight.shape[0])
-    }
-
-    public func callAsFunction(taps: [Tensor], segments: TokenSegments) -> Tensor { forward(taps, .packed(segments)) }
-
-    func forward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
-        Tensor.withMatmulPrecision(_matmul) { sideForward(taps, layout) }
     }
 
     private func sideForward(_ taps: [Tensor], _ layout: TokenLayout) -> Tensor {
@@ -103,11 +115,29 @@ public final class LSTSide: Module, PackedTapReader {
         return headOut(headHidden(up(pooled)).tanh())
     }
 
+    /// The pruned initialisation the options ask for (`magnitude`, or `fisher` over up to
+    /// `fisherExamples` of `examples`).
+    func initialize(from backbone: BertEncoder, options o: MethodOptions, classes: Int,
+                    examples: ((Int) -> [(input: BatchEncoding, label: Int)])?, rng: inout SplitMix64,
+                    progress: ((String) -> Void)?) throws {
+        switch o.sideInit {
+        case .random: return
+        case .magnitude:
+            try initializeFromBackbone(backbone, importance: Importance.magnitude(backbone))
+        case .fisher:
+            let data = examples?(o.fisherExamples) ?? []
+            guard !data.isEmpty else { throw MethodError("LST fisher initialisation needs training examples") }
+            progress?("LST: Fisher importance over \(data.count) training examples")
+            let imp = Importance.fisher(backbone, classes: classes, examples: data.map { (ids: $0.input.ids, label: $0.label) }, rng: &rng)
+            try initializeFromBackbone(backbone, importance: imp)
+        }
+    }
+
     /// Starts side block j from backbone layer `_keptLayers[j]` pruned to the side width, keeping
     /// the rows with the largest importance (|W| or Fisher). `importance` maps the backbone's
     /// parameter names to tensors of the same shapes.
     public func initializeFromBackbone(_ backbone: BertEncoder, importance: [String: Tensor]) throws {
-        let c = backbone.config, side = try Self.sideConfig(c, reduction: _reduction)
+        let c = backbone.config, side = try BertEncoder.sideConfig(c, reduction: _reduction)
         let d = c.hiddenSize, ds = side.hiddenSize, heads = c.numAttentionHeads, hd = d / heads, hds = ds / heads
         func imp(_ name: String) throws -> Tensor {
             guard let t = importance[name] else { throw MethodError("LST init: no importance for backbone tensor \(name)") }
@@ -133,18 +163,18 @@ public final class LSTSide: Module, PackedTapReader {
                 let local = topIndices(Array(qkvScore[(h * hd)..<((h + 1) * hd)]), hds)
                 attnRows += local.map { h * hd + $0 }
             }
-            copyPruned(src.attention.query, dst.attention.query, rows: attnRows, cols: hidden)
-            copyPruned(src.attention.key, dst.attention.key, rows: attnRows, cols: hidden)
-            copyPruned(src.attention.value, dst.attention.value, rows: attnRows, cols: hidden)
+            try copyPruned(src.attention.query, dst.attention.query, rows: attnRows, cols: hidden)
+            try copyPruned(src.attention.key, dst.attention.key, rows: attnRows, cols: hidden)
+            try copyPruned(src.attention.value, dst.attention.value, rows: attnRows, cols: hidden)
             // Outputs that join the residual stream keep the hidden indices.
-            copyPruned(src.attention.output, dst.attention.output, rows: hidden, cols: attnRows)
+            try copyPruned(src.attention.output, dst.attention.output, rows: hidden, cols: attnRows)
             let ffIn = try imp(p + "intermediate.weight")
             let ff = ffIn.shape[0]
             var ffScore = [Double](repeating: 0, count: ff)
             for r in 0..<ff { for col in hidden { ffScore[r] += Double(ffIn.data[r * d + col]) } }
             let ffRows = topIndices(ffScore, dst.intermediate.outFeatures)
-            copyPruned(src.intermediate, dst.intermediate, rows: ffRows, cols: hidden)
-            copyPruned(src.output, dst.output, rows: hidden, cols: ffRows)
+            try copyPruned(src.intermediate, dst.intermediate, rows: ffRows, cols: hidden)
+            try copyPruned(src.output, dst.output, rows: hidden, cols: ffRows)
             copyNorm(src.attentionNorm, dst.attentionNorm, hidden)
             copyNorm(src.outputNorm, dst.outputNorm, hidden)
         }
@@ -167,7 +197,10 @@ func topIndices(_ scores: [Double], _ k: Int) -> [Int] {
     Array(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(k)).sorted()
 }
 
-func copyPruned(_ src: Linear, _ dst: Linear, rows: [Int], cols: [Int]) {
+func copyPruned(_ srcLayer: any LinearLayer, _ dstLayer: any LinearLayer, rows: [Int], cols: [Int]) throws {
+    guard let src = srcLayer.plain, let dst = dstLayer.plain else {
+        throw MethodError("LST init: pruning needs plain F32 layers (not NF4 or wrapped ones); use --side-init random")
+    }
     precondition(dst.weight.shape == [rows.count, cols.count], "pruned shape \([rows.count, cols.count]) vs \(dst.weight.shape)")
     let inF = src.inFeatures
     for (i, r) in rows.enumerated() {
@@ -180,21 +213,6 @@ func copyNorm(_ src: LayerNorm, _ dst: LayerNorm, _ idx: [Int]) {
     for (i, k) in idx.enumerated() {
         dst.weight?.data[i] = src.weight?.data[k] ?? 1
         dst.bias?.data[i] = src.bias?.data[k] ?? 0
-    }
-}
-
-/// PyTorch-style initialisation of a freshly built block whose parameters start at zero:
-/// Linear weights uniform(+-1/sqrt(in)), biases 0, LayerNorm 1 and 0.
-func randomInit(_ m: Module, rng: inout SplitMix64) {
-    for (name, p) in m.namedParameters() {
-        if name.hasSuffix("Norm.weight") || name.hasSuffix("layerNorm.weight") {
-            p.data.initialize(repeating: 1, count: p.count)
-        } else if name.hasSuffix(".weight") && p.rank == 2 {
-            let bound = 1 / Float(p.shape[1]).squareRoot()
-            for i in 0..<p.count { p.data[i] = (rng.nextFloat() * 2 - 1) * bound }
-        } else {
-            p.data.initialize(repeating: 0, count: p.count)
-        }
     }
 }
 

@@ -10,8 +10,15 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "sidetune", targets: ["sidetune"]),
+        // The library: `import SideTune` re-exports every layer below; each is a product too.
+        .library(name: "SideTune", targets: ["SideTune"]),
         .library(name: "SideTuneEngine", targets: ["SideTuneEngine"]),
         .library(name: "SideTuneNN", targets: ["SideTuneNN"]),
+        .library(name: "SideTuneFormats", targets: ["SideTuneFormats"]),
+        .library(name: "SideTuneTokenizers", targets: ["SideTuneTokenizers"]),
+        .library(name: "SideTuneBackbones", targets: ["SideTuneBackbones"]),
+        .library(name: "SideTuneMethods", targets: ["SideTuneMethods"]),
+        .library(name: "SideTuneTrainer", targets: ["SideTuneTrainer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -45,6 +52,8 @@ let package = Package(
                                                             "SideTuneTokenizers"], swiftSettings: fast),
         .target(name: "SideTuneTrainer", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneBackbones",
                                                         "SideTuneMethods", "SideTuneTokenizers"], swiftSettings: fast),
+        .target(name: "SideTune", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers", "SideTuneData",
+                                                 "SideTuneBackbones", "SideTuneMethods", "SideTuneTrainer"], swiftSettings: fast),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
             "SideTuneEngine", "SideTuneNN", "SideTuneTrainer", "SideTuneMethods", "SideTuneBackbones", "SideTuneData",

@@ -1,5 +1,6 @@
 import SideTuneEngine
 import SideTuneNN
+import SideTuneTokenizers
 
 /// The kinds of backbone SideTune builds methods on. Each has one file here that makes it a
 /// `Backbone`; the method registry (SideTuneMethods) refuses or builds every method against it.
@@ -130,6 +131,30 @@ extension Backbone {
             }
             slot.replace(with: MemoryLedger.withCategory(.weights) { NF4Linear(quantizing: linear) })
         }
+    }
+}
+
+/// Backbones that read token rows: each row's real tokens and its key padding come with the batch.
+extension Backbone where Input == BatchEncoding {
+    public func tokenLengths(_ batch: BatchEncoding) -> [Int] { batch.lengths }
+    public func paddedLayout(_ batch: BatchEncoding) -> TokenLayout { .padded(keyPadding: keyPaddingFloats(batch.attentionMask)) }
+}
+
+/// An attention with separate query, key, value and output projections (every backbone's block).
+public protocol AttentionProjections: AnyObject {
+    var query: any LinearLayer { get set }
+    var key: any LinearLayer { get set }
+    var value: any LinearLayer { get set }
+    var output: any LinearLayer { get set }
+}
+
+extension AttentionProjections {
+    /// The four projections as slots named `prefix` + query, key, value, output.
+    public func attentionSlots(_ prefix: String) -> [LinearSlot] {
+        [LinearSlot(name: prefix + "query", role: .query, layer: query) { self.query = $0 },
+         LinearSlot(name: prefix + "key", role: .key, layer: key) { self.key = $0 },
+         LinearSlot(name: prefix + "value", role: .value, layer: value) { self.value = $0 },
+         LinearSlot(name: prefix + "output", role: .attentionOutput, layer: output) { self.output = $0 }]
     }
 }
 

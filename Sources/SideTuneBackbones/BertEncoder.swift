@@ -116,7 +116,7 @@ public final class BertEmbeddings: Module {
 }
 
 /// Multi-head self-attention with its output projection (before the residual).
-public final class BertSelfAttention: Module {
+public final class BertSelfAttention: Module, AttentionProjections {
     // `var`: methods swap these by name (`linearSlots()`) for wrapped or quantised layers.
     public var query: any LinearLayer // [d, d]
     public var key: any LinearLayer
@@ -531,9 +531,6 @@ extension BertEncoder: Backbone {
     public var width: Int { config.hiddenSize }
     public var depth: Int { config.numHiddenLayers }
 
-    public func tokenLengths(_ batch: BatchEncoding) -> [Int] { batch.lengths }
-    public func paddedLayout(_ batch: BatchEncoding) -> TokenLayout { .padded(keyPadding: keyPaddingFloats(batch.attentionMask)) }
-
     /// The fused no-grad layers run packed at any head size (wrapped layers pack the padded result).
     public var packsFrozenTaps: Bool { true }
     public var packsTrainedForward: Bool { supportsPackedTokens }
@@ -554,12 +551,8 @@ extension BertEncoder: Backbone {
 
     public func linearSlots() -> [LinearSlot] {
         layers.enumerated().flatMap { i, layer -> [LinearSlot] in
-            let a = layer.attention, p = "layers.\(i)."
-            return [
-                LinearSlot(name: p + "attention.query", role: .query, layer: a.query) { a.query = $0 },
-                LinearSlot(name: p + "attention.key", role: .key, layer: a.key) { a.key = $0 },
-                LinearSlot(name: p + "attention.value", role: .value, layer: a.value) { a.value = $0 },
-                LinearSlot(name: p + "attention.output", role: .attentionOutput, layer: a.output) { a.output = $0 },
+            let p = "layers.\(i)."
+            return layer.attention.attentionSlots(p + "attention.") + [
                 LinearSlot(name: p + "intermediate", role: .ffnIn, layer: layer.intermediate) { layer.intermediate = $0 },
                 LinearSlot(name: p + "output", role: .ffnOut, layer: layer.output) { layer.output = $0 },
             ]

@@ -113,7 +113,7 @@ public final class KVCache {
 }
 
 /// One pre-norm decoder block: h + Attn(RMSNorm(h)), then + SwiGLU(RMSNorm(.)).
-public final class LlamaBlock: Module {
+public final class LlamaBlock: Module, AttentionProjections {
     public let attentionNorm: RMSNorm
     /// `var`: methods swap these by name (`linearSlots()`) for wrapped or quantised layers.
     public var query: any LinearLayer
@@ -490,8 +490,6 @@ extension Llama: Backbone {
     public var width: Int { config.dim }
     public var depth: Int { config.layers }
 
-    public func tokenLengths(_ batch: BatchEncoding) -> [Int] { batch.lengths }
-    public func paddedLayout(_ batch: BatchEncoding) -> TokenLayout { .padded(keyPadding: keyPaddingFloats(batch.attentionMask)) }
     /// Causal attention over right-padded rows: no packed kernel.
     public var packsFrozenTaps: Bool { false }
     public var packsTrainedForward: Bool { false }
@@ -518,11 +516,7 @@ extension Llama: Backbone {
     public func linearSlots() -> [LinearSlot] {
         layers.enumerated().flatMap { i, b -> [LinearSlot] in
             let p = "layers.\(i)."
-            return [
-                LinearSlot(name: p + "query", role: .query, layer: b.query) { b.query = $0 },
-                LinearSlot(name: p + "key", role: .key, layer: b.key) { b.key = $0 },
-                LinearSlot(name: p + "value", role: .value, layer: b.value) { b.value = $0 },
-                LinearSlot(name: p + "output", role: .attentionOutput, layer: b.output) { b.output = $0 },
+            return b.attentionSlots(p) + [
                 LinearSlot(name: p + "gate", role: .ffnGate, layer: b.gate) { b.gate = $0 },
                 LinearSlot(name: p + "up", role: .ffnIn, layer: b.up) { b.up = $0 },
                 LinearSlot(name: p + "down", role: .ffnOut, layer: b.down) { b.down = $0 },

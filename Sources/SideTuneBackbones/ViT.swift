@@ -149,7 +149,7 @@ public enum CubicResize {
 }
 
 /// Multi-head self-attention with separate query/key/value/output projections (LoRA targets).
-public final class ViTAttention: Module {
+public final class ViTAttention: Module, AttentionProjections {
     // `var`: methods swap these by name (`linearSlots()`), as in BertSelfAttention.
     public var query: any LinearLayer
     public var key: any LinearLayer
@@ -346,12 +346,8 @@ extension DINOv2ViT: Backbone {
 
     public func linearSlots() -> [LinearSlot] {
         layers.enumerated().flatMap { i, block -> [LinearSlot] in
-            let a = block.attention, p = "layers.\(i)."
-            return [
-                LinearSlot(name: p + "attention.query", role: .query, layer: a.query) { a.query = $0 },
-                LinearSlot(name: p + "attention.key", role: .key, layer: a.key) { a.key = $0 },
-                LinearSlot(name: p + "attention.value", role: .value, layer: a.value) { a.value = $0 },
-                LinearSlot(name: p + "attention.output", role: .attentionOutput, layer: a.output) { a.output = $0 },
+            let p = "layers.\(i)."
+            return block.attention.attentionSlots(p + "attention.") + [
                 LinearSlot(name: p + "fc1", role: .ffnIn, layer: block.fc1) { block.fc1 = $0 },
                 LinearSlot(name: p + "fc2", role: .ffnOut, layer: block.fc2) { block.fc2 = $0 },
             ]

@@ -99,6 +99,19 @@ public enum MethodRegistry {
         return try method(kind).build(&context)
     }
 
+    /// `build` for the methods that build a `Classifier` (every one but HST, which has its own
+    /// model): the concrete type, for code that trains it (`Trainer(model: ...)`) or inspects it.
+    public static func classifier<B: Backbone>(_ kind: MethodKind, on backbone: B, classes: Int, options: MethodOptions = MethodOptions(),
+                                               seed: UInt64, trainingExamples: ((Int) -> [(input: B.Input, label: Int)])? = nil,
+                                               progress: ((String) -> Void)? = nil) throws -> Classifier<B> {
+        let model = try build(kind, on: backbone, classes: classes, options: options, seed: seed, trainingExamples: trainingExamples,
+                              progress: progress)
+        guard let classifier = model as? Classifier<B> else {
+            throw MethodError("\(kind.rawValue) builds its own model, not a Classifier: use MethodRegistry.build")
+        }
+        return classifier
+    }
+
     /// The method x backbone matrix: "yes" or the refusal, one row per method.
     public static func matrix() -> [(method: MethodKind, summary: String, cells: [(family: BackboneFamily, refusal: String?)])] {
         var rows: [(method: MethodKind, summary: String, cells: [(family: BackboneFamily, refusal: String?)])] = []

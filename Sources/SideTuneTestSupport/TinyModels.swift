@@ -65,8 +65,5 @@ public func tinyLlama(seed: UInt64 = 1, dim: Int = 32, ffnDim: Int = 48, layers:
 public func makeClassifier<B: Backbone>(_ backbone: B, _ method: MethodKind, classes: Int = 3, options: MethodOptions = MethodOptions(),
                                         seed: UInt64 = 1,
                                         trainingExamples: ((Int) -> [(input: B.Input, label: Int)])? = nil) throws -> Classifier<B> {
-    let model = try MethodRegistry.build(method, on: backbone, classes: classes, options: options, seed: seed,
-                                         trainingExamples: trainingExamples)
-    guard let classifier = model as? Classifier<B> else { throw MethodError("\(method) does not build a Classifier") }
-    return classifier
+    try MethodRegistry.classifier(method, on: backbone, classes: classes, options: options, seed: seed, trainingExamples: trainingExamples)
 }

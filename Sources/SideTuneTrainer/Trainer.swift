@@ -103,8 +103,10 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     /// one unless a caller, such as a test running beside others, scoped its own around the model).
     public let ledger: MemoryLedger
 
+    /// `checkpointConfig` is what checkpoints record (nil: the model's method, default options,
+    /// labels "0", "1", ..., no backbone identity; for library use without `sidetune eval`).
     public init(model: Model, parameters: TrainingParameters, train: Split, validation: Split,
-                test: Split, checkpointConfig: CheckpointConfig) throws {
+                test: Split, checkpointConfig: CheckpointConfig? = nil) throws {
         guard train.count > 0 else { throw TrainerError("no training examples") }
         guard validation.count > 0, test.count > 0 else { throw TrainerError("validation and test splits must not be empty") }
         guard parameters.batchSize >= 1, parameters.epochs >= 1 else {
@@ -117,6 +119,9 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         self.validation = validation
         self.test = test
         self.checkpointConfig = checkpointConfig
+            ?? CheckpointConfig(method: model.method, options: MethodOptions(), labels: (0..<model.classes).map(String.init),
+                                maxLength: 0, backboneName: "", backboneSHA256: "", seed: parameters.seed, epoch: 0,
+                                validationAccuracy: nil)
         self.ledger = MemoryLedger.current
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import SideTuneCLI
+import SideTuneEngine
 import SideTuneMethods
 import Testing
 
@@ -23,5 +24,29 @@ import Testing
                 #expect((cell.refusal == nil) == (row.method != .hst || cell.family == .vit), "\(row.method) on \(cell.family)")
             }
         }
+    }
+
+    /// Every environment variable the engine reads is in docs/architecture.md's table, and no
+    /// other `SIDETUNE_` variable is read anywhere in Sources/ but the assets' folder.
+    @Test func kernelVariablesAreDocumentedAndTheOnlyOnes() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL
+        let doc = try String(contentsOf: root.appendingPathComponent("docs/architecture.md"), encoding: .utf8)
+        for v in KernelEnvironment.documented { #expect(doc.contains("| `\(v.name)` |"), "\(v.name) is not in docs/architecture.md") }
+        let sources = FileManager.default.enumerator(at: root.appendingPathComponent("Sources"), includingPropertiesForKeys: nil)!
+        for case let url as URL in sources where url.pathExtension == "swift" && url.lastPathComponent != "KernelEnvironment.swift" {
+            let text = try String(contentsOf: url, encoding: .utf8)
+            #expect(!text.contains("environment[\"SIDETUNE_") || text.contains("environment[\"SIDETUNE_CACHE\"]"),
+                    "\(url.lastPathComponent) reads an environment variable outside KernelEnvironment")
+        }
+    }
+
+    /// The README's Swift example is examples/library/main.swift (which .ci/run builds against a
+    /// tagged version and runs), line for line.
+    @Test func readmeExampleIsTheBuiltOne() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let example = try String(contentsOf: root.appendingPathComponent("examples/library/main.swift"), encoding: .utf8)
+        let code = example.split(separator: "\n", omittingEmptySubsequences: false).drop { !$0.hasPrefix("import ") }
+        #expect(code.count > 10 && readme.contains(code.joined(separator: "\n")), "README and examples/library/main.swift differ")
     }
 }

@@ -55,13 +55,10 @@ public struct GEMMKernel: Sendable {
     /// compiler could use. SIDETUNE_GEMM_KERNEL=6x16|4x24|6x16c picks one by name (comparisons).
     public static let native: GEMMKernel = {
         var k: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : (avx2C ?? .avx2)
-        if let name = ProcessInfo.processInfo.environment["SIDETUNE_GEMM_KERNEL"],
+        if let name = KernelEnvironment.gemmKernel,
            let named = ([avx2, avx2Wide, avx512] + [avx2C].compactMap { $0 }).first(where: { $0.name == name }) { k = named }
         // SIDETUNE_GEMM_BLOCKING=mc,kc,nc overrides the cache blocking (for tuning on a new CPU).
-        if let s = ProcessInfo.processInfo.environment["SIDETUNE_GEMM_BLOCKING"] {
-            let v = s.split(separator: ",").compactMap { Int($0) }
-            if v.count == 3, v[0] % k.mr == 0, v[2] % k.nr == 0, v.allSatisfy({ $0 > 0 }) { (k.mc, k.kc, k.nc) = (v[0], v[1], v[2]) }
-        }
+        if let b = KernelEnvironment.gemmBlocking, b.mc % k.mr == 0, b.nc % k.nr == 0 { (k.mc, k.kc, k.nc) = (b.mc, b.kc, b.nc) }
         return k
     }()
 }
@@ -490,7 +487,7 @@ public struct StridedKernel: Sendable {
     }()
     /// This machine's tiles (empty: every product is packed). SIDETUNE_GEMM_THIN=0 turns them off.
     public static let native: [StridedKernel] = {
-        if ProcessInfo.processInfo.environment["SIDETUNE_GEMM_THIN"] == "0" { return [] }
+        if !KernelEnvironment.thinGEMM { return [] }
         return CPUInfo.current().hasAVX512 && !avx512.isEmpty ? avx512 : avx2
     }()
 

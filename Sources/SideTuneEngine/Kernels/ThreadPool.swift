@@ -16,7 +16,7 @@ public final class ThreadPool: @unchecked Sendable {
     public static let shared = ThreadPool(threads: ThreadPool.defaultThreadCount())
 
     public static func defaultThreadCount() -> Int {
-        if let s = ProcessInfo.processInfo.environment["SIDETUNE_THREADS"], let n = Int(s), n >= 1 { return n }
+        if let n = KernelEnvironment.threads { return n }
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 

@@ -6,7 +6,7 @@ import CSideTuneKernels
 /// GEMMs: read as bf16 by the thin path's tiles, or widened first).
 public enum AMX {
     public static let available: Bool =
-        ProcessInfo.processInfo.environment["SIDETUNE_AMX"] != "0" && sidetune_amx_bf16_available()
+        KernelEnvironment.amx && sidetune_amx_bf16_available()
 
     /// Whether a linear layer with `inFeatures` inputs multiplies a bf16 input on AMX tiles (the
     /// kernels read x's rows 32 values at a time); otherwise it takes the f32 GEMMs.

@@ -242,7 +242,7 @@ public enum NF4GemvKernel: String, Sendable {
 
     /// `vectorized` unless SIDETUNE_NF4_GEMV=reference, so one binary can time both end to end.
     public static let selected: NF4GemvKernel =
-        ProcessInfo.processInfo.environment["SIDETUNE_NF4_GEMV"].flatMap(NF4GemvKernel.init(rawValue:)) ?? .vectorized
+        KernelEnvironment.nf4Gemv.flatMap(NF4GemvKernel.init(rawValue:)) ?? .vectorized
 
     /// Whether `vectorized` uses SIMD intrinsics here (AVX2 + FMA) or its portable scalar fallback.
     public static var vectorizedUsesSIMD: Bool { sidetune_nf4_gemv_is_vectorized() != 0 }

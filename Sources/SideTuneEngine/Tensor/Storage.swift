@@ -132,7 +132,7 @@ public final class LargeBlockCache: @unchecked Sendable {
 
     /// `slackMB`: idle MiB allowed above the live peak (default: SIDETUNE_BLOCK_CACHE_MB, else 16).
     public init(slackMB: Int? = nil) {
-        let mb = slackMB ?? ProcessInfo.processInfo.environment["SIDETUNE_BLOCK_CACHE_MB"].flatMap { Int($0) } ?? 16
+        let mb = slackMB ?? KernelEnvironment.blockCacheMB ?? 16
         slackBytes = max(0, mb) << 20
         reuse = mb > 0
     }

@@ -1,9 +1,9 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// The hot kernels need the CPU's vector features: without them Swift's SIMD FMAs become library
-// calls (measured: 1.4 GFLOPS instead of 100+). -Ounchecked drops bounds checks in inner loops.
-let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-Xcc", "-march=native"])]
+// No build flags: the hot kernels are C compiled for each instruction set with function-level
+// target attributes and chosen at run time (Sources/CSideTuneKernels/include/isa.h), so the
+// package builds as a versioned dependency and its binaries run on any x86-64 (and arm64).
 
 let package = Package(
     name: "SideTune",
@@ -23,63 +23,64 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        // `swift package generate-documentation` (DocC) for the library products.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // Layer 1: tensors, kernels, autograd tape, memory ledger, quantisation.
-        .target(name: "CSideTuneKernels", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
-        .target(name: "SideTuneEngine", dependencies: ["CSideTuneKernels"], swiftSettings: fast),
+        .target(name: "CSideTuneKernels", exclude: ["attention_narrow_body.h", "rowkernels_body.h", "vecmath_body.h"]),
+        .target(name: "SideTuneEngine", dependencies: ["CSideTuneKernels"]),
         // Layer 2: modules, layers, optimizers, schedules.
-        .target(name: "SideTuneNN", dependencies: ["SideTuneEngine", "CSideTuneKernels"], swiftSettings: fast),
+        .target(name: "SideTuneNN", dependencies: ["SideTuneEngine", "CSideTuneKernels"]),
         // Layer 3: tokenizers and data sets.
-        .target(name: "SideTuneTokenizers", dependencies: ["SideTuneEngine", "SideTuneFormats"], swiftSettings: fast),
-        .target(name: "CSideTuneGzip", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("z")]),
-        .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip"], swiftSettings: fast),
+        .target(name: "SideTuneTokenizers", dependencies: ["SideTuneEngine", "SideTuneFormats"]),
+        .target(name: "CSideTuneGzip", linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip"]),
         // Layer 3: model formats and named assets.
-        .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"], swiftSettings: fast),
-        .target(name: "CSideTuneSHA256", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
+        .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"]),
+        .target(name: "CSideTuneSHA256"),
         .target(name: "SideTuneAssets", dependencies: [
             "CSideTuneSHA256", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-        ], swiftSettings: fast),
+        ]),
         // Layer 4: pretrained backbones (a file per model).
         .target(name: "SideTuneBackbones", dependencies: [
             "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers",
-        ], swiftSettings: fast),
+        ]),
         // Layer 5: side-tuning methods and the trainer.
-        .target(name: "SideTuneMethods", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"],
-                swiftSettings: fast),
+        .target(name: "SideTuneMethods", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"]),
         // Helpers shared by the test targets (gradient checks).
         .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneMethods",
-                                                            "SideTuneTokenizers"], swiftSettings: fast),
+                                                            "SideTuneTokenizers"]),
         .target(name: "SideTuneTrainer", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneBackbones",
-                                                        "SideTuneMethods", "SideTuneTokenizers"], swiftSettings: fast),
+                                                        "SideTuneMethods", "SideTuneTokenizers"]),
         .target(name: "SideTune", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers", "SideTuneData",
-                                                 "SideTuneBackbones", "SideTuneMethods", "SideTuneTrainer"], swiftSettings: fast),
+                                                 "SideTuneBackbones", "SideTuneMethods", "SideTuneTrainer"]),
         // Layer 6: command implementations (a library so tests can drive them).
         .target(name: "SideTuneCLI", dependencies: [
             "SideTuneEngine", "SideTuneNN", "SideTuneTrainer", "SideTuneMethods", "SideTuneBackbones", "SideTuneData",
             "SideTuneTokenizers", "SideTuneAssets", "SideTuneFormats",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: fast),
-        .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: fast),
-        .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport", "CSideTuneKernels"], swiftSettings: fast),
-        .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"], swiftSettings: fast),
+        ]),
+        .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"]),
+        .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport", "CSideTuneKernels"]),
+        .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"]),
         .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats", "SideTuneTestSupport"], exclude: ["Goldens"],
-                    swiftSettings: fast),
-        .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine", "SideTuneTestSupport"], swiftSettings: fast),
-        .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"], swiftSettings: fast),
+                    ),
+        .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine", "SideTuneTestSupport"]),
+        .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"]),
         .testTarget(name: "SideTuneAssetsTests", dependencies: [
             "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-        ], swiftSettings: fast),
+        ]),
         .testTarget(name: "SideTuneBackbonesTests", dependencies: [
             "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers", "SideTuneData",
             "SideTuneTestSupport",
-        ], exclude: ["Goldens"], swiftSettings: fast),
+        ], exclude: ["Goldens"]),
         .testTarget(name: "SideTuneMethodsTests", dependencies: ["SideTuneMethods", "SideTuneTestSupport", "SideTuneBackbones", "SideTuneEngine",
                                                                "SideTuneNN", "SideTuneTokenizers", "SideTuneFormats"],
-                    exclude: ["Goldens"], swiftSettings: fast),
+                    exclude: ["Goldens"]),
         .testTarget(name: "SideTuneTrainerTests", dependencies: ["SideTuneTrainer", "SideTuneMethods", "SideTuneTestSupport",
                                                                "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
-                    swiftSettings: fast),
-        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets", "SideTuneMethods", "SideTuneBackbones", "SideTuneTrainer"], swiftSettings: fast),
+                    ),
+        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets", "SideTuneMethods", "SideTuneBackbones", "SideTuneTrainer"]),
     ]
 )

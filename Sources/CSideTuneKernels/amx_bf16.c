@@ -3,10 +3,11 @@
 // Tile registers: 0-3 accumulate C (f32, 16 x 16 each), 4 and 5 hold A operands, 6 a B operand.
 // Tile numbers are immediates in the instructions, hence the small switches.
 #include "amx_bf16.h"
+#include "isa.h"
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__linux__)
 #define ST_AMX 1
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -14,6 +15,20 @@
 #endif
 
 #ifdef ST_AMX
+static int amx_granted = -1;
+
+bool sidetune_amx_bf16_available(void) {
+    if (amx_granted < 0) {
+        // Linux hands out the 8 KiB tile state only to processes that ask (ARCH_REQ_XCOMP_PERM for
+        // XFEATURE_XTILEDATA); without it the first tile instruction faults.
+        amx_granted = sidetune_isa() >= SIDETUNE_ISA_AVX512BF16 && sidetune_cpu_has_amx_bf16()
+            && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    }
+    return amx_granted == 1;
+}
+
+// Everything below runs only where sidetune_amx_bf16_available() said yes.
+#pragma clang attribute push(__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma"))), apply_to = function)
 /// 16 floats -> hi and lo bf16 bits in the low halves of 32-bit lanes (round to nearest even).
 static inline void split16(__m512 v, __m512i *hi, __m512i *lo) {
     const __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v));
@@ -108,17 +123,6 @@ struct tile_config {
     uint16_t colsb[16];
     uint8_t rows[16];
 };
-
-static int amx_granted = -1;
-
-bool sidetune_amx_bf16_available(void) {
-    if (amx_granted < 0) {
-        // Linux hands out the 8 KiB tile state only to processes that ask (ARCH_REQ_XCOMP_PERM for
-        // XFEATURE_XTILEDATA); without it the first tile instruction faults.
-        amx_granted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-    }
-    return amx_granted == 1;
-}
 
 /// All eight tiles 16 rows of 64 bytes. Tile configuration is per thread: every kernel call sets it.
 static void configure_tiles(void) {
@@ -264,6 +268,7 @@ void sidetune_amx_weight_grad_block(long m, long n, long k, const uint16_t *pack
     }
     _tile_release();
 }
+#pragma clang attribute pop
 
 #else
 

@@ -1,15 +1,12 @@
 // bf16 dot-product GEMM and its packers: see bf16_dot.h.
 #include "bf16_dot.h"
-#include <immintrin.h>
+#include "isa.h"
 #include <string.h>
-
-bool sidetune_bf16dot_native(void) {
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
-    return true;
-#else
-    return false;
+#if ST_X86
+#include <immintrin.h>
 #endif
-}
+
+bool sidetune_bf16dot_native(void) { return sidetune_isa() >= SIDETUNE_ISA_AVX512BF16; }
 
 // As vcvtneps2bf16: denormal inputs become signed zeros, NaNs quiet NaNs, the rest round to
 // nearest even.
@@ -32,6 +29,62 @@ static inline uint16_t element(const void *src, bool srcBF16, long i) {
     return srcBF16 ? ((const uint16_t *)src)[i] : to_bf16(((const float *)src)[i]);
 }
 
+#if ST_X86
+// The vdpbf16ps paths: each does the part it can in whole vectors and returns where it stopped.
+
+ST_TARGET_AVX512BF16 static long pairs_along_row_avx512bf16(const float *s, long full, uint32_t *o) {
+    long p = 0;
+    for (; p + 16 <= full; p += 16) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 2 * p + 16), _mm512_loadu_ps(s + 2 * p));
+        _mm512_storeu_si512((void *)(o + p), (__m512i)v);
+    }
+    return p;
+}
+
+ST_TARGET_AVX512BF16 static long pairs_across_rows_avx512bf16(const void *src, bool srcBF16, long ld, long r0, long r1,
+                                                              long cols, uint32_t *o) {
+    long c = 0;
+    if (srcBF16) {
+        const uint16_t *s0 = (const uint16_t *)src + r0 * ld, *s1 = (const uint16_t *)src + r1 * ld;
+        for (; c + 16 <= cols; c += 16) {
+            __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(s0 + c)));
+            __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(s1 + c)));
+            _mm512_storeu_si512((void *)(o + c), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    } else {
+        const float *s0 = (const float *)src + r0 * ld, *s1 = (const float *)src + r1 * ld;
+        for (; c + 16 <= cols; c += 16) {
+            __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s0 + c)));
+            __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s1 + c)));
+            _mm512_storeu_si512((void *)(o + c), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+    return c;
+}
+
+// 16 pairs rounded at once, then stored down the column (the rounding per element in scalar code
+// made this pack 1.5% of a cached LST step, on the calling thread).
+ST_TARGET_AVX512BF16 static long pairs_transposed_avx512bf16(const float *s, long r, long cols, uint32_t *out, long ldo) {
+    uint32_t lanes[16];
+    long p = 0;
+    for (; p + 16 <= cols / 2; p += 16) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 2 * p + 16), _mm512_loadu_ps(s + 2 * p));
+        _mm512_storeu_si512((void *)lanes, (__m512i)v);
+        for (long l = 0; l < 16; l++) out[(p + l) * ldo + r] = lanes[l];
+    }
+    return p;
+}
+#endif
+
+/// Whether the vdpbf16ps paths may run.
+static inline bool native(void) {
+#if ST_X86
+    return sidetune_isa() >= SIDETUNE_ISA_AVX512BF16;
+#else
+    return false;
+#endif
+}
+
 void sidetune_bf16_pairs_along_rows(const void *src, bool srcBF16, long ld, long rows, long cols, uint32_t *out, long ldo) {
     const long full = cols / 2, pairs = (cols + 1) / 2;
     for (long r = 0; r < rows; r++) {
@@ -43,11 +96,8 @@ void sidetune_bf16_pairs_along_rows(const void *src, bool srcBF16, long ld, long
             p = full;
         } else {
             const float *s = (const float *)src + r * ld;
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
-            for (; p + 16 <= full; p += 16) {
-                __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 2 * p + 16), _mm512_loadu_ps(s + 2 * p));
-                _mm512_storeu_si512((void *)(o + p), (__m512i)v);
-            }
+#if ST_X86
+            if (native()) p = pairs_along_row_avx512bf16(s, full, o);
 #endif
             for (; p < full; p++) o[p] = (uint32_t)to_bf16(s[2 * p]) | ((uint32_t)to_bf16(s[2 * p + 1]) << 16);
         }
@@ -65,22 +115,8 @@ void sidetune_bf16_pairs_across_rows(const void *src, bool srcBF16, long ld, lon
             for (; c < cols; c++) o[c] = element(src, srcBF16, r0 * ld + c);
             continue;
         }
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
-        if (srcBF16) {
-            const uint16_t *s0 = (const uint16_t *)src + r0 * ld, *s1 = (const uint16_t *)src + r1 * ld;
-            for (; c + 16 <= cols; c += 16) {
-                __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(s0 + c)));
-                __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(s1 + c)));
-                _mm512_storeu_si512((void *)(o + c), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-            }
-        } else {
-            const float *s0 = (const float *)src + r0 * ld, *s1 = (const float *)src + r1 * ld;
-            for (; c + 16 <= cols; c += 16) {
-                __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s0 + c)));
-                __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s1 + c)));
-                _mm512_storeu_si512((void *)(o + c), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-            }
-        }
+#if ST_X86
+        if (native()) c = pairs_across_rows_avx512bf16(src, srcBF16, ld, r0, r1, cols, o);
 #endif
         for (; c < cols; c++)
             o[c] = (uint32_t)element(src, srcBF16, r0 * ld + c) | ((uint32_t)element(src, srcBF16, r1 * ld + c) << 16);
@@ -92,15 +128,8 @@ void sidetune_bf16_pairs_along_rows_transposed(const float *src, long ld, long r
     for (long r = 0; r < rows; r++) {
         const float *s = src + r * ld;
         long p = 0;
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
-        // 16 pairs rounded at once, then stored down the column (the rounding per element in
-        // scalar code made this pack 1.5% of a cached LST step, on the calling thread).
-        uint32_t lanes[16];
-        for (; p + 16 <= cols / 2; p += 16) {
-            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 2 * p + 16), _mm512_loadu_ps(s + 2 * p));
-            _mm512_storeu_si512((void *)lanes, (__m512i)v);
-            for (long l = 0; l < 16; l++) out[(p + l) * ldo + r] = lanes[l];
-        }
+#if ST_X86
+        if (native()) p = pairs_transposed_avx512bf16(s, r, cols, out, ldo);
 #endif
         for (; p < pairs; p++) {
             const uint16_t lo = to_bf16(s[2 * p]), hi = 2 * p + 1 < cols ? to_bf16(s[2 * p + 1]) : 0;
@@ -109,9 +138,9 @@ void sidetune_bf16_pairs_along_rows_transposed(const float *src, long ld, long r
     }
 }
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#if ST_X86
 // An MR x (16 NV) tile; the last vector masked to `mask` lanes. MR and NV are constants after inlining.
-static inline __attribute__((always_inline))
+ST_TARGET_AVX512BF16 static inline __attribute__((always_inline))
 void tile(const long MR, const long NV, __mmask16 mask, long pairs, const uint32_t *a, long sam, long sap,
           const uint32_t *b, long ldb, float *c, long ldc, bool accumulate) {
     __m512 acc[8][3];
@@ -151,11 +180,9 @@ void tile(const long MR, const long NV, __mmask16 mask, long pairs, const uint32
     case 2: tile(2, NV, mask, pairs, ap, sam, sap, bp, ldb, cp, ldc, accumulate); break; \
     default: tile(1, NV, mask, pairs, ap, sam, sap, bp, ldb, cp, ldc, accumulate); break; \
     }
-#endif
 
-void sidetune_bf16dot_gemm(long m, long n, long pairs, const uint32_t *a, long sam, long sap, const uint32_t *b, long ldb,
-                           float *c, long ldc, bool accumulate) {
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+ST_TARGET_AVX512BF16 static void gemm_avx512bf16(long m, long n, long pairs, const uint32_t *a, long sam, long sap,
+                                                 const uint32_t *b, long ldb, float *c, long ldc, bool accumulate) {
     // Column blocks of 48 outer: B's panel (pairs x 48) stays in cache while A's rows stream past.
     for (long j0 = 0; j0 < n; j0 += 48) {
         const long w = n - j0 < 48 ? n - j0 : 48, nv = (w + 15) / 16, last = w - 16 * (nv - 1);
@@ -168,9 +195,18 @@ void sidetune_bf16dot_gemm(long m, long n, long pairs, const uint32_t *a, long s
             if (nv == 3) { ROWS(3) } else if (nv == 2) { ROWS(2) } else { ROWS(1) }
         }
     }
-#else
-    sidetune_bf16dot_gemm_plain(m, n, pairs, a, sam, sap, b, ldb, c, ldc, accumulate);
+}
 #endif
+
+void sidetune_bf16dot_gemm(long m, long n, long pairs, const uint32_t *a, long sam, long sap, const uint32_t *b, long ldb,
+                           float *c, long ldc, bool accumulate) {
+#if ST_X86
+    if (native()) {
+        gemm_avx512bf16(m, n, pairs, a, sam, sap, b, ldb, c, ldc, accumulate);
+        return;
+    }
+#endif
+    sidetune_bf16dot_gemm_plain(m, n, pairs, a, sam, sap, b, ldb, c, ldc, accumulate);
 }
 
 void sidetune_bf16dot_gemm_plain(long m, long n, long pairs, const uint32_t *a, long sam, long sap, const uint32_t *b,

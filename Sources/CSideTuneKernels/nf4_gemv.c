@@ -1,5 +1,6 @@
 #include "nf4_gemv.h"
-#if defined(__AVX2__) && defined(__FMA__)
+#include "isa.h"
+#if ST_X86
 #include <immintrin.h>
 #endif
 
@@ -24,10 +25,31 @@ void sidetune_nf4_permute_x(const float *x, float *xp, ptrdiff_t cols) {
         for (int i = 0; i < 64; i++) xp[b + i] = x[b + xp_source(i)];
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-int sidetune_nf4_gemv_is_vectorized(void) { return 1; }
+/// The portable loop: the kernel where the CPU (or SIDETUNE_ISA) has no AVX2.
+static void nf4_gemv_plain(const uint8_t *codes, const uint8_t *q, const float *a2, float offset,
+                           const float *levels, const float *dyn, const float *xp, float *y,
+                           ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1, int accumulate) {
+    const ptrdiff_t bpr = cols / 64;
+    for (ptrdiff_t o = r0; o < r1; o++) {
+        const uint8_t *src = codes + o * bpr * 32;
+        float acc = 0;
+        for (ptrdiff_t bi = 0; bi < bpr; bi++) {
+            float d = 0;
+            for (int i = 0; i < 64; i++) {
+                int e = xp_source(i);
+                uint8_t byte = src[bi * 32 + e / 2];
+                d += levels[e % 2 == 0 ? byte >> 4 : byte & 15] * xp[bi * 64 + i];
+            }
+            acc += d * block_scale(q, a2, dyn, offset, o * bpr + bi);
+        }
+        y[o] = accumulate ? y[o] + acc : acc;
+    }
+}
 
-static inline float hsum(__m256 v) {
+int sidetune_nf4_gemv_is_vectorized(void) { return sidetune_isa() >= SIDETUNE_ISA_AVX2; }
+
+#if ST_X86
+ST_TARGET_AVX2 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -36,7 +58,7 @@ static inline float hsum(__m256 v) {
 // 32 codes (one per byte of c) -> 32 floats, exactly: four in-lane byte lookups (vpshufb) give
 // byte 0, 1, 2 and 3 of each code's f32 level, two rounds of unpacks interleave them into floats.
 // The unpacks leave the floats in the order sidetune_nf4_permute_x puts x in.
-static inline __m256 dot32(__m256i c, const float *xb, __m256i t0, __m256i t1, __m256i t2, __m256i t3, __m256 acc) {
+ST_TARGET_AVX2 static inline __m256 dot32(__m256i c, const float *xb, __m256i t0, __m256i t1, __m256i t2, __m256i t3, __m256 acc) {
     __m256i b0 = _mm256_shuffle_epi8(t0, c), b1 = _mm256_shuffle_epi8(t1, c);
     __m256i b2 = _mm256_shuffle_epi8(t2, c), b3 = _mm256_shuffle_epi8(t3, c);
     __m256i w01l = _mm256_unpacklo_epi8(b0, b1), w01h = _mm256_unpackhi_epi8(b0, b1);
@@ -51,9 +73,9 @@ static inline __m256 dot32(__m256i c, const float *xb, __m256i t0, __m256i t1, _
     b = _mm256_fmadd_ps(f3, _mm256_loadu_ps(xb + 24), b);
     return _mm256_add_ps(_mm256_add_ps(a, b), acc);
 }
-void sidetune_nf4_gemv(const uint8_t *codes, const uint8_t *q, const float *a2, float offset,
-                       const float *levels, const float *dyn, const float *xp, float *y,
-                       ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1, int accumulate) {
+ST_TARGET_AVX2 static void nf4_gemv_avx2(const uint8_t *codes, const uint8_t *q, const float *a2, float offset,
+                                         const float *levels, const float *dyn, const float *xp, float *y,
+                                         ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1, int accumulate) {
     // tb[j]: byte j of each of the 16 levels, repeated for both 128-bit lanes.
     uint8_t tb[4][32];
     for (int k = 0; k < 16; k++) { uint32_t u; __builtin_memcpy(&u, &levels[k], 4);
@@ -78,26 +100,16 @@ void sidetune_nf4_gemv(const uint8_t *codes, const uint8_t *q, const float *a2, 
     }
 }
 
-#else
-int sidetune_nf4_gemv_is_vectorized(void) { return 0; }
+#endif
 
 void sidetune_nf4_gemv(const uint8_t *codes, const uint8_t *q, const float *a2, float offset,
                        const float *levels, const float *dyn, const float *xp, float *y,
                        ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1, int accumulate) {
-    const ptrdiff_t bpr = cols / 64;
-    for (ptrdiff_t o = r0; o < r1; o++) {
-        const uint8_t *src = codes + o * bpr * 32;
-        float acc = 0;
-        for (ptrdiff_t bi = 0; bi < bpr; bi++) {
-            float d = 0;
-            for (int i = 0; i < 64; i++) {
-                int e = xp_source(i);
-                uint8_t byte = src[bi * 32 + e / 2];
-                d += levels[e % 2 == 0 ? byte >> 4 : byte & 15] * xp[bi * 64 + i];
-            }
-            acc += d * block_scale(q, a2, dyn, offset, o * bpr + bi);
-        }
-        y[o] = accumulate ? y[o] + acc : acc;
+#if ST_X86
+    if (sidetune_isa() >= SIDETUNE_ISA_AVX2) {
+        nf4_gemv_avx2(codes, q, a2, offset, levels, dyn, xp, y, cols, r0, r1, accumulate);
+        return;
     }
-}
 #endif
+    nf4_gemv_plain(codes, q, a2, offset, levels, dyn, xp, y, cols, r0, r1, accumulate);
+}

@@ -1,6 +1,7 @@
 #include "sgemm_avx2.h"
+#include "isa.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if ST_X86
 #include <immintrin.h>
 
 #ifndef SIDETUNE_A_PREFETCH
@@ -12,7 +13,7 @@
 #define SIDETUNE_PREFETCH_A(p) do { } while (0)
 #endif
 
-bool sidetune_sgemm_avx2_available(void) { return true; }
+bool sidetune_sgemm_avx2_available(void) { return sidetune_isa() >= SIDETUNE_ISA_AVX2; }
 
 #define STEP(off)                                                                  \
     do {                                                                           \
@@ -43,7 +44,7 @@ bool sidetune_sgemm_avx2_available(void) { return true; }
         _mm256_storeu_ps(p, r0); _mm256_storeu_ps(p + 8, r1);                                \
     } while (0)
 
-void sidetune_sgemm_6x16_avx2(long kc, const float *a, const float *b, float *c, long ldc, bool accumulate) {
+ST_TARGET_AVX2 void sidetune_sgemm_6x16_avx2(long kc, const float *a, const float *b, float *c, long ldc, bool accumulate) {
     // The C tile is read and written after the k loop: ask for it now.
     for (int i = 0; i < 6; i++) { __builtin_prefetch(c + i * ldc, 1, 3); __builtin_prefetch(c + i * ldc + 15, 1, 3); }
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();

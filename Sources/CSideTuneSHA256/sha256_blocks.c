@@ -15,17 +15,20 @@ static const uint32_t K[64] = {
 
 const uint32_t *sidetune_sha256_round_constants(void) { return K; }
 
-#if defined(__x86_64__) && defined(__SHA__) && defined(__SSE4_1__)
+#if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
 
 int sidetune_sha256_hardware_available(void) {
     unsigned a, b, c, d;
+    if (!__get_cpuid_count(1, 0, &a, &b, &c, &d) || !((c >> 19) & 1)) return 0; // SSE4.1
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     return (b >> 29) & 1; // CPUID.(EAX=7,ECX=0):EBX bit 29 = SHA
 }
 
-void sidetune_sha256_blocks_hardware(uint32_t state[8], const uint8_t *data, size_t blocks) {
+// Compiled for the SHA extensions by its target attribute (no build flags); called only where the
+// CPU reports them.
+__attribute__((target("sha,sse4.1,ssse3"))) void sidetune_sha256_blocks_hardware(uint32_t state[8], const uint8_t *data, size_t blocks) {
     // The instructions keep the state as two vectors, ABEF and CDGH (high to low lanes).
     const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL); // big-endian words
     __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&state[0]), 0xB1); // CDAB

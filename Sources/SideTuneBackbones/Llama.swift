@@ -326,8 +326,11 @@ public final class Llama: Module {
 
     /// Runs the decoder on ids [B * T] (row-major [B, T]) at positions cache.length ..< + T.
     /// - Parameters:
+    ///   - ids: token ids [B * T], row-major [B, T].
+    ///   - batch: B.
+    ///   - cache: the KV cache to append to (decoding), or nil.
     ///   - lastOnly: compute logits for the last position only (generation).
-    ///   - taps: keep h_0 ... h_L.
+    ///   - keepTaps: keep h_0 ... h_L.
     ///   - keyPadding: [B * T], 1 for real tokens and 0 for right padding (no cache).
     public func forward(_ ids: [Int32], batch: Int = 1, cache: KVCache? = nil, lastOnly: Bool = false,
                         taps keepTaps: Bool = false, keyPadding: [Float]? = nil) -> LlamaOutput {

@@ -7,8 +7,9 @@ import Testing
 @Suite struct GEMMTests {
     static let sizes = [1, 7, 33, 257]
 
-    /// Fast GEMM against the plain triple loop, every transpose mode, awkward sizes, both kernels.
-    @Test(arguments: [GEMMKernel.avx2, GEMMKernel.avx2Wide, GEMMKernel.avx512] + [GEMMKernel.avx2C].compactMap { $0 })
+    /// Fast GEMM against the plain triple loop, every transpose mode, awkward sizes, every kernel
+    /// the level in use may run (run the suite under each SIDETUNE_ISA cap for all of them).
+    @Test(arguments: GEMMKernel.available)
     func matchesReference(kernel: GEMMKernel) {
         var rng = SplitMix64(seed: 3)
         var shapes: [(Int, Int, Int)] = []
@@ -126,41 +127,46 @@ import Testing
     }
 }
 
+/// The C kernels' vector transcendentals (vecmath_body.h, in every instruction set's copy) against libm.
 @Suite struct VectorMathTests {
+    /// y = f(x) for every x by the C kernel of `kind` (the level in use).
+    func apply(_ kind: Int32, _ xs: [Float]) -> [Float] {
+        var ys = [Float](repeating: 0, count: xs.count)
+        st_unary_forward(kind, xs.count, xs, &ys)
+        return ys
+    }
+
     @Test func transcendentalsMatchLibm() {
-        var worstExp: Float = 0, worstErf: Float = 0, worstTanh: Float = 0
-        var x: Float = -20
-        while x < 20 {
-            let v = V16(repeating: x)
-            worstExp = max(worstExp, abs(vexp(v)[0] - Foundation.exp(x)) / Foundation.exp(x))
-            worstErf = max(worstErf, abs(verf(v)[0] - Foundation.erf(x)))
-            worstTanh = max(worstTanh, abs(vtanh(v)[0] - Foundation.tanh(x)))
-            x += 0.01
+        let xs = stride(from: Float(-20), to: 20, by: 0.01).map { $0 }
+        let exp = apply(Int32(ST_UNARY_EXP.rawValue), xs), tanh = apply(Int32(ST_UNARY_TANH.rawValue), xs)
+        let gelu = apply(Int32(ST_UNARY_GELU.rawValue), xs)
+        var worstExp: Float = 0, worstGelu: Float = 0, worstTanh: Float = 0
+        for (i, x) in xs.enumerated() {
+            worstExp = max(worstExp, abs(exp[i] - Foundation.exp(x)) / Foundation.exp(x))
+            // GELU = 0.5 x (1 + erf(x / sqrt 2)): the erf error scaled by 0.5 |x|.
+            worstGelu = max(worstGelu, abs(gelu[i] - 0.5 * x * (1 + Foundation.erf(x * 0.70710678))) / max(1, abs(x)))
+            worstTanh = max(worstTanh, abs(tanh[i] - Foundation.tanh(x)))
         }
         #expect(worstExp < 1e-6, "exp relative error \(worstExp)")
-        #expect(worstErf < 1e-6, "erf absolute error \(worstErf)")
+        #expect(worstGelu < 1e-6, "gelu (erf) error \(worstGelu)")
         #expect(worstTanh < 1e-6, "tanh absolute error \(worstTanh)")
     }
-}
 
-extension VectorMathTests {
     /// Whole float range, distinct values per lane, and the clamps (exp of -100 is 0-ish, not NaN).
     @Test func expAcrossTheRangeLaneByLane() {
-        var worst: Float = 0
+        var xs: [Float] = []
         var base: Float = -87
         while base < 88 {
-            var v = V16()
-            for l in 0..<16 { v[l] = base + Float(l) * 0.037 }
-            let e = vexp(v)
-            for l in 0..<16 where v[l] < 88.7 {
-                worst = max(worst, abs(e[l] - Foundation.exp(v[l])) / Foundation.exp(v[l]))
-            }
+            for l in 0..<16 { xs.append(base + Float(l) * 0.037) }
             base += 0.61
         }
+        let e = apply(Int32(ST_UNARY_EXP.rawValue), xs)
+        var worst: Float = 0
+        for (i, x) in xs.enumerated() where x < 88.7 { worst = max(worst, abs(e[i] - Foundation.exp(x)) / Foundation.exp(x)) }
         #expect(worst < 2e-6, "exp relative error \(worst)")
-        let small = vexp(V16(repeating: -100))[0]
+        let small = apply(Int32(ST_UNARY_EXP.rawValue), [Float](repeating: -100, count: 16))[0]
         #expect(small >= 0 && small < 1e-37)
-        #expect(vexp(V16(repeating: 0))[0] == 1)
+        #expect(apply(Int32(ST_UNARY_EXP.rawValue), [Float](repeating: 0, count: 16))[0] == 1)
     }
 }
 

@@ -16,6 +16,6 @@ void sidetune_nf4_gemv(const uint8_t *codes, const uint8_t *q, const float *a2, 
                        const float *levels, const float *dyn, const float *xp, float *y,
                        ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1, int accumulate);
 
-// 1 when the vectorised (AVX2) path is compiled in, 0 for the portable scalar fallback.
+// 1 when the vectorised (AVX2) path runs (sidetune_isa() allows it), 0 for the portable scalar loop.
 int sidetune_nf4_gemv_is_vectorized(void);
 #endif

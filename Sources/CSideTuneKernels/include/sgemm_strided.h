@@ -8,8 +8,10 @@
 // b + p * ldb (NR contiguous values), C's rows ldc apart. For thin products, where packing an
 // operand that is used once or twice would cost as much as the arithmetic. The _bf16a and _bf16b
 // variants read A or B stored in bf16 and widen it in registers (exact).
+// Whether sidetune_isa() allows the AVX-512 or AVX2 tiles (the others must not be called then).
 bool sidetune_sgemm_strided_avx512_available(void);
 bool sidetune_sgemm_strided_avx2_available(void);
+#if defined(__x86_64__)
 void sidetune_sgemm_strided_12x32_avx512(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate);
 void sidetune_sgemm_strided_12x32_bf16a_avx512(long kc, const uint16_t *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate);
 void sidetune_sgemm_strided_12x32_bf16b_avx512(long kc, const float *a, long ars, long acs, const uint16_t *b, long ldb, float *c, long ldc, bool accumulate);
@@ -28,4 +30,5 @@ void sidetune_sgemm_strided_6x16_bf16b_avx2(long kc, const float *a, long ars, l
 void sidetune_sgemm_strided_12x8_avx2(long kc, const float *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate);
 void sidetune_sgemm_strided_12x8_bf16a_avx2(long kc, const uint16_t *a, long ars, long acs, const float *b, long ldb, float *c, long ldc, bool accumulate);
 void sidetune_sgemm_strided_12x8_bf16b_avx2(long kc, const float *a, long ars, long acs, const uint16_t *b, long ldb, float *c, long ldc, bool accumulate);
+#endif
 #endif

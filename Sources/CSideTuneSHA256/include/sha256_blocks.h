@@ -10,7 +10,7 @@
 // K[0..<64], shared with the portable rounds.
 const uint32_t *sidetune_sha256_round_constants(void);
 
-// 1 when this build has the SHA extensions compiled in and the CPU reports them.
+// 1 when the CPU reports the SHA extensions (and SSE4.1).
 int sidetune_sha256_hardware_available(void);
 
 // Runs `blocks` 64-byte blocks of `data` through the compression function, updating `state`

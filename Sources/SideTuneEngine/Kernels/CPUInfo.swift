@@ -5,6 +5,7 @@ public struct CPUInfo: Sendable, Codable {
     public var model: String
     public var family: Int?
     public var cores: Int
+    /// The CPU reports AVX-512 F (the kernels' level in use is `ISA.current`).
     public var hasAVX512: Bool
 
     public static func current() -> CPUInfo {
@@ -21,7 +22,8 @@ public struct CPUInfo: Sendable, Codable {
     }
 
     public var description: String {
-        "\(model)\(family.map { " (family \($0))" } ?? ""), \(cores) cores\(hasAVX512 ? ", AVX-512" : "")"
+        "\(model)\(family.map { " (family \($0))" } ?? ""), \(cores) cores, kernels: \(ISA.current.name)"
+            + (ISA.current < ISA.detected ? " (capped by SIDETUNE_ISA; the CPU has \(ISA.detected.name))" : "")
     }
 }
 

@@ -38,25 +38,48 @@ public struct GEMMKernel: Sendable {
     public var mc: Int, kc: Int, nc: Int
     let run: @Sendable (Int, UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Bool) -> Void
 
-    /// AVX2 (16 ymm): 6x16 tile; a 16 KiB B micro-panel stays in L1 while A streams from L2.
-    public static let avx2 = GEMMKernel(name: "6x16", mr: 6, nr: 16, mc: 168, kc: 256, nc: 4080, run: microKernel6x16)
+    #if arch(x86_64)
+    /// AVX2 (16 ymm): 6x16 tile, one k step per trip; a 16 KiB B micro-panel stays in L1 while A
+    /// streams from L2.
+    public static let avx2 = GEMMKernel(name: "6x16", mr: 6, nr: 16, mc: 168, kc: 256, nc: 4080, run: { kc, a, b, c, ldc, acc in
+        sidetune_sgemm_packed_6x16_avx2(kc, a, b, c, ldc, acc)
+    })
     /// AVX2 alternative: 4x24 tile (3 B vectors, 4 broadcasts per k).
-    public static let avx2Wide = GEMMKernel(name: "4x24", mr: 4, nr: 24, mc: 168, kc: 256, nc: 4080, run: microKernel4x24)
+    public static let avx2Wide = GEMMKernel(name: "4x24", mr: 4, nr: 24, mc: 168, kc: 256, nc: 4080, run: { kc, a, b, c, ldc, acc in
+        sidetune_sgemm_packed_4x24_avx2(kc, a, b, c, ldc, acc)
+    })
     /// AVX-512 (32 zmm): 12x32 tile.
-    public static let avx512 = GEMMKernel(name: "12x32", mr: 12, nr: 32, mc: 96, kc: 256, nc: 2048, run: microKernel12x32)
-    /// AVX2 6x16 written in C intrinsics (Sources/CSideTuneKernels/sgemm_avx2.c), unrolled by 4
-    /// k steps. nil where the C build has no AVX2/FMA.
-    public static let avx2C: GEMMKernel? = sidetune_sgemm_avx2_available()
-        ? GEMMKernel(name: "6x16c", mr: 6, nr: 16, mc: 168, kc: 256, nc: 4080, run: { kc, a, b, c, ldc, acc in
-            sidetune_sgemm_6x16_avx2(kc, a, b, c, ldc, acc)
-        })
-        : nil
-    /// The kernel for this machine. The build uses -march=native, so the CPU's flags say what the
-    /// compiler could use. SIDETUNE_GEMM_KERNEL=6x16|4x24|6x16c picks one by name (comparisons).
+    public static let avx512 = GEMMKernel(name: "12x32", mr: 12, nr: 32, mc: 96, kc: 256, nc: 2048, run: { kc, a, b, c, ldc, acc in
+        sidetune_sgemm_packed_12x32_avx512(kc, a, b, c, ldc, acc)
+    })
+    /// AVX2 6x16 in C intrinsics (Sources/CSideTuneKernels/sgemm_avx2.c), unrolled by 4 k steps.
+    public static let avx2C = GEMMKernel(name: "6x16c", mr: 6, nr: 16, mc: 168, kc: 256, nc: 4080, run: { kc, a, b, c, ldc, acc in
+        sidetune_sgemm_6x16_avx2(kc, a, b, c, ldc, acc)
+    })
+    #endif
+    /// Portable (no vector extensions beyond the baseline): a 4x8 tile of 4-lane vectors.
+    public static let generic = GEMMKernel(name: "4x8", mr: 4, nr: 8, mc: 128, kc: 256, nc: 4096, run: { kc, a, b, c, ldc, acc in
+        sidetune_sgemm_packed_4x8_generic(kc, a, b, c, ldc, acc)
+    })
+
+    /// The kernels the level in use (`ISA.current`) may run.
+    public static var available: [GEMMKernel] {
+        #if arch(x86_64)
+        switch ISA.current {
+        case .generic: [generic]
+        case .avx2: [avx2C, avx2, avx2Wide, generic]
+        case .avx512, .avx512bf16: [avx512, avx2C, avx2, avx2Wide, generic]
+        }
+        #else
+        [generic]
+        #endif
+    }
+
+    /// The kernel for this machine: the first of `available`. SIDETUNE_GEMM_KERNEL picks another of
+    /// them by name (comparisons).
     public static let native: GEMMKernel = {
-        var k: GEMMKernel = CPUInfo.current().hasAVX512 ? .avx512 : (avx2C ?? .avx2)
-        if let name = KernelEnvironment.gemmKernel,
-           let named = ([avx2, avx2Wide, avx512] + [avx2C].compactMap { $0 }).first(where: { $0.name == name }) { k = named }
+        var k = available[0]
+        if let name = KernelEnvironment.gemmKernel, let named = available.first(where: { $0.name == name }) { k = named }
         // SIDETUNE_GEMM_BLOCKING=mc,kc,nc overrides the cache blocking (for tuning on a new CPU).
         if let b = KernelEnvironment.gemmBlocking, b.mc % k.mr == 0, b.nc % k.nr == 0 { (k.mc, k.kc, k.nc) = (b.mc, b.kc, b.nc) }
         return k
@@ -407,41 +430,16 @@ func gemvRow(_ s: GEMMShape, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float
     }
 }
 
-/// y += alpha * x (n floats).
+/// y += alpha * x (n floats), a fused multiply-add per element where the CPU has FMA.
 @inline(__always)
 public func axpy(_ n: Int, _ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-    let xr = UnsafeRawPointer(x), yr = UnsafeMutableRawPointer(y)
-    let av = SIMD16<Float>(repeating: alpha)
-    var i = 0
-    while i + 16 <= n {
-        let o = i * 4
-        yr.storeBytes(of: yr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)
-            .addingProduct(av, xr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)), toByteOffset: o, as: SIMD16<Float>.self)
-        i += 16
-    }
-    while i < n { y[i] += alpha * x[i]; i += 1 }
+    st_axpy(n, alpha, x, y)
 }
 
-/// Dot product of n floats with four independent accumulators.
+/// Dot product of n floats (two 16-lane accumulators, summed as a tree).
 @inline(__always)
 public func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
-    let xr = UnsafeRawPointer(x), yr = UnsafeRawPointer(y)
-    var s0 = SIMD16<Float>(), s1 = SIMD16<Float>()
-    var i = 0
-    while i + 32 <= n {
-        let o = i * 4
-        s0.addProduct(xr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self), yr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
-        s1.addProduct(xr.loadUnaligned(fromByteOffset: o + 64, as: SIMD16<Float>.self), yr.loadUnaligned(fromByteOffset: o + 64, as: SIMD16<Float>.self))
-        i += 32
-    }
-    while i + 16 <= n {
-        let o = i * 4
-        s0.addProduct(xr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self), yr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
-        i += 16
-    }
-    var s = hsum(s0 + s1)
-    while i < n { s += x[i] * y[i]; i += 1 }
-    return s
+    st_dot(n, x, y)
 }
 
 /// A micro-kernel that reads A and B in place (Sources/CSideTuneKernels/sgemm_strided.c):
@@ -460,6 +458,7 @@ public struct StridedKernel: Sendable {
                      _ fa: @escaping Run<UInt16, Float>, _ fb: @escaping Run<Float, UInt16>) -> StridedKernel? {
         available ? StridedKernel(name: name, mr: mr, nr: nr, run: f, runBF16A: fa, runBF16B: fb) : nil
     }
+    #if arch(x86_64)
     /// AVX-512 tiles: 12x32 for most shapes, 8x48 for 48 or 144 columns (side widths; 12x32 would
     /// pad them to 64 and 160), 8x32 for 16 rows, 24x16 for 16 columns or fewer.
     public static let avx512: [StridedKernel] = {
@@ -485,10 +484,16 @@ public struct StridedKernel: Sendable {
                  sidetune_sgemm_strided_12x8_bf16a_avx2, sidetune_sgemm_strided_12x8_bf16b_avx2),
         ].compactMap { $0 }
     }()
-    /// This machine's tiles (empty: every product is packed). SIDETUNE_GEMM_THIN=0 turns them off.
+    #endif
+    /// This machine's tiles (empty: every product is packed, as on the portable level).
+    /// SIDETUNE_GEMM_THIN=0 turns them off.
     public static let native: [StridedKernel] = {
         if !KernelEnvironment.thinGEMM { return [] }
-        return CPUInfo.current().hasAVX512 && !avx512.isEmpty ? avx512 : avx2
+        #if arch(x86_64)
+        return ISA.current >= .avx512 && !avx512.isEmpty ? avx512 : avx2
+        #else
+        return []
+        #endif
     }()
 
     /// The tile that wastes the least padding on an m x n product (the first on ties).

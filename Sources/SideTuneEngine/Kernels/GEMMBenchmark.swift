@@ -141,7 +141,7 @@ extension GEMMBenchmark {
     /// A kernel by name with optional cache blocking: "6x16", "6x16c@168,384,4080" (mc,kc,nc).
     public static func parseKernel(_ text: String) throws -> GEMMKernel {
         let parts = text.split(separator: "@", maxSplits: 1)
-        let all = [GEMMKernel.avx2, .avx2Wide, .avx512] + [GEMMKernel.avx2C].compactMap { $0 }
+        let all = GEMMKernel.available
         guard var k = all.first(where: { $0.name == parts.first.map(String.init) }) else {
             throw BenchmarkError("unknown kernel '\(text)': known: \(all.map(\.name).joined(separator: ", "))")
         }

@@ -10,6 +10,7 @@ public enum KernelEnvironment {
 
     /// What each variable does, for the docs and `sidetune bench --help`.
     public static let documented: [(name: String, meaning: String)] = [
+        ("SIDETUNE_ISA", "cap the kernels' instruction set: generic, avx2, avx512 or avx512bf16 (default: what the CPU has)"),
         ("SIDETUNE_THREADS", "size of the thread pool (default: the online cores); --threads runs fewer"),
         ("SIDETUNE_GEMM_KERNEL", "force a packed GEMM micro-kernel by name (6x16, 4x24, 6x16c, 12x32)"),
         ("SIDETUNE_GEMM_BLOCKING", "mc,kc,nc cache blocking of the packed GEMM (tuning on a new CPU)"),

@@ -1,8 +1,7 @@
 import CSideTuneKernels
 import Foundation
 
-/// SIMD building blocks for elementwise kernels: 16-lane loads and stores, and vectorised exp,
-/// erf, tanh (the transcendental calls in libm are scalar and would dominate GELU and softmax).
+/// SIMD building blocks for elementwise loops: 16-lane loads and stores, a tree sum.
 public typealias V16 = SIMD16<Float>
 
 @inline(__always) public func loadV(_ p: UnsafePointer<Float>) -> V16 { UnsafeRawPointer(p).loadUnaligned(as: V16.self) }
@@ -18,27 +17,9 @@ public typealias V16 = SIMD16<Float>
     return c[0] + c[1]
 }
 
-// The 16-lane transcendentals are C (Sources/CSideTuneKernels/include/vecmath.h): the same
-// formulas in Swift SIMD compiled to mask shuffles over four xmm registers and out-of-line calls.
-
-/// exp(x), Cephes-style: 2^n * p(r) with r = x - n ln2 split in two parts; about 2 ulp.
-@inline(__always) public func vexp(_ x: V16) -> V16 { st_exp16(x) }
-
-/// Scalar exp: libm's expf (running the 16-lane polynomial for one value cost ~10x more, and showed
-/// up as 18% of decoding time in attention's per-score loop).
-@inline(__always) public func vexp(_ x: Float) -> Float { Foundation.exp(x) }
-
-/// erf(x) as a rational function x P(x^2) / Q(x^2) on [-4, 4] (Eigen's single-precision fit).
-@inline(__always) public func verf(_ x: V16) -> V16 { st_erf16(x) }
-
-/// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|): no overflow, absolute error ~1e-7.
-@inline(__always) public func vtanh(_ x: V16) -> V16 { st_tanh16(x) }
-
-@inline(__always) public func vsigmoid(_ x: V16) -> V16 { st_sigmoid16(x) }
-
-/// GELU, exact form, and its derivative.
-@inline(__always) public func vgelu(_ x: V16) -> V16 { st_gelu16(x) }
-@inline(__always) public func vgeluDerivative(_ x: V16) -> V16 { st_gelu_derivative16(x) }
+// The transcendental kernels (exp, tanh, GELU, softmax, LayerNorm, ...) are C, compiled per
+// instruction set (Sources/CSideTuneKernels/rowkernels.c); these helpers serve the Swift loops
+// that only move and add (memory-bound, so the baseline's vectors do).
 
 /// Splits 0..<n into chunks run on the thread pool when n is large enough to pay for it.
 @inline(__always)

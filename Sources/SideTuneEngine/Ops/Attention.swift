@@ -1,3 +1,4 @@
+import CSideTuneKernels
 import Foundation
 
 /// Masks for scaled dot-product attention.
@@ -71,6 +72,8 @@ extension Tensor {
         let keyPaddingBuffer = mask.keyPadding.map { kp in Tensor(kp, shape: [kp.count]) }
         let keyPadding: UnsafePointer<Float>? = keyPaddingBuffer.map { UnsafePointer($0.data) }
         defer { withExtendedLifetime(keyPaddingBuffer) {} }
+        /// Keys query i may see: all, or (causal) those j <= i + (tk - tq).
+        @inline(__always) func causalLimit(_ i: Int) -> Int { mask.causal ? max(0, min(tk, i + (tk - tq) + 1)) : tk }
         ThreadPool.shared.parallelFor(bsz * h) { bh in
             let b = bh / h
             withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scratch in
@@ -83,12 +86,8 @@ extension Tensor {
                          singleThreaded: true)
                     for r in 0..<rows {
                         let row = sc + r * tk, i = i0 + r
-                        if !mask.causal {
-                            // Key padding at most: the same row mask for every query of batch b.
-                            scaleAndMaskRow(row, tk, scale: s, keep: keyPadding.map { $0 + b * tk })
-                        } else {
-                            for j in 0..<tk { row[j] = mask.allowed(b, i, j, tq, tk) ? row[j] * s : -Float.infinity }
-                        }
+                        // Key padding (the same row mask for every query of batch b) and the causal limit.
+                        st_scale_mask_row(row, tk, s, 0, keyPadding.map { $0 + b * tk }, causalLimit(i))
                         // Vectorised max / exp / normalise; an all-masked row gives zeros and lse -inf.
                         pl[bh * tq + i] = softmaxRow(row, row, tk)
                     }
@@ -99,8 +98,10 @@ extension Tensor {
             }
         }
         let o = out.detach()
-        return record(out, "attention", [q, k, v]) { [lse] g in
+        return record(out, "attention", [q, k, v]) { [lse, keyPaddingBuffer] g in
             let pl = lse.data // the row statistics must live as long as this rule
+            // The key padding read in place, from the buffer this rule keeps alive.
+            let keyPadding: UnsafePointer<Float>? = keyPaddingBuffer.map { UnsafePointer($0.data) }
             let gq = Tensor.zeros(q.shape), gk = Tensor.zeros(k.shape), gv = Tensor.zeros(v.shape)
             let pg = g.data, po = o.data
             // Per (batch, head): dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO * O)), dQ = dS K s, dK = dS^T Q s.
@@ -118,7 +119,7 @@ extension Tensor {
                             let i = i0 + r, l = pl[bh * tq + i], row = p + r * tk
                             if l == -Float.infinity { row.initialize(repeating: 0, count: tk); continue }
                             // P = exp(S s - lse), vectorised; masked keys are -inf first, then exactly 0.
-                            for j in 0..<tk { row[j] = mask.allowed(b, i, j, tq, tk) ? row[j] * s - l : -Float.infinity }
+                            st_scale_mask_row(row, tk, s, l, keyPadding.map { $0 + b * tk }, causalLimit(i))
                             expRowMasked(row, tk)
                         }
                         // dV += P^T dO
@@ -130,8 +131,7 @@ extension Tensor {
                         for r in 0..<rows {
                             let i = i0 + r
                             let delta = dot(dv, gb + r * dv, po + (bh * tq + i) * dv)
-                            let prow = p + r * tk, drow = dp + r * tk
-                            for j in 0..<tk { drow[j] = prow[j] * (drow[j] - delta) * s }
+                            st_softmax_grad_row(p + r * tk, dp + r * tk, tk, delta, s)
                         }
                         // dQ = dS K ; dK += dS^T Q
                         gemm(GEMMShape(m: rows, n: d, k: tk), dp, lda: tk, pk + bh * tk * d, ldb: d, gq.data + (bh * tq + i0) * d,
@@ -150,11 +150,7 @@ extension Tensor {
 /// row[j] *= scale for j < n, and -inf where `keep` (a key-padding row) is 0: a score row ready for
 /// `softmaxRow`. Shared by the blocked attention and the fused inference path.
 @inline(__always) func scaleAndMaskRow(_ row: UnsafeMutablePointer<Float>, _ n: Int, scale: Float, keep: UnsafePointer<Float>?) {
-    if let keep {
-        for j in 0..<n { row[j] = keep[j] != 0 ? row[j] * scale : -Float.infinity }
-    } else {
-        for j in 0..<n { row[j] *= scale }
-    }
+    st_scale_mask_row(row, n, scale, 0, keep, n)
 }
 
 /// Which attention implementation runs: both give the same results and gradients.
@@ -195,18 +191,10 @@ extension Tensor {
                 keyMask.data[b * tkp + j] = keep ? 0 : -.infinity
             }
         }
-        let pq = q.data, pk = k.data, pv = v.data, po = out.data, pl = lse.data, pm = UnsafePointer(keyMask.data)
+        let pq = UnsafePointer(q.data), pk = UnsafePointer(k.data), pv = UnsafePointer(v.data), po = out.data, pl = lse.data
+        let pm = UnsafePointer(keyMask.data)
         let causal = mask.causal
-        let iota = V16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), ninf = V16(repeating: -.infinity)
 
-        /// Keys query i may see (a prefix of them when causal).
-        @inline(__always) func visibleKeys(_ i: Int) -> Int { causal ? max(0, min(tk, i + (tk - tq) + 1)) : tk }
-        /// The 16 scores s q_i . k_j + mask for keys 16c..<16c+16 (kT: keys transposed, [d, tkp]).
-        @inline(__always) func scores(_ bh: Int, _ qi: UnsafePointer<Float>, _ c: Int, _ n: Int, _ kT: UnsafePointer<Float>) -> V16 {
-            var acc = loadV(pm + (bh / h) * tkp + 16 * c)
-            for p in 0..<d { acc.addProduct(V16(repeating: qi[p] * s), loadV(kT + p * tkp + 16 * c)) }
-            return causal ? acc.replacing(with: ninf, where: iota .>= V16(repeating: Float(n - 16 * c))) : acc
-        }
         /// dst [c, tkp] = src [tk, c] for the (batch, head) bh, zeros past tk.
         @inline(__always) func transpose(_ src: UnsafePointer<Float>, _ c: Int, _ bh: Int, _ dst: UnsafeMutablePointer<Float>) {
             let base = src + bh * tk * c
@@ -214,32 +202,21 @@ extension Tensor {
             for j in 0..<tk { for p in 0..<c { dst[p * tkp + j] = base[j * c + p] } }
         }
 
+        // The rows of one (batch, head) are the C kernel's (rowkernels.c): scores 16 keys at a time
+        // in registers (d multiply-adds each, mask and max in the same pass), exp, P V.
         ThreadPool.shared.parallelFor(bsz * h) { bh in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: (d + dv + 1) * tkp) { buffer in
                 let kT = buffer.baseAddress!, vT = kT + d * tkp, row = vT + dv * tkp
                 transpose(pk, d, bh, kT)
                 transpose(pv, dv, bh, vT)
-                for i in 0..<tq {
-                    let n = visibleKeys(i), chunks = (n + 15) / 16, width = 16 * chunks
-                    let qi = pq + (bh * tq + i) * d, oi = po + (bh * tq + i) * dv
-                    var vmax = ninf
-                    for c in 0..<chunks {
-                        let x = scores(bh, qi, c, n, kT)
-                        storeV(row + 16 * c, x)
-                        vmax = vmax.replacing(with: x, where: x .> vmax)
-                    }
-                    let m = vmax.max()
-                    if m == -.infinity { oi.initialize(repeating: 0, count: dv); pl[bh * tq + i] = -.infinity; continue }
-                    let sum = expShiftedSum(row, width, shift: m)
-                    pl[bh * tq + i] = m + Foundation.log(sum)
-                    for cd in 0..<dv { oi[cd] = dot(width, row, vT + cd * tkp) / sum }
-                }
+                st_attention_small_forward(tq, tk, tkp, d, dv, pq + bh * tq * d, kT, vT, pm + (bh / h) * tkp, causal, s,
+                                           po + bh * tq * dv, pl + bh * tq, row)
             }
         }
         let o = out.detach()
         return record(out, "attention", [q, k, v]) { [lse, keyMask] g in
             withExtendedLifetime(keyMask) {}
-            let pl = lse.data, pg = g.data, po = o.data
+            let pl = UnsafePointer(lse.data), pg = UnsafePointer(g.data), po = UnsafePointer(o.data)
             let gq = Tensor(shape: q.shape), gk = Tensor(shape: k.shape), gv = Tensor(shape: v.shape)
             // Per row i: P = exp(S - lse); dV^T += dO_i P; dP = dO_i V^T; dS = P (dP - dO_i . O_i) s;
             // dQ_i = dS K; dK^T += q_i dS.
@@ -250,22 +227,9 @@ extension Tensor {
                     transpose(pk, d, bh, kT)
                     transpose(pv, dv, bh, vT)
                     dkT.initialize(repeating: 0, count: (d + dv) * tkp)
-                    for i in 0..<tq {
-                        let n = visibleKeys(i), l = pl[bh * tq + i], chunks = (n + 15) / 16, width = 16 * chunks
-                        let qi = pq + (bh * tq + i) * d, gi = pg + (bh * tq + i) * dv, gqi = gq.data + (bh * tq + i) * d
-                        if n == 0 || l == -Float.infinity { gqi.initialize(repeating: 0, count: d); continue }
-                        for c in 0..<chunks { storeV(p + 16 * c, scores(bh, qi, c, n, kT)) }
-                        _ = expShiftedSum(p, width, shift: l)
-                        for cd in 0..<dv { axpy(width, gi[cd], p, dvT + cd * tkp) }
-                        let delta = V16(repeating: dot(dv, gi, po + (bh * tq + i) * dv)), vs = V16(repeating: s)
-                        for c in 0..<chunks {
-                            var dp = V16()
-                            for cd in 0..<dv { dp.addProduct(V16(repeating: gi[cd]), loadV(vT + cd * tkp + 16 * c)) }
-                            storeV(ds + 16 * c, loadV(p + 16 * c) * (dp - delta) * vs)
-                        }
-                        for e in 0..<d { gqi[e] = dot(width, ds, kT + e * tkp) }
-                        for e in 0..<d { axpy(width, qi[e], ds, dkT + e * tkp) }
-                    }
+                    st_attention_small_backward(tq, tk, tkp, d, dv, pq + bh * tq * d, kT, vT, pm + (bh / h) * tkp, causal, s,
+                                                pg + bh * tq * dv, po + bh * tq * dv, pl + bh * tq, gq.data + bh * tq * d,
+                                                dkT, dvT, p, ds)
                     let gkb = gk.data + bh * tk * d, gvb = gv.data + bh * tk * dv
                     for j in 0..<tk {
                         for e in 0..<d { gkb[j * d + e] = dkT[e * tkp + j] }
@@ -278,31 +242,5 @@ extension Tensor {
     }
 }
 
-/// x[j] = exp(x[j] - shift) in place for n a multiple of 16, exactly 0 where x[j] is -infinity;
-/// returns the sum. A loop of its own so that vexp inlines (called per vector from the attention
-/// closures it did not, and the calls cost 12% of LST's side step).
-func expShiftedSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
-    let ninf = V16(repeating: -Float.infinity), vs = V16(repeating: shift)
-    var acc = V16()
-    var j = 0
-    while j < n {
-        let v = loadV(x + j)
-        let e = vexp(v - vs).replacing(with: 0, where: v .== ninf)
-        storeV(x + j, e)
-        acc += e
-        j += 16
-    }
-    return hsum(acc)
-}
-
-/// x[j] = exp(x[j]) in place, with exactly 0 where x[j] is -infinity (vexp clamps to ~1e-38).
-@inline(__always) func expRowMasked(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-    let ninf = V16(repeating: -Float.infinity)
-    var j = 0
-    while j + 16 <= n {
-        let v = loadV(x + j)
-        storeV(x + j, vexp(v).replacing(with: 0, where: v .== ninf))
-        j += 16
-    }
-    while j < n { x[j] = x[j] == -Float.infinity ? 0 : vexp(x[j]); j += 1 }
-}
+/// x[j] = exp(x[j]) in place, with exactly 0 where x[j] is -infinity (the vector exp clamps to ~1e-38).
+@inline(__always) func expRowMasked(_ x: UnsafeMutablePointer<Float>, _ n: Int) { st_exp_row_masked(x, n) }

@@ -164,33 +164,23 @@ extension Tensor {
         return record(out, "affine", [self]) { g in [g.affine(scale: scale, shift: 0)] }
     }
 
-    /// Elementwise op with a derivative that is a function of (x, y): grad_x = g * d(x, y).
-    /// Generic over the kernel type (not closures) so that both loops are specialised with the
-    /// math inlined: the stored backward closure of a closure-taking version called the derivative
-    /// out of line for every 16 floats (GELU's backward was 5% of LST's side step).
-    func unary<K: UnaryKernel>(_ op: String, _ kernel: K.Type) -> Tensor {
+    /// Elementwise op with a derivative that is a function of (x, y): grad_x = g * d(x, y). The
+    /// kernels are C (`st_unary_forward`, `st_unary_backward`), per chunk of the threads' split.
+    func unary(_ op: String, _ kind: UnaryKind) -> Tensor {
         let out = Tensor(shape: shape)
-        mapUnary(count, data, out.data) { K.value($0) }
+        let px = UnsafePointer(data), po = out.data
+        parallelElementwise(count) { lo, hi in st_unary_forward(kind.c, hi - lo, px + lo, po + lo) }
         let y = out.detach() // the output's bytes without its node (capturing `out` would be a cycle)
         return record(out, op, [self]) { [self] g in
             let x = self
             let d = Tensor(shape: x.shape)
-            let px = x.data, py = y.data, pg = g.data, pd = d.data
-            parallelElementwise(x.count) { lo, hi in
-                var i = lo
-                while i + 16 <= hi { storeV(pd + i, loadV(pg + i) * K.derivative(loadV(px + i), loadV(py + i))); i += 16 }
-                if i < hi {
-                    var vx = V16(), vy = V16(), vg = V16()
-                    for j in 0..<(hi - i) { vx[j] = px[i + j]; vy[j] = py[i + j]; vg[j] = pg[i + j] }
-                    let r = vg * K.derivative(vx, vy)
-                    for j in 0..<(hi - i) { pd[i + j] = r[j] }
-                }
-            }
+            let px = UnsafePointer(x.data), py = UnsafePointer(y.data), pg = UnsafePointer(g.data), pd = d.data
+            parallelElementwise(x.count) { lo, hi in st_unary_backward(kind.c, hi - lo, px + lo, py + lo, pg + lo, pd + lo) }
             return [d]
         }
     }
 
-    public func exp() -> Tensor { unary("exp", ExpKernel.self) }
+    public func exp() -> Tensor { unary("exp", .exp) }
 
     public func log() -> Tensor {
         let out = Tensor(shape: shape)
@@ -198,27 +188,25 @@ extension Tensor {
         return record(out, "log", [self]) { [self] g in [g / self.detach()] }
     }
 
-    public func sqrt() -> Tensor { unary("sqrt", SqrtKernel.self) }
-    public func tanh() -> Tensor { unary("tanh", TanhKernel.self) }
-    public func sigmoid() -> Tensor { unary("sigmoid", SigmoidKernel.self) }
-    public func relu() -> Tensor {
-        unary("relu", ReluKernel.self)
-    }
-    public func square() -> Tensor { unary("square", SquareKernel.self) }
+    public func sqrt() -> Tensor { unary("sqrt", .sqrt) }
+    public func tanh() -> Tensor { unary("tanh", .tanh) }
+    public func sigmoid() -> Tensor { unary("sigmoid", .sigmoid) }
+    public func relu() -> Tensor { unary("relu", .relu) }
+    public func square() -> Tensor { unary("square", .square) }
 
     /// SiLU (swish): x * sigmoid(x).
     public func silu() -> Tensor {
-        unary("silu", SiluKernel.self)
+        unary("silu", .silu)
     }
 
     /// GELU, exact form: 0.5 x (1 + erf(x / sqrt 2)) (BERT's "gelu").
     public func gelu() -> Tensor {
-        unary("gelu", GeluKernel.self)
+        unary("gelu", .gelu)
     }
 
     /// GELU, tanh approximation (GPT-2's "gelu_new").
     public func geluTanh() -> Tensor {
-        unary("gelu_tanh", GeluTanhKernel.self)
+        unary("gelu_tanh", .geluTanh)
     }
 }
 
@@ -254,66 +242,29 @@ extension Tensor {
     }
 }
 
-/// An elementwise function and its derivative given the input x and the output y = value(x).
-protocol UnaryKernel {
-    static func value(_ x: V16) -> V16
-    static func derivative(_ x: V16, _ y: V16) -> V16
-}
+/// The elementwise functions the C kernels compute, with their derivatives in terms of x and
+/// y = f(x) (rowkernels.h's `st_unary`).
+public enum UnaryKind: Sendable {
+    case exp, sqrt, tanh, sigmoid, relu, square, silu
+    /// GELU, exact form: 0.5 x (1 + erf(x / sqrt 2)).
+    case gelu
+    /// GELU, tanh approximation: 0.5 x (1 + tanh(c (x + k x^3))), c = sqrt(2 / pi), k = 0.044715.
+    case geluTanh
+    case identity
 
-enum ExpKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { vexp(x) }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 { y }
-}
-
-enum SqrtKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { x.squareRoot() }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 { 0.5 / y }
-}
-
-enum TanhKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { vtanh(x) }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 { 1 - y * y }
-}
-
-enum SigmoidKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { vsigmoid(x) }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 { y * (1 - y) }
-}
-
-enum ReluKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { st_relu16(x) }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 { V16(repeating: 1).replacing(with: 0, where: x .<= 0) }
-}
-
-enum SquareKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { x * x }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 { 2 * x }
-}
-
-/// SiLU (swish): x * sigmoid(x).
-enum SiluKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { x * vsigmoid(x) }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 {
-        let s = vsigmoid(x)
-        return s * (1 + x * (1 - s))
-    }
-}
-
-/// GELU, exact form: 0.5 x (1 + erf(x / sqrt 2)).
-enum GeluKernel: UnaryKernel {
-    @inline(__always) static func value(_ x: V16) -> V16 { vgelu(x) }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 { vgeluDerivative(x) }
-}
-
-/// GELU, tanh approximation: 0.5 x (1 + tanh(c (x + k x^3))).
-enum GeluTanhKernel: UnaryKernel {
-    static let c: Float = 0.797_884_56, k: Float = 0.044715
-    @inline(__always) static func value(_ x: V16) -> V16 { 0.5 * x * (1 + vtanh(c * (x + k * x * x * x))) }
-    @inline(__always) static func derivative(_ x: V16, _ y: V16) -> V16 {
-        let x2: V16 = x * x
-        let t: V16 = vtanh(c * (x + k * x2 * x))
-        let dInner: V16 = c * (1 + 3 * k * x2)
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dInner
+    var c: Int32 {
+        switch self {
+        case .exp: Int32(ST_UNARY_EXP.rawValue)
+        case .sqrt: Int32(ST_UNARY_SQRT.rawValue)
+        case .tanh: Int32(ST_UNARY_TANH.rawValue)
+        case .sigmoid: Int32(ST_UNARY_SIGMOID.rawValue)
+        case .relu: Int32(ST_UNARY_RELU.rawValue)
+        case .square: Int32(ST_UNARY_SQUARE.rawValue)
+        case .silu: Int32(ST_UNARY_SILU.rawValue)
+        case .gelu: Int32(ST_UNARY_GELU.rawValue)
+        case .geluTanh: Int32(ST_UNARY_GELU_TANH.rawValue)
+        case .identity: Int32(ST_UNARY_IDENTITY.rawValue)
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+import CSideTuneKernels
 import Foundation
 
 /// Fused kernels for no-grad inference of transformer encoder layers (the frozen-backbone path).
@@ -12,40 +13,28 @@ public enum FusedInference {
         case gelu
         /// The tanh approximation, the same formula as `Tensor.geluTanh`.
         case geluTanh
-    }
 
-    @inline(__always) static func apply(_ act: Activation, _ x: V16) -> V16 {
-        switch act {
-        case .identity: return x
-        // The autograd ops' own kernels, so the fused path computes exactly what they do.
-        case .relu: return ReluKernel.value(x)
-        case .gelu: return GeluKernel.value(x)
-        case .geluTanh: return GeluTanhKernel.value(x)
+        var kind: UnaryKind {
+            switch self {
+            case .identity: .identity
+            case .relu: .relu
+            case .gelu: .gelu
+            case .geluTanh: .geluTanh
+            }
         }
     }
 
-    /// row[j] = act(row[j] + bias[j]) for j < n, in place (vectorised, the tail through a padded vector).
+    /// row[j] = act(row[j] + bias[j]) for j < n, in place (the same C kernels as the autograd ops).
     @inline(__always) static func biasActivationRow(_ row: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, _ n: Int,
                                                     _ act: Activation) {
-        var j = 0
-        while j + 16 <= n { storeV(row + j, apply(act, loadV(row + j) + loadV(bias + j))); j += 16 }
-        if j < n {
-            var v = V16()
-            for q in 0..<(n - j) { v[q] = row[j + q] + bias[j + q] }
-            let r = apply(act, v)
-            for q in 0..<(n - j) { row[j + q] = r[q] }
-        }
+        st_bias_activation_row(act.kind.c, row, bias, n)
     }
 
     /// out = LayerNorm(c + bias + residual) over one row of d, as `Tensor.layerNorm` computes it.
     @inline(__always) static func residualLayerNormRow(_ c: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>,
                                                        _ residual: UnsafePointer<Float>, _ d: Int, _ w: UnsafePointer<Float>,
                                                        _ b: UnsafePointer<Float>, _ eps: Float, _ out: UnsafeMutablePointer<Float>) {
-        // The sum first (stored in c), then layerNorm's own row normalisation.
-        var j = 0
-        while j + 16 <= d { storeV(c + j, loadV(c + j) + loadV(bias + j) + loadV(residual + j)); j += 16 }
-        while j < d { c[j] = c[j] + bias[j] + residual[j]; j += 1 }
-        _ = layerNormRow(c, out, d, w, b, eps)
+        st_residual_layer_norm_row(c, bias, residual, d, w, b, eps, out)
     }
 
     /// out[m, n] (row stride ldo) = act(x[m, k] W^T + bias) for weight [n, k] (PyTorch layout).

@@ -1,3 +1,4 @@
+import CSideTuneKernels
 import Foundation
 
 // Fused neural-network ops: each a forward kernel that saves what its backward needs (per-row
@@ -225,50 +226,15 @@ extension Tensor {
 /// log-sum-exp (-infinity for an all -infinity row); `x` and `y` may be the same buffer.
 @discardableResult
 @inline(__always) func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
-    var m = -Float.infinity
-    var j0 = 0
-    if n >= 16 {
-        var vm = V16(repeating: -Float.infinity)
-        while j0 + 16 <= n { let v = loadV(x + j0); vm = vm.replacing(with: v, where: v .> vm); j0 += 16 }
-        m = vm.max()
-    }
-    while j0 < n { m = max(m, x[j0]); j0 += 1 }
-    if m == -Float.infinity {
-        y.initialize(repeating: 0, count: n)
-        return -Float.infinity
-    }
-    var vs = V16()
-    let vm = V16(repeating: m)
-    var j = 0
-    while j + 16 <= n {
-        let e = vexp(loadV(x + j) - vm)
-        storeV(y + j, e); vs += e; j += 16
-    }
-    var s = hsum(vs)
-    while j < n { let e = vexp(x[j] - m); y[j] = e; s += e; j += 1 }
-    let inv = V16(repeating: 1 / s)
-    j = 0
-    while j + 16 <= n { storeV(y + j, loadV(y + j) * inv); j += 16 }
-    while j < n { y[j] *= inv[0]; j += 1 }
-    return m + Foundation.log(s)
+    st_softmax_row(x, y, n)
 }
 
-/// o = (x - mean) * rstd * w + b over one row of d (vectorised); returns (mean, rstd). Shared by
-/// `layerNorm` and the fused inference path so both normalise the same way.
+/// o = (x - mean) * rstd * w + b over one row of d; returns (mean, rstd). Shared by `layerNorm`
+/// and the fused inference path so both normalise the same way.
 @inline(__always) func layerNormRow(_ x: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>, _ d: Int,
                                     _ pw: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, _ eps: Float) -> (Float, Float) {
-    let mean = sumFloats(x, d) / Float(d)
-    let mv = V16(repeating: mean)
-    var acc = V16()
-    var j = 0
-    while j + 16 <= d { let c = loadV(x + j) - mv; acc.addProduct(c, c); j += 16 }
-    var v = hsum(acc)
-    while j < d { let c = x[j] - mean; v += c * c; j += 1 }
-    let rstd = 1 / (v / Float(d) + eps).squareRoot()
-    let rv = V16(repeating: rstd)
-    j = 0
-    while j + 16 <= d { storeV(o + j, ((loadV(x + j) - mv) * rv) * loadV(pw + j) + loadV(pb + j)); j += 16 }
-    while j < d { o[j] = (x[j] - mean) * rstd * pw[j] + pb[j]; j += 1 }
+    var mean: Float = 0, rstd: Float = 0
+    st_layer_norm_row(x, o, d, pw, pb, eps, &mean, &rstd)
     return (mean, rstd)
 }
 
@@ -288,45 +254,7 @@ func layerNormBackward(x: Tensor, stats: Tensor, g: Tensor, weight: Tensor?, bia
         ThreadPool.shared.parallelFor(chunks) { c in
             let r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks
             let gwp = partials.data + c * 2 * d, gbp = gwp + d
-            for row in r0..<r1 {
-                let xr = px + row * d, gr = pg + row * d
-                let mean = ps[2 * row], rstd = ps[2 * row + 1]
-                let mv = V16(repeating: mean), rv = V16(repeating: rstd)
-                var sDn = V16(), sDnX = V16()
-                var tDn: Float = 0, tDnX: Float = 0
-                var j = 0
-                while j + 16 <= d {
-                    let xhat = (loadV(xr + j) - mv) * rv, gv = loadV(gr + j)
-                    let dn = gv * loadV(pw + j)
-                    sDn += dn; sDnX.addProduct(dn, xhat)
-                    if wantW { storeV(gwp + j, loadV(gwp + j).addingProduct(gv, xhat)) }
-                    if wantB { storeV(gbp + j, loadV(gbp + j) + gv) }
-                    j += 16
-                }
-                while j < d {
-                    let xhat = (xr[j] - mean) * rstd, dn = gr[j] * pw[j]
-                    tDn += dn; tDnX += dn * xhat
-                    if wantW { gwp[j] += gr[j] * xhat }
-                    if wantB { gbp[j] += gr[j] }
-                    j += 1
-                }
-                let dnMean = (hsum(sDn) + tDn) / Float(d), dnXhatMean = (hsum(sDnX) + tDnX) / Float(d)
-                guard let gx else { continue }
-                let o = gx.data + row * d
-                let mD = V16(repeating: dnMean), mX = V16(repeating: dnXhatMean)
-                j = 0
-                while j + 16 <= d {
-                    let xhat = (loadV(xr + j) - mv) * rv
-                    let dn = loadV(gr + j) * loadV(pw + j)
-                    storeV(o + j, rv * (dn - mD - xhat * mX))
-                    j += 16
-                }
-                while j < d {
-                    let xhat = (xr[j] - mean) * rstd
-                    o[j] = rstd * (gr[j] * pw[j] - dnMean - xhat * dnXhatMean)
-                    j += 1
-                }
-            }
+            st_layer_norm_backward_rows(r0, r1, d, px, pg, ps, pw, wantW ? gwp : nil, wantB ? gbp : nil, gx?.data)
         }
     }
     func reduce(_ offset: Int, _ shape: [Int]) -> Tensor {

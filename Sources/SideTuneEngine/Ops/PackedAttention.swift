@@ -128,38 +128,10 @@ struct PackedKeys: @unchecked Sendable {
     }
 }
 
-/// Copies the kept keys' k and v rows of one (batch, head) into contiguous rows of hdp >= hd
-/// floats (zero past hd), so that dims can be taken 4 at a time.
-@inline(__always)
-private func gatherKeys(_ hd: Int, _ hdp: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int,
-                        _ kc: UnsafeMutablePointer<Float>, _ vc: UnsafeMutablePointer<Float>) {
-    for jj in 0..<kept.count(b) {
-        let j = kept.key(b, jj)
-        let kr = g.k(j), vr = g.v(j)
-        for p in 0..<hdp { kc[jj * hdp + p] = p < hd ? kr[p] : 0; vc[jj * hdp + p] = p < hd ? vr[p] : 0 }
-    }
-}
-
-/// acc_c (c < 4) = sum_j w[16 j ..< 16 j + 16] * rows[j * ld + c0 + c] for j < n: four 16-lane
-/// accumulators held in registers (in scratch memory they cost a store per key and dim).
-@inline(__always)
-private func weightedRows4(_ w: UnsafePointer<Float>, _ rows: UnsafePointer<Float>, _ ld: Int, _ n: Int)
-    -> (V16, V16, V16, V16) {
-    var a0 = V16(), a1 = V16(), a2 = V16(), a3 = V16()
-    for jj in 0..<n {
-        let e = loadV(w + 16 * jj), r = rows + jj * ld
-        a0.addProduct(e, V16(repeating: r[0]))
-        a1.addProduct(e, V16(repeating: r[1]))
-        a2.addProduct(e, V16(repeating: r[2]))
-        a3.addProduct(e, V16(repeating: r[3]))
-    }
-    return (a0, a1, a2, a3)
-}
-
 /// Forward of one (batch, head): out rows at `o` (stride ldo), log-sum-exps at `lse`.
 private func packedForward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                         _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, hdp = roundUp(hd, 4)
+    let n = kept.count(b), t = g.t
     if n == 0 {
         for i in 0..<t { (o + i * ldo).initialize(repeating: 0, count: hd); lse[i] = -.infinity }
         return
@@ -170,61 +142,18 @@ private func packedForward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _
         }
         return
     }
-    // Scratch: kept k and v rows [n, hdp] each, the block's scores [n] x 16 lanes, q^T [hd] x 16.
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * n * hdp + 16 * n + 16 * hd) { buffer in
-        packedForwardKernel(hd, g, kept, b, s, o, ldo, lse, buffer.baseAddress!)
+    // The C kernel for other widths (rowkernels.c): 16 queries in the lanes.
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: st_attention_packed_forward_scratch(hd, n)) { buffer in
+        kept.withKeys(b) { st_attention_packed_forward(hd, t, n, $0, g.base, g.ld, g.dm, g.col, s, o, ldo, lse, buffer.baseAddress!) }
     }
 }
-
-private func packedForwardKernel(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
-                                              _ o: UnsafeMutablePointer<Float>, _ ldo: Int, _ lse: UnsafeMutablePointer<Float>,
-                                              _ scratch: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, hdp = roundUp(hd, 4)
-    let kc = scratch, vc = kc + n * hdp, sc = vc + n * hdp, qT = sc + 16 * n
-    gatherKeys(hd, hdp, g, kept, b, kc, vc)
-    var i0 = 0
-    while i0 < t {
-        let lanes = min(16, t - i0)
-        // q^T, pre-scaled; lanes past the end are 0 (their results are not stored).
-        for p in 0..<hd {
-            var v = V16()
-            for l in 0..<lanes { v[l] = g.q(i0 + l)[p] * s }
-            storeV(qT + 16 * p, v)
-        }
-        var m = V16(repeating: -.infinity)
-        for jj in 0..<n {
-            let kr = kc + jj * hdp
-            var x = V16()
-            for p in 0..<hd { x.addProduct(loadV(qT + 16 * p), V16(repeating: kr[p])) }
-            storeV(sc + 16 * jj, x)
-            m = m.replacing(with: x, where: x .> m)
-        }
-        let sum = expLanes(sc, n, shift: m)
-        let inv = 1 / sum
-        var c0 = 0
-        while c0 < hd {
-            let (a0, a1, a2, a3) = weightedRows4(sc, vc + c0, hdp, n)
-            for (c, a) in [a0, a1, a2, a3].enumerated() where c0 + c < hd {
-                let r = a * inv
-                for l in 0..<lanes { o[(i0 + l) * ldo + c0 + c] = r[l] }
-            }
-            c0 += 4
-        }
-        for l in 0..<lanes { lse[i0 + l] = m[l] + Foundation.log(sum[l]) }
-        i0 += 16
-    }
-}
-
-/// Queries per backward group: P and dS for a group are kept as [n keys] x 64 (key-major), then
-/// dV = P^T dO and dK = dS^T (s Q) are reduced over the group's queries.
-private let packedGroup = 64
 
 /// Backward of one (batch, head). go, oo: dO and O rows (stride dm); gq: this head's dQ columns in
 /// the [T, 3 dm] gradient rows (dK at + dm, dV at + 2 dm), all written (zeros for padded keys).
 private func packedBackward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
                                          _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
                                          _ gq: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hdp = roundUp(hd, 4)
+    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld
     // Padded keys (and every key when all are padding) get zero dK, dV; the kernels write the kept
     // keys', so when every key is kept there is nothing to clear.
     if n < t {
@@ -246,117 +175,9 @@ private func packedBackward(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, 
         }
         return
     }
-    let scratch = 2 * n * hdp + 2 * n * hd + 2 * n * packedGroup + 2 * hd * packedGroup
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buffer in
-        packedBackwardKernel(hd, g, kept, b, s, go, oo, lse, gq, buffer.baseAddress!)
-    }
-}
-
-private func packedBackwardKernel(_ hd: Int, _ g: PackedGeometry, _ kept: PackedKeys, _ b: Int, _ s: Float,
-                                               _ go: UnsafePointer<Float>, _ oo: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
-                                               _ gq: UnsafeMutablePointer<Float>, _ scratch: UnsafeMutablePointer<Float>) {
-    let n = kept.count(b), t = g.t, dm = g.dm, ld = g.ld, hdp = roundUp(hd, 4), group = packedGroup
-    let kc = scratch, vc = kc + n * hdp, dkc = vc + n * hdp, dvc = dkc + n * hd
-    let pT = dvc + n * hd, dsT = pT + n * group, qT = dsT + n * group, dT = qT + hd * group
-    gatherKeys(hd, hdp, g, kept, b, kc, vc)
-    dkc.initialize(repeating: 0, count: 2 * n * hd)
-    var g0 = 0
-    while g0 < t {
-        let gl = min(group, t - g0), blocks = (gl + 15) / 16
-        // q^T (pre-scaled, as in forward) and dO^T for the group, zero past the end (those lanes
-        // then give P = 1, dS = 0 and add nothing: their dO is 0).
-        for p in 0..<hd {
-            for l in 0..<(16 * blocks) {
-                let i = g0 + l
-                qT[p * group + l] = l < gl ? g.q(i)[p] * s : 0
-                dT[p * group + l] = l < gl ? go[i * dm + p] : 0
-            }
-        }
-        for blk in 0..<blocks {
-            let l0 = 16 * blk, lanes = min(16, gl - l0)
-            var lv = V16(), dd = V16()
-            for l in 0..<lanes {
-                let i = g0 + l0 + l
-                lv[l] = lse[i]
-                var x: Float = 0
-                for c in 0..<hd { x += go[i * dm + c] * oo[i * dm + c] }
-                dd[l] = x
-            }
-            // Per key: P = exp(S - lse) (the exp in a pass of its own), then dS = P (dP - D).
-            // The block's P and dS columns live at stride `group`: a [n] x 16 view of pT, dsT.
-            let pb = pT + l0, db = dsT + l0
-            for jj in 0..<n {
-                let kr = kc + jj * hdp
-                var x = V16()
-                for p in 0..<hd { x.addProduct(loadV(qT + p * group + l0), V16(repeating: kr[p])) }
-                storeV(pb + jj * group, x)
-            }
-            expLanesStrided(pb, n, group, shift: lv)
-            for jj in 0..<n {
-                let vr = vc + jj * hdp
-                var dp = V16()
-                for c in 0..<hd { dp.addProduct(loadV(dT + c * group + l0), V16(repeating: vr[c])) }
-                storeV(db + jj * group, loadV(pb + jj * group) * (dp - dd))
-            }
-            // dQ = s dS K, four dims at a time in registers.
-            let vs = V16(repeating: s)
-            var c0 = 0
-            while c0 < hd {
-                let (a0, a1, a2, a3) = weightedRowsStrided4(db, group, kc + c0, hdp, n)
-                for (c, a) in [a0, a1, a2, a3].enumerated() where c0 + c < hd {
-                    let r = a * vs
-                    for l in 0..<lanes { gq[(g0 + l0 + l) * ld + c0 + c] = r[l] }
-                }
-                c0 += 4
-            }
-        }
-        // dV[j] += sum_i P[j][i] dO[i];  dK[j] += sum_i dS[j][i] (s q[i]).
-        let width = 16 * blocks
-        for jj in 0..<n {
-            for c in 0..<hd {
-                dvc[jj * hd + c] += dot(width, pT + jj * group, dT + c * group)
-                dkc[jj * hd + c] += dot(width, dsT + jj * group, qT + c * group)
-            }
-        }
-        g0 += group
-    }
-    for jj in 0..<n {
-        let j = kept.key(b, jj)
-        for p in 0..<hd {
-            gq[j * ld + dm + p] = dkc[jj * hd + p]
-            gq[j * ld + 2 * dm + p] = dvc[jj * hd + p]
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: st_attention_packed_backward_scratch(hd, n)) { buffer in
+        kept.withKeys(b) {
+            st_attention_packed_backward(hd, t, n, $0, g.base, ld, dm, g.col, s, go, oo, lse, gq, buffer.baseAddress!)
         }
     }
-}
-
-/// `weightedRows4` with the 16-lane weights at a stride of `wld` floats.
-@inline(__always)
-private func weightedRowsStrided4(_ w: UnsafePointer<Float>, _ wld: Int, _ rows: UnsafePointer<Float>, _ ld: Int, _ n: Int)
-    -> (V16, V16, V16, V16) {
-    var a0 = V16(), a1 = V16(), a2 = V16(), a3 = V16()
-    for jj in 0..<n {
-        let e = loadV(w + wld * jj), r = rows + jj * ld
-        a0.addProduct(e, V16(repeating: r[0]))
-        a1.addProduct(e, V16(repeating: r[1]))
-        a2.addProduct(e, V16(repeating: r[2]))
-        a3.addProduct(e, V16(repeating: r[3]))
-    }
-    return (a0, a1, a2, a3)
-}
-
-/// x[ld j + l] = exp(x[ld j + l] - shift[l]) for j < n, l < 16 (a loop of its own, as `expLanes`).
-func expLanesStrided(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ ld: Int, shift: V16) {
-    for j in 0..<n { storeV(x + ld * j, vexp(loadV(x + ld * j) - shift)) }
-}
-
-/// x[16 j + l] = exp(x[16 j + l] - shift[l]) for j < n; returns the lane sums. A loop of its own
-/// so that vexp inlines (inside the generic kernels it stayed a call: 15% of LST's side step).
-func expLanes(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: V16) -> V16 {
-    var acc = V16()
-    for j in 0..<n {
-        let e = vexp(loadV(x + 16 * j) - shift)
-        storeV(x + 16 * j, e)
-        acc += e
-    }
-    return acc
 }

@@ -1,3 +1,5 @@
+import CSideTuneKernels
+
 /// Sums over axes, one axis at a time: each step views the tensor as [outer, n, inner] and adds the
 /// n slices (vectorised over inner, or a row reduction when inner == 1).
 func sumAxis(_ x: Tensor, _ axis: Int) -> Tensor {
@@ -21,16 +23,8 @@ func sumAxis(_ x: Tensor, _ axis: Int) -> Tensor {
     return out
 }
 
-/// Sum of n floats with vector accumulators.
-@inline(__always) func sumFloats(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-    var s0 = V16(), s1 = V16()
-    var i = 0
-    while i + 32 <= n { s0 += loadV(p + i); s1 += loadV(p + i + 16); i += 32 }
-    while i + 16 <= n { s0 += loadV(p + i); i += 16 }
-    var s = hsum(s0 + s1)
-    while i < n { s += p[i]; i += 1 }
-    return s
-}
+/// Sum of n floats with vector accumulators (`st_sum`).
+@inline(__always) func sumFloats(_ p: UnsafePointer<Float>, _ n: Int) -> Float { st_sum(p, n) }
 
 extension Tensor {
     /// Sum over `axes` (all axes when nil). Negative axes count from the end.

@@ -1,18 +1,14 @@
-#ifndef SIDETUNE_VECMATH_H
-#define SIDETUNE_VECMATH_H
 
-// 16-lane transcendental functions for the elementwise kernels, written with clang's vector
-// extensions. Swift imports `st_f16` as SIMD16<Float> and inlines these static functions, and
-// clang compiles them to a handful of zmm (or paired ymm) instructions. The same formulas in Swift
-// SIMD (`replacing(with:where:)`, Int32 bit casts) compiled to mask shuffles across four xmm
-// registers and out-of-line calls: vexp was 150 instructions and erf a call per vector.
+// 16-lane transcendental functions for the vector kernels, written with clang's vector extensions
+// and included once per instruction set inside each kernel file's copies (ST_FN names them), so
+// each copy inlines its own: exp, erf, tanh, sigmoid, GELU and its derivative, ReLU. (The same
+// formulas in Swift SIMD compiled to mask shuffles across four xmm registers and out-of-line calls.)
+// Needs st_f16 and st_i16 (16 floats, 16 ints) declared by the includer. Not a header of its own.
 
-typedef float st_f16 __attribute__((ext_vector_type(16)));
-typedef int st_i16 __attribute__((ext_vector_type(16)));
 
 /// exp(x), Cephes-style: 2^n * p(r) with r = x - n ln2 split in two parts; about 2 ulp. Inputs
 /// below -87.34 give exp(-87.34) (~1e-38), above 88.72 give exp(88.72).
-static inline __attribute__((always_inline)) st_f16 st_exp16(st_f16 x) {
+static inline __attribute__((always_inline)) st_f16 ST_FN(st_exp16)(st_f16 x) {
     x = __builtin_elementwise_max(x, (st_f16)(-87.33654f));
     x = __builtin_elementwise_min(x, (st_f16)(88.72283f));
     // Adding 1.5 * 2^23 rounds to an integer (to nearest even); t's bit pattern is 0x4B400000 + n.
@@ -33,7 +29,7 @@ static inline __attribute__((always_inline)) st_f16 st_exp16(st_f16 x) {
 }
 
 /// erf(x) as a rational function x P(x^2) / Q(x^2) on [-4, 4] (Eigen's single-precision fit).
-static inline __attribute__((always_inline)) st_f16 st_erf16(st_f16 a) {
+static inline __attribute__((always_inline)) st_f16 ST_FN(st_erf16)(st_f16 a) {
     st_f16 x = __builtin_elementwise_min(__builtin_elementwise_max(a, (st_f16)(-4.0f)), (st_f16)(4.0f));
     st_f16 x2 = x * x;
     st_f16 p = (st_f16)(-2.72614225e-10f);
@@ -53,26 +49,24 @@ static inline __attribute__((always_inline)) st_f16 st_erf16(st_f16 a) {
 }
 
 /// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|): no overflow, absolute error ~1e-7.
-static inline __attribute__((always_inline)) st_f16 st_tanh16(st_f16 x) {
+static inline __attribute__((always_inline)) st_f16 ST_FN(st_tanh16)(st_f16 x) {
     st_f16 ax = __builtin_elementwise_abs(x);
-    st_f16 e = st_exp16(-2.0f * ax);
+    st_f16 e = ST_FN(st_exp16)(-2.0f * ax);
     st_f16 t = (1.0f - e) / (1.0f + e);
     return __builtin_elementwise_copysign(t, x);
 }
 
-static inline __attribute__((always_inline)) st_f16 st_sigmoid16(st_f16 x) { return 1.0f / (1.0f + st_exp16(-x)); }
+static inline __attribute__((always_inline)) st_f16 ST_FN(st_sigmoid16)(st_f16 x) { return 1.0f / (1.0f + ST_FN(st_exp16)(-x)); }
 
 /// GELU, exact form: 0.5 x (1 + erf(x / sqrt 2)) (BERT's "gelu").
-static inline __attribute__((always_inline)) st_f16 st_gelu16(st_f16 x) {
-    return 0.5f * x * (1.0f + st_erf16(x * 0.70710678f));
+static inline __attribute__((always_inline)) st_f16 ST_FN(st_gelu16)(st_f16 x) {
+    return 0.5f * x * (1.0f + ST_FN(st_erf16)(x * 0.70710678f));
 }
 
 /// d GELU / dx = Phi(x) + x phi(x).
-static inline __attribute__((always_inline)) st_f16 st_gelu_derivative16(st_f16 x) {
-    return 0.5f * (1.0f + st_erf16(x * 0.70710678f)) + x * 0.39894228f * st_exp16(-0.5f * x * x);
+static inline __attribute__((always_inline)) st_f16 ST_FN(st_gelu_derivative16)(st_f16 x) {
+    return 0.5f * (1.0f + ST_FN(st_erf16)(x * 0.70710678f)) + x * 0.39894228f * ST_FN(st_exp16)(-0.5f * x * x);
 }
 
 /// max(x, 0).
-static inline __attribute__((always_inline)) st_f16 st_relu16(st_f16 x) { return __builtin_elementwise_max(x, (st_f16)(0.0f)); }
-
-#endif
+static inline __attribute__((always_inline)) st_f16 ST_FN(st_relu16)(st_f16 x) { return __builtin_elementwise_max(x, (st_f16)(0.0f)); }

@@ -220,3 +220,25 @@ func captureStandardOutput(_ body: () throws -> Void) throws -> String {
     if let thrown { throw thrown }
     return String(decoding: data, as: UTF8.self)
 }
+
+@Suite struct ComparePlotTests {
+    /// Labels of points close together (LST and LAST often are) do not overlap each other or any
+    /// point, and stay inside the plot; the title names the setting.
+    @Test func labelsNeverOverlap() {
+        let points: [(Double, Double)] = [(400, 200), (405, 204), (398, 196), (410, 200), (120, 300), (600, 60)]
+        let labels = ["lst", "last", "qst", "linear", "lora", "full"]
+        let boxes = CompareOutput.labelBoxes(labels, points: points, bounds: (70, 50, 650, 380))
+        func overlap(_ a: (x: Double, y: Double, w: Double, h: Double), _ b: (x: Double, y: Double, w: Double, h: Double)) -> Bool {
+            min(a.x + a.w, b.x + b.w) > max(a.x, b.x) && min(a.y + a.h, b.y + b.h) > max(a.y, b.y)
+        }
+        for i in boxes.indices {
+            #expect(boxes[i].x >= 70 && boxes[i].y >= 50 && boxes[i].x + boxes[i].w <= 650 && boxes[i].y + boxes[i].h <= 380)
+            for j in boxes.indices where j != i { #expect(!overlap(boxes[i], boxes[j]), "\(labels[i]) and \(labels[j]) overlap") }
+            for (k, p) in points.enumerated() {
+                #expect(!overlap(boxes[i], (p.0 - 5, p.1 - 5, 10, 10)), "\(labels[i]) covers the point of \(labels[k])")
+            }
+        }
+        let svg = CompareOutput.svg([], title: "minilm on tweets: 2000 training, 500 test examples")
+        #expect(svg.contains("minilm on tweets") && svg.contains("(MiB)") && svg.contains("(%)"))
+    }
+}

@@ -46,8 +46,10 @@ extension AdaptationMethod {
 }
 
 public enum MethodRegistry {
-    /// Every method, in the order tables list them.
-    public static let all: [any AdaptationMethod.Type] = [
+    /// Every method, in the order tables list them. (An immutable list of metatypes; Swift 6.2+
+    /// calls protocol metatypes non-Sendable unless the protocol refines SendableMetatype, which
+    /// the 6.0 tools this package supports do not have.)
+    nonisolated(unsafe) public static let all: [any AdaptationMethod.Type] = [
         LSTMethod.self, LASTMethod.self, QSTMethod.self, HSTMethod.self, LinearProbeMethod.self, FullFineTuningMethod.self,
         BitFitMethod.self, LoRAMethod.self, QLoRAMethod.self, AdapterMethod.self, PromptTuningMethod.self,
     ]

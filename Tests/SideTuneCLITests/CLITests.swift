@@ -191,7 +191,7 @@ import Testing
     }
 }
 
-nonisolated(unsafe) let captureLock = NSLock()
+let captureLock = NSLock()
 
 /// Runs `body` with stdout redirected into a pipe and returns what it printed.
 func captureStandardOutput(_ body: () throws -> Void) throws -> String {

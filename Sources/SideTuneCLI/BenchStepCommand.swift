@@ -94,7 +94,9 @@ extension SideTuneCommand.Bench {
                     let (computed, cached, note) = try time(model, split: EncodedSplit(ids: tokenRows, labels: labels), kind: kind)
                     let old = best[kind]
                     best[kind] = (min(computed, old?.computed ?? .infinity), cached.map { min($0, old?.cached ?? .infinity) })
-                    eprint("round \(round + 1) \(kind.rawValue): \(String(format: "%.4f", computed)) s computed\(cached.map { String(format: ", %.4f s from the cache", $0) } ?? "")\(note)")
+                    let times = (computed.isNaN ? [] : [String(format: "%.4f s computed", computed)])
+                        + (cached.map { [String(format: "%.4f s from the cache", $0)] } ?? [])
+                    eprint("round \(round + 1) \(kind.rawValue): \(times.joined(separator: ", "))\(note)")
                 }
             }
             let reference = best[.lora]?.computed
@@ -102,9 +104,15 @@ extension SideTuneCommand.Bench {
             print("method   s/step (backbone computed)   vs LoRA   s/step (from the cache)   speed-up from the cache")
             for kind in methods.kinds {
                 guard let b = best[kind] else { continue }
-                let vsLoRA = reference.map { String(format: "%6.0f%%", 100 * b.computed / $0) } ?? "     -"
-                let cachedText = b.cached.map { String(format: "%23.4f   %22.1fx", $0, b.computed / $0) } ?? ""
-                print(kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + String(format: " %27.4f", b.computed) + "   " + vsLoRA + "  " + cachedText)
+                // --taps-only times no computed step: its columns show "-".
+                let timed = !b.computed.isNaN
+                func dash(_ width: Int) -> String { String(repeating: " ", count: width - 1) + "-" }
+                let computedText = timed ? String(format: " %27.4f", b.computed) : dash(28)
+                let vsLoRA = timed ? reference.map { String(format: "%6.0f%%", 100 * b.computed / $0) } ?? dash(6) : dash(6)
+                let cachedText = b.cached.map {
+                    String(format: "%23.4f   ", $0) + (timed ? String(format: "%22.1fx", b.computed / $0) : dash(23))
+                } ?? ""
+                print(kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + computedText + "   " + vsLoRA + "  " + cachedText)
             }
         }
 

@@ -61,7 +61,8 @@ let package = Package(
             "SideTuneTokenizers", "SideTuneAssets", "SideTuneFormats",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"]),
+        // Swift 5 mode for main.swift alone: it sets stdout line-buffered (C globals are off limits in 6).
+        .executableTarget(name: "sidetune", dependencies: ["SideTuneCLI"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "SideTuneEngineTests", dependencies: ["SideTuneEngine", "SideTuneTestSupport", "CSideTuneKernels"]),
         .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"]),
         .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats", "SideTuneTestSupport"], exclude: ["Goldens"],

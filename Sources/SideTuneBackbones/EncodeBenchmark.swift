@@ -81,7 +81,7 @@ public enum EncodeBenchmark {
                            pool: ThreadPool = .shared, progress: ((String) -> Void)? = nil) -> Report {
         let cpu = CPUInfo.current()
         let threads = pool.activeThreads
-        let peak = PeakFLOPS.measure(threads: threads, pool: pool)
+        let peak = PeakFLOPS.measure(threads: threads)
         progress?(String(format: "FP32 peak on %d thread(s): %.1f GFLOPS", threads, peak))
         func forward() { _ = packed ? model.packedHiddenStates(input).hiddenStates : noGrad { model(input).hiddenStates } }
         forward() // warm-up (first touches of weights and allocator)

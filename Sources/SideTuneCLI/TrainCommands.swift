@@ -93,10 +93,12 @@ extension SideTuneCommand {
         var method: MethodKind = .lst
         @OptionGroup(title: "Method options") var methodFlags: MethodFlags
         @OptionGroup(title: "Training") var training: TrainingFlags
-        @Option(help: "Folder for checkpoints (best/, last/, state.json).")
+        @Option(help: "Folder for the run: a folder per complete epoch (weights, optimizer, state) and the links best and last to them, each switched atomically; eval, predict and generate take best or last (links: copy them with cp -rL).")
         var output: String?
-        @Flag(help: "Continue an interrupted run from --output's last checkpoint (the folder must exist; one without a saved epoch starts fresh).")
+        @Flag(help: "Continue the run in --output from its last complete epoch, exactly as if it had not stopped (the same data, split, seed and settings are required; the differences are listed otherwise).")
         var resume = false
+        @Flag(help: "Replace the run in --output (without --resume or --overwrite, a folder holding a run is refused).")
+        var overwrite = false
         @Option(help: "Also write the report as JSON to this file.")
         var report: String?
 
@@ -104,10 +106,22 @@ extension SideTuneCommand {
 
         public func validate() throws {
             if resume && output == nil { throw ValidationError("--resume needs --output (the folder of the interrupted run)") }
+            if overwrite && output == nil { throw ValidationError("--overwrite needs --output (the folder whose run it replaces)") }
+            if resume && overwrite { throw ValidationError("--resume continues the run in --output and --overwrite replaces it: choose one") }
             // A folder without state (a run stopped in its first epoch) starts fresh; a missing
             // folder is more likely a mistyped path than a run to start, so it is refused.
             if resume, let out = output, !FileManager.default.fileExists(atPath: out) {
                 throw ValidationError("--resume: \(out) does not exist, so there is no run to continue (check the path, or drop --resume to start a new run)")
+            }
+            if let out = output {
+                // Checked now, not after loading the model and an epoch of training.
+                var isFolder: ObjCBool = false
+                if FileManager.default.fileExists(atPath: out, isDirectory: &isFolder), !isFolder.boolValue {
+                    throw ValidationError("--output \(out) is a file; it must be a folder (it holds the run's epochs)")
+                }
+                if !resume && !overwrite && RunFolder.holdsRun(URL(fileURLWithPath: out, isDirectory: true)) {
+                    throw ValidationError("--output \(out) holds a run already: continue it with --resume, replace it with --overwrite, or choose another folder")
+                }
             }
             if let path = report {
                 // Checked before training, not found out after it.
@@ -124,7 +138,33 @@ extension SideTuneCommand {
         }
 
         public func run() throws {
-            try runTraining()
+            Interruption.install()
+            OutOfMemory.advice = "need less with a smaller --batch-size, more --micro-batches (each part holds less), --no-cache, or a shorter --max-length or --image-size"
+            do {
+                try runTraining()
+            } catch let stop as TrainingInterrupted {
+                FileHandle.standardError.write(Data("\(stop)\n".utf8))
+                if stop.lastEpoch > 0 {
+                    let again = CommandLine.arguments.dropFirst().filter { $0 != "--resume" && $0 != "--overwrite" } + ["--resume"]
+                    FileHandle.standardError.write(Data("  sidetune \(again.joined(separator: " "))\n".utf8))
+                }
+                throw ExitCode(stop.exitCode)
+            }
+        }
+
+        /// What identifies the run besides the trainer's parameters: a resumed run must match it.
+        func runIdentity() -> [String: String] {
+            var id: [String: String] = [
+                "data": task.data, "train limit": String(task.trainLimit), "eval limit": String(task.evalLimit),
+                "text column": task.textColumn ?? "-", "label column": task.labelColumn ?? "-", "strict": String(task.strict),
+                "image size": String(image.imageSize), "test limit": String(image.testLimit), "task": llm.task.rawValue,
+            ]
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: task.data, isDirectory: &isFolder), !isFolder.boolValue,
+               let digest = try? SHA256.hexDigest(ofFile: task.data) {
+                id["data sha256"] = digest
+            }
+            return id
         }
 
         /// Runs the training, prints the report table and returns the report (also written to
@@ -209,6 +249,8 @@ extension SideTuneCommand {
             var parameters = training.parameters(method: model.method, seed: task.seed)
             parameters.outputFolder = output.map { URL(fileURLWithPath: $0, isDirectory: true) }
             parameters.resume = resume
+            parameters.overwrite = overwrite
+            parameters.runIdentity = runIdentity()
             let trainer = try Trainer(model: model, parameters: parameters, train: train, validation: validation, test: test,
                                       checkpointConfig: config)
             let bar = ProgressBar()

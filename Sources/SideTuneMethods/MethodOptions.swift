@@ -59,6 +59,38 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     public enum Pooling: String, Codable, Sendable, CaseIterable { case mean, first }
 
     public init() {}
+
+    /// Refuses values no method can build with (read from a checkpoint or set in code), naming
+    /// each field and what it must be.
+    public func validate() throws {
+        var problems: [String] = []
+        func atLeast1(_ name: String, _ v: Int) { if v < 1 || v > 1 << 20 { problems.append("\(name) must be in 1...\(1 << 20), got \(v)") } }
+        func positive(_ name: String, _ v: Float) { if !(v > 0 && v.isFinite) { problems.append("\(name) must be a positive number, got \(v)") } }
+        atLeast1("reduction", reduction)
+        atLeast1("fisherExamples", fisherExamples)
+        atLeast1("rank", rank)
+        atLeast1("groupSize", groupSize)
+        atLeast1("loraRank", loraRank)
+        atLeast1("adapterBottleneck", adapterBottleneck)
+        atLeast1("promptLength", promptLength)
+        atLeast1("qst.reduction", qst.reduction)
+        atLeast1("qst.adapterWidth", qst.adapterWidth)
+        positive("gateTemperature", gateTemperature)
+        positive("attentionTemperature", attentionTemperature)
+        if !loraAlpha.isFinite { problems.append("loraAlpha must be finite, got \(loraAlpha)") }
+        if !(dropout >= 0 && dropout < 1) { problems.append("dropout must be in [0, 1), got \(dropout)") }
+        if !qst.gateInit.isFinite || !qst.outputGateInit.isFinite { problems.append("qst gate initial values must be finite") }
+        if let bad = droppedLayers.first(where: { $0 < 1 }) { problems.append("droppedLayers are 1-based layer numbers, got \(bad)") }
+        if let h = hst {
+            if h.dims.isEmpty || h.dims.count != h.depths.count || h.dims.count != h.heads.count {
+                problems.append("hst dims, depths and heads must be lists of one length, got \(h.dims.count), \(h.depths.count), \(h.heads.count)")
+            } else if let i = h.dims.indices.first(where: { h.dims[$0] < 1 || h.depths[$0] < 0 || h.heads[$0] < 1 || h.dims[$0] % h.heads[$0] != 0 }) {
+                problems.append("hst stage \(i + 1): width \(h.dims[i]) must be a positive multiple of its \(h.heads[i]) heads, depth >= 0")
+            }
+            atLeast1("hst.mlpRatio", h.mlpRatio)
+        }
+        if !problems.isEmpty { throw MethodError("method options: " + problems.joined(separator: "; ")) }
+    }
 }
 
 public struct MethodError: Error, CustomStringConvertible {

@@ -87,6 +87,7 @@ public enum MethodRegistry {
                                           trainingExamples: ((Int) -> [(input: B.Input, label: Int)])? = nil,
                                           progress: ((String) -> Void)? = nil) throws -> any TrainableModel<B.Input> {
         guard classes >= 2 else { throw MethodError("a classifier needs at least 2 classes, got \(classes)") }
+        try options.validate()
         // Unless told, a backbone stored in NF4 already stays so where the method allows it.
         let m = method(kind)
         let weights = options.weights ?? (backbone.weightFormat == .nf4 && m.refusal(weights: .nf4) == nil ? .nf4 : m.defaultWeights)

@@ -102,7 +102,7 @@ public final class RMSNorm: Module, NormLayer {
 }
 
 /// Inverted dropout; a fresh mask each call, reproducible from the seed.
-public final class Dropout: Module {
+public final class Dropout: Module, RandomStateful {
     public let p: Float
     private var _rng: SplitMix64
     public init(_ p: Float, seed: UInt64 = 0) {
@@ -113,6 +113,12 @@ public final class Dropout: Module {
     public func callAsFunction(_ x: Tensor) -> Tensor {
         guard training, p > 0 else { return x }
         return x.dropout(p, seed: nextSeed(), training: true)
+    }
+
+    /// The generator's state between steps (saved with a run, restored on resume).
+    public var randomState: UInt64 {
+        get { _lock.lock(); defer { _lock.unlock() }; return _rng.state }
+        set { _lock.lock(); defer { _lock.unlock() }; _rng.state = newValue }
     }
 
     // Inside `MicroBatches.run` the parts call this layer concurrently, in any order. The k-th

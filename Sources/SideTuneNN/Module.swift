@@ -93,6 +93,33 @@ open class Module {
         return self
     }
 
+    /// This module and every descendant, depth first, with their names ("" for this one).
+    public func namedModules() -> [(String, Module)] {
+        var out: [(String, Module)] = [("", self)]
+        for (name, child) in children() {
+            out += child.namedModules().map { ($0.0.isEmpty ? name : name + "." + $0.0, $0.1) }
+        }
+        return out
+    }
+
+    /// The state of every random generator here and in the children (Dropout's), by module name:
+    /// saved with a run, so that a resumed run draws the masks an uninterrupted one would.
+    public func randomStates() -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for (name, m) in namedModules() { if let r = m as? RandomStateful { out[name] = r.randomState } }
+        return out
+    }
+
+    /// Restores `randomStates()`; the names must be exactly this model's generators.
+    public func restoreRandomStates(_ states: [String: UInt64]) throws {
+        let generators = namedModules().compactMap { name, m in (m as? RandomStateful).map { (name, $0) } }
+        let names = Set(generators.map(\.0))
+        guard names == Set(states.keys) else {
+            throw ModuleError("random generators differ: saved \(states.keys.sorted()), model has \(names.sorted())")
+        }
+        for (name, g) in generators { g.randomState = states[name]! }
+    }
+
     public var parameterCount: Int { parameters().reduce(0) { $0 + $1.count } }
     public var trainableParameterCount: Int { trainableParameters().reduce(0) { $0 + $1.1.count } }
 
@@ -123,6 +150,12 @@ extension Mirror {
         while let s = m { out.append(contentsOf: s.children); m = s.superclassMirror }
         return out
     }
+}
+
+/// A layer that draws random numbers while training (Dropout); its generator's state is part of a
+/// run's state (`Module.randomStates()`).
+public protocol RandomStateful: AnyObject {
+    var randomState: UInt64 { get set }
 }
 
 public struct ModuleError: Error, CustomStringConvertible {

@@ -45,6 +45,22 @@ public struct CheckpointConfig: Codable, Sendable {
         self.backbonePath = backbonePath
     }
 
+    /// Refuses fields no model can be rebuilt from, naming the file, the field and the range.
+    public func validate(file: String) throws {
+        var problems: [String] = []
+        if maxLength < 1 || maxLength > 1 << 20 { problems.append("max_length must be in 1...\(1 << 20), got \(maxLength)") }
+        if epoch < 0 { problems.append("epoch must be >= 0, got \(epoch)") }
+        if let a = validationAccuracy, !(0...1).contains(a) { problems.append("validation_accuracy must be in [0, 1], got \(a)") }
+        if let s = imageSize, s < 14 || s % 14 != 0 || s > 14 * 1024 { problems.append("image_size must be a positive multiple of 14, got \(s)") }
+        if Set(labels).count != labels.count { problems.append("labels repeat: \(labels.prefix(8))") }
+        // Classifiers need two classes; a causal-LM checkpoint (QST tuned on an LLM) has none.
+        if labels.count == 1 || (labels.isEmpty && !(method == .qst && backboneFamily == .llama)) {
+            problems.append("labels must name at least 2 classes, got \(labels.count)")
+        }
+        do { try options.validate() } catch { problems.append("\(error)") }
+        if !problems.isEmpty { throw TrainerError("\(file): " + problems.joined(separator: "; ")) }
+    }
+
     enum CodingKeys: String, CodingKey {
         case format, method, options, labels, seed, epoch
         case maxLength = "max_length", backboneName = "backbone_name", backboneSHA256 = "backbone_sha256"
@@ -53,9 +69,11 @@ public struct CheckpointConfig: Codable, Sendable {
     }
 }
 
-/// A folder holding the trainable parameters and buffers (`weights.safetensors`) and `checkpoint.json`, both
-/// written atomically (temporary file, then rename), so a crash never leaves half a checkpoint.
+/// A folder holding the trainable parameters and buffers (`weights.safetensors`) and
+/// `checkpoint.json`. A run's epochs are such folders (`RunFolder`), with the optimizer and the
+/// trainer's state beside them.
 public enum Checkpoint {
+    /// Writes the two files into `folder`, each atomically (temporary file, then rename).
     public static func save(_ model: some TrainableModel, config: CheckpointConfig, to folder: URL) throws {
         try save(module: model, config: config, to: folder)
     }
@@ -63,13 +81,20 @@ public enum Checkpoint {
     /// Saves any module's trainable parameters (e.g. a QST side network tuned as a causal LM).
     public static func save(module model: Module, config: CheckpointConfig, to folder: URL) throws {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        var writer = SafetensorsWriter(metadata: ["format": config.format, "method": config.method.rawValue])
-        // Buffers (BatchNorm running statistics) are state too, though never trained.
+        try writeWeights(model, config: config, to: folder.appendingPathComponent("weights.safetensors"))
+        try writeJSONAtomically(config, to: folder.appendingPathComponent("checkpoint.json"))
+    }
+
+    /// `weights.safetensors`: the trainable parameters and the buffers (BatchNorm's running
+    /// statistics are state too, though never trained), with the format, the method and
+    /// `extraMetadata` (a run's id and epoch) in its metadata.
+    public static func writeWeights(_ model: Module, config: CheckpointConfig, extraMetadata: [String: String] = [:], to url: URL) throws {
+        let metadata = ["format": config.format, "method": config.method.rawValue].merging(extraMetadata) { a, _ in a }
+        var writer = SafetensorsWriter(metadata: metadata)
         for (name, p) in model.trainableParameters() + model.namedBuffers() {
             try writer.add(name, floats: p.toArray(), shape: p.shape)
         }
-        try writer.write(to: folder.appendingPathComponent("weights.safetensors").path)
-        try writeJSONAtomically(config, to: folder.appendingPathComponent("checkpoint.json"))
+        try writer.write(to: url.path)
     }
 
     public static func readConfig(_ folder: URL) throws -> CheckpointConfig {
@@ -77,19 +102,24 @@ public enum Checkpoint {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw TrainerError("\(url.path): no checkpoint here (expected checkpoint.json and weights.safetensors)")
         }
-        do { return try JSONDecoder().decode(CheckpointConfig.self, from: data) } catch {
+        let config: CheckpointConfig
+        do { config = try JSONDecoder().decode(CheckpointConfig.self, from: data) } catch {
             throw TrainerError("\(url.path): not a SideTune checkpoint: \(error)")
         }
+        try config.validate(file: url.path)
+        return config
     }
 
-    /// Loads the trainable parameters and buffers into `model` after checking the backbone identity.
-    public static func load(into model: some TrainableModel, from folder: URL, backboneSHA256: String) throws -> CheckpointConfig {
+    /// Loads the trainable parameters and buffers into `model` after checking the backbone identity
+    /// (and, with `expect`, that the weights file's metadata has these values: a run's id and epoch).
+    public static func load(into model: some TrainableModel, from folder: URL, backboneSHA256: String,
+                            expect: [String: String] = [:]) throws -> CheckpointConfig {
         let config = try readConfig(folder)
         try checkBackbone(config, sha256: backboneSHA256, folder: folder)
         guard config.method == model.method else {
             throw TrainerError("\(folder.path): checkpoint is for method \(config.method.rawValue), model is \(model.method.rawValue)")
         }
-        try loadParameters(into: model, from: folder)
+        try loadParameters(into: model, from: folder, expect: expect)
         return config
     }
 
@@ -102,10 +132,13 @@ public enum Checkpoint {
 
     /// Loads the trainable parameters of any module from `folder/weights.safetensors` (names and
     /// shapes must match exactly).
-    public static func loadParameters(into model: Module, from folder: URL) throws {
+    public static func loadParameters(into model: Module, from folder: URL, expect: [String: String] = [:]) throws {
         let file: SafetensorsFile
         do { file = try SafetensorsFile(path: folder.appendingPathComponent("weights.safetensors").path) } catch {
             throw TrainerError("\(folder.path)/weights.safetensors: \(error)")
+        }
+        for (key, value) in expect.sorted(by: { $0.key < $1.key }) where file.metadata[key] != value {
+            throw TrainerError("\(folder.path)/weights.safetensors: metadata \(key) is \(file.metadata[key] ?? "missing"), expected \(value) (a file from another run or epoch)")
         }
         let params = Dictionary(model.trainableParameters() + model.namedBuffers(), uniquingKeysWith: { a, _ in a })
         let missing = Set(params.keys).subtracting(file.names)
@@ -117,9 +150,19 @@ public enum Checkpoint {
                 throw TrainerError("\(folder.path)/weights.safetensors: tensor \(name) has shape \(info.shape), the model expects \(p.shape)")
             }
             let values = try file.floats(name)
+            guard values.allSatisfy(\.isFinite) else {
+                throw TrainerError("\(folder.path)/weights.safetensors: tensor \(name) holds NaN or infinite values")
+            }
             values.withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: p.count) }
         }
     }
+}
+
+/// Writes `value` as pretty JSON with sorted keys (inside a folder that is renamed into place).
+func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    do { try enc.encode(value).write(to: url) } catch { throw TrainerError("\(url.path): cannot write: \(error.localizedDescription)") }
 }
 
 func writeJSONAtomically<T: Encodable>(_ value: T, to url: URL) throws {

@@ -45,6 +45,9 @@ public final class FeatureCache {
             throw TrainerError("feature cache: cannot map \(url.path): \(String(cString: strerror(errno)))")
         }
         base = p
+        // The mapping keeps the bytes; the name goes now, so however the process ends (a signal,
+        // kill -9, running out of memory) no cache file is left behind.
+        unlink(url.path)
         filled = .allocate(capacity: lengths.count)
         filled.initialize(repeating: false)
         // A zero-copy storage entry whose only job is to count the mapping as cache in the ledger.
@@ -54,7 +57,25 @@ public final class FeatureCache {
     deinit {
         filled.deallocate()
         munmap(base, byteCount)
-        try? FileManager.default.removeItem(at: url)
+    }
+
+    /// Removes cache files and temporary checkpoint folders that processes which no longer run
+    /// left in `folder` (`sidetune-taps-PID-*.bin`, `sidetune-best-PID-*`: older SideTunes named
+    /// their caches until they ended). Returns the bytes freed.
+    @discardableResult
+    public static func removeLeftovers(in folder: URL) -> Int {
+        let fm = FileManager.default
+        var freed = 0
+        for entry in (try? fm.contentsOfDirectory(atPath: folder.path)) ?? [] {
+            guard entry.hasPrefix("sidetune-taps-") || entry.hasPrefix("sidetune-best-") else { continue }
+            let fields = entry.split(separator: "-")
+            guard fields.count >= 4, let pid = Int32(fields[2]), pid != getpid() else { continue }
+            guard kill(pid, 0) != 0 && errno == ESRCH else { continue } // its process still runs
+            let path = folder.appendingPathComponent(entry).path
+            freed += ((try? fm.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+            try? fm.removeItem(atPath: path)
+        }
+        return freed
     }
 
     public func contains(_ example: Int) -> Bool { filled[example] }

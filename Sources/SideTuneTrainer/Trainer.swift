@@ -25,8 +25,14 @@ public struct TrainingParameters: Codable, Sendable {
     public var evalBatchSize: Int?
     /// Where checkpoints go (`best/`, `last/`, `state.json`); nil: keep nothing.
     public var outputFolder: URL?
-    /// Continue from `outputFolder/last` if it exists.
+    /// Continue the run in `outputFolder` from its last complete epoch (a folder without one
+    /// starts fresh).
     public var resume = false
+    /// Replace a run already in `outputFolder` (without it, or `resume`, such a folder is refused).
+    public var overwrite = false
+    /// What else identifies the run besides these parameters and the splits (the data file and its
+    /// SHA-256, limits, the tokenizer's length): a resumed run must match it field by field.
+    public var runIdentity: [String: String] = [:]
     /// Stop after this epoch as if interrupted (time-boxed runs; tests of `resume`).
     public var stopAfterEpoch: Int?
     /// Steps of a model whose examples are independent (every method but HST and full
@@ -35,6 +41,24 @@ public struct TrainingParameters: Codable, Sendable {
     /// whole batch op by op (`train --micro-batches`).
     public var microBatches: Int?
     public init() {}
+
+    /// Refuses values no run can use, naming the parameter and what it must be.
+    public func validate() throws {
+        var problems: [String] = []
+        if epochs < 1 { problems.append("epochs must be >= 1, got \(epochs)") }
+        if batchSize < 1 { problems.append("batch size must be >= 1, got \(batchSize)") }
+        if !(learningRate > 0 && learningRate.isFinite) { problems.append("learning rate must be a positive number, got \(learningRate)") }
+        if !(weightDecay >= 0 && weightDecay.isFinite) { problems.append("weight decay must be >= 0, got \(weightDecay)") }
+        if !(warmupFraction >= 0 && warmupFraction <= 1) { problems.append("warm-up fraction must be in [0, 1], got \(warmupFraction)") }
+        if !(clipNorm >= 0 && clipNorm.isFinite) { problems.append("clip norm must be >= 0 (0: off), got \(clipNorm)") }
+        if patience < 0 { problems.append("patience must be >= 0 (0: never stop early), got \(patience)") }
+        if cacheLimitBytes < 0 { problems.append("cache limit must be >= 0, got \(cacheLimitBytes)") }
+        if let e = evalBatchSize, e < 1 { problems.append("evaluation batch size must be >= 1, got \(e)") }
+        if let m = microBatches, m < 1 { problems.append("micro-batches must be >= 1, got \(m)") }
+        if let s = stopAfterEpoch, s < 1 { problems.append("stop-after epoch must be >= 1, got \(s)") }
+        if resume && overwrite { problems.append("resume and overwrite exclude each other") }
+        if !problems.isEmpty { throw TrainerError("training parameters: " + problems.joined(separator: "; ")) }
+    }
 }
 
 /// Tokenised examples: token ids without padding, and labels.
@@ -84,13 +108,42 @@ public enum TrainingEvent: Sendable {
     case epochEnd(epoch: Int, trainLoss: Double, validation: ClassificationMetrics, seconds: Double, fromCache: Bool, improved: Bool)
 }
 
-/// Resume state written after every epoch.
+/// What an epoch folder holds besides the model and the optimizer (`state.json`): where the run
+/// is, every generator's state, and what the run was started with.
 struct TrainerState: Codable {
+    static let currentFormat = "sidetune-run-2"
+    var format = currentFormat
+    /// Random, made when the run starts and kept when it resumes: every file of an epoch carries it.
+    var runID: String
     var epochsDone: Int
     var bestValidationAccuracy: Double
+    var bestEpoch: Int?
     var epochsWithoutImprovement: Int
     var optimizerStep: Int
     var epochSeconds: [Double]
+    /// Dropout generators' states by module name, in hexadecimal (JSON numbers are doubles).
+    var randomStates: [String: String]
+    /// The run's identity (`Trainer.fingerprint`).
+    var fingerprint: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case format, fingerprint
+        case runID = "run_id", epochsDone = "epochs_done", bestValidationAccuracy = "best_validation_accuracy"
+        case bestEpoch = "best_epoch", epochsWithoutImprovement = "epochs_without_improvement"
+        case optimizerStep = "optimizer_step", epochSeconds = "epoch_seconds", randomStates = "random_states"
+    }
+}
+
+/// What `step` did.
+public struct StepResult: Sendable {
+    /// The batch's mean loss.
+    public var loss: Float
+    /// Whether the taps came from the feature cache.
+    public var fromCache: Bool
+    /// The gradients' global L2 norm before clipping (non-finite: the optimizer step was skipped).
+    public var gradientNorm: Float
+    /// False when the frozen backbone produced NaN or infinite taps for this batch.
+    public var tapsFinite: Bool
 }
 
 /// Trains any classifier (text, image, LLM) on labelled splits of its input type.
@@ -102,6 +155,11 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     /// Where the run's memory is measured: the ledger in scope when the trainer was made (the shared
     /// one unless a caller, such as a test running beside others, scoped its own around the model).
     public let ledger: MemoryLedger
+    /// Called before every change to the run folder (`RunFolder.beforeChange`); tests throw from it
+    /// to stand for a kill at that point.
+    public var beforeRunFolderChange: ((String) throws -> Void)?
+    /// Asked before every step whether to stop (a signal number); `Interruption` by default.
+    public var stopRequested: () -> Int32? = { Interruption.requested }
 
     /// `checkpointConfig` is what checkpoints record (nil: the model's method, default options,
     /// labels "0", "1", ..., no backbone identity; for library use without `sidetune eval`).
@@ -109,10 +167,7 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
                 test: Split, checkpointConfig: CheckpointConfig? = nil) throws {
         guard train.count > 0 else { throw TrainerError("no training examples") }
         guard validation.count > 0, test.count > 0 else { throw TrainerError("validation and test splits must not be empty") }
-        guard parameters.batchSize >= 1, parameters.epochs >= 1 else {
-            throw TrainerError("batch size and epochs must be >= 1 (got \(parameters.batchSize), \(parameters.epochs))")
-        }
-        if let e = parameters.evalBatchSize, e < 1 { throw TrainerError("evaluation batch size must be >= 1 (got \(e))") }
+        try parameters.validate()
         self.model = model
         self.parameters = parameters
         self.train = train
@@ -120,8 +175,10 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         self.test = test
         self.checkpointConfig = checkpointConfig
             ?? CheckpointConfig(method: model.method, options: MethodOptions(), labels: (0..<model.classes).map(String.init),
-                                maxLength: 0, backboneName: "", backboneSHA256: "", seed: parameters.seed, epoch: 0,
+                                maxLength: 512, backboneName: "", backboneSHA256: "", seed: parameters.seed, epoch: 0,
                                 validationAccuracy: nil)
+        // Checked now: the run reads its best epoch back through the same checks at the end.
+        try self.checkpointConfig.validate(file: "checkpoint config")
         self.ledger = MemoryLedger.current
     }
 
@@ -155,6 +212,10 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         public let trainable: [Tensor]
         public var cache: FeatureCache?
         public let microBatches: Int
+        /// Taps computed in this step (not yet cached) are stored and read back from the cache, so
+        /// they are the bf16 values a cached step reads: set after the first epoch, where an
+        /// uninterrupted run reads every step from the cache, so a resumed run matches it bit for bit.
+        public var readBackFreshTaps = false
     }
 
     /// The optimizer over the model's trainable parameters, with the run's settings.
@@ -167,18 +228,20 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     /// One optimizer step on training examples `idx`: their input and taps (read from the cache
     /// when it holds them all, else computed by the frozen backbone and stored, or left to the
     /// model without a cache), forward and backward (as micro-batches, one per thread, where the
-    /// model allows), gradient clipping and AdamW. Returns the batch's mean loss and whether the
-    /// taps came from the cache. `bench step` times exactly this.
+    /// model allows), gradient clipping and AdamW. Non-finite gradients skip the optimizer step
+    /// (the caller sees `gradientNorm`). `bench step` times exactly this.
     @discardableResult
-    public func step(_ idx: [Int], context c: StepContext) -> (loss: Float, fromCache: Bool) {
+    public func step(_ idx: [Int], context c: StepContext) -> StepResult {
         let fromCache = c.cache.map { cache in idx.allSatisfy(cache.contains) } ?? false
-        let input = { [train, model, cache = c.cache] (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in
+        let finite = FiniteFlag()
+        let input = { [train, model, cache = c.cache, readBack = c.readBackFreshTaps] (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in
             let batch = train.batch(rows)
             guard let cache else { return (batch, nil) }
             if fromCache { return (batch, cache.taps(for: rows, readBy: model)) }
             let fresh = model.frozenTaps(batch)
+            if !fresh.allSatisfy(\.allFinite) { finite.clear() }
             cache.store(rows, from: fresh, readBy: model)
-            return (batch, fresh)
+            return (batch, readBack ? cache.taps(for: rows, readBy: model) : fresh)
         }
         let loss = { [train, model] (rows: [Int]) -> Tensor in
             let (batch, taps) = input(rows)
@@ -196,13 +259,23 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
             whole.backward()
             l = whole.item()
         }
-        if parameters.clipNorm > 0 { clipGradNorm(c.trainable, maxNorm: parameters.clipNorm) }
-        c.optimizer.step()
-        return (l, fromCache)
+        // The norm is taken with clipping off too, to catch non-finite gradients before they reach
+        // the weights (an infinite limit scales nothing).
+        let norm = clipGradNorm(c.trainable, maxNorm: parameters.clipNorm > 0 ? parameters.clipNorm : .infinity)
+        if norm.isFinite && l.isFinite { c.optimizer.step() }
+        return StepResult(loss: l, fromCache: fromCache, gradientNorm: norm, tapsFinite: finite.value)
     }
 
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingReport {
         try MemoryLedger.withLedger(ledger) { try runMeasured(progress: progress) }
+    }
+
+    /// Whether side taps are cached: the same answer for a run and for its resumption, so that
+    /// both read the same (bf16) taps after the first epoch.
+    func plansCache(lengths: [Int]) -> (planned: Bool, bytes: Int) {
+        guard !model.tapsRead.isEmpty && parameters.useCache && parameters.epochs > 1 else { return (false, 0) }
+        let bytes = FeatureCache.estimateBytes(lengths: lengths, taps: model.tapsRead.count, width: model.tapWidth)
+        return (bytes <= parameters.cacheLimitBytes, bytes)
     }
 
     private func runMeasured(progress: (TrainingEvent) -> Void) throws -> TrainingReport {
@@ -210,35 +283,66 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         let stepsPerEpoch = (train.count + p.batchSize - 1) / p.batchSize
         let schedule = LRSchedule(peak: p.learningRate, warmupSteps: Int(Float(stepsPerEpoch * p.epochs) * p.warmupFraction),
                                   totalSteps: stepsPerEpoch * p.epochs, decay: .cosine)
-        var state = TrainerState(epochsDone: 0, bestValidationAccuracy: -1, epochsWithoutImprovement: 0, optimizerStep: 0, epochSeconds: [])
-        // The best epoch's checkpoint, which the test set is scored with. Without an output folder
-        // it goes to a temporary one, removed at the end (a copy in memory would show in the
-        // ledger's and RSS peaks, by the whole model for full fine-tuning).
-        let checkpoints = p.outputFolder
-            ?? FileManager.default.temporaryDirectory.appendingPathComponent("sidetune-best-\(getpid())-\(UUID().uuidString)")
-        let bestFolder = checkpoints.appendingPathComponent("best")
-        defer { if p.outputFolder == nil { try? FileManager.default.removeItem(at: checkpoints) } }
-
+        let lengths = (0..<train.count).map(train.tokenCount)
+        let cachePlan = plansCache(lengths: lengths)
         var context = makeStepContext()
         let optimizer = context.optimizer
-        if p.resume, let out = p.outputFolder { try resumeIfPossible(out, optimizer: optimizer, state: &state, progress: progress) }
+        let fingerprint = self.fingerprint(cachePlanned: cachePlan.planned, microBatches: context.microBatches)
+        var state = TrainerState(runID: UUID().uuidString, epochsDone: 0, bestValidationAccuracy: -1, bestEpoch: nil,
+                                 epochsWithoutImprovement: 0, optimizerStep: 0, epochSeconds: [], randomStates: [:],
+                                 fingerprint: fingerprint)
 
-        // Feature cache for side methods: estimate first, build during the first epoch.
-        var cache: FeatureCache?
-        let lengths = (0..<train.count).map(train.tokenCount)
-        if !model.tapsRead.isEmpty && p.useCache && p.epochs - state.epochsDone > 1 {
-            let bytes = FeatureCache.estimateBytes(lengths: lengths, taps: model.tapsRead.count, width: model.tapWidth)
-            if bytes > p.cacheLimitBytes {
-                progress(.message("feature cache: would need \(formatBytes(bytes)), over the limit of \(formatBytes(p.cacheLimitBytes)); training without it (raise --cache-limit-mb or shorten --max-length)"))
-            } else {
-                let folder = p.cacheFolder ?? FileManager.default.temporaryDirectory
-                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-                let url = folder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
-                progress(.message("feature cache: \(formatBytes(bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) at \(url.path), built in epoch 1"))
-                cache = try FeatureCache(url: url, lengths: lengths, taps: model.tapsRead, width: model.tapWidth)
+        // The run folder: --output, or a temporary one for the best epoch (which the test set is
+        // scored with; a copy in memory would show in the ledger's and RSS peaks, by the whole
+        // model for full fine-tuning), removed at the end.
+        let fm = FileManager.default
+        var lock: RunLock?
+        defer { lock?.release() }
+        let folderURL: URL
+        if let out = p.outputFolder {
+            var isFolder: ObjCBool = false
+            if fm.fileExists(atPath: out.path, isDirectory: &isFolder), !isFolder.boolValue {
+                throw TrainerError("\(out.path) is a file; the output must be a folder (it holds the run's epochs)")
             }
+            do { try fm.createDirectory(at: out, withIntermediateDirectories: true) } catch {
+                throw TrainerError("\(out.path): cannot create the output folder: \(error.localizedDescription)")
+            }
+            lock = try RunLock(folder: out)
+            folderURL = out
+        } else {
+            FeatureCache.removeLeftovers(in: fm.temporaryDirectory)
+            folderURL = fm.temporaryDirectory.appendingPathComponent("sidetune-best-\(getpid())-\(UUID().uuidString)")
+            try fm.createDirectory(at: folderURL, withIntermediateDirectories: true)
         }
+        defer { if p.outputFolder == nil { try? fm.removeItem(at: folderURL) } }
+        let folder = RunFolder(folderURL, beforeChange: beforeRunFolderChange)
+        if p.outputFolder != nil && RunFolder.holdsRun(folderURL) {
+            if p.resume {
+                try resume(folder, optimizer: optimizer, state: &state, progress: progress)
+            } else if p.overwrite {
+                try folder.removeRun()
+                progress(.message("--overwrite: removed the run that was in \(folderURL.path)"))
+            } else {
+                throw TrainerError("\(folderURL.path) holds a run already; continue it with --resume, or replace it with --overwrite")
+            }
+        } else if p.resume {
+            progress(.message("resume: no saved epoch in \(folderURL.path); starting fresh"))
+        }
+        try folder.prune()
 
+        // Feature cache for side methods: estimated first, built during the first epoch (and, in a
+        // resumed run, during its first epoch, whose taps are then read back from it).
+        var cache: FeatureCache?
+        if cachePlan.planned && state.epochsDone < p.epochs {
+            let cacheFolder = p.cacheFolder ?? fm.temporaryDirectory
+            try fm.createDirectory(at: cacheFolder, withIntermediateDirectories: true)
+            FeatureCache.removeLeftovers(in: cacheFolder)
+            let url = cacheFolder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
+            progress(.message("feature cache: \(formatBytes(cachePlan.bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) in \(cacheFolder.path), built in epoch \(state.epochsDone + 1)"))
+            cache = try FeatureCache(url: url, lengths: lengths, taps: model.tapsRead, width: model.tapWidth)
+        } else if !model.tapsRead.isEmpty && p.useCache && p.epochs > 1 && !cachePlan.planned {
+            progress(.message("feature cache: would need \(formatBytes(cachePlan.bytes)), over the limit of \(formatBytes(p.cacheLimitBytes)); training without it (raise --cache-limit-mb or shorten --max-length)"))
+        }
         context.cache = cache
 
         // Blocks left idle by set-up (Fisher pass, loading) are not part of training's footprint.
@@ -249,6 +353,7 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
         model.train(true)
         for epoch in state.epochsDone..<p.epochs {
+            context.readBackFreshTaps = epoch > 0
             // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
             var order = Array(0..<train.count)
             var shuffler = SplitMix64(seed: p.seed &+ UInt64(epoch) &* 0x9E37_79B9)
@@ -257,19 +362,30 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
             var lossSum = 0.0
             var usedCache = false
             for s in 0..<stepsPerEpoch {
+                if let signal = stopRequested() {
+                    throw TrainingInterrupted(signal: signal, epoch: epoch + 1, step: s, stepsPerEpoch: stepsPerEpoch,
+                                              folder: p.outputFolder, lastEpoch: state.epochsDone, bestEpoch: state.bestEpoch)
+                }
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let idx = Array(order[(s * p.batchSize)..<min((s + 1) * p.batchSize, train.count)])
                 optimizer.learningRate = schedule.rate(at: state.optimizerStep)
-                let (l, fromCache) = step(idx, context: context)
-                usedCache = usedCache || fromCache
+                let r = step(idx, context: context)
+                let at = "epoch \(epoch + 1) step \(s + 1)"
+                guard r.tapsFinite else {
+                    throw TrainerError("the frozen backbone produced NaN or infinite taps at \(at): check its weights and config (layer_norm_eps, sizes)")
+                }
+                guard r.loss.isFinite else { throw TrainerError("loss became \(r.loss) at \(at): lower --lr") }
+                guard r.gradientNorm.isFinite else {
+                    throw TrainerError("gradients became \(r.gradientNorm) at \(at) (the step was not applied): lower --lr or set --clip-norm")
+                }
+                usedCache = usedCache || r.fromCache
                 state.optimizerStep += 1
-                guard l.isFinite else { throw TrainerError("loss became \(l) at epoch \(epoch + 1) step \(s + 1): lower --lr") }
-                lossSum += Double(l)
+                lossSum += Double(r.loss)
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                if fromCache { cachedStepTimes.append(dt) } else { uncachedStepTimes.append(dt) }
+                if r.fromCache { cachedStepTimes.append(dt) } else { uncachedStepTimes.append(dt) }
                 let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
                 let done = s + 1
-                progress(.step(epoch: epoch + 1, step: done, stepsPerEpoch: stepsPerEpoch, loss: l,
+                progress(.step(epoch: epoch + 1, step: done, stepsPerEpoch: stepsPerEpoch, loss: r.loss,
                                examplesPerSecond: Double(min(done * p.batchSize, train.count)) / max(elapsed, 1e-9),
                                etaSeconds: elapsed / Double(done) * Double(stepsPerEpoch - done)))
             }
@@ -279,16 +395,13 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
             let improved = val.accuracy > state.bestValidationAccuracy
             if improved {
                 state.bestValidationAccuracy = val.accuracy
+                state.bestEpoch = epoch + 1
                 state.epochsWithoutImprovement = 0
-                var cfg = checkpointConfig
-                cfg.epoch = epoch + 1
-                cfg.validationAccuracy = val.accuracy
-                try Checkpoint.save(model, config: cfg, to: bestFolder)
             } else {
                 state.epochsWithoutImprovement += 1
             }
             state.epochsDone = epoch + 1
-            if let out = p.outputFolder { try saveResumeState(out, optimizer: optimizer, state: state) }
+            try saveEpoch(folder, validationAccuracy: val.accuracy, improved: improved, optimizer: optimizer, state: state)
             progress(.epochEnd(epoch: epoch + 1, trainLoss: lossSum / Double(stepsPerEpoch), validation: val, seconds: seconds,
                                fromCache: usedCache, improved: improved))
             if let stop = p.stopAfterEpoch, epoch + 1 >= stop, epoch + 1 < p.epochs {
@@ -304,8 +417,8 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         var stolen: Double?
         if let a = cpuAtStart, let b = CPUTimes.now() { stolen = CPUTimes.stolenShare(from: a, to: b) }
         // Test with the best weights.
-        if FileManager.default.fileExists(atPath: bestFolder.appendingPathComponent("checkpoint.json").path) {
-            _ = try Checkpoint.load(into: model, from: bestFolder, backboneSHA256: checkpointConfig.backboneSHA256)
+        if let best = folder.resolve("best") {
+            _ = try Checkpoint.load(into: model, from: best, backboneSHA256: checkpointConfig.backboneSHA256)
         }
         let testMetrics = evaluate(test)
         var peak = [String: Int]()
@@ -321,47 +434,173 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
                               cacheBytes: cache?.byteCount, stolenCPUShare: stolen, microBatches: model.runsAsMicroBatches ? max(1, min(context.microBatches, p.batchSize)) : 1)
     }
 
-    // MARK: resume
+    // MARK: the run's identity
 
-    func saveResumeState(_ out: URL, optimizer: AdamW, state: TrainerState) throws {
-        var cfg = checkpointConfig
-        cfg.epoch = state.epochsDone
-        try Checkpoint.save(model, config: cfg, to: out.appendingPathComponent("last"))
-        var writer = SafetensorsWriter(metadata: ["step": String(optimizer.stepCount)])
-        let (_, m, v) = optimizer.state
-        for (i, (mi, vi)) in zip(m, v).enumerated() {
-            if let mi { try writer.add("m.\(i)", floats: mi.toArray(), shape: mi.shape) }
-            if let vi { try writer.add("v.\(i)", floats: vi.toArray(), shape: vi.shape) }
+    /// What a resumed run must share with the run it continues: the checkpoint's identity (method,
+    /// options, labels, backbone), every training parameter that changes the result, the splits
+    /// (sizes and a hash of their targets and token counts) and the caller's `runIdentity`.
+    func fingerprint(cachePlanned: Bool, microBatches: Int) -> [String: String] {
+        let p = parameters, c = checkpointConfig
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var f = p.runIdentity
+        f["method"] = c.method.rawValue
+        f["method options"] = (try? encoder.encode(c.options)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
+        f["labels"] = c.labels.joined(separator: ",")
+        f["max length"] = String(c.maxLength)
+        f["backbone sha256"] = c.backboneSHA256
+        f["seed"] = "\(p.seed) (model \(c.seed))"
+        f["epochs"] = String(p.epochs)
+        f["batch size"] = String(p.batchSize)
+        f["learning rate"] = "\(p.learningRate)"
+        f["weight decay"] = "\(p.weightDecay)"
+        f["warm-up"] = "\(p.warmupFraction)"
+        f["clip norm"] = "\(p.clipNorm)"
+        f["patience"] = String(p.patience)
+        f["feature cache"] = cachePlanned ? "yes" : "no"
+        f["threads"] = String(ThreadPool.shared.activeThreads)
+        f["micro-batches"] = model.runsAsMicroBatches ? String(max(1, min(microBatches, p.batchSize))) : "1"
+        for (name, split) in [("train", train), ("validation", validation), ("test", test)] {
+            f["\(name) split"] = "\(split.count) examples, hash \(Self.hash(split))"
         }
-        try writer.write(to: out.appendingPathComponent("last/optimizer.safetensors").path)
-        try writeJSONAtomically(state, to: out.appendingPathComponent("state.json"))
+        return f
     }
 
-    func resumeIfPossible(_ out: URL, optimizer: AdamW, state: inout TrainerState, progress: (TrainingEvent) -> Void) throws {
-        let stateURL = out.appendingPathComponent("state.json")
-        guard let data = FileManager.default.contents(atPath: stateURL.path) else {
-            progress(.message("resume: no state in \(out.path); starting fresh"))
+    /// FNV-1a over a split's targets and token counts, in hexadecimal.
+    static func hash(_ split: Split) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ x: Int) { var v = UInt64(bitPattern: Int64(x)); for _ in 0..<8 { h = (h ^ (v & 0xff)) &* 0x100_0000_01b3; v >>= 8 } }
+        var i = 0
+        while i < split.count {
+            let rows = Array(i..<min(i + 1024, split.count))
+            for t in split.targets(rows) { mix(Int(t)) }
+            for r in rows { mix(split.tokenCount(r)) }
+            i += rows.count
+        }
+        return String(h, radix: 16)
+    }
+
+    // MARK: saving and resuming
+
+    /// Writes the epoch's folder (model, optimizer, state) and points `last` (and, if it improved,
+    /// `best`) at it. Without an output folder only improved epochs are written, without the
+    /// optimizer: they are kept only to score the test set.
+    func saveEpoch(_ folder: RunFolder, validationAccuracy: Double, improved: Bool, optimizer: AdamW, state: TrainerState) throws {
+        let keepsRun = parameters.outputFolder != nil
+        guard keepsRun || improved else { return }
+        var state = state
+        state.randomStates = model.randomStates().mapValues { String($0, radix: 16) }
+        var config = checkpointConfig
+        config.epoch = state.epochsDone
+        config.validationAccuracy = validationAccuracy
+        let stamp = ["run": state.runID, "epoch": String(state.epochsDone)]
+        var files: [(name: String, write: (URL) throws -> Void)] = [
+            ("weights.safetensors", { [model] in try Checkpoint.writeWeights(model, config: config, extraMetadata: stamp, to: $0) }),
+        ]
+        if keepsRun {
+            files.append(("optimizer.safetensors", { url in
+                var writer = SafetensorsWriter(metadata: stamp.merging(["step": String(optimizer.stepCount)]) { a, _ in a })
+                let (_, m, v) = optimizer.state
+                for (i, (mi, vi)) in zip(m, v).enumerated() {
+                    if let mi { try writer.add("m.\(i)", floats: mi.toArray(), shape: mi.shape) }
+                    if let vi { try writer.add("v.\(i)", floats: vi.toArray(), shape: vi.shape) }
+                }
+                try writer.write(to: url.path)
+            }))
+        }
+        files.append(("checkpoint.json", { try writeJSON(config, to: $0) }))
+        files.append(("state.json", { try writeJSON(state, to: $0) }))
+        let name = try folder.writeEpoch(state.epochsDone, files: files)
+        if improved { try folder.point("best", at: name) }
+        if keepsRun { try folder.point("last", at: name) }
+        try folder.prune()
+    }
+
+    /// Restores the model, the optimizer, the generators and the trainer's state from the run's
+    /// last complete epoch, after checking that every file belongs to it and that the run's
+    /// identity matches this one's.
+    func resume(_ folder: RunFolder, optimizer: AdamW, state: inout TrainerState, progress: (TrainingEvent) -> Void) throws {
+        let path = folder.url.path
+        if RunFolder.isOlderLayout(folder.url) {
+            throw TrainerError("\(path) holds a run written by an older SideTune (best/ and last/ folders, state.json beside them), which cannot be resumed exactly; start it again with --overwrite")
+        }
+        guard let last = folder.resolve("last") else {
+            progress(.message("resume: no complete epoch in \(path); starting fresh"))
             return
         }
-        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
-            throw TrainerError("\(stateURL.path): cannot resume: \(error)")
+        let stateURL = last.appendingPathComponent("state.json")
+        let saved: TrainerState
+        do { saved = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: stateURL)) } catch {
+            throw TrainerError("\(stateURL.path): cannot resume: not a readable run state (\(error))")
         }
-        _ = try Checkpoint.load(into: model, from: out.appendingPathComponent("last"), backboneSHA256: checkpointConfig.backboneSHA256)
+        guard saved.format == TrainerState.currentFormat else {
+            throw TrainerError("\(stateURL.path): run format \(saved.format), this SideTune reads \(TrainerState.currentFormat)")
+        }
+        let differences = Set(saved.fingerprint.keys).union(state.fingerprint.keys).sorted().compactMap { key -> String? in
+            let (then, now) = (saved.fingerprint[key], state.fingerprint[key])
+            return then == now ? nil : "\(key): the run has \(then ?? "nothing"), this one \(now ?? "nothing")"
+        }
+        if !differences.isEmpty {
+            throw TrainerError("\(path): --resume continues a run with the same data, split, seed and settings; these differ:\n  "
+                               + differences.joined(separator: "\n  ") + "\n(run with the run's settings, or start again with --overwrite)")
+        }
+        guard (0...parameters.epochs).contains(saved.epochsDone), saved.optimizerStep >= 0 else {
+            throw TrainerError("\(stateURL.path): epoch \(saved.epochsDone) and step \(saved.optimizerStep) do not fit a run of \(parameters.epochs) epochs")
+        }
+        let config = try Checkpoint.load(into: model, from: last, backboneSHA256: checkpointConfig.backboneSHA256,
+                                         expect: ["run": saved.runID, "epoch": String(saved.epochsDone)])
+        guard config.epoch == saved.epochsDone else {
+            throw TrainerError("\(last.path)/checkpoint.json: epoch \(config.epoch), but state.json is at epoch \(saved.epochsDone)")
+        }
+        try loadOptimizer(optimizer, from: last.appendingPathComponent("optimizer.safetensors"), state: saved)
+        var generators: [String: UInt64] = [:]
+        for (name, hex) in saved.randomStates {
+            guard let v = UInt64(hex, radix: 16) else { throw TrainerError("\(stateURL.path): random state '\(hex)' of \(name) is not hexadecimal") }
+            generators[name] = v
+        }
+        do { try model.restoreRandomStates(generators) } catch { throw TrainerError("\(stateURL.path): \(error)") }
+        state = saved
+        progress(.message("resumed after epoch \(saved.epochsDone) (step \(saved.optimizerStep)) from \(last.path)"))
+    }
+
+    /// AdamW's moments from an epoch folder: one m and v per trainable parameter, each of its shape.
+    func loadOptimizer(_ optimizer: AdamW, from url: URL, state: TrainerState) throws {
         let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: out.appendingPathComponent("last/optimizer.safetensors").path) } catch {
-            throw TrainerError("\(out.path)/last/optimizer.safetensors: \(error)")
+        do { file = try SafetensorsFile(path: url.path) } catch { throw TrainerError("\(error)") }
+        let metadata = file.metadata
+        guard metadata["run"] == state.runID, metadata["epoch"] == String(state.epochsDone),
+              metadata["step"] == String(state.optimizerStep) else {
+            throw TrainerError("\(url.path): belongs to run \(metadata["run"] ?? "?") epoch \(metadata["epoch"] ?? "?") step \(metadata["step"] ?? "?"), not to run \(state.runID) epoch \(state.epochsDone) step \(state.optimizerStep)")
         }
         let n = optimizer.parameters.count
+        let expected = Set((0..<n).flatMap { ["m.\($0)", "v.\($0)"] })
+        if let stray = file.names.first(where: { !expected.contains($0) }) {
+            throw TrainerError("\(url.path): tensor \(stray) is not one of the \(n) parameters' moments (the model has changed?)")
+        }
         var m = [Tensor?](repeating: nil, count: n), v = [Tensor?](repeating: nil, count: n)
         try MemoryLedger.withCategory(.optimizer) {
             for i in 0..<n {
                 let shape = optimizer.parameters[i].shape
-                if file.contains("m.\(i)") { m[i] = Tensor(try file.floats("m.\(i)"), shape: shape) }
-                if file.contains("v.\(i)") { v[i] = Tensor(try file.floats("v.\(i)"), shape: shape) }
+                for (key, isM) in [("m.\(i)", true), ("v.\(i)", false)] where file.contains(key) {
+                    let info = try file.info(key)
+                    guard info.shape == shape else {
+                        throw TrainerError("\(url.path): tensor \(key) has shape \(info.shape), parameter \(i) has \(shape)")
+                    }
+                    let t = Tensor(try file.floats(key), shape: shape)
+                    guard t.allFinite else { throw TrainerError("\(url.path): tensor \(key) holds NaN or infinite values") }
+                    if isM { m[i] = t } else { v[i] = t }
+                }
             }
         }
         optimizer.restore(step: state.optimizerStep, m: m, v: v)
-        progress(.message("resumed after epoch \(state.epochsDone) (step \(state.optimizerStep)) from \(out.path)"))
     }
 }
 
+/// Set when the frozen backbone produced a non-finite tap in a step (micro-batches set it from
+/// several threads).
+final class FiniteFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var finite = true
+    func clear() { lock.lock(); finite = false; lock.unlock() }
+    var value: Bool { lock.lock(); defer { lock.unlock() }; return finite }
+}

@@ -89,7 +89,8 @@ import Testing
     /// Edits a copy of a checkpoint's checkpoint.json.
     func editedCopy(of checkpoint: URL, in folder: URL, name: String, _ edit: (inout [String: Any]) -> Void) throws -> URL {
         let copy = folder.appendingPathComponent(name)
-        try FileManager.default.copyItem(at: checkpoint, to: copy)
+        // `best` is a link to its epoch's folder: copy the folder.
+        try FileManager.default.copyItem(at: checkpoint.resolvingSymlinksInPath(), to: copy)
         let file = copy.appendingPathComponent("checkpoint.json")
         var json = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as! [String: Any]
         edit(&json)

@@ -55,7 +55,7 @@ func tinyHSTClassifier(seed: UInt64) throws -> HSTClassifier {
         p.learningRate = 1e-2
         p.outputFolder = folder
         p.patience = 0
-        let cfg = CheckpointConfig(method: .hst, options: MethodOptions(), labels: ["top", "bottom"], maxLength: 0,
+        let cfg = CheckpointConfig(method: .hst, options: MethodOptions(), labels: ["top", "bottom"], maxLength: 28,
                                    backboneName: "tiny-vit", backboneSHA256: "abc", seed: 1, epoch: 0, validationAccuracy: nil)
         let trainer = try Trainer(model: model, parameters: p, train: TinyImageSplit(48, seed: 1),
                                   validation: TinyImageSplit(16, seed: 2), test: TinyImageSplit(32, seed: 3), checkpointConfig: cfg)

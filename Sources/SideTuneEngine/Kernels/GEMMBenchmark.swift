@@ -62,17 +62,15 @@ public enum GEMMBenchmark {
     /// `precision: .bfloat16` times `gemmBFloat16Products` (bf16 operands packed on every call, as
     /// a linear layer does) against the same FP32 peak: its products can reach twice that.
     public static func run(shapes: [GEMMShape], threadCounts: [Int], minSeconds: Double, precision: MatmulPrecision = .float32,
-                           pool: ThreadPool = .shared, progress: ((String) -> Void)? = nil) -> Report {
+                           progress: ((String) -> Void)? = nil) -> Report {
         let cpu = CPUInfo.current()
         progress?("cpu: \(cpu.description)")
         var peaks: [String: Double] = [:]
         for t in threadCounts {
-            peaks[String(t)] = PeakFLOPS.measure(threads: t, pool: pool)
+            peaks[String(t)] = PeakFLOPS.measure(threads: t)
             progress?(String(format: "peak on %d thread(s): %.1f GFLOPS", t, peaks[String(t)]!))
         }
         var rows: [Row] = []
-        let saved = pool.activeThreads
-        defer { pool.activeThreads = saved }
         for s in shapes {
             let a = Workspace(floats: s.m * s.k), b = Workspace(floats: s.k * s.n), c = Workspace(floats: s.m * s.n)
             var rng = SplitMix64(seed: 1)
@@ -80,7 +78,7 @@ public enum GEMMBenchmark {
             for i in 0..<(s.k * s.n) { b.floats[i] = rng.nextFloat() - 0.5 }
             let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
             for t in threadCounts {
-                pool.activeThreads = t
+                let pool = ThreadPool.sized(t)
                 func product() {
                     switch precision {
                     case .float32: gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
@@ -105,7 +103,7 @@ public enum GEMMBenchmark {
         // Measure the peak again at the end and keep the higher figure: these VMs have noisy
         // neighbours, and a low peak would flatter the fractions.
         for t in threadCounts {
-            let again = PeakFLOPS.measure(threads: t, pool: pool)
+            let again = PeakFLOPS.measure(threads: t)
             if again > peaks[String(t)]! {
                 peaks[String(t)] = again
                 progress?(String(format: "peak on %d thread(s) re-measured: %.1f GFLOPS", t, again))

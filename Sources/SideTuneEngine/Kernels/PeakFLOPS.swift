@@ -7,13 +7,11 @@ import Foundation
 /// 12 chains of 8 lanes (16 ymm registers), AVX-512 24 chains of 16, the portable level 12 of 4.
 public enum PeakFLOPS {
     /// GFLOPS of the in-register loop on `threads` threads (best of `repeats`).
-    public static func measure(threads: Int, seconds: Double = 0.3, repeats: Int = 3, pool: ThreadPool = .shared) -> Double {
+    public static func measure(threads: Int, seconds: Double = 0.3, repeats: Int = 3) -> Double {
         let iterations = 1_000_000
         let flopsPerCall = Double(iterations) * Double(st_peak_flops_per_iteration())
         var best = 0.0
-        let saved = pool.activeThreads
-        pool.activeThreads = threads
-        defer { pool.activeThreads = saved }
+        let pool = ThreadPool.sized(threads)
         for _ in 0..<repeats {
             var calls = 0
             let start = DispatchTime.now().uptimeNanoseconds

@@ -46,6 +46,22 @@ public final class ThreadPool: @unchecked Sendable {
     private let busy = NSLock() // one parallel region at a time; nested calls run inline
     nonisolated(unsafe) private var inRegion = false
 
+    /// A pool of exactly `threads` threads for measurements (peak FLOPS, GEMM timings): the shared
+    /// pool when it has that many, else one made once per size and kept. Benchmarks used to lower
+    /// the shared pool's `activeThreads` while they ran, which changed the thread count, and so
+    /// the micro-batches and reduction chunks, of whatever else the process was running.
+    public static func sized(_ threads: Int) -> ThreadPool {
+        if shared.activeThreads == threads { return shared }
+        sizedLock.lock()
+        defer { sizedLock.unlock() }
+        if let p = sizedPools[threads] { return p }
+        let p = ThreadPool(threads: threads)
+        sizedPools[threads] = p
+        return p
+    }
+    nonisolated(unsafe) private static var sizedPools: [Int: ThreadPool] = [:]
+    private static let sizedLock = NSLock()
+
     public init(threads: Int) {
         maxThreads = max(1, threads)
         active.store(maxThreads, ordering: .relaxed)

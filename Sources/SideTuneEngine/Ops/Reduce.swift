@@ -83,3 +83,15 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// Whether no element is NaN or infinite. One vectorised sum decides the common case (a finite
+    /// sum has only finite terms); only a non-finite sum (which large finite values can also give)
+    /// is scanned element by element.
+    public var allFinite: Bool {
+        let f = dtype == .float32 ? self : float32()
+        if sumFloats(f.data, f.count).isFinite { return true }
+        for i in 0..<f.count where !f.data[i].isFinite { return false }
+        return true
+    }
+}

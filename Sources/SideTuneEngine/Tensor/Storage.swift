@@ -71,12 +71,15 @@ public final class Workspace {
 /// ran at 71% of peak against 89% for 1024^3 before this). Large blocks come from `LargeBlockCache`.
 func alignedAllocate(_ byteCount: Int, what: String) -> UnsafeMutableRawPointer {
     let n = max(byteCount, 64)
+    // More than the machine has (memory and swap) cannot succeed; with overcommit it would
+    // "succeed" and the kernel would kill the process later, mid-run.
+    if n > OutOfMemory.machineBytes { OutOfMemory.fail(byteCount, what: what) }
     if n >= LargeBlockCache.threshold {
         return LargeBlockCache.shared.allocate(n, what: what)
     }
     var p: UnsafeMutableRawPointer?
     guard posix_memalign(&p, 64, (n + 63) & ~63) == 0, let p else {
-        fatalError("SideTune: out of memory allocating \(formatBytes(byteCount)) for \(what)")
+        OutOfMemory.fail(byteCount, what: what)
     }
     return p
 }
@@ -208,7 +211,7 @@ public final class LargeBlockCache: @unchecked Sendable {
         for (start, len) in unmap { munmap(UnsafeMutableRawPointer(bitPattern: start), len) }
         let huge = size >= Self.hugeThreshold
         guard let p = Self.map(size, alignment: huge ? Self.granule : 4096) else {
-            fatalError("SideTune: out of memory allocating \(formatBytes(n)) for \(what)")
+            OutOfMemory.fail(n, what: what)
         }
         #if os(Linux)
         if huge { _ = madvise(p, size, 14) } // MADV_HUGEPAGE
@@ -273,5 +276,39 @@ public final class LargeBlockCache: @unchecked Sendable {
         lock.unlock()
         for (start, len) in ranges { munmap(UnsafeMutableRawPointer(bitPattern: start), len) }
         sidetune_release_free_heap()
+    }
+}
+
+/// Running out of memory ends the process with a message and exit code 3, not a crash: it names
+/// the request, what the ledger holds by category, and (`advice`) flags that need less.
+public enum OutOfMemory {
+    public static let exitCode: Int32 = 3
+    /// Printed after the figures; the CLI names its flags here.
+    nonisolated(unsafe) public static var advice = "use smaller batches or shorter inputs"
+    /// Run before the process exits (removing a run's lock file).
+    nonisolated(unsafe) public static var beforeExit: (() -> Void)?
+
+    /// Physical memory plus swap (/proc/meminfo), the most any allocation could get.
+    public static let machineBytes: Int = {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return .max }
+        var kib = 0
+        for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") || line.hasPrefix("SwapTotal:") {
+            kib += Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        }
+        return kib > 0 ? kib * 1024 : .max
+    }()
+
+    public static func fail(_ bytes: Int, what: String) -> Never {
+        let held = MemoryLedger.current.snapshot()
+        let parts = MemoryCategory.allCases.compactMap { c -> String? in
+            let b = held.current[c] ?? 0
+            return b > 0 ? "\(c.rawValue) \(formatBytes(b))" : nil
+        }
+        let text = "sidetune: out of memory: cannot allocate \(formatBytes(bytes)) for \(what) (the machine has "
+            + "\(formatBytes(machineBytes)) with swap; the ledger holds \(parts.isEmpty ? "nothing" : parts.joined(separator: ", "))); "
+            + advice + "\n"
+        FileHandle.standardError.write(Data(text.utf8))
+        beforeExit?()
+        exit(exitCode)
     }
 }

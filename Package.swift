@@ -49,7 +49,7 @@ let package = Package(
         // Layer 5: side-tuning methods and the trainer.
         .target(name: "SideTuneMethods", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneTokenizers"]),
         // Helpers shared by the test targets (gradient checks).
-        .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneMethods",
+        .target(name: "SideTuneTestSupport", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneBackbones", "SideTuneMethods", "SideTuneFormats",
                                                             "SideTuneTokenizers"]),
         .target(name: "SideTuneTrainer", dependencies: ["SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneBackbones",
                                                         "SideTuneMethods", "SideTuneTokenizers"]),
@@ -82,6 +82,7 @@ let package = Package(
         .testTarget(name: "SideTuneTrainerTests", dependencies: ["SideTuneTrainer", "SideTuneMethods", "SideTuneTestSupport",
                                                                "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneTokenizers"],
                     ),
-        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets", "SideTuneMethods", "SideTuneBackbones", "SideTuneTrainer"]),
+        .testTarget(name: "SideTuneCLITests", dependencies: ["SideTuneCLI", "SideTuneAssets", "SideTuneMethods", "SideTuneBackbones", "SideTuneTrainer",
+                                                            "SideTuneTestSupport", "SideTuneFormats", "SideTuneEngine"]),
     ]
 )

@@ -29,7 +29,7 @@ public enum AssetError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .toolMissing(asset, tool):
             return "asset '\(asset)': cannot run '\(tool)' (is it installed and on PATH?)"
         case let .toolFailed(asset, command, status, stderr):
-            return "asset '\(asset)': '\(command)' exited with status \(status) (offline, or the package is gone?)\n\(stderr)"
+            return "asset '\(asset)': '\(command)' exited with status \(status) (\(Self.likelyCause(command: command, stderr: stderr)))\n\(stderr)"
         case let .downloadMissing(asset, expected, found):
             return "asset '\(asset)': expected the download to produce '\(expected)', found \(found.isEmpty ? "nothing" : found.joined(separator: ", "))"
         case let .checksumMismatch(asset, file, expected, actual):
@@ -47,5 +47,17 @@ public enum AssetError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .incompleteModelFolder(path, missing):
             return "model folder \(path) is missing \(missing.joined(separator: ", "))"
         }
+    }
+
+    /// What a package client's failure most likely means, from what it printed.
+    static func likelyCause(command: String, stderr: String) -> String {
+        if command.hasPrefix("apt-get") && (stderr.contains("Unable to locate package") || stderr.contains("Can't select candidate version")
+            || stderr.contains("has no installation candidate")) {
+            return "the machine's package index does not list it: run 'apt-get update' (as root) once, then fetch again"
+        }
+        if stderr.contains("No matching distribution") || stderr.contains("Could not find a version") {
+            return "the package index has no such version"
+        }
+        return "offline, or the package is gone?"
     }
 }

@@ -68,10 +68,23 @@ public struct BertConfig: Codable, Sendable, Equatable {
         return config
     }
 
-    /// Rejects what this encoder does not implement, naming the field.
+    /// Rejects sizes out of any sane range (before anything is allocated from them) and what this
+    /// encoder does not implement, naming the file, the field, its value and what it must be.
     public func validate(file: String = "config") throws {
-        guard hiddenSize > 0, numAttentionHeads > 0, hiddenSize % numAttentionHeads == 0 else {
+        let bounds: [(String, Int, ClosedRange<Int>)] = [
+            ("hidden_size", hiddenSize, 1...65536), ("num_hidden_layers", numHiddenLayers, 1...1024),
+            ("num_attention_heads", numAttentionHeads, 1...4096), ("intermediate_size", intermediateSize, 1...1 << 20),
+            ("vocab_size", vocabSize, 1...1 << 24), ("max_position_embeddings", maxPositionEmbeddings, 1...1 << 20),
+            ("type_vocab_size", typeVocabSize, 1...1024),
+        ]
+        for (field, value, range) in bounds where !range.contains(value) {
+            throw BertError("\(file): \(field) is \(value), expected \(range.lowerBound)...\(range.upperBound)")
+        }
+        guard hiddenSize % numAttentionHeads == 0 else {
             throw BertError("\(file): hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
+        }
+        guard layerNormEps > 0 && layerNormEps < 1 else {
+            throw BertError("\(file): layer_norm_eps is \(layerNormEps), expected a small positive number (BERT: 1e-12)")
         }
         guard ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"].contains(hiddenAct) else {
             throw BertError("\(file): hidden_act '\(hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
@@ -438,29 +451,41 @@ public final class BertEncoder: Module {
         return n.hasPrefix("pooler.") || n == "embeddings.position_ids" || n.hasPrefix("cls.")
     }
 
-    /// Copies the checkpoint's tensors into the parameters. Every parameter must be present with
-    /// its exact shape; errors name the tensor (checkpoint and module name) and both shapes.
-    /// Unknown tensors (other than a pooler, `position_ids` or an MLM head) are errors when `strict`.
-    public func load(weights file: SafetensorsFile, strict: Bool = true) throws {
-        let params = Dictionary(namedParameters(), uniquingKeysWith: { a, _ in a })
-        let map = Self.checkpointNames(layers: config.numHiddenLayers)
-        precondition(map.count == params.count, "key map has \(map.count) entries for \(params.count) parameters")
+    /// The shape the weights file must give parameter `module` (a name of `checkpointNames`).
+    static func shape(of module: String, _ c: BertConfig) -> [Int] {
+        let d = c.hiddenSize, f = c.intermediateSize
+        switch module {
+        case "embeddings.wordEmbeddings.weight": return [c.vocabSize, d]
+        case "embeddings.positionEmbeddings.weight": return [c.maxPositionEmbeddings, d]
+        case "embeddings.tokenTypeEmbeddings.weight": return [c.typeVocabSize, d]
+        default: break
+        }
+        if module.hasSuffix(".intermediate.weight") { return [f, d] }
+        if module.hasSuffix(".intermediate.bias") { return [f] }
+        if module.hasSuffix(".output.weight") && !module.contains("attention") { return [d, f] }
+        return module.hasSuffix(".weight") && module.contains(".attention.") ? [d, d] : [d]
+    }
+
+    /// Checks a weights file against `config` by name, shape and dtype, before anything is
+    /// allocated: every parameter present with its exact shape (errors name the tensor, its module
+    /// name and both shapes), and, when `strict`, no unknown tensors (other than a pooler,
+    /// `position_ids` or an MLM head). Returns the names' prefix ("" or "bert.").
+    static func verify(_ file: SafetensorsFile, config: BertConfig, strict: Bool) throws -> String {
+        let map = checkpointNames(layers: config.numHiddenLayers)
         let prefix = file.contains("embeddings.word_embeddings.weight") ? "" : (file.contains("bert.embeddings.word_embeddings.weight") ? "bert." : "")
         var missing: [String] = [], mismatched: [String] = []
         for (m, c) in map {
-            let name = prefix + c
-            guard let p = params[m] else { preconditionFailure("key map names unknown parameter \(m)") }
+            let name = prefix + c, expected = shape(of: m, config)
             guard file.contains(name) else { missing.append(name); continue }
             let info = try file.info(name)
-            guard info.shape == p.shape else {
-                mismatched.append("\(name) (parameter \(m)): checkpoint shape \(info.shape), config expects \(p.shape)")
+            guard info.shape == expected else {
+                mismatched.append("\(name) (parameter \(m)): checkpoint shape \(info.shape), config expects \(expected)")
                 continue
             }
             guard info.dtype != nil || info.storageType == .f64 else {
                 mismatched.append("\(name): unsupported dtype \(info.storageType.rawValue)")
                 continue
             }
-            try file.withFloat32(name) { src in p.data.update(from: src.baseAddress!, count: p.count) }
         }
         if !missing.isEmpty || !mismatched.isEmpty {
             var lines: [String] = []
@@ -478,6 +503,20 @@ public final class BertEncoder: Module {
                 throw BertError("\(file.path): \(unknown.count) unexpected tensor(s): \(unknown.prefix(8).joined(separator: ", ")) (load with strict: false to ignore)")
             }
         }
+        return prefix
+    }
+
+    /// Copies the checkpoint's tensors into the parameters after `verify`; a tensor holding NaN or
+    /// infinite values is refused, named.
+    public func load(weights file: SafetensorsFile, strict: Bool = true) throws {
+        let prefix = try Self.verify(file, config: config, strict: strict)
+        let params = Dictionary(namedParameters(), uniquingKeysWith: { a, _ in a })
+        for (m, c) in Self.checkpointNames(layers: config.numHiddenLayers) {
+            guard let p = params[m] else { preconditionFailure("key map names unknown parameter \(m)") }
+            precondition(p.shape == Self.shape(of: m, config), "shape rule for \(m) disagrees with the module")
+            try file.withFloat32(prefix + c) { src in p.data.update(from: src.baseAddress!, count: p.count) }
+            if !p.allFinite { throw BertError("\(file.path): tensor \(prefix + c) holds NaN or infinite values") }
+        }
     }
 
     /// Builds the encoder from a Hugging Face-style folder (config.json + model.safetensors).
@@ -490,6 +529,9 @@ public final class BertEncoder: Module {
         }
         let file: SafetensorsFile
         do { file = try SafetensorsFile(path: weightsURL.path) } catch { throw BertError("\(error)") }
+        // Names and shapes are checked before the encoder is allocated: a wrong size in config.json
+        // could ask for terabytes.
+        _ = try verify(file, config: config, strict: strict)
         let encoder = MemoryLedger.withCategory(.weights) { BertEncoder(config: config) }
         try encoder.load(weights: file, strict: strict)
         return encoder

@@ -34,19 +34,31 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         guard arch == "llama" else {
             throw FormatError(.unsupported, file: f.path, "general.architecture is \"\(arch)\", expected \"llama\"")
         }
-        let heads = try f.int("llama.attention.head_count"), dim = try f.int("llama.embedding_length")
-        let vocab = f["llama.vocab_size"] != nil ? try f.int("llama.vocab_size") : try f.strings("tokenizer.ggml.tokens").count
-        self.init(vocabSize: vocab, dim: dim, ffnDim: try f.int("llama.feed_forward_length"),
-                  layers: try f.int("llama.block_count"), heads: heads,
-                  kvHeads: f["llama.attention.head_count_kv"] != nil ? try f.int("llama.attention.head_count_kv") : heads,
-                  headDim: f["llama.rope.dimension_count"] != nil ? try f.int("llama.rope.dimension_count") : dim / heads,
+        // Each size is checked before it is used (a head count of 0 divided by zero; a huge one
+        // allocated until memory ran out).
+        func size(_ key: String, _ range: ClosedRange<Int>, default value: Int? = nil) throws -> Int {
+            let v = f[key] == nil ? try value ?? f.int(key) : try f.int(key)
+            guard range.contains(v) else {
+                throw FormatError(.badHeader, file: f.path, "\(key) is \(v), expected \(range.lowerBound)...\(range.upperBound)")
+            }
+            return v
+        }
+        let heads = try size("llama.attention.head_count", 1...4096), dim = try size("llama.embedding_length", 1...65536)
+        let vocab = try size("llama.vocab_size", 1...1 << 24, default: (try? f.strings("tokenizer.ggml.tokens").count) ?? 0)
+        let kvHeads = try size("llama.attention.head_count_kv", 1...heads, default: heads)
+        self.init(vocabSize: vocab, dim: dim, ffnDim: try size("llama.feed_forward_length", 1...1 << 20),
+                  layers: try size("llama.block_count", 1...1024), heads: heads, kvHeads: kvHeads,
+                  headDim: try size("llama.rope.dimension_count", 2...65536, default: max(dim / heads, 2)),
                   ropeTheta: f["llama.rope.freq_base"] != nil ? try f.float("llama.rope.freq_base") : 10000,
                   rmsEps: try f.float("llama.attention.layer_norm_rms_epsilon"),
-                  contextLength: f["llama.context_length"] != nil ? try f.int("llama.context_length") : 2048,
+                  contextLength: try size("llama.context_length", 1...1 << 24, default: 2048),
                   tiedEmbeddings: !f.contains("output.weight"))
         guard dim % heads == 0, heads % kvHeads == 0, headDim % 2 == 0, headDim * heads == dim else {
             throw FormatError(.unsupported, file: f.path,
                               "heads \(heads), kv heads \(kvHeads), head dim \(headDim) do not fit width \(dim)")
+        }
+        guard rmsEps > 0 && rmsEps < 1, ropeTheta > 0 && ropeTheta.isFinite else {
+            throw FormatError(.badHeader, file: f.path, "llama.attention.layer_norm_rms_epsilon \(rmsEps) must be in (0, 1) and llama.rope.freq_base \(ropeTheta) positive")
         }
     }
 }
@@ -279,6 +291,7 @@ public final class Llama: Module {
         let c = try LlamaConfig(gguf: f)
         func weight(_ name: String) throws -> Tensor {
             let t = try f.float32Tensor(name, category: .weights)
+            guard t.allFinite else { throw FormatError(.badHeader, file: f.path, tensor: name, "holds NaN or infinite values") }
             t.requiresGrad = false
             return t
         }
@@ -297,6 +310,7 @@ public final class Llama: Module {
             let n = RMSNorm(c.dim, eps: c.rmsEps)
             let w = try f.tensor(name)
             guard w.shape == [c.dim] else { throw FormatError(.shapeMismatch, file: f.path, tensor: name, "shape \(w.shape), expected [\(c.dim)]") }
+            guard w.allFinite else { throw FormatError(.badHeader, file: f.path, tensor: name, "holds NaN or infinite values") }
             n.weight.data.update(from: w.float32().data, count: c.dim)
             n.weight.requiresGrad = false
             return n
@@ -446,6 +460,9 @@ extension Llama {
     public func generate(prompt: [Int32], parameters p: GenerateParameters,
                          onProgress: (GenerateProgress) -> Bool = { _ in true }) -> [Int32] {
         precondition(!prompt.isEmpty, "generate needs at least one prompt token")
+        // Never past the context the model was trained for (RoPE positions beyond it are untrained).
+        var p = p
+        p.maxTokens = max(0, min(p.maxTokens, config.contextLength - prompt.count))
         return noGrad {
             let cache = KVCache(config: config, capacity: prompt.count + p.maxTokens)
             var rng = SplitMix64(seed: p.seed)

@@ -160,9 +160,16 @@ extension DINOv2ViT {
         guard let fc1 = weights[prefix + "encoder.layer.0.mlp.fc1.weight"] else { throw bad("no weight for layer 0 mlp.fc1") }
         config.mlpSize = fc1.tensor.dims[1]
         let heads = try Self.headCount(idx, queryBias: prefix + "encoder.layer.0.attention.attention.query.bias", d: d)
-        guard let heads, d % heads == 0 else { throw bad("could not read the head count from the query reshape") }
+        guard let heads, heads > 0, d % heads == 0 else { throw bad("could not read the head count from the query reshape") }
         config.heads = heads
         if let eps = Self.layerNormEps(idx, weight: prefix + "encoder.layer.0.norm1.weight") { config.layerNormEps = eps }
+        // Sizes read from the graph, checked before the model is allocated from them.
+        guard d > 0, config.channels > 0, config.patchSize > 0, config.mlpSize > 0, config.layers > 0, g > 0 else {
+            throw bad("width \(d), channels \(config.channels), patch \(config.patchSize), MLP \(config.mlpSize), \(config.layers) layers and a \(g)x\(g) position grid must all be positive")
+        }
+        guard config.layerNormEps > 0 && config.layerNormEps < 1 else {
+            throw bad("LayerNorm epsilon \(config.layerNormEps) must be a small positive number")
+        }
 
         // 5. Fill the module.
         let vit = DINOv2ViT(config: config)
@@ -170,6 +177,7 @@ extension DINOv2ViT {
         var values: [String: Tensor] = [:]
         func put(_ ours: String, _ t: ONNXTensor, shape: [Int], transpose: Bool = false) throws {
             var f = try t.floats()
+            guard f.allSatisfy(\.isFinite) else { throw bad("initializer '\(t.name)' (\(ours)) holds NaN or infinite values") }
             if transpose { // [in, out] -> [out, in]
                 let (r, c) = (t.dims[0], t.dims[1])
                 var o = [Float](repeating: 0, count: f.count)

@@ -94,12 +94,23 @@ struct BackboneSource {
         switch family {
         case .bert:
             let folder = weightsFile.deletingLastPathComponent()
-            return .bert(try BertEncoder.load(folder: folder), try WordPieceTokenizer.load(modelFolder: folder))
+            let tokenizer = try WordPieceTokenizer.load(modelFolder: folder)
+            let encoder = try BertEncoder.load(folder: folder)
+            // Every id the tokenizer can give must be a row of the embedding.
+            guard tokenizer.vocabSize <= encoder.config.vocabSize else {
+                throw BertError("\(folder.path): the tokenizer has \(tokenizer.vocabSize) tokens, but the word embedding has \(encoder.config.vocabSize) rows (vocab_size in config.json): they belong to different models")
+            }
+            return .bert(encoder, tokenizer)
         case .vit:
             return .vit(try MemoryLedger.withCategory(.weights) { try DINOv2ViT.load(onnx: ONNXModel(path: weightsFile.path)).0 })
         case .llama:
             let file = try GGUFFile(path: weightsFile.path)
-            return .llama(try Llama.load(gguf: file, weights: weights), try ByteLevelBPE(gguf: file))
+            let tokenizer = try ByteLevelBPE(gguf: file)
+            let llama = try Llama.load(gguf: file, weights: weights)
+            guard tokenizer.vocabSize <= llama.config.vocabSize else {
+                throw FormatError(.shapeMismatch, file: weightsFile.path, tensor: "token_embd.weight", "the tokenizer has \(tokenizer.vocabSize) tokens, but token_embd.weight has \(llama.config.vocabSize) rows")
+            }
+            return .llama(llama, tokenizer)
         }
     }
 

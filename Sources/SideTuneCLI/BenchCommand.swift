@@ -45,6 +45,7 @@ extension SideTuneCommand.Bench {
         public init() {}
 
         public func run() throws {
+            OutOfMemory.advice = "use smaller --shapes"
             if !kernel.isEmpty {
                 let kernels = try kernel.map(GEMMBenchmark.parseKernel)
                 let list = try shapes.map(GEMMBenchmark.parseShapes) ?? GEMMBenchmark.defaultShapes

@@ -76,13 +76,14 @@ extension SideTuneCommand {
                 text = template.render((system.map { [ChatMessage.system($0)] } ?? []) + [.user(prompt)])
             }
             let ids = tok.encode(text)
+            let budget = try contextBudget(prompt: ids.count, context: llama.config.contextLength)
             var stops: Set<Int32> = []
             if let e = tok.eosId { stops.insert(e) }
             if let e = tok.id(of: "<|endoftext|>") { stops.insert(e) }
             var pending: [UInt8] = []
             var prefill = 0.0
             let start = Date()
-            let out = llama.generate(prompt: ids, parameters: GenerateParameters(maxTokens: maxTokens, temperature: temperature,
+            let out = llama.generate(prompt: ids, parameters: GenerateParameters(maxTokens: budget, temperature: temperature,
                                                                                   seed: seed, stopTokens: stops)) { event in
                 switch event {
                 case .prefill(_, let s): prefill = s
@@ -98,7 +99,8 @@ extension SideTuneCommand {
                 return true
             }
             if !pending.isEmpty { FileHandle.standardOutput.write(Data(String(decoding: pending, as: UTF8.self).utf8)) }
-            print("")
+            // The text's own line ends before the statistics (stderr) are written.
+            FileHandle.standardOutput.write(Data("\n".utf8))
             let total = Date().timeIntervalSince(start)
             let decode = total - prefill
             eprint(String(format: "prompt %d tokens in %.2f s (%.1f tok/s); generated %d tokens in %.2f s (%.1f tok/s)",
@@ -128,12 +130,27 @@ extension SideTuneCommand.Generate {
         let template = try ChatTemplate(source: tokenizer.chatTemplate)
         let text = raw ? prompt : template.render((system.map { [ChatMessage.system($0)] } ?? []) + [.user(prompt)])
         let ids = tokenizer.encode(text)
+        let budget = try contextBudget(prompt: ids.count, context: llama.config.contextLength)
         let start = Date()
-        let out = model.generate(prompt: ids, maxTokens: maxTokens, stopTokens: stopTokens(tokenizer), cached: !noKVCache)
+        let out = model.generate(prompt: ids, maxTokens: budget, stopTokens: stopTokens(tokenizer), cached: !noKVCache)
         let seconds = Date().timeIntervalSince(start)
         print(tokenizer.decode(out))
         eprint(String(format: "prompt %d tokens; generated %d tokens in %.2f s including the prompt (%.1f tok/s, %@)",
                       ids.count, out.count, seconds, Double(out.count) / max(seconds, 1e-9), noKVCache ? "no KV cache" : "KV cache"))
+    }
+}
+
+extension SideTuneCommand.Generate {
+    /// Tokens that may be generated after a prompt of `prompt` tokens: --max-tokens, lowered (with
+    /// a note) to what the model's context leaves; a prompt that fills the context is refused.
+    func contextBudget(prompt: Int, context: Int) throws -> Int {
+        guard prompt < context else {
+            throw ValidationError("the prompt is \(prompt) tokens, but the model's context is \(context) tokens: shorten it")
+        }
+        if maxTokens > context - prompt {
+            eprint("note: --max-tokens \(maxTokens) lowered to \(context - prompt): the context is \(context) tokens and the prompt \(prompt)")
+        }
+        return min(maxTokens, context - prompt)
     }
 }
 

@@ -47,7 +47,12 @@ func loadTextSplits(_ o: TextTaskOptions, log: (String) -> Void, encode encodeTe
     let dataURL: URL
     var options = LoadOptions(textColumn: o.textColumn ?? "text", labelColumn: o.labelColumn ?? "label")
     options.strict = o.strict
-    if FileManager.default.fileExists(atPath: o.data) {
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: o.data, isDirectory: &isFolder) {
+        guard !isFolder.boolValue else {
+            throw ValidationError("--data \(o.data) is a folder; a text task reads one CSV, TSV or JSONL file")
+        }
+        guard FileManager.default.isReadableFile(atPath: o.data) else { throw ValidationError("--data \(o.data): not readable (permissions)") }
         dataURL = URL(fileURLWithPath: o.data)
     } else if (try? store.descriptor(o.data)) != nil {
         _ = try store.fetch(o.data) { if case .downloading = $0 { log("fetching \(o.data) ...") } }

@@ -186,6 +186,10 @@ extension SideTuneCommand {
             var result: TrainingReport
             switch try source.load(weights: weights, log: log) {
             case let .bert(encoder, tokenizer):
+                let positions = task.maxLength + (method == .prompt ? options.promptLength : 0)
+                guard positions <= encoder.config.maxPositionEmbeddings else {
+                    throw ValidationError("--max-length \(task.maxLength)\(method == .prompt ? " plus \(options.promptLength) prompt tokens" : "") is more than the \(encoder.config.maxPositionEmbeddings) positions the backbone has (max_position_embeddings)")
+                }
                 let (labels, train, validation, test) = try loadTextSplits(task, log: log) { tokenizer.encode($0, maxLength: task.maxLength).ids }
                 result = try self.train(encoder, source: source, options: options, labels: labels, splits: (train, validation, test),
                                    maxLength: task.maxLength, log: log)
@@ -198,6 +202,9 @@ extension SideTuneCommand {
                 result = try self.train(vit, source: source, options: options, labels: data.labels, splits: (data.train, data.validation, data.test),
                                    maxLength: data.imageSize, imageSize: data.imageSize, log: log)
             case let .llama(llama, tokenizer):
+                guard task.maxLength <= llama.config.contextLength else {
+                    throw ValidationError("--max-length \(task.maxLength) is more than the model's context of \(llama.config.contextLength) tokens")
+                }
                 if llm.task == .lm {
                     result = try tuneLanguageModel(llama, tokenizer: tokenizer, source: source, options: options, log: log)
                 } else {

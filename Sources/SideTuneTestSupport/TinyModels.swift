@@ -1,4 +1,6 @@
+import Foundation
 import SideTuneBackbones
+import SideTuneFormats
 import SideTuneEngine
 import SideTuneMethods
 import SideTuneNN
@@ -66,4 +68,30 @@ public func makeClassifier<B: Backbone>(_ backbone: B, _ method: MethodKind, cla
                                         seed: UInt64 = 1,
                                         trainingExamples: ((Int) -> [(input: B.Input, label: Int)])? = nil) throws -> Classifier<B> {
     try MethodRegistry.classifier(method, on: backbone, classes: classes, options: options, seed: seed, trainingExamples: trainingExamples)
+}
+
+/// Writes `encoder` as a Hugging Face-style BERT folder (config.json, model.safetensors, vocab.txt
+/// of `vocab`) for tests of the CLI's loading paths; `config` entries replace config.json's fields
+/// (bad values included: the file is written as given).
+public func writeBertFolder(_ encoder: BertEncoder, vocab: [String], to folder: URL, config edits: [String: Any] = [:],
+                            weights: (String, inout [Float]) -> Void = { _, _ in }) throws {
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let params = Dictionary(encoder.namedParameters(), uniquingKeysWith: { a, _ in a })
+    var writer = SafetensorsWriter()
+    for (module, checkpoint) in BertEncoder.checkpointNames(layers: encoder.config.numHiddenLayers) {
+        var values = params[module]!.toArray()
+        weights(checkpoint, &values)
+        try writer.add(checkpoint, floats: values, shape: params[module]!.shape)
+    }
+    try writer.write(to: folder.appendingPathComponent("model.safetensors").path)
+    let c = encoder.config
+    var json: [String: Any] = [
+        "hidden_size": c.hiddenSize, "num_hidden_layers": c.numHiddenLayers, "num_attention_heads": c.numAttentionHeads,
+        "intermediate_size": c.intermediateSize, "hidden_act": c.hiddenAct, "layer_norm_eps": Double(c.layerNormEps),
+        "vocab_size": c.vocabSize, "max_position_embeddings": c.maxPositionEmbeddings, "type_vocab_size": c.typeVocabSize,
+        "model_type": "bert",
+    ]
+    for (k, v) in edits { json[k] = v }
+    try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: folder.appendingPathComponent("config.json"))
+    try Data((vocab.joined(separator: "\n") + "\n").utf8).write(to: folder.appendingPathComponent("vocab.txt"))
 }

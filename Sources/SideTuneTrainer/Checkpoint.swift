@@ -100,6 +100,9 @@ public enum Checkpoint {
     public static func readConfig(_ folder: URL) throws -> CheckpointConfig {
         let url = folder.appendingPathComponent("checkpoint.json")
         guard let data = FileManager.default.contents(atPath: url.path) else {
+            if RunFolder(folder).resolve("best") != nil {
+                throw TrainerError("\(folder.path) is a run folder: pass its checkpoint \(folder.appendingPathComponent("best").path) (or last)")
+            }
             throw TrainerError("\(url.path): no checkpoint here (expected checkpoint.json and weights.safetensors)")
         }
         let config: CheckpointConfig

@@ -61,8 +61,7 @@ public struct TrainingInterrupted: Error, CustomStringConvertible {
         var text = "\(name): stopped in epoch \(epoch) after step \(step) of \(stepsPerEpoch)"
         guard let folder else { return text + "; nothing was kept (no --output)" }
         if lastEpoch == 0 { return text + "; \(folder.path) holds no complete epoch yet" }
-        text += "; \(folder.path) keeps epoch \(lastEpoch) (last)"
-        if let bestEpoch { text += " and its best, epoch \(bestEpoch) (best)" }
+        text += "; \(folder.path) keeps its last complete epoch, \(lastEpoch)" + (bestEpoch.map { " (best so far: epoch \($0))" } ?? "")
         return text + "; continue with the same command and --resume"
     }
 }

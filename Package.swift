@@ -35,7 +35,10 @@ let package = Package(
         // Layer 3: tokenizers and data sets.
         .target(name: "SideTuneTokenizers", dependencies: ["SideTuneEngine", "SideTuneFormats"]),
         .target(name: "CSideTuneGzip", linkerSettings: [.linkedLibrary("z")]),
-        .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip"]),
+        // JPEG and PNG decoding through the system's libjpeg-turbo and libpng (Debian:
+        // libjpeg62-turbo-dev, libpng-dev); their longjmp error handling stays in C.
+        .target(name: "CSideTuneImage", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
+        .target(name: "SideTuneData", dependencies: ["SideTuneEngine", "CSideTuneGzip", "CSideTuneImage"]),
         // Layer 3: model formats and named assets.
         .target(name: "SideTuneFormats", dependencies: ["SideTuneEngine"]),
         .target(name: "CSideTuneSHA256"),
@@ -67,7 +70,7 @@ let package = Package(
         .testTarget(name: "SideTuneNNTests", dependencies: ["SideTuneEngine", "SideTuneNN"]),
         .testTarget(name: "SideTuneTokenizersTests", dependencies: ["SideTuneTokenizers", "SideTuneFormats", "SideTuneTestSupport"], exclude: ["Goldens"],
                     ),
-        .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine", "SideTuneTestSupport"]),
+        .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine", "SideTuneTestSupport"], exclude: ["Goldens"]),
         .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"]),
         .testTarget(name: "SideTuneAssetsTests", dependencies: [
             "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),

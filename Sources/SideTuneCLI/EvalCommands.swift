@@ -47,11 +47,11 @@ extension SideTuneCommand {
                 let (labels, _, validation, test) = try loadTextSplits(t, log: eprint, encode: encode)
                 try restored.checkLabels(labels, data: task.data)
                 return try evaluateSplits(model, [validation, test], config: restored.config)
-            case let .images(model, pre):
-                guard task.trainLimit == 0, task.evalLimit == 0 else {
-                    throw ValidationError("--train-limit and --eval-limit are for text checkpoints; an image checkpoint uses Fashion-MNIST-1k's 800/200 split and --test-limit")
+            case let .images(model, input):
+                let data = try ImageSplits.load(task, imageSize: input.size, testLimit: testLimit, log: eprint)
+                guard data.pipeline == input.pipeline else {
+                    throw ValidationError("--data \(task.data): the checkpoint was trained on \(input.pipeline == .resize ? "a fixed-size set (Fashion-MNIST)" : "image files"), this data is \(data.pipeline == .resize ? "a fixed-size set" : "image files"): its images would be prepared differently")
                 }
-                let data = try ImageSplits.load(data: task.data, imageSize: pre.size, seed: task.seed, testLimit: testLimit, log: eprint)
                 try restored.checkLabels(data.labels, data: task.data)
                 return try evaluateSplits(model, [data.validation, data.test], config: restored.config)
             }
@@ -111,19 +111,24 @@ extension SideTuneCommand {
                 let probs = classProbabilities(model, count: lines.count) { rows in makeBatch(rows.map { encode(lines[$0]) }) }
                 rows.append((["label"] + labels.map { "p_\($0)" } + ["text"]).joined(separator: ","))
                 for (text, row) in zip(lines, probs) { rows.append((predictionFields(row, labels) + [csvQuoted(text)]).joined(separator: ",")) }
-            case let .images(model, pre):
-                var items: [(name: String, set: ImageSet, index: Int)] = []
+            case let .images(model, input):
+                var items: [(name: String, image: DecodedImage)] = []
                 for path in try texts + inputLines() {
-                    let set = try ImageFile.load(path)
-                    items += (0..<set.count).map { (set.count == 1 ? path : "\(path)[\($0)]", set, $0) }
+                    let head = FileManager.default.contents(atPath: path).map { [UInt8]($0.prefix(8)) } ?? []
+                    if [.jpeg, .png].contains(ImageDecoder.format(of: head)) {
+                        items.append((path, try ImageDecoder.decode(file: path)))
+                    } else {
+                        let set = try ImageFile.load(path)
+                        items += (0..<set.count).map { (set.count == 1 ? path : "\(path)[\($0)]", set.decoded($0)) }
+                    }
                 }
                 if let data {
                     let test = try ImageSplits.loadSets(data: data, log: eprint).test
-                    items += (0..<(limit > 0 ? min(limit, test.count) : test.count)).map { ("\(data):test/\($0)", test, $0) }
+                    items += (0..<(limit > 0 ? min(limit, test.count) : test.count)).map { ("\(data):test/\($0)", test.decoded($0)) }
                 }
                 guard !items.isEmpty else { throw ValidationError("nothing to label: pass image files, --input or --data") }
                 let probs = classProbabilities(model, count: items.count) { rows in
-                    imagePixels(rows.map { (items[$0].set, items[$0].index) }, pre)
+                    MemoryLedger.withCategory(.activations) { input.pixels(rows.map { items[$0].image }) }
                 }
                 rows.append((["input", "label"] + labels.map { "p_\($0)" }).joined(separator: ","))
                 for (item, row) in zip(items, probs) { rows.append(([csvQuoted(item.name)] + predictionFields(row, labels)).joined(separator: ",")) }

@@ -26,11 +26,86 @@ public struct ImageTaskOptions: ParsableArguments {
     }
 }
 
-/// The Fashion-MNIST-1k splits as `ImageSplit`s that preprocess a batch at a time.
+/// An image task's splits as `ImageSplit`s that decode and preprocess a batch at a time: the
+/// Fashion-MNIST-1k split, or image files (a class-folder tree, or a CSV of path,label) split by
+/// the seed or given as fixed splits.
 struct ImageSplits {
     var labels: [String]
     var imageSize: Int
     var train: ImageSplit, validation: ImageSplit, test: ImageSplit
+    /// How images became input (checkpoints record it for eval and predict).
+    var pipeline: ImagePipeline = .resize
+
+    /// The task's splits: image files when --train-data is given or --data names a class-folder
+    /// tree or a CSV, else Fashion-MNIST.
+    static func load(_ task: TextTaskOptions, imageSize: Int, testLimit: Int, log: (String) -> Void) throws -> ImageSplits {
+        if task.trainData != nil || namesImageFiles(task.data) {
+            return try loadFiles(task, imageSize: imageSize, testLimit: testLimit, log: log)
+        }
+        guard task.trainLimit == 0, task.evalLimit == 0 else {
+            throw ValidationError("--train-limit and --eval-limit are for text tasks and image files; Fashion-MNIST-1k uses its 800/200 split and --test-limit")
+        }
+        return try load(data: task.data, imageSize: imageSize, seed: task.seed, testLimit: testLimit, log: log)
+    }
+
+    /// Whether `data` is image files: a folder without Fashion-MNIST's IDX files, or a CSV.
+    static func namesImageFiles(_ data: String) -> Bool {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: data, isDirectory: &isDir) else { return false }
+        if !isDir.boolValue { return URL(fileURLWithPath: data).pathExtension.lowercased() == "csv" }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: data)) ?? []
+        return !entries.contains { $0.hasPrefix("train-images-idx3-ubyte") }
+    }
+
+    static func loadFiles(_ task: TextTaskOptions, imageSize: Int, testLimit: Int, log: (String) -> Void) throws -> ImageSplits {
+        guard imageSize >= 14, imageSize % 14 == 0 else {
+            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
+        }
+        func list(_ path: String) throws -> ImageFileList { try ImageFileList.load(URL(fileURLWithPath: path)) }
+        var train: ImageFileList, validation: ImageFileList, test: ImageFileList
+        let relabel = { (l: ImageFileList, classes: [String]) in l.relabelled(to: classes) }
+        if let trainData = task.trainData {
+            (train, validation, test) = fixedSplits(train: try list(trainData), validation: try task.validationData.map(list),
+                                                    test: try task.testData.map(list), classes: \.classNames, seed: task.seed,
+                                                    relabel: relabel, subset: { $0.subset($1) }, log: log)
+        } else if let folders = ImageFileList.splitFolders(of: URL(fileURLWithPath: task.data)) {
+            log("data: \(task.data) has split folders: \([folders.train, folders.validation, folders.test].compactMap { $0?.lastPathComponent }.joined(separator: ", "))")
+            (train, validation, test) = fixedSplits(train: try ImageFileList.folder(folders.train),
+                                                    validation: try folders.validation.map(ImageFileList.folder),
+                                                    test: try folders.test.map(ImageFileList.folder), classes: \.classNames,
+                                                    seed: task.seed, relabel: relabel, subset: { $0.subset($1) }, log: log)
+        } else {
+            let all = try list(task.data)
+            let split = all.stratifiedSplit(seed: task.seed)
+            (train, validation, test) = (all.subset(split.train), all.subset(split.validation), all.subset(split.test))
+        }
+        if task.trainLimit > 0 { train = train.subset(train.stratifiedSample(task.trainLimit, seed: task.seed)) }
+        if task.evalLimit > 0 { validation = validation.subset(validation.stratifiedSample(task.evalLimit, seed: task.seed &+ 1)) }
+        if testLimit > 0 { test = test.subset(test.stratifiedSample(testLimit, seed: task.seed &+ 2)) }
+        guard train.paths.count > 0, validation.paths.count > 0, test.paths.count > 0 else {
+            throw ValidationError("\(task.dataDescription): the split leaves \(train.paths.count) train, \(validation.paths.count) validation and \(test.paths.count) test images; each needs at least one")
+        }
+        // Every image decoded once now: a bad file is named before training, not in the middle of it.
+        let t0 = Date()
+        for part in [train, validation, test] { try part.check(minSide: 14) }
+        let total = train.paths.count + validation.paths.count + test.paths.count
+        log(String(format: "data: %d images of %d classes (%@) checked in %.1f s; split: %d train, %d validation, %d test",
+                   total, train.classCount, train.classNames.prefix(12).joined(separator: ", "), Date().timeIntervalSince(t0),
+                   train.paths.count, validation.paths.count, test.paths.count))
+        let pre = CentreCropPreprocessor(size: imageSize), tokens = ImageSplit.tokens(size: imageSize)
+        log("images: shorter side resized to \(pre.resizeSide) (bicubic, antialiased), centre \(imageSize)x\(imageSize) crop (\(tokens) tokens)")
+        func split(_ files: ImageFileList) -> ImageSplit {
+            ImageSplit(labels: files.labels, tokens: tokens) { rows in
+                MemoryLedger.withCategory(.activations) {
+                    do { return try pre.batch(rows.map { files.paths[$0] }) } catch {
+                        ProcessExit.fail("\(error) (it was readable when the data was checked)", code: 1)
+                    }
+                }
+            }
+        }
+        return ImageSplits(labels: train.classNames, imageSize: imageSize, train: split(train), validation: split(validation),
+                           test: split(test), pipeline: .centreCrop)
+    }
 
     /// The Fashion-MNIST train and test sets of `data`: `fashion-mnist-1k` (the Debian asset,
     /// fetched on first use; also what the text default `tweets` means for an image model) or a

@@ -21,14 +21,3 @@ func csvQuoted(_ s: String) -> String {
     return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }
 
-/// Pixels [B, 3, size, size] of images from any sets (files of different sizes and channels).
-func imagePixels(_ images: [(set: ImageSet, index: Int)], _ pre: ImagePreprocessor) -> Tensor {
-    MemoryLedger.withCategory(.activations) {
-        let c = pre.mean.count, plane = c * pre.size * pre.size
-        let t = Tensor(shape: [images.count, c, pre.size, pre.size])
-        for (b, image) in images.enumerated() {
-            pre.image(image.set, image.index).values.withUnsafeBufferPointer { (t.data + b * plane).update(from: $0.baseAddress!, count: plane) }
-        }
-        return t
-    }
-}

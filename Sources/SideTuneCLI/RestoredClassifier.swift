@@ -17,8 +17,8 @@ struct RestoredClassifier {
         /// Text encoders and LLMs read token rows; `encode` is the backbone's tokenizer at the
         /// checkpoint's max length.
         case tokens(any TrainableModel<BatchEncoding>, encode: (String) -> [Int32])
-        /// ViTs read pixels made by the preprocessor (at the checkpoint's image size).
-        case images(any TrainableModel<Tensor>, ImagePreprocessor)
+        /// ViTs read pixels prepared as in training (the checkpoint's image size and pipeline).
+        case images(any TrainableModel<Tensor>, ImageInput)
     }
 
     var config: CheckpointConfig
@@ -50,7 +50,13 @@ struct RestoredClassifier {
             input = .tokens(try restore(encoder)) { tokenizer.encode($0, maxLength: config.maxLength).ids }
         case let .vit(vit):
             // Older image checkpoints kept the image side in max_length.
-            input = .images(try restore(vit), ImagePreprocessor(size: config.imageSize ?? config.maxLength))
+            let pipeline = try config.imagePipeline.map { name in
+                guard let p = ImagePipeline(rawValue: name) else {
+                    throw ValidationError("\(path): image_pipeline '\(name.prefix(40))' is not one this SideTune knows (resize, centre-crop)")
+                }
+                return p
+            } ?? .resize
+            input = .images(try restore(vit), ImageInput(size: config.imageSize ?? config.maxLength, pipeline: pipeline))
         case let .llama(llama, tokenizer):
             input = .tokens(try restore(llama)) { llmClassificationIds(tokenizer, $0, maxLength: config.maxLength) }
         }

@@ -155,14 +155,17 @@ extension SideTuneCommand {
         /// What identifies the run besides the trainer's parameters: a resumed run must match it.
         func runIdentity() -> [String: String] {
             var id: [String: String] = [
-                "data": task.data, "train limit": String(task.trainLimit), "eval limit": String(task.evalLimit),
+                "data": task.dataDescription, "train limit": String(task.trainLimit), "eval limit": String(task.evalLimit),
                 "text column": task.textColumn ?? "-", "label column": task.labelColumn ?? "-", "strict": String(task.strict),
                 "image size": String(image.imageSize), "test limit": String(image.testLimit), "task": llm.task.rawValue,
             ]
-            var isFolder: ObjCBool = false
-            if FileManager.default.fileExists(atPath: task.data, isDirectory: &isFolder), !isFolder.boolValue,
-               let digest = try? SHA256.hexDigest(ofFile: task.data) {
-                id["data sha256"] = digest
+            for (key, path) in [("data", task.data), ("train data", task.trainData), ("validation data", task.validationData),
+                                ("test data", task.testData)] {
+                var isFolder: ObjCBool = false
+                if let path, FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue,
+                   let digest = try? SHA256.hexDigest(ofFile: path) {
+                    id["\(key) sha256"] = digest
+                }
             }
             return id
         }
@@ -194,13 +197,10 @@ extension SideTuneCommand {
                 result = try self.train(encoder, source: source, options: options, labels: labels, splits: (train, validation, test),
                                    maxLength: task.maxLength, log: log)
             case let .vit(vit):
-                guard task.trainLimit == 0, task.evalLimit == 0 else {
-                    throw ValidationError("--train-limit and --eval-limit are for text tasks; an image task uses Fashion-MNIST-1k's 800/200 split and --test-limit")
-                }
-                let data = try ImageSplits.load(data: task.data, imageSize: image.imageSize, seed: task.seed, testLimit: image.testLimit, log: log)
+                let data = try ImageSplits.load(task, imageSize: image.imageSize, testLimit: image.testLimit, log: log)
                 // `max_length` also holds the image side, for readers of older checkpoints.
                 result = try self.train(vit, source: source, options: options, labels: data.labels, splits: (data.train, data.validation, data.test),
-                                   maxLength: data.imageSize, imageSize: data.imageSize, log: log)
+                                   maxLength: data.imageSize, imageSize: data.imageSize, imagePipeline: data.pipeline.rawValue, log: log)
             case let .llama(llama, tokenizer):
                 guard task.maxLength <= llama.config.contextLength else {
                     throw ValidationError("--max-length \(task.maxLength) is more than the model's context of \(llama.config.contextLength) tokens")
@@ -231,13 +231,15 @@ extension SideTuneCommand {
         /// Builds the method on the backbone through the registry and trains it on the splits.
         func train<B: Backbone, S: ClassificationData>(_ backbone: B, source: BackboneSource, options: MethodOptions, labels: [String],
                                                        splits: (train: S, validation: S, test: S), maxLength: Int, imageSize: Int? = nil,
+                                                       imagePipeline: String? = nil,
                                                        log: @escaping (String) -> Void) throws -> TrainingReport where S.Batch == B.Input {
             let examples = { [train = splits.train] (n: Int) in (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) } }
             let model = try MethodRegistry.build(method, on: backbone, classes: labels.count, options: options, seed: task.seed,
                                                  trainingExamples: examples, progress: log)
-            let config = CheckpointConfig(method: method, options: options, labels: labels, maxLength: maxLength, backboneName: source.name,
+            var config = CheckpointConfig(method: method, options: options, labels: labels, maxLength: maxLength, backboneName: source.name,
                                           backboneSHA256: source.sha256, seed: task.seed, epoch: 0, validationAccuracy: nil,
                                           backboneFamily: source.family, imageSize: imageSize, backbonePath: source.path)
+            config.imagePipeline = imagePipeline
             return try train(model, train: splits.train, validation: splits.validation, test: splits.test, config: config, log: log)
         }
 

@@ -5,9 +5,26 @@ public struct DatasetSplit: Sendable, Equatable, Codable {
     public var train: [Int]
     public var validation: [Int]
     public var test: [Int]
+
+    public init(train: [Int], validation: [Int], test: [Int]) {
+        self.train = train
+        self.validation = validation
+        self.test = test
+    }
 }
 
-extension TextDataset {
+/// Examples with integer class labels 0..<classCount: texts, image files. Splits and samples are
+/// stratified by class.
+public protocol LabelledData {
+    var labels: [Int] { get }
+    var classCount: Int { get }
+}
+
+extension TextDataset: LabelledData {
+    public var classCount: Int { labelVocabulary.count }
+}
+
+extension LabelledData {
     /// Stratified split: each class is shuffled with `seed` and cut by the fractions, so every
     /// split keeps the class proportions (within one example per class). Per-class counts are
     /// `round(n * validation)` and `round(n * test)`; train gets the rest. Deterministic for a
@@ -37,9 +54,9 @@ extension TextDataset {
     /// proportional (largest remainder), every present class keeps at least one example when
     /// `count` allows. Result ascending.
     public func stratifiedSample(_ count: Int, from indices: [Int]? = nil, seed: UInt64) -> [Int] {
-        let pool = indices ?? Array(0..<self.count)
+        let pool = indices ?? Array(0..<labels.count)
         if count >= pool.count { return pool.sorted() }
-        var byClass = [[Int]](repeating: [], count: labelVocabulary.count)
+        var byClass = [[Int]](repeating: [], count: classCount)
         for i in pool { byClass[labels[i]].append(i) }
         let present = byClass.indices.filter { !byClass[$0].isEmpty }
         var quota = [Int](repeating: 0, count: byClass.count)
@@ -77,7 +94,7 @@ extension TextDataset {
 
     /// Row indices of each class, ascending, indexed by class id.
     public func indicesByClass() -> [[Int]] {
-        var byClass = [[Int]](repeating: [], count: labelVocabulary.count)
+        var byClass = [[Int]](repeating: [], count: classCount)
         for (i, l) in labels.enumerated() { byClass[l].append(i) }
         return byClass
     }
@@ -85,7 +102,7 @@ extension TextDataset {
 
 extension DatasetSplit {
     /// Each split reduced to at most `maxPerSplit` rows by stratified sampling, for quick demos.
-    public func subset(maxPerSplit: Int, of dataset: TextDataset, seed: UInt64) -> DatasetSplit {
+    public func subset(maxPerSplit: Int, of dataset: some LabelledData, seed: UInt64) -> DatasetSplit {
         DatasetSplit(train: dataset.stratifiedSample(maxPerSplit, from: train, seed: seed),
                      validation: dataset.stratifiedSample(maxPerSplit, from: validation, seed: seed &+ 1),
                      test: dataset.stratifiedSample(maxPerSplit, from: test, seed: seed &+ 2))

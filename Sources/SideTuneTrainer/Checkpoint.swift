@@ -27,6 +27,9 @@ public struct CheckpointConfig: Codable, Sendable {
     /// A backbone given by path (a BERT folder, a ViT .onnx file) rather than by asset name: where
     /// it was at training time, tried first by eval and predict (the SHA-256 still has to match).
     public var backbonePath: String?
+    /// Image checkpoints: how images became input ("resize" for fixed-size sets, the default of
+    /// older checkpoints; "centre-crop" for image files of any size).
+    public var imagePipeline: String?
 
     public init(method: MethodKind, options: MethodOptions, labels: [String], maxLength: Int, backboneName: String,
                 backboneSHA256: String, seed: UInt64, epoch: Int, validationAccuracy: Double?, backboneFamily: BackboneFamily? = nil,
@@ -65,7 +68,7 @@ public struct CheckpointConfig: Codable, Sendable {
         case format, method, options, labels, seed, epoch
         case maxLength = "max_length", backboneName = "backbone_name", backboneSHA256 = "backbone_sha256"
         case validationAccuracy = "validation_accuracy", backboneFamily = "backbone_family", imageSize = "image_size"
-        case backbonePath = "backbone_path"
+        case backbonePath = "backbone_path", imagePipeline = "image_pipeline"
     }
 }
 

@@ -157,7 +157,7 @@ public final class RunLock {
                 close(fd)
                 held = true
                 LiveRuns.add(url)
-                OutOfMemory.beforeExit = { LiveRuns.releaseAll() }
+                ProcessExit.beforeExit = { LiveRuns.releaseAll() }
                 return
             }
             guard errno == EEXIST else {

@@ -162,6 +162,17 @@ import Testing
         Self.expectRefused("`--data` naming a folder", ["train"] + f.quick.map { $0 == f.data.path ? f.root.path : $0 },
                            code: 64, "is a folder; a text task reads one CSV, TSV or JSONL file")
 
+        // An optimizer state of the wrong size (same run and epoch stamps): refused, not read past its end.
+        let optimizer = run.appendingPathComponent("last/optimizer.safetensors")
+        let saved = try Data(contentsOf: optimizer)
+        let moments = try SafetensorsFile(path: optimizer.path)
+        var resized = SafetensorsWriter(metadata: moments.metadata)
+        for name in moments.names { try resized.add(name, floats: [1, 2, 3], shape: [3]) }
+        try resized.write(to: optimizer.path)
+        Self.expectRefused("`--resume` with an optimizer state of the wrong size", ["train"] + f.quick + ["--output", run.path, "--resume"],
+                           code: 1, "has shape [3], parameter 0 has")
+        try saved.write(to: optimizer)
+
         // Checkpoints: a run folder instead of its best epoch, a max_length of 0, NaN weights.
         Self.expectRefused("`eval --checkpoint RUN` (the run folder)", ["eval", "--checkpoint", run.path, "--data", f.data.path],
                            code: 1, "is a run folder: pass its checkpoint")

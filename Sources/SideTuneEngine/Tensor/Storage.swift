@@ -279,14 +279,25 @@ public final class LargeBlockCache: @unchecked Sendable {
     }
 }
 
+/// Ends the process from where an error cannot be thrown (an allocation, a batch being made on a
+/// pool thread): the message to stderr, `beforeExit` (a run's lock file is removed), the code.
+public enum ProcessExit {
+    /// Run before the process exits.
+    nonisolated(unsafe) public static var beforeExit: (() -> Void)?
+
+    public static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data(("sidetune: " + message + "\n").utf8))
+        beforeExit?()
+        exit(code)
+    }
+}
+
 /// Running out of memory ends the process with a message and exit code 3, not a crash: it names
 /// the request, what the ledger holds by category, and (`advice`) flags that need less.
 public enum OutOfMemory {
     public static let exitCode: Int32 = 3
     /// Printed after the figures; the CLI names its flags here.
     nonisolated(unsafe) public static var advice = "use smaller batches or shorter inputs"
-    /// Run before the process exits (removing a run's lock file).
-    nonisolated(unsafe) public static var beforeExit: (() -> Void)?
 
     /// Physical memory plus swap (/proc/meminfo), the most any allocation could get.
     public static let machineBytes: Int = {
@@ -304,11 +315,8 @@ public enum OutOfMemory {
             let b = held.current[c] ?? 0
             return b > 0 ? "\(c.rawValue) \(formatBytes(b))" : nil
         }
-        let text = "sidetune: out of memory: cannot allocate \(formatBytes(bytes)) for \(what) (the machine has "
-            + "\(formatBytes(machineBytes)) with swap; the ledger holds \(parts.isEmpty ? "nothing" : parts.joined(separator: ", "))); "
-            + advice + "\n"
-        FileHandle.standardError.write(Data(text.utf8))
-        beforeExit?()
-        exit(exitCode)
+        ProcessExit.fail("out of memory: cannot allocate \(formatBytes(bytes)) for \(what) (the machine has "
+                         + "\(formatBytes(machineBytes)) with swap; the ledger holds \(parts.isEmpty ? "nothing" : parts.joined(separator: ", "))); "
+                         + advice, code: exitCode)
     }
 }

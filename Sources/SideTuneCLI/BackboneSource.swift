@@ -30,11 +30,25 @@ struct BackboneSource {
     /// Resolves `--model` (an asset name, or a path to a .onnx or .gguf file) and `--model-dir` (a
     /// BERT-family Hugging Face folder), fetching an asset on first use.
     static func resolve(model: String, modelDir: String?, log: (String) -> Void) throws -> BackboneSource {
-        if let dir = modelDir {
-            let folder = try LocalModelFolder(path: dir)
-            return try BackboneSource(family: .bert, name: folder.url.lastPathComponent, weightsFile: folder.weights, path: folder.url.path)
-        }
         let fm = FileManager.default
+        var isFolder: ObjCBool = false
+        if let dir = modelDir ?? (fm.fileExists(atPath: model, isDirectory: &isFolder) && isFolder.boolValue ? model : nil) {
+            let url = URL(fileURLWithPath: dir, isDirectory: true).standardizedFileURL
+            // A folder without config.json gets LocalModelFolder's list of what is missing.
+            let family = fm.fileExists(atPath: url.appendingPathComponent("config.json").path)
+                ? try HuggingFaceFolder.family(of: url).family : .bert
+            switch family {
+            case .bert:
+                let folder = try LocalModelFolder(path: dir)
+                return try BackboneSource(family: .bert, name: folder.url.lastPathComponent, weightsFile: folder.weights, path: folder.url.path)
+            case .vit, .llama:
+                var missing = ["model.safetensors"].filter { !fm.fileExists(atPath: url.appendingPathComponent($0).path) }
+                if family == .llama && !fm.fileExists(atPath: url.appendingPathComponent("tokenizer.json").path) { missing.append("tokenizer.json") }
+                guard missing.isEmpty else { throw AssetError.incompleteModelFolder(path: url.path, missing: missing) }
+                return try BackboneSource(family: family, name: url.lastPathComponent, weightsFile: url.appendingPathComponent("model.safetensors"),
+                                          path: url.path)
+            }
+        }
         if model.hasSuffix(".onnx") || model.hasSuffix(".gguf") || fm.fileExists(atPath: model) {
             guard fm.fileExists(atPath: model) else { throw ValidationError("--model \(model): no such file") }
             let url = URL(fileURLWithPath: model).standardizedFileURL
@@ -61,7 +75,12 @@ struct BackboneSource {
     /// The family `--model` / `--model-dir` name, without fetching or reading anything large (so a
     /// method that cannot run there is refused first).
     static func family(model: String, modelDir: String?) throws -> BackboneFamily {
-        if modelDir != nil { return .bert }
+        var isFolder: ObjCBool = false
+        if let dir = modelDir ?? (FileManager.default.fileExists(atPath: model, isDirectory: &isFolder) && isFolder.boolValue ? model : nil) {
+            let url = URL(fileURLWithPath: dir, isDirectory: true)
+            return FileManager.default.fileExists(atPath: url.appendingPathComponent("config.json").path)
+                ? try HuggingFaceFolder.family(of: url).family : .bert
+        }
         switch URL(fileURLWithPath: model).pathExtension.lowercased() {
         case "onnx": return .vit
         case "gguf": return .llama
@@ -102,11 +121,19 @@ struct BackboneSource {
             }
             return .bert(encoder, tokenizer)
         case .vit:
+            if weightsFile.pathExtension == "safetensors" { return .vit(try DINOv2ViT.load(huggingFace: weightsFile.deletingLastPathComponent())) }
             return .vit(try MemoryLedger.withCategory(.weights) { try DINOv2ViT.load(onnx: ONNXModel(path: weightsFile.path)).0 })
         case .llama:
-            let file = try GGUFFile(path: weightsFile.path)
-            let tokenizer = try ByteLevelBPE(gguf: file)
-            let llama = try Llama.load(gguf: file, weights: weights)
+            let tokenizer: ByteLevelBPE, llama: Llama
+            if weightsFile.pathExtension == "safetensors" {
+                let folder = weightsFile.deletingLastPathComponent()
+                tokenizer = try ByteLevelBPE(tokenizerJSON: folder.appendingPathComponent("tokenizer.json"))
+                llama = try Llama.load(huggingFace: folder, weights: weights)
+            } else {
+                let file = try GGUFFile(path: weightsFile.path)
+                tokenizer = try ByteLevelBPE(gguf: file)
+                llama = try Llama.load(gguf: file, weights: weights)
+            }
             guard tokenizer.vocabSize <= llama.config.vocabSize else {
                 throw FormatError(.shapeMismatch, file: weightsFile.path, tensor: "token_embd.weight", "the tokenizer has \(tokenizer.vocabSize) tokens, but token_embd.weight has \(llama.config.vocabSize) rows")
             }

@@ -6,7 +6,7 @@ extension SideTuneCommand {
     public struct Bench: ParsableCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Measure the engine's kernels and encoders against the machine's own peak.",
-            subcommands: [GEMMBench.self, EncodeBench.self, StepBench.self]
+            subcommands: [GEMMBench.self, EncodeBench.self, StepBench.self, ImagesBench.self]
         )
         public init() {}
     }

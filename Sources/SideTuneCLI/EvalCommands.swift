@@ -10,7 +10,7 @@ import SideTuneTrainer
 extension TextTaskOptions {
     /// --model and --model-dir as places to look for a checkpoint's backbone (--model's default,
     /// minilm, is no hint: the checkpoint names its own backbone).
-    var backboneHint: BackboneHint { BackboneHint(model: model == "minilm" ? nil : model, modelDir: modelDir) }
+    var backboneHint: BackboneHint { BackboneHint(model: gguf ?? (model == "minilm" ? nil : model), modelDir: modelDir) }
 }
 
 extension SideTuneCommand {
@@ -48,7 +48,7 @@ extension SideTuneCommand {
                 try restored.checkLabels(labels, data: task.data)
                 return try evaluateSplits(model, [validation, test], config: restored.config)
             case let .images(model, input):
-                let data = try ImageSplits.load(task, imageSize: input.size, testLimit: testLimit, log: eprint)
+                let data = try ImageSplits.load(task, imageSize: input.size, patch: input.patch, testLimit: testLimit, log: eprint)
                 guard data.pipeline == input.pipeline else {
                     throw ValidationError("--data \(task.data): the checkpoint was trained on \(input.pipeline == .resize ? "a fixed-size set (Fashion-MNIST)" : "image files"), this data is \(data.pipeline == .resize ? "a fixed-size set" : "image files"): its images would be prepared differently")
                 }

@@ -11,7 +11,7 @@ import SideTuneTrainer
 /// Flags of image tasks (used when --model names a ViT). --data takes `fashion-mnist-1k` or a
 /// folder of Fashion-MNIST IDX files; --seed draws the 800/200 split.
 public struct ImageTaskOptions: ParsableArguments {
-    @Option(help: "Image side in pixels, a multiple of 14 (the ViT's patch): 224 as DINOv2 was trained; smaller is much cheaper on a CPU (tokens = (size/14)^2 + 1).")
+    @Option(help: "Image side in pixels, a multiple of the ViT's patch (14 for DINOv2, 16 for most ViTs): 224 as they were trained; smaller is much cheaper on a CPU (tokens = (size/patch)^2 + 1).")
     var imageSize: Int = 224
     @Option(help: "Evaluate on a stratified sample of this many test images (0 = the full 10,000).")
     var testLimit: Int = 0
@@ -19,9 +19,7 @@ public struct ImageTaskOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
-        guard imageSize >= 14, imageSize % 14 == 0 else {
-            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
-        }
+        guard imageSize >= 1 && imageSize <= 4096 else { throw ValidationError("--image-size must be in 1...4096, got \(imageSize)") }
         guard testLimit >= 0 else { throw ValidationError("--test-limit must be >= 0") }
     }
 }
@@ -38,14 +36,17 @@ struct ImageSplits {
 
     /// The task's splits: image files when --train-data is given or --data names a class-folder
     /// tree or a CSV, else Fashion-MNIST.
-    static func load(_ task: TextTaskOptions, imageSize: Int, testLimit: Int, log: (String) -> Void) throws -> ImageSplits {
+    static func load(_ task: TextTaskOptions, imageSize: Int, patch: Int, testLimit: Int, log: (String) -> Void) throws -> ImageSplits {
+        guard imageSize >= patch, imageSize % patch == 0 else {
+            throw ValidationError("--image-size \(imageSize) is not a positive multiple of the model's \(patch)-pixel patch")
+        }
         if task.trainData != nil || namesImageFiles(task.data) {
-            return try loadFiles(task, imageSize: imageSize, testLimit: testLimit, log: log)
+            return try loadFiles(task, imageSize: imageSize, patch: patch, testLimit: testLimit, log: log)
         }
         guard task.trainLimit == 0, task.evalLimit == 0 else {
             throw ValidationError("--train-limit and --eval-limit are for text tasks and image files; Fashion-MNIST-1k uses its 800/200 split and --test-limit")
         }
-        return try load(data: task.data, imageSize: imageSize, seed: task.seed, testLimit: testLimit, log: log)
+        return try load(data: task.data, imageSize: imageSize, patch: patch, seed: task.seed, testLimit: testLimit, log: log)
     }
 
     /// Whether `data` is image files: a folder without Fashion-MNIST's IDX files, or a CSV.
@@ -57,10 +58,7 @@ struct ImageSplits {
         return !entries.contains { $0.hasPrefix("train-images-idx3-ubyte") }
     }
 
-    static func loadFiles(_ task: TextTaskOptions, imageSize: Int, testLimit: Int, log: (String) -> Void) throws -> ImageSplits {
-        guard imageSize >= 14, imageSize % 14 == 0 else {
-            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
-        }
+    static func loadFiles(_ task: TextTaskOptions, imageSize: Int, patch: Int, testLimit: Int, log: (String) -> Void) throws -> ImageSplits {
         func list(_ path: String) throws -> ImageFileList { try ImageFileList.load(URL(fileURLWithPath: path)) }
         var train: ImageFileList, validation: ImageFileList, test: ImageFileList
         let relabel = { (l: ImageFileList, classes: [String]) in l.relabelled(to: classes) }
@@ -87,12 +85,12 @@ struct ImageSplits {
         }
         // Every image decoded once now: a bad file is named before training, not in the middle of it.
         let t0 = Date()
-        for part in [train, validation, test] { try part.check(minSide: 14) }
+        for part in [train, validation, test] { try part.check(minSide: patch) }
         let total = train.paths.count + validation.paths.count + test.paths.count
         log(String(format: "data: %d images of %d classes (%@) checked in %.1f s; split: %d train, %d validation, %d test",
                    total, train.classCount, train.classNames.prefix(12).joined(separator: ", "), Date().timeIntervalSince(t0),
                    train.paths.count, validation.paths.count, test.paths.count))
-        let pre = CentreCropPreprocessor(size: imageSize), tokens = ImageSplit.tokens(size: imageSize)
+        let pre = CentreCropPreprocessor(size: imageSize), tokens = ImageSplit.tokens(size: imageSize, patch: patch)
         log("images: shorter side resized to \(pre.resizeSide) (bicubic, antialiased), centre \(imageSize)x\(imageSize) crop (\(tokens) tokens)")
         func split(_ files: ImageFileList) -> ImageSplit {
             ImageSplit(labels: files.labels, tokens: tokens) { rows in
@@ -129,17 +127,14 @@ struct ImageSplits {
 
     /// The split: `trainPerClass` + `validationPerClass` images per class drawn from the training
     /// set with `seed`; the test set whole, or a stratified sample of `testLimit`.
-    static func load(data: String, imageSize: Int, seed: UInt64, testLimit: Int, trainPerClass: Int = 80,
+    static func load(data: String, imageSize: Int, patch: Int, seed: UInt64, testLimit: Int, trainPerClass: Int = 80,
                      validationPerClass: Int = 20, log: (String) -> Void) throws -> ImageSplits {
-        guard imageSize >= 14, imageSize % 14 == 0 else {
-            throw ValidationError("--image-size \(imageSize) is not a positive multiple of 14 (the ViT's patch size)")
-        }
         let (folder, full, testSet) = try loadSets(data: data, log: log)
         let (tr, va) = try FashionMNIST.fewShotSplit(full, trainPerClass: trainPerClass, validationPerClass: validationPerClass, seed: seed)
         var te = Array(0..<testSet.count)
         if testLimit > 0 && testLimit < testSet.count { te = stratifiedSample(testSet, testLimit, seed: seed &+ 2) }
         let pre = ImagePreprocessor(size: imageSize)
-        let tokens = ImageSplit.tokens(size: imageSize)
+        let tokens = ImageSplit.tokens(size: imageSize, patch: patch)
         func split(_ set: ImageSet, _ idx: [Int]) -> ImageSplit {
             ImageSplit(labels: idx.map { Int(set.labels[$0]) }, tokens: tokens) { rows in
                 MemoryLedger.withCategory(.activations) { pre.batch(set, rows.map { idx[$0] }) }

@@ -56,7 +56,7 @@ struct RestoredClassifier {
                 }
                 return p
             } ?? .resize
-            input = .images(try restore(vit), ImageInput(size: config.imageSize ?? config.maxLength, pipeline: pipeline))
+            input = .images(try restore(vit), ImageInput(size: config.imageSize ?? config.maxLength, pipeline: pipeline, patch: vit.config.patchSize))
         case let .llama(llama, tokenizer):
             input = .tokens(try restore(llama)) { llmClassificationIds(tokenizer, $0, maxLength: config.maxLength) }
         }

@@ -12,8 +12,10 @@ import SideTuneTrainer
 public struct TextTaskOptions: ParsableArguments {
     @Option(help: "Backbone: an asset name (minilm, vit-s14, smollm2), fetched into the cache on first use, or a DINOv2 .onnx or Llama .gguf file.")
     var model: String = "minilm"
-    @Option(help: "A local Hugging Face-style BERT folder (config.json, model.safetensors, vocab.txt or tokenizer.json); overrides --model.")
+    @Option(help: "A local Hugging Face model folder (config.json + model.safetensors): BERT (with vocab.txt or tokenizer.json), ViT or DINOv2, or a Llama, Mistral or Qwen2 decoder (with tokenizer.json); overrides --model.")
     var modelDir: String?
+    @Option(help: "A Llama-family GGUF file (as generate's --gguf); the same as --model FILE.gguf.")
+    var gguf: String?
     @Option(help: "Data set, split by --seed: an asset name (tweets, fashion-mnist-1k), a CSV, TSV or JSONL file of texts, or for images a folder with one subfolder of images per class (train/, val/, test/ subfolders give the split) or a CSV of path,label.")
     var data: String = "tweets"
     @Option(help: "Fixed splits instead of --data: the training file (text) or image folder or CSV.")
@@ -42,10 +44,15 @@ public struct TextTaskOptions: ParsableArguments {
     public func validate() throws {
         guard maxLength >= 4 && maxLength <= 512 else { throw ValidationError("--max-length must be in 4...512, got \(maxLength)") }
         guard trainLimit >= 0, evalLimit >= 0 else { throw ValidationError("limits must be >= 0") }
+        if gguf != nil && (modelDir != nil || model != "minilm") { throw ValidationError("--gguf names the model: drop --model and --model-dir") }
+        if let gguf, !gguf.lowercased().hasSuffix(".gguf") { throw ValidationError("--gguf \(gguf): not a .gguf file") }
         if trainData == nil && (validationData != nil || testData != nil) {
             throw ValidationError("--validation-data and --test-data go with --train-data (fixed splits)")
         }
     }
+
+    /// --model, or --gguf when given.
+    var modelName: String { gguf ?? model }
 
     /// The data's description for messages and run fingerprints.
     var dataDescription: String {

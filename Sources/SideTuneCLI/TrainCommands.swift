@@ -179,13 +179,13 @@ extension SideTuneCommand {
             let options = methodFlags.options()
             let weights = MethodRegistry.weights(method, options: options)
             // Refused before fetching or minutes of loading.
-            let family = try BackboneSource.family(model: task.model, modelDir: task.modelDir)
+            let family = try BackboneSource.family(model: task.modelName, modelDir: task.modelDir)
             do { try MethodRegistry.check(method, on: family, weights: weights) } catch { throw ValidationError("\(error)") }
             if llm.task == .lm && (family != .llama || method != .qst) {
                 throw ValidationError("--task lm tunes the QST side network of a decoder LLM (--method qst --model smollm2)")
             }
             if family != .vit, image.testLimit != 0 { throw ValidationError("--test-limit is for image tasks; text tasks use --eval-limit") }
-            let source = try BackboneSource.resolve(model: task.model, modelDir: task.modelDir, log: log)
+            let source = try BackboneSource.resolve(model: task.modelName, modelDir: task.modelDir, log: log)
             var result: TrainingReport
             switch try source.load(weights: weights, log: log) {
             case let .bert(encoder, tokenizer):
@@ -197,7 +197,7 @@ extension SideTuneCommand {
                 result = try self.train(encoder, source: source, options: options, labels: labels, splits: (train, validation, test),
                                    maxLength: task.maxLength, log: log)
             case let .vit(vit):
-                let data = try ImageSplits.load(task, imageSize: image.imageSize, testLimit: image.testLimit, log: log)
+                let data = try ImageSplits.load(task, imageSize: image.imageSize, patch: vit.config.patchSize, testLimit: image.testLimit, log: log)
                 // `max_length` also holds the image side, for readers of older checkpoints.
                 result = try self.train(vit, source: source, options: options, labels: data.labels, splits: (data.train, data.validation, data.test),
                                    maxLength: data.imageSize, imageSize: data.imageSize, imagePipeline: data.pipeline.rawValue, log: log)

@@ -54,7 +54,7 @@ public struct CheckpointConfig: Codable, Sendable {
         if maxLength < 1 || maxLength > 1 << 20 { problems.append("max_length must be in 1...\(1 << 20), got \(maxLength)") }
         if epoch < 0 { problems.append("epoch must be >= 0, got \(epoch)") }
         if let a = validationAccuracy, !(0...1).contains(a) { problems.append("validation_accuracy must be in [0, 1], got \(a)") }
-        if let s = imageSize, s < 14 || s % 14 != 0 || s > 14 * 1024 { problems.append("image_size must be a positive multiple of 14, got \(s)") }
+        if let s = imageSize, s < 1 || s > 4096 { problems.append("image_size must be in 1...4096, got \(s)") }
         if Set(labels).count != labels.count { problems.append("labels repeat: \(labels.prefix(8))") }
         // Classifiers need two classes; a causal-LM checkpoint (QST tuned on an LLM) has none.
         if labels.count == 1 || (labels.isEmpty && !(method == .qst && backboneFamily == .llama)) {

@@ -168,10 +168,13 @@ public enum ImagePipeline: String, Codable, Sendable {
 public struct ImageInput: Sendable {
     public var size: Int
     public var pipeline: ImagePipeline
+    /// The backbone's patch side (sizes must be multiples of it).
+    public var patch: Int
 
-    public init(size: Int, pipeline: ImagePipeline) {
+    public init(size: Int, pipeline: ImagePipeline, patch: Int = 14) {
         self.size = size
         self.pipeline = pipeline
+        self.patch = patch
     }
 
     public func pixels(_ images: [DecodedImage]) -> Tensor {

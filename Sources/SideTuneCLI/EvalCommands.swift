@@ -74,10 +74,12 @@ extension SideTuneCommand {
         var input: String?
         @Option(help: "Text column when --input is a CSV file.")
         var textColumn: String = "text"
-        @Option(help: "A local model folder, if the checkpoint's BERT backbone is not an asset.")
+        @Option(help: "The checkpoint's backbone as a Hugging Face folder, if the one it records has moved.")
         var modelDir: String?
-        @Option(help: "The backbone (an asset, or a ViT .onnx file), if the checkpoint's cannot be found.")
+        @Option(help: "The backbone (an asset, a ViT .onnx or a .gguf file), if the checkpoint's cannot be found.")
         var model: String?
+        @Option(help: "The checkpoint's backbone as a GGUF file (the same as --model FILE.gguf).")
+        var gguf: String?
         @Option(help: "Image checkpoints: label images of this data set's test split (fashion-mnist-1k or a Fashion-MNIST folder).")
         var data: String?
         @Option(help: "With --data: only the first N test images (0 = all).")
@@ -101,7 +103,7 @@ extension SideTuneCommand {
                     throw ValidationError("--data is for image checkpoints; texts come from the arguments or --input")
                 }
             }
-            let restored = try RestoredClassifier.load(checkpoint, hint: BackboneHint(model: model, modelDir: modelDir), log: eprint)
+            let restored = try RestoredClassifier.load(checkpoint, hint: BackboneHint(model: gguf ?? model, modelDir: modelDir), log: eprint)
             let labels = restored.config.labels
             var rows: [String] = []
             switch restored.input {

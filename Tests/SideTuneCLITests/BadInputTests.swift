@@ -197,6 +197,39 @@ import Testing
                            "holds NaN or infinite values")
     }
 
+    /// Image folders: a class folder without images, a truncated JPEG, an image smaller than the
+    /// patch; each named before training starts.
+    @Test func imageFolderMistakes() throws {
+        let goldens = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SideTuneDataTests/Goldens/images")
+        let vit = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SideTuneBackbonesTests/Goldens/tiny/vit").path
+        func folder(_ edit: (URL) throws -> Void) throws -> URL {
+            let root = scratchFolder("bad-images")
+            for c in ["cats", "dogs"] {
+                let f = root.appendingPathComponent(c)
+                try FileManager.default.createDirectory(at: f, withIntermediateDirectories: true)
+                for name in ["rgb.jpg", "grey.png", "palette.png", "rgba.png", "exif6.jpg"] {
+                    try FileManager.default.copyItem(at: goldens.appendingPathComponent(name), to: f.appendingPathComponent(name))
+                }
+            }
+            try edit(root)
+            return root
+        }
+        let args = { (data: URL) in ["train", "--model-dir", vit, "--data", data.path, "--method", "linear", "--image-size", "28", "--epochs", "1"] }
+        let empty = try folder { try FileManager.default.createDirectory(at: $0.appendingPathComponent("birds"), withIntermediateDirectories: true) }
+        Self.expectRefused("an image folder with an empty class folder", args(empty), code: 1, "class folder 'birds' holds no images")
+        let truncated = try folder { root in
+            let jpeg = try Data(contentsOf: goldens.appendingPathComponent("rgb.jpg"))
+            try jpeg.prefix(300).write(to: root.appendingPathComponent("cats/cut.jpg"))
+        }
+        Self.expectRefused("a truncated JPEG in an image folder", args(truncated), code: 1, "cats/cut.jpg")
+        let small = try folder { root in
+            try Data(Array("P5 5 4 255\n".utf8) + [UInt8](repeating: 9, count: 20)).write(to: root.appendingPathComponent("dogs/tiny.pgm"))
+        }
+        Self.expectRefused("an image smaller than the patch", args(small), code: 1, "5x4 pixels is smaller than the 7-pixel patch")
+    }
+
     /// Cases that end the process: they run the built `sidetune`.
     static let binary: URL? = {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -53,7 +53,7 @@ def load_texts(path, count):
     return texts
 
 
-def run_torch(args, padding="max_length"):
+def run_torch(args, padding="max_length", bf16=False):
     import torch
     import transformers
     from transformers import AutoModel, AutoTokenizer
@@ -68,7 +68,8 @@ def run_torch(args, padding="max_length"):
     enc = tok(texts, padding=padding, truncation=True, max_length=args.seq, return_tensors="pt")
     seq = enc["input_ids"].shape[1]
     times = []
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with torch.inference_mode(), autocast:
         model(**enc)  # warm-up
         for _ in range(args.iterations):
             t0 = time.perf_counter()
@@ -77,7 +78,8 @@ def run_torch(args, padding="max_length"):
     med = statistics.median(times)
     flops = flops_per_sequence(model.config, seq) * args.batch
     return {
-        "engine": f"torch {torch.__version__} eager ({model.config._attn_implementation} attention), transformers {transformers.__version__}",
+        "engine": f"torch {torch.__version__} eager ({model.config._attn_implementation} attention"
+                  + (", bf16 autocast" if bf16 else "") + f"), transformers {transformers.__version__}",
         "threads": torch.get_num_threads(),
         "batch": args.batch, "seq": seq, "padding": padding,
         "seconds_median": med, "seconds_best": min(times),
@@ -88,9 +90,10 @@ def run_torch(args, padding="max_length"):
     }
 
 
-def run_swift(args, packed=False):
+def run_swift(args, packed=False, bf16=False):
     cmd = [args.swift, "bench", "encode", "--json", "--model-dir", args.model, "--batch", str(args.batch),
            "--seq", str(args.seq), "--iterations", str(args.iterations)] + (["--packed"] if packed else [])
+    cmd += ["--precision", "bf16" if bf16 else "f32"]
     if args.tweets:
         cmd += ["--tweets", args.tweets]
     env = dict(os.environ, SIDETUNE_THREADS=str(args.threads))
@@ -110,7 +113,13 @@ def main():
     ap.add_argument("--swift", help="path to the sidetune binary: also run it and print the ratio")
     ap.add_argument("--rounds", type=int, default=2, help="with --swift: alternate torch/swift this many times")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bf16", action="store_true",
+                    help="compare bf16 products instead: PyTorch under torch.autocast('cpu', bfloat16) against "
+                         "sidetune --precision bf16, with both engines' f32 runs beside them (padded work)")
     args = ap.parse_args()
+
+    if args.swift and args.bf16:
+        return compare_bf16(args)
 
     if not args.swift:
         r = run_torch(args)
@@ -144,6 +153,35 @@ def main():
     print(f"  ratio SideTune / PyTorch, same padded work: {ratio:.2f}x")
     print(f"  ratio SideTune packed / PyTorch padded to longest: {ratio_best:.2f}x "
           f"(packed / PyTorch padded to {args.seq}: {sp['sentences_per_second'] / t['sentences_per_second']:.2f}x)")
+    return 0
+
+
+def compare_bf16(args):
+    """--bf16: four padded runs alternated --rounds times; ratios from the best of each."""
+    runs = {"torch": [], "torch_bf16": [], "sidetune": [], "sidetune_bf16": []}
+    for _ in range(args.rounds):
+        runs["torch"].append(run_torch(args))
+        runs["sidetune"].append(run_swift(args))
+        runs["torch_bf16"].append(run_torch(args, bf16=True))
+        runs["sidetune_bf16"].append(run_swift(args, bf16=True))
+    best = {k: max(v, key=lambda r: r["sentences_per_second"]) for k, v in runs.items()}
+    sps = {k: r["sentences_per_second"] for k, r in best.items()}
+    ratios = {"sidetune_bf16_vs_torch_bf16": sps["sidetune_bf16"] / sps["torch_bf16"],
+              "sidetune_bf16_vs_sidetune_f32": sps["sidetune_bf16"] / sps["sidetune"],
+              "torch_bf16_vs_torch_f32": sps["torch_bf16"] / sps["torch"],
+              "sidetune_f32_vs_torch_f32": sps["sidetune"] / sps["torch"]}
+    if args.json:
+        print(json.dumps(dict(best, **ratios)))
+        return 0
+    print(f"batch {args.batch} x {args.seq} tokens padded, {args.threads} threads, best of {args.rounds} rounds "
+          f"(each the median of {args.iterations} batches)")
+    for name, key in [("PyTorch f32", "torch"), ("PyTorch bf16 autocast", "torch_bf16"),
+                      ("SideTune f32", "sidetune"), ("SideTune bf16", "sidetune_bf16")]:
+        r = best[key]
+        print(f"  {name:24} {r['sentences_per_second']:8.1f} sentences/s  {r['gflops']:6.1f} GFLOPS")
+    print(f"  [{best['torch_bf16']['engine']}]")
+    for k, v in ratios.items():
+        print(f"  {k}: {v:.2f}x")
     return 0
 
 

@@ -200,6 +200,12 @@ public final class BertLayer: Module {
     public var output: any LinearLayer       // [d, d_ff]
     public let outputNorm: LayerNorm
     let act: String
+    /// The fused path's weights in bf16 (q/k/v concatenated, attention output, FFN in and out),
+    /// packed on first use under `--backbone-precision bf16`; `_`: not a parameter.
+    var _bf16: [PackedBFloat16Weight]?
+    let _bf16Lock = NSLock()
+    /// Whether the bf16 copies of the projections exist (made by a bf16 frozen forward).
+    public var holdsBFloat16Weights: Bool { _bf16Lock.withLock { _bf16 != nil } }
 
     public init(_ c: BertConfig) {
         attention = BertSelfAttention(c)
@@ -277,8 +283,9 @@ extension BertLayer {
             (wqkv + i * d * d).update(from: lin.weight.data, count: d * d)
             (bqkv + i * d).update(from: lin.bias!.data, count: d)
         }
+        let packed = MatmulPrecision.inEffect == .bfloat16 ? bf16Weights(qkv: wqkv) : nil
         FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: wqkv, n: 3 * d, bias: bqkv, activation: .identity,
-                              out: big, ldo: 3 * d)
+                              out: big, ldo: 3 * d, packed: packed?[0])
         switch layout {
         case .padded(let keyPadding):
             FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: keyPadding,
@@ -291,15 +298,34 @@ extension BertLayer {
         FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attnOut.weight.data, d: d,
                                                bias: attnOut.bias!.data, residual: x.data,
                                                normWeight: attentionNorm.weight!.data, normBias: attentionNorm.bias!.data,
-                                               eps: attentionNorm.eps, scratch: big, out: h)
+                                               eps: attentionNorm.eps, scratch: big, out: h, packed: packed?[1])
         FusedInference.linear(h, ldx: d, m: m, k: d, weight: ffIn.weight.data, n: dff, bias: ffIn.bias!.data,
-                              activation: fusedActivation, out: big, ldo: dff)
+                              activation: fusedActivation, out: big, ldo: dff, packed: packed?[2])
         let y = Tensor(shape: [b, t, d])
         FusedInference.linearResidualLayerNorm(big, ldx: dff, m: m, k: dff, weight: ffOut.weight.data, d: d,
                                                bias: ffOut.bias!.data, residual: h,
                                                normWeight: outputNorm.weight!.data, normBias: outputNorm.bias!.data,
-                                               eps: outputNorm.eps, scratch: ctx, out: y.data)
+                                               eps: outputNorm.eps, scratch: ctx, out: y.data, packed: packed?[3])
         return y
+    }
+
+    /// The layer's projections packed in bf16 for the fused path, made once (under a lock: micro-
+    /// batches run layers concurrently). Only for frozen layers, whose weights cannot change
+    /// afterwards; a layer being trained keeps f32 products. `qkv` is the concatenated q/k/v weight.
+    func bf16Weights(qkv: UnsafePointer<Float>) -> [PackedBFloat16Weight]? {
+        let linears = [attention.query, attention.key, attention.value, attention.output, intermediate, output]
+        guard linears.allSatisfy({ !($0.plain?.weight.requiresGrad ?? true) }) else { return nil }
+        _bf16Lock.lock()
+        defer { _bf16Lock.unlock() }
+        if let _bf16 { return _bf16 }
+        let d = attention.output.outFeatures
+        let made = MemoryLedger.withCategory(.weights) {
+            [PackedBFloat16Weight(qkv, outFeatures: 3 * d, inFeatures: d),
+             PackedBFloat16Weight(attention.output.plain!.weight), PackedBFloat16Weight(intermediate.plain!.weight),
+             PackedBFloat16Weight(output.plain!.weight)]
+        }
+        _bf16 = made
+        return made
     }
 }
 
@@ -517,6 +543,7 @@ public final class BertEncoder: Module {
             try file.withFloat32(prefix + c) { src in p.data.update(from: src.baseAddress!, count: p.count) }
             if !p.allFinite { throw BertError("\(file.path): tensor \(prefix + c) holds NaN or infinite values") }
         }
+        for layer in layers { layer._bf16 = nil } // packed from the old weights
     }
 
     /// Builds the encoder from a Hugging Face-style folder (config.json + model.safetensors).

@@ -19,6 +19,8 @@ public enum EncodeBenchmark {
         public var seq: Int
         /// "padded" (every sequence computed at `seq` tokens) or "packed" (real tokens only).
         public var layout: String
+        /// The products' precision: "f32", or "bf16" (bf16 operands, f32 sums).
+        public var precision: String?
         public var realTokens: Int
         public var iterations: Int
         public var secondsMedian: Double
@@ -33,7 +35,7 @@ public enum EncodeBenchmark {
         public var peakRSS: Int
 
         enum CodingKeys: String, CodingKey {
-            case engine, cpu, threads, batch, seq, layout, iterations, gflops
+            case engine, cpu, threads, batch, seq, layout, iterations, gflops, precision
             case realTokens = "real_tokens", secondsMedian = "seconds_median", secondsBest = "seconds_best"
             case sentencesPerSecond = "sentences_per_second", peakGFLOPS = "peak_gflops", fractionOfPeak = "fraction_of_peak"
             case peakBytes = "peak_bytes", peakLedgerTotal = "peak_ledger_total", peakRSS = "peak_rss"
@@ -49,7 +51,8 @@ public enum EncodeBenchmark {
             var lines = [
                 "cpu: \(cpu), \(threads) thread(s), FP32 peak \(String(format: "%.1f", peakGFLOPS)) GFLOPS",
                 "batch \(batch) x \(seq) tokens (\(realTokens) real), \(layout): "
-                    + (layout == "packed" ? "only the real tokens computed" : "padding computed too") + ", \(iterations) timed batches",
+                    + (layout == "packed" ? "only the real tokens computed" : "padding computed too") + ", \(iterations) timed batches"
+                    + (precision == "bf16" ? ", bf16 products (f32 sums)" : ""),
                 String(format: "median %.3f s, best %.3f s per batch", secondsMedian, secondsBest),
                 String(format: "%.1f sentences/s, %.1f GFLOPS effective = %.1f%% of peak", sentencesPerSecond, gflops, 100 * fractionOfPeak),
                 "peak memory (ledger) during the timed forwards:",
@@ -78,13 +81,18 @@ public enum EncodeBenchmark {
 
     /// `packed`: run `packedHiddenStates` (the real tokens end to end) instead of the padded forward.
     public static func run(model: BertEncoder, input: BatchEncoding, iterations: Int, packed: Bool = false,
-                           pool: ThreadPool = .shared, progress: ((String) -> Void)? = nil) -> Report {
+                           precision: MatmulPrecision = .float32, pool: ThreadPool = .shared,
+                           progress: ((String) -> Void)? = nil) -> Report {
         let cpu = CPUInfo.current()
         let threads = pool.activeThreads
         let peak = PeakFLOPS.measure(threads: threads)
         progress?(String(format: "FP32 peak on %d thread(s): %.1f GFLOPS", threads, peak))
-        func forward() { _ = packed ? model.packedHiddenStates(input).hiddenStates : noGrad { model(input).hiddenStates } }
-        forward() // warm-up (first touches of weights and allocator)
+        func forward() {
+            Tensor.withMatmulPrecision(precision) {
+                _ = packed ? model.packedHiddenStates(input).hiddenStates : noGrad { model(input).hiddenStates }
+            }
+        }
+        forward() // warm-up (first touches of weights and allocator; bf16 weights packed)
         MemoryLedger.shared.resetPeaks()
         var times: [Double] = []
         for i in 0..<max(1, iterations) {
@@ -103,7 +111,7 @@ public enum EncodeBenchmark {
         var peaks: [String: Int] = [:]
         for c in MemoryCategory.allCases { peaks[c.rawValue] = snap.peak[c] ?? 0 }
         return Report(engine: "SideTune", cpu: cpu.model, threads: threads, batch: input.batchSize, seq: input.seqLength,
-                      layout: packed ? "packed" : "padded", realTokens: input.lengths.reduce(0, +), iterations: times.count, secondsMedian: median,
+                      layout: packed ? "packed" : "padded", precision: precision.rawValue, realTokens: input.lengths.reduce(0, +), iterations: times.count, secondsMedian: median,
                       secondsBest: sorted[0], sentencesPerSecond: Double(input.batchSize) / median, gflops: gflops,
                       peakGFLOPS: peak, fractionOfPeak: gflops / peak, peakBytes: peaks, peakLedgerTotal: snap.peakTotal,
                       peakRSS: snap.peakRSS)

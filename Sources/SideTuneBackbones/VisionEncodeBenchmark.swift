@@ -29,13 +29,15 @@ public enum VisionEncodeBenchmark {
         public var peakLedgerBytes: Int
         public var peakRSSBytes: Int
         public var loadSeconds: Double
+        /// The products' precision: "f32", or "bf16" (bf16 operands, f32 sums).
+        public var precision: String?
 
         enum CodingKeys: String, CodingKey {
             case model, cpu, threads, batch, size, seconds
             case imagesPerSecond = "images_per_second", gflopsPerImage = "gflops_per_image"
             case effectiveGFLOPS = "effective_gflops", peakGFLOPS = "peak_gflops"
             case peakBytesByCategory = "peak_bytes_by_category", peakLedgerBytes = "peak_ledger_bytes"
-            case peakRSSBytes = "peak_rss_bytes", loadSeconds = "load_seconds"
+            case peakRSSBytes = "peak_rss_bytes", loadSeconds = "load_seconds", precision
         }
 
         public func jsonString() -> String {
@@ -45,7 +47,8 @@ public enum VisionEncodeBenchmark {
         }
 
         public func table() -> String {
-            var out = ["\(model): batch \(batch) at \(size)x\(size), \(threads) thread(s), no grad, \(cpu)"]
+            var out = ["\(model): batch \(batch) at \(size)x\(size), \(threads) thread(s), no grad, "
+                       + (precision == "bf16" ? "bf16 products (f32 sums), " : "") + cpu]
             out.append(String(format: "  load %.2f s; passes: %@ s", loadSeconds, seconds.map { String(format: "%.3f", $0) }.joined(separator: ", ")))
             out.append(String(format: "  %.1f images/s (best pass); %.2f GFLOP per image; %.1f GFLOPS effective = %.0f%% of the FMA-loop peak %.1f",
                               imagesPerSecond, gflopsPerImage, effectiveGFLOPS, 100 * effectiveGFLOPS / peakGFLOPS, peakGFLOPS))

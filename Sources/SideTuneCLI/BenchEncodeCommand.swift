@@ -44,6 +44,8 @@ extension SideTuneCommand.Bench {
         var iterations: Int = 5
         @Flag(help: "Compute only the real tokens (packed), not the padding.")
         var packed = false
+        @Option(help: ArgumentHelp("The frozen forward's products (as train's --backbone-precision): \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
+        var precision: SideMatmulChoice = .f32
         @Flag(help: "Print one JSON object instead of a table.")
         var json = false
 
@@ -66,6 +68,7 @@ extension SideTuneCommand.Bench {
                 var args = ["--model", "vit-s14", "--batch", String(batch), "--size", String(size), "--iterations", String(iterations)]
                 if let onnx { args += ["--onnx", onnx] }
                 if json { args.append("--json") }
+                args += ["--precision", precision.rawValue]
                 let vision = try EncodeBenchVision.parse(args)
                 try vision.run()
                 return
@@ -96,7 +99,7 @@ extension SideTuneCommand.Bench {
             let input = EncodeBenchmark.encode(texts, tokenizer: tokenizer, batch: batch, seq: seq)
             say("model: \(folder.path) (\(encoder.config.numHiddenLayers) layers, width \(encoder.config.hiddenSize))")
             let report = EncodeBenchmark.run(model: encoder, input: input, iterations: iterations, packed: packed,
-                                             progress: json ? nil : say)
+                                             precision: precision.precision, progress: json ? nil : say)
             print(json ? report.jsonString() : report.table())
         }
     }

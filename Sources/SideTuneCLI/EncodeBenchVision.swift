@@ -35,6 +35,8 @@ extension SideTuneCommand.Bench {
         var iterations: Int = 3
         @Option(help: "Threads (default: all the pool has).")
         var threads: Int?
+        @Option(help: ArgumentHelp("The frozen forward's products (as train's --backbone-precision): \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
+        var precision: SideMatmulChoice = .f32
         @Flag(help: "Print one JSON object instead of a table.")
         var json = false
 
@@ -59,8 +61,11 @@ extension SideTuneCommand.Bench {
             p.size = size
             p.iterations = iterations
             if let threads { p.threads = max(1, min(threads, ThreadPool.shared.maxThreads)) }
-            let report = VisionEncodeBenchmark.run(vit, model: model, loadSeconds: Date().timeIntervalSince(t0), p,
-                                                   progress: json ? nil : { print($0) })
+            var report = Tensor.withMatmulPrecision(precision.precision) {
+                VisionEncodeBenchmark.run(vit, model: model, loadSeconds: Date().timeIntervalSince(t0), p,
+                                          progress: json ? nil : { print($0) })
+            }
+            report.precision = precision.precision.rawValue
             print(json ? report.jsonString() : report.table())
         }
     }

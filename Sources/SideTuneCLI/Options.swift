@@ -115,6 +115,8 @@ public struct MethodFlags: ParsableArguments {
     var dropout: Float = defaults.dropout
     @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
     var sideMatmul: SideMatmulChoice = .f32
+    @Option(help: ArgumentHelp("Side methods and linear: precision of the frozen backbone's products: \(SideMatmulChoice.help). LayerNorm, softmax, GELU and sums stay f32; saved in checkpoints.", valueName: "f32|bf16|auto"))
+    var backbonePrecision: SideMatmulChoice = .f32
     @Option(help: "Backbone projections: f32, or nf4 (4-bit NormalFloat, double-quantised scales). Default: nf4 for qst and qlora, f32 otherwise.")
     var weights: WeightFormat?
     @Flag(name: .customLong("no-packing"), help: "Run every batch padded, even where the method could skip padding (packed tokens); the reference the packed paths are tested against.")
@@ -158,6 +160,7 @@ public struct MethodFlags: ParsableArguments {
         o.promptLength = promptLength
         o.dropout = dropout
         o.sideMatmul = sideMatmul.asSideMatmulOption
+        o.backbonePrecision = backbonePrecision.asSideMatmulOption
         o.weights = weights
         o.packing = noPacking ? false : nil
         o.qst.reduction = qstReduction

@@ -217,6 +217,7 @@ extension SideTuneCommand {
             }
             result.weights = weights.rawValue
             result.packing = options.packing ?? true
+            result.backbonePrecision = (options.backbonePrecision ?? .float32).rawValue
             print(result.table())
             if let path = report {
                 do {
@@ -253,6 +254,14 @@ extension SideTuneCommand {
                         + (MatmulPrecision.bfloat16IsNative ? "" : " (this CPU has no AVX512_BF16: a plain loop, slower than f32)"))
                 } else if methodFlags.sideMatmul != .auto { // auto asks for bf16 only where it applies
                     log("note: --side-matmul applies to lst and last only; \(config.method.rawValue) runs in f32")
+                }
+            }
+            if config.options.backbonePrecision == .bfloat16 {
+                if MethodRegistry.method(config.method).readsFrozenTaps {
+                    log("frozen backbone: products with bf16 operands and f32 sums"
+                        + (MatmulPrecision.bfloat16IsNative ? "" : " (this CPU has no AVX512_BF16: a plain loop, slower than f32)"))
+                } else if methodFlags.backbonePrecision != .auto {
+                    log("note: --backbone-precision applies to methods with a frozen backbone; \(config.method.rawValue) runs in f32")
                 }
             }
             var parameters = training.parameters(method: model.method, seed: task.seed)

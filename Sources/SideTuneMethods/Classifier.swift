@@ -126,7 +126,13 @@ public final class Classifier<B: Backbone>: Module, TrainableModel {
 
     /// The backbone's taps for a batch, without autograd (what side methods read, and cache):
     /// packed when the reader takes packed taps, so the frozen forward skips padding too.
-    public func frozenTaps(_ batch: B.Input) -> [Tensor] { backbone.frozenTaps(batch, packed: readsPackedTaps) }
+    public func frozenTaps(_ batch: B.Input) -> [Tensor] {
+        Tensor.withMatmulPrecision(backbonePrecision) { backbone.frozenTaps(batch, packed: readsPackedTaps) }
+    }
+
+    /// The frozen forward's products: f32, or bf16 operands with f32 sums (`--backbone-precision`).
+    /// Methods that backpropagate through the backbone keep f32.
+    public var backbonePrecision: MatmulPrecision { readsFrozenTaps ? _options.backbonePrecision ?? .float32 : .float32 }
 
     public func logits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {
         if readsPackedTaps {
@@ -145,7 +151,9 @@ public final class Classifier<B: Backbone>: Module, TrainableModel {
         let layout = backbone.paddedLayout(batch)
         if readsFrozenTaps {
             if cached == nil, let streaming = reader as? any StreamingTapReader {
-                return streaming(streaming: { backbone.forEachFrozenTap(batch, $0) }, layout: layout)
+                return streaming(streaming: { body in
+                    Tensor.withMatmulPrecision(backbonePrecision) { backbone.forEachFrozenTap(batch, body) }
+                }, layout: layout)
             }
             return reader(taps: cached ?? frozenTaps(batch), layout: layout)
         }

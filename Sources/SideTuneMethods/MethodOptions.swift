@@ -46,6 +46,9 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     /// LST and LAST: the side network's linear products in f32 (nil, the default) or with bf16
     /// operands and f32 sums (`MatmulPrecision.bfloat16`). Optional so older checkpoints load.
     public var sideMatmul: MatmulPrecision?
+    /// Side methods and the linear probe: the frozen backbone's products in f32 (nil, the default)
+    /// or with bf16 operands and f32 sums (LayerNorm, softmax, GELU and residual sums stay f32).
+    public var backbonePrecision: MatmulPrecision?
     /// The backbone's projections: nil for the method's default (NF4 for qst and qlora, F32 else).
     public var weights: WeightFormat?
     /// Whether batches run packed (real tokens only) where the method and backbone allow; nil is

@@ -31,6 +31,8 @@ public struct TrainingReport: Codable, Sendable {
     /// method allows: settings that change a result, recorded with it (nil in older reports).
     public var weights: String?
     public var packing: Bool?
+    /// The frozen backbone's products ("f32", "bf16"; nil in older reports).
+    public var backbonePrecision: String?
     /// Share of the machine's CPU time the hypervisor stole while training ran (nil where
     /// /proc/stat is not readable): times measured under steal are slower than the code.
     public var stolenCPUShare: Double?
@@ -55,6 +57,7 @@ public struct TrainingReport: Codable, Sendable {
         case epochSeconds = "epoch_seconds", trainExamples = "train_examples", testExamples = "test_examples"
         case batchSize = "batch_size", maxLength = "max_length", cacheBytes = "cache_bytes"
         case stolenCPUShare = "stolen_cpu_share", microBatches = "micro_batches", weights, packing
+        case backbonePrecision = "backbone_precision"
     }
 
     public func jsonString() -> String {
@@ -83,7 +86,10 @@ public struct TrainingReport: Codable, Sendable {
             lines.append("threads           \(threads), " + (mb > 1 ? "each step as \(mb) micro-batches" : "whole batches")
                          + (packing == false ? ", padded batches (--no-packing)" : ""))
         }
-        if let weights { lines.append("weights           \(weights) backbone projections") }
+        if let weights {
+            lines.append("weights           \(weights) backbone projections"
+                         + (backbonePrecision == "bf16" ? ", frozen forward with bf16 products (f32 sums)" : ""))
+        }
         if let st = stolenCPUShare {
             lines.append(String(format: "cpu stolen        %.1f%% of the machine's CPU time while training (the hypervisor ran other guests; times are slower by that much or more)", 100 * st))
         }

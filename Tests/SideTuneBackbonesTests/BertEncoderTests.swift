@@ -138,18 +138,25 @@ import Testing
             for j in (seq / 3)..<seq { mask[seq + j] = 0 }
             mask[2 * seq + 2] = 0
             let prompt = Tensor((0..<(2 * config.hiddenSize)).map { _ in rng.nextFloat() - 0.5 }, shape: [2, config.hiddenSize])
-            for p in [nil, prompt] {
+            // bf16 products too: the fused path's packed weights against the layer-by-layer linears'
+            // per-call packing (the same rounding; attention and norms as in f32).
+            for (p, precision) in [(nil, MatmulPrecision.float32), (prompt, .float32), (nil, .bfloat16)] {
                 model.fusedInferenceEnabled = true
-                let fused = noGrad { model(ids: ids, attentionMask: mask, batch: batch, seq: seq, prompt: p) }
+                let fused = Tensor.withMatmulPrecision(precision) {
+                    noGrad { model(ids: ids, attentionMask: mask, batch: batch, seq: seq, prompt: p) }
+                }
                 model.fusedInferenceEnabled = false
-                let plain = noGrad { model(ids: ids, attentionMask: mask, batch: batch, seq: seq, prompt: p) }
+                let plain = Tensor.withMatmulPrecision(precision) {
+                    noGrad { model(ids: ids, attentionMask: mask, batch: batch, seq: seq, prompt: p) }
+                }
                 #expect(fused.hiddenStates.count == plain.hiddenStates.count)
                 for (i, (a, b)) in zip(fused.hiddenStates, plain.hiddenStates).enumerated() {
                     #expect(a.shape == b.shape)
                     let diff = zip(a.toArray(), b.toArray()).map { abs($0 - $1) }.max() ?? 0
-                    #expect(diff < 1e-5, "\(act) d=\(config.hiddenSize) prompt \(p != nil) tap \(i): max diff \(diff)")
+                    #expect(diff < 1e-5, "\(act) d=\(config.hiddenSize) prompt \(p != nil) \(precision) tap \(i): max diff \(diff)")
                 }
             }
+            #expect(model.layers.allSatisfy { $0.holdsBFloat16Weights }, "bf16 weights packed on first use")
         }
         // LoRA on a query: not a plain Linear, so the fused path is not taken (the LoRA term counts).
         _ = try writeCheckpoint(Self.tiny, to: dir)

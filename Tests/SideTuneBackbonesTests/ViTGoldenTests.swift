@@ -72,4 +72,25 @@ func checkTensor(_ label: String, ours: [Float], golden: [Float], tolerance: Flo
         }
         FileHandle.standardError.write(Data("worst tap maxdiff \(worst)\n".utf8))
     }
+
+    /// `--backbone-precision bf16`: every tap within a bf16 tolerance of onnxruntime's f32 outputs
+    /// (relative error ||ours - golden|| / ||golden||; bound 2%, the measured values are printed).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"] != nil))
+    func tapsWithBFloat16Products() throws {
+        let g = try SafetensorsFile(path: vitGoldens)
+        let (vit, _) = try DINOv2ViT.load(onnx: ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!))
+        vit.freeze()
+        let raw = try g.floats("pixels_u8").map { UInt8($0) }
+        let x = ImagePreprocessor().batch(ImageSet(pixels: raw, labels: [0, 0], height: 28, width: 28), [0, 1])
+        let out = Tensor.withMatmulPrecision(.bfloat16) { noGrad { vit(x) } }
+        let keep = try g.floats("token_index").map { Int($0) }
+        for (i, tap) in out.taps.enumerated() {
+            var v: [Float] = []
+            for b in 0..<2 { for k in keep { v += Array(UnsafeBufferPointer(start: tap.data + (b * 257 + k) * 384, count: 384)) } }
+            let err = relativeError(v, try g.floats("tap.\(i)"))
+            FileHandle.standardError.write(Data(String(format: "bf16 tap.%d relative error %.2e\n", i, err).utf8))
+            #expect(err <= 0.02, "tap \(i): \(err)")
+            if i > 0 { #expect(err > 0, "tap \(i) equals f32: the bf16 path did not run") }
+        }
+    }
 }

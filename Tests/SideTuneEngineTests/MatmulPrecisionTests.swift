@@ -73,6 +73,43 @@ import Testing
         #expect(checked == 5 * 4 * 2 * 2 * 2 * 2)
     }
 
+    /// A frozen weight packed once (`PackedBFloat16Weight`) and `gemmBFloat16` with its row
+    /// epilogue: the same bits as `gemmBFloat16Products` on the f32 weight (same rounding, same
+    /// kernel, same order of sums), the epilogue called once per row, on one and two threads, with
+    /// the vdpbf16ps kernel and the plain loop (within the reference's tolerance).
+    @Test func packedWeightMatchesPerCallPacking() {
+        for (m, n, k) in [(37, 53, 48), (300, 1152, 384), (64, 384, 1536), (9, 16, 7), (1, 3, 1)] {
+            let ldx = k + 2
+            let x = randomTensor([m * ldx], seed: UInt64(m + n)).toArray(), w = randomTensor([n, k], seed: UInt64(k))
+            let packed = PackedBFloat16Weight(w)
+            #expect(packed.byteCount == 4 * ((k + 1) / 2) * n)
+            var want = [Float](repeating: 0, count: m * n)
+            x.withUnsafeBufferPointer { px in
+                gemmBFloat16Products(GEMMShape(m: m, n: n, k: k, transB: true), .f32(px.baseAddress!), lda: ldx, .f32(w.data),
+                                     ldb: k, &want, ldc: n)
+            }
+            for pool in [ThreadPool(threads: 1), ThreadPool(threads: 2)] {
+                for plain in [false, true] {
+                    var c = [Float](repeating: .nan, count: m * n)
+                    var seen = [Int](repeating: 0, count: m)
+                    let lock = NSLock()
+                    x.withUnsafeBufferPointer { px in
+                        c.withUnsafeMutableBufferPointer { pc in
+                            gemmBFloat16(m: m, px.baseAddress!, ldx: ldx, packed, pc.baseAddress!, ldc: n, pool: pool,
+                                         plainKernel: plain) { rows in lock.withLock { for r in rows { seen[r] += 1 } } }
+                        }
+                    }
+                    #expect(seen.allSatisfy { $0 == 1 }, "epilogue per row")
+                    let worst = zip(c, want).map { abs($0 - $1) / (abs($1) + 1) }.max() ?? 0
+                    // The plain loop sums in another order: f32 rounding, up to k = 1536 terms.
+                    if plain { #expect(worst < 1e-4, "\(m)x\(n)x\(k) plain: \(worst)") } else {
+                        #expect(c == want, "\(m)x\(n)x\(k) threads \(pool.activeThreads): \(worst)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The cached LST step's products at 1,056 tokens on 2 and 4 threads, where packing runs in
     /// parallel items and a weight gradient splits C by columns: the same values as on one thread.
     @Test func largeProductsSplitOverThreads() {

@@ -39,12 +39,21 @@ public enum FusedInference {
 
     /// out[m, n] (row stride ldo) = act(x[m, k] W^T + bias) for weight [n, k] (PyTorch layout).
     /// Bias and activation are applied to each block of rows as soon as the GEMM finishes it.
+    /// With `packed` (the same weight in bf16) the products take bf16 operands and f32 sums.
     public static func linear(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: UnsafePointer<Float>, n: Int,
                               bias: UnsafePointer<Float>, activation: Activation,
-                              out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool = .shared) {
-        gemm(GEMMShape(m: m, n: n, k: k, transB: true), x, lda: ldx, weight, ldb: k, out, ldc: ldo, pool: pool) { rows in
+                              out: UnsafeMutablePointer<Float>, ldo: Int, packed: PackedBFloat16Weight? = nil,
+                              pool: ThreadPool = .shared) {
+        let epilogue = { (rows: Range<Int>) in
             for r in rows { biasActivationRow(out + r * ldo, bias, n, activation) }
         }
+        if let packed {
+            precondition(packed.outFeatures == n && packed.inFeatures == k, "linear: packed weight is not [\(n), \(k)]")
+            gemmBFloat16(m: m, x, ldx: ldx, packed, out, ldc: ldo, pool: pool, rowEpilogue: epilogue)
+            return
+        }
+        gemm(GEMMShape(m: m, n: n, k: k, transB: true), x, lda: ldx, weight, ldb: k, out, ldc: ldo, pool: pool,
+             rowEpilogue: epilogue)
     }
 
     /// out[m, d] = LayerNorm(x[m, k] W^T + bias + residual[m, d]) with LayerNorm weight / bias
@@ -54,12 +63,19 @@ public enum FusedInference {
                                                residual: UnsafePointer<Float>, normWeight: UnsafePointer<Float>,
                                                normBias: UnsafePointer<Float>, eps: Float,
                                                scratch: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
-                                               pool: ThreadPool = .shared) {
-        gemm(GEMMShape(m: m, n: d, k: k, transB: true), x, lda: ldx, weight, ldb: k, scratch, ldc: d, pool: pool) { rows in
+                                               packed: PackedBFloat16Weight? = nil, pool: ThreadPool = .shared) {
+        let epilogue = { (rows: Range<Int>) in
             for r in rows {
                 residualLayerNormRow(scratch + r * d, bias, residual + r * d, d, normWeight, normBias, eps, out + r * d)
             }
         }
+        if let packed {
+            precondition(packed.outFeatures == d && packed.inFeatures == k, "linear: packed weight is not [\(d), \(k)]")
+            gemmBFloat16(m: m, x, ldx: ldx, packed, scratch, ldc: d, pool: pool, rowEpilogue: epilogue)
+            return
+        }
+        gemm(GEMMShape(m: m, n: d, k: k, transB: true), x, lda: ldx, weight, ldb: k, scratch, ldc: d, pool: pool,
+             rowEpilogue: epilogue)
     }
 
     /// Multi-head self-attention read straight from a fused projection output, without permute

@@ -16,6 +16,10 @@ public enum MatmulPrecision: String, Codable, Sendable, CaseIterable {
     /// The precision `Tensor.linear` uses for layers recorded inside `Tensor.withMatmulPrecision`
     /// (a task-local, so concurrent tests do not see each other's); backward uses the forward's.
     @TaskLocal static var current: MatmulPrecision = .float32
+
+    /// The precision in effect here (set by `Tensor.withMatmulPrecision`): fused layers that call
+    /// their own kernels follow it too.
+    public static var inEffect: MatmulPrecision { current }
 }
 
 extension Tensor {

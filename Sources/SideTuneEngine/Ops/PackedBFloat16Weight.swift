@@ -1,0 +1,69 @@
+import CSideTuneKernels
+
+/// A frozen linear weight [n, k] (PyTorch layout) rounded once to bf16 (to nearest even) and
+/// packed as the bf16 GEMM reads its B operand: pairs of consecutive k, [ceil(k/2), n] uint32.
+/// Half the f32 weight's bytes, counted in the ledger's weights. Frozen backbones multiply with it
+/// in `gemmBFloat16` (`--backbone-precision bf16`): bf16 operands, f32 sums.
+public final class PackedBFloat16Weight: @unchecked Sendable {
+    public let outFeatures: Int, inFeatures: Int
+    let pairs: Int
+    let storage: Tensor
+
+    /// Packs `weight` [n, k] (row stride `ld`, default k), split over the pool by weight rows.
+    public init(_ weight: UnsafePointer<Float>, outFeatures n: Int, inFeatures k: Int, ld: Int? = nil,
+                pool: ThreadPool = .shared) {
+        precondition(n >= 0 && k >= 0, "PackedBFloat16Weight: [\(n), \(k)]")
+        let ld = ld ?? k
+        outFeatures = n
+        inFeatures = k
+        pairs = (k + 1) / 2
+        storage = Tensor(shape: [2 * pairs * n], dtype: .bfloat16, category: .weights)
+        let out = storage.storage.raw.assumingMemoryBound(to: UInt32.self)
+        pool.parallelChunks(n, minChunk: 64) { r in
+            sidetune_bf16_pairs_along_rows_transposed(weight + r.lowerBound * ld, ld, r.count, k, out + r.lowerBound, n)
+        }
+    }
+
+    /// A weight tensor [n, k] in f32.
+    public convenience init(_ weight: Tensor, pool: ThreadPool = .shared) {
+        precondition(weight.rank == 2 && weight.dtype == .float32, "PackedBFloat16Weight: weight \(weight.shape) \(weight.dtype)")
+        self.init(weight.data, outFeatures: weight.shape[0], inFeatures: weight.shape[1], pool: pool)
+    }
+
+    var pointer: UnsafePointer<UInt32> { UnsafePointer(storage.storage.raw.assumingMemoryBound(to: UInt32.self)) }
+
+    /// Bytes the packed weight holds.
+    public var byteCount: Int { 4 * pairs * outFeatures }
+}
+
+/// c[m, n] (row stride ldc) = x[m, k] W^T with x rounded to bf16 and W packed: bf16 products with
+/// f32 sums (vdpbf16ps where the CPU has AVX512_BF16, else the plain loop). Work items are blocks
+/// of x's rows: each packs its rows, multiplies them by the whole weight and runs `rowEpilogue` on
+/// them while they are in cache (bias, activation, residual + LayerNorm in the fused layers).
+public func gemmBFloat16(m: Int, _ x: UnsafePointer<Float>, ldx: Int, _ weight: PackedBFloat16Weight,
+                         _ c: UnsafeMutablePointer<Float>, ldc: Int, pool: ThreadPool = .shared, plainKernel: Bool = false,
+                         rowEpilogue: ((Range<Int>) -> Void)? = nil) {
+    let n = weight.outFeatures, k = weight.inFeatures, pairs = weight.pairs
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) }
+        rowEpilogue?(0..<m)
+        return
+    }
+    let scratch = Tensor(shape: [m * pairs], category: .workspace) // uint32 pairs, f32-sized
+    let ap = UnsafeMutableRawPointer(scratch.data).assumingMemoryBound(to: UInt32.self), bp = weight.pointer
+    let kernel = plainKernel ? sidetune_bf16dot_gemm_plain : sidetune_bf16dot_gemm
+    let threads = 2 * m * n * k < 1 << 21 ? 1 : pool.activeThreads
+    // Row blocks of 8 (the kernel's tile), about four items per thread, handed out as claimed.
+    let blocks = (m + 7) / 8, per = max(1, blocks / (4 * threads)), items = (blocks + per - 1) / per
+    func item(_ i: Int) {
+        let rows = 8 * per * i..<min(m, 8 * per * (i + 1))
+        let a = ap + rows.lowerBound * pairs
+        sidetune_bf16_pairs_along_rows(x + rows.lowerBound * ldx, false, ldx, rows.count, k, a, pairs)
+        kernel(rows.count, n, pairs, a, pairs, 1, bp, n, c + rows.lowerBound * ldc, ldc, false)
+        rowEpilogue?(rows)
+    }
+    withExtendedLifetime((scratch, weight)) {
+        if threads == 1 { for i in 0..<items { item(i) } } else { pool.parallelFor(items, item) }
+    }
+}

@@ -54,11 +54,18 @@ def main():
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time SideTune with bf16 products (--precision bf16; onnxruntime's CPU provider has no "
+                        "bf16 mode for this f32 graph)")
     a = p.parse_args()
 
-    cmd = [a.binary, "bench", "encode", "--model", "vit-s14", "--onnx", a.onnx, "--batch", str(a.batch),
-           "--size", str(a.size), "--iterations", str(a.iterations), "--threads", str(a.threads), "--json"]
-    ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    def sidetune(precision):
+        cmd = [a.binary, "bench", "encode", "--model", "vit-s14", "--onnx", a.onnx, "--batch", str(a.batch),
+               "--size", str(a.size), "--iterations", str(a.iterations), "--threads", str(a.threads), "--json",
+               "--precision", precision]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    ours = sidetune("f32")
+    ours_bf16 = sidetune("bf16") if a.bf16 else None
 
     path, outs = backbone_model(a.onnx)
     try:
@@ -72,6 +79,12 @@ def main():
           f"  ({ours['effective_gflops']:.1f} GFLOPS, peak {ours['peak_gflops']:.1f}; peak RSS {ours['peak_rss_bytes'] / 2**20:.0f} MiB)")
     print(f"  onnxruntime {version}: {twin_ips:7.2f} images/s  passes {', '.join(f'{s:.3f}' for s in times)} s")
     print(f"  ratio SideTune / onnxruntime = {ratio:.2f}")
+    if ours_bf16:
+        b = ours_bf16["images_per_second"]
+        print(f"  SideTune bf16: {b:7.2f} images/s  passes {', '.join(f'{s:.3f}' for s in ours_bf16['seconds'])} s"
+              f"  ({ours_bf16['effective_gflops']:.1f} GFLOPS)")
+        print(f"  ratio SideTune bf16 / SideTune f32 = {b / ours['images_per_second']:.2f}, "
+              f"SideTune bf16 / onnxruntime f32 = {b / twin_ips:.2f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"sidetune": ours, "onnxruntime": {"version": version, "seconds": times, "images_per_second": twin_ips},

@@ -92,7 +92,8 @@ public final class ViTEmbeddings: Module {
         let clsPos = table.slice(axis: 0, 0, 1)
         var grid = table.slice(axis: 0, 1, 1 + g * g)                       // [G*G, D]
         if h != g || w != g {
-            grid = interpolationMatrix(h: h, w: w).matmul(grid)             // [h*w, D]
+            // In f32 under a bf16 frozen forward too: a resize of a table, not a layer's product.
+            grid = Tensor.withMatmulPrecision(.float32) { interpolationMatrix(h: h, w: w).matmul(grid) } // [h*w, D]
         }
         return Tensor.concat([clsPos, grid], axis: 0).reshaped([1, 1 + h * w, d])
     }

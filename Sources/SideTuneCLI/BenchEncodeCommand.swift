@@ -44,6 +44,8 @@ extension SideTuneCommand.Bench {
         var iterations: Int = 5
         @Flag(help: "Compute only the real tokens (packed), not the padding.")
         var packed = false
+        @Option(help: "Threads (default: all the pool has).")
+        var threads: Int?
         @Option(help: ArgumentHelp("The frozen forward's products (as train's --backbone-precision): \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
         var precision: SideMatmulChoice = .f32
         @Flag(help: "Print one JSON object instead of a table.")
@@ -53,6 +55,7 @@ extension SideTuneCommand.Bench {
 
         public func validate() throws {
             guard batch >= 1, seq >= 2, iterations >= 1 else { throw ValidationError("--batch, --iterations must be >= 1 and --seq >= 2") }
+            if let threads, threads < 1 { throw ValidationError("--threads must be >= 1, got \(threads)") }
             if isVision {
                 guard size >= 14, size % 14 == 0 else { throw ValidationError("--size \(size) is not a positive multiple of 14") }
             } else if modelDir == nil && model != "minilm" {
@@ -69,6 +72,7 @@ extension SideTuneCommand.Bench {
                 if let onnx { args += ["--onnx", onnx] }
                 if json { args.append("--json") }
                 args += ["--precision", precision.rawValue]
+                if let threads { args += ["--threads", String(threads)] }
                 let vision = try EncodeBenchVision.parse(args)
                 try vision.run()
                 return
@@ -81,6 +85,8 @@ extension SideTuneCommand.Bench {
                 folder = try store.path(of: model, file: .modelFolder)
             }
             let say: (String) -> Void = json ? { _ in } : { print($0) }
+            // This process runs one benchmark: the shared pool (every kernel's) takes the count.
+            if let threads { ThreadPool.shared.activeThreads = threads }
             let encoder = try BertEncoder.load(folder: folder).freeze()
             encoder.train(false)
             let tokenizer = try WordPieceTokenizer.load(modelFolder: folder)

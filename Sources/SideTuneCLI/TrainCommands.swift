@@ -257,7 +257,9 @@ extension SideTuneCommand {
                 }
             }
             if config.options.backbonePrecision == .bfloat16 {
-                if MethodRegistry.method(config.method).readsFrozenTaps {
+                if MethodRegistry.weights(config.method, options: config.options) == .nf4 {
+                    log("note: the backbone's NF4 projections multiply in f32 after dequantisation; --backbone-precision bf16 changes only f32 projections")
+                } else if MethodRegistry.method(config.method).readsFrozenTaps {
                     log("frozen backbone: products with bf16 operands and f32 sums"
                         + (MatmulPrecision.bfloat16IsNative ? "" : " (this CPU has no AVX512_BF16: a plain loop, slower than f32)"))
                 } else if methodFlags.backbonePrecision != .auto {

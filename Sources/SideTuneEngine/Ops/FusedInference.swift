@@ -44,16 +44,23 @@ public enum FusedInference {
                               bias: UnsafePointer<Float>, activation: Activation,
                               out: UnsafeMutablePointer<Float>, ldo: Int, packed: PackedBFloat16Weight? = nil,
                               pool: ThreadPool = .shared) {
-        let epilogue = { (rows: Range<Int>) in
+        product(x, ldx: ldx, m: m, k: k, weight: weight, n: n, packed: packed, out: out, ldo: ldo, pool: pool) { rows in
             for r in rows { biasActivationRow(out + r * ldo, bias, n, activation) }
         }
+    }
+
+    /// out = x W^T in f32, or with bf16 products when `packed` holds W in bf16; `epilogue` runs on
+    /// each block of finished rows.
+    static func product(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: UnsafePointer<Float>, n: Int,
+                        packed: PackedBFloat16Weight?, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool,
+                        epilogue: @escaping (Range<Int>) -> Void) {
         if let packed {
             precondition(packed.outFeatures == n && packed.inFeatures == k, "linear: packed weight is not [\(n), \(k)]")
             gemmBFloat16(m: m, x, ldx: ldx, packed, out, ldc: ldo, pool: pool, rowEpilogue: epilogue)
-            return
+        } else {
+            gemm(GEMMShape(m: m, n: n, k: k, transB: true), x, lda: ldx, weight, ldb: k, out, ldc: ldo, pool: pool,
+                 rowEpilogue: epilogue)
         }
-        gemm(GEMMShape(m: m, n: n, k: k, transB: true), x, lda: ldx, weight, ldb: k, out, ldc: ldo, pool: pool,
-             rowEpilogue: epilogue)
     }
 
     /// out[m, d] = LayerNorm(x[m, k] W^T + bias + residual[m, d]) with LayerNorm weight / bias
@@ -64,18 +71,11 @@ public enum FusedInference {
                                                normBias: UnsafePointer<Float>, eps: Float,
                                                scratch: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
                                                packed: PackedBFloat16Weight? = nil, pool: ThreadPool = .shared) {
-        let epilogue = { (rows: Range<Int>) in
+        product(x, ldx: ldx, m: m, k: k, weight: weight, n: d, packed: packed, out: scratch, ldo: d, pool: pool) { rows in
             for r in rows {
                 residualLayerNormRow(scratch + r * d, bias, residual + r * d, d, normWeight, normBias, eps, out + r * d)
             }
         }
-        if let packed {
-            precondition(packed.outFeatures == d && packed.inFeatures == k, "linear: packed weight is not [\(d), \(k)]")
-            gemmBFloat16(m: m, x, ldx: ldx, packed, scratch, ldc: d, pool: pool, rowEpilogue: epilogue)
-            return
-        }
-        gemm(GEMMShape(m: m, n: d, k: k, transB: true), x, lda: ldx, weight, ldb: k, scratch, ldc: d, pool: pool,
-             rowEpilogue: epilogue)
     }
 
     /// Multi-head self-attention read straight from a fused projection output, without permute

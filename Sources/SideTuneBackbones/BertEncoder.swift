@@ -200,12 +200,6 @@ public final class BertLayer: Module {
     public var output: any LinearLayer       // [d, d_ff]
     public let outputNorm: LayerNorm
     let act: String
-    /// The fused path's weights in bf16 (q/k/v concatenated, attention output, FFN in and out),
-    /// packed on first use under `--backbone-precision bf16`; `_`: not a parameter.
-    var _bf16: [PackedBFloat16Weight]?
-    let _bf16Lock = NSLock()
-    /// Whether the bf16 copies of the projections exist (made by a bf16 frozen forward).
-    public var holdsBFloat16Weights: Bool { _bf16Lock.withLock { _bf16 != nil } }
 
     public init(_ c: BertConfig) {
         attention = BertSelfAttention(c)
@@ -245,11 +239,13 @@ public final class BertLayer: Module {
 
 extension BertLayer {
     /// Whether `fusedInference` computes exactly what `callAsFunction` does: plain (not wrapped,
-    /// not quantised) float32 linears with biases, affine LayerNorms.
+    /// not quantised) linears with f32 biases, their weights in f32 or all stored in bf16
+    /// (`BFloat16Linear`), and affine LayerNorms.
     public var supportsFusedInference: Bool {
         let linears = [attention.query, attention.key, attention.value, attention.output, intermediate, output]
-        return linears.allSatisfy { $0.plain?.bias?.dtype == .float32 }
-            && [attentionNorm, outputNorm].allSatisfy { $0.weight != nil && $0.bias != nil }
+        let f32 = linears.allSatisfy { $0.plain?.bias?.dtype == .float32 }
+        let bf16 = linears.allSatisfy { ($0 as? BFloat16Linear)?.bias?.dtype == .float32 }
+        return (f32 || bf16) && [attentionNorm, outputNorm].allSatisfy { $0.weight != nil && $0.bias != nil }
     }
 
     /// Floats of scratch `fusedInference` needs for `tokens` = batch x seq.
@@ -266,26 +262,40 @@ extension BertLayer {
         }
     }
 
-    /// The no-grad forward with fused kernels: one q/k/v GEMM into [M, 3d], attention read from it
-    /// with strides, bias + residual + LayerNorm applied as the output GEMMs finish each row block,
-    /// bias + activation likewise. Only the returned hidden state is a new tensor.
-    /// x is [B, T, d] padded or [1, N, d] packed, as `layout` says.
+    /// A projection's weight and bias as the fused kernels take them (`supportsFusedInference`
+    /// checked that it is a plain f32 `Linear` or a `BFloat16Linear`, with a bias).
+    static func fused(_ layer: any LinearLayer) -> (weight: FusedInference.Weight, bias: UnsafePointer<Float>) {
+        if let l = layer as? BFloat16Linear { return (.bf16(l._weight), UnsafePointer(l.bias!.data)) }
+        let l = layer.plain!
+        return (.f32(l.weight.data), UnsafePointer(l.bias!.data))
+    }
+
+    /// The no-grad forward with fused kernels: the q/k/v products into one [M, 3d] buffer,
+    /// attention read from it with strides, bias + residual + LayerNorm applied as the output
+    /// GEMMs finish each row block, bias + activation likewise. Only the returned hidden state is
+    /// a new tensor. x is [B, T, d] padded or [1, N, d] packed, as `layout` says.
     func fusedInference(_ x: Tensor, layout: TokenLayout, scratch: UnsafeMutablePointer<Float>) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let m = b * t, dff = intermediate.outFeatures, heads = attention.heads, hd = d / heads
-        // `supportsFusedInference` checked that every projection is a plain Linear with a bias.
-        let (attnOut, ffIn, ffOut) = (attention.output.plain!, intermediate.plain!, output.plain!)
+        let (attnOut, ffIn, ffOut) = (Self.fused(attention.output), Self.fused(intermediate), Self.fused(output))
         // Scratch: the concatenated q/k/v weight and bias, a [M, max(3d, dff)] region (q/k/v, then
         // the attention output's pre-norm sums, then the intermediate activations), ctx and h [M, d].
         let wqkv = scratch, bqkv = wqkv + 3 * d * d, big = bqkv + 3 * d
         let ctx = big + m * max(3 * d, dff), h = ctx + m * d
-        for (i, lin) in [attention.query.plain!, attention.key.plain!, attention.value.plain!].enumerated() {
-            (wqkv + i * d * d).update(from: lin.weight.data, count: d * d)
-            (bqkv + i * d).update(from: lin.bias!.data, count: d)
+        let qkv = [attention.query, attention.key, attention.value].map(Self.fused)
+        for (i, p) in qkv.enumerated() { (bqkv + i * d).update(from: p.bias, count: d) }
+        if case .f32 = qkv[0].weight {
+            // One GEMM for the three: their weights side by side.
+            for (i, p) in qkv.enumerated() { if case .f32(let w) = p.weight { (wqkv + i * d * d).update(from: w, count: d * d) } }
+            FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: .f32(wqkv), n: 3 * d, bias: bqkv, activation: .identity,
+                                  out: big, ldo: 3 * d)
+        } else {
+            // Stored in bf16: one product each, into its third of the rows.
+            for (i, p) in qkv.enumerated() {
+                FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: p.weight, n: d, bias: bqkv + i * d,
+                                      activation: .identity, out: big + i * d, ldo: 3 * d)
+            }
         }
-        let packed = MatmulPrecision.inEffect == .bfloat16 ? bf16Weights(qkv: wqkv) : nil
-        FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: wqkv, n: 3 * d, bias: bqkv, activation: .identity,
-                              out: big, ldo: 3 * d, packed: packed?[0])
         switch layout {
         case .padded(let keyPadding):
             FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: keyPadding,
@@ -295,37 +305,16 @@ extension BertLayer {
             FusedInference.attention(qkv: big, segments: segments, heads: heads, headDim: hd,
                                      scale: 1 / Float(hd).squareRoot(), out: ctx)
         }
-        FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attnOut.weight.data, d: d,
-                                               bias: attnOut.bias!.data, residual: x.data,
-                                               normWeight: attentionNorm.weight!.data, normBias: attentionNorm.bias!.data,
-                                               eps: attentionNorm.eps, scratch: big, out: h, packed: packed?[1])
-        FusedInference.linear(h, ldx: d, m: m, k: d, weight: ffIn.weight.data, n: dff, bias: ffIn.bias!.data,
-                              activation: fusedActivation, out: big, ldo: dff, packed: packed?[2])
+        FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attnOut.weight, d: d, bias: attnOut.bias,
+                                               residual: x.data, normWeight: attentionNorm.weight!.data,
+                                               normBias: attentionNorm.bias!.data, eps: attentionNorm.eps, scratch: big, out: h)
+        FusedInference.linear(h, ldx: d, m: m, k: d, weight: ffIn.weight, n: dff, bias: ffIn.bias,
+                              activation: fusedActivation, out: big, ldo: dff)
         let y = Tensor(shape: [b, t, d])
-        FusedInference.linearResidualLayerNorm(big, ldx: dff, m: m, k: dff, weight: ffOut.weight.data, d: d,
-                                               bias: ffOut.bias!.data, residual: h,
-                                               normWeight: outputNorm.weight!.data, normBias: outputNorm.bias!.data,
-                                               eps: outputNorm.eps, scratch: ctx, out: y.data, packed: packed?[3])
+        FusedInference.linearResidualLayerNorm(big, ldx: dff, m: m, k: dff, weight: ffOut.weight, d: d, bias: ffOut.bias,
+                                               residual: h, normWeight: outputNorm.weight!.data,
+                                               normBias: outputNorm.bias!.data, eps: outputNorm.eps, scratch: ctx, out: y.data)
         return y
-    }
-
-    /// The layer's projections packed in bf16 for the fused path, made once (under a lock: micro-
-    /// batches run layers concurrently). Only for frozen layers, whose weights cannot change
-    /// afterwards; a layer being trained keeps f32 products. `qkv` is the concatenated q/k/v weight.
-    func bf16Weights(qkv: UnsafePointer<Float>) -> [PackedBFloat16Weight]? {
-        let linears = [attention.query, attention.key, attention.value, attention.output, intermediate, output]
-        guard linears.allSatisfy({ !($0.plain?.weight.requiresGrad ?? true) }) else { return nil }
-        _bf16Lock.lock()
-        defer { _bf16Lock.unlock() }
-        if let _bf16 { return _bf16 }
-        let d = attention.output.outFeatures
-        let made = MemoryLedger.withCategory(.weights) {
-            [PackedBFloat16Weight(qkv, outFeatures: 3 * d, inFeatures: d),
-             PackedBFloat16Weight(attention.output.plain!.weight), PackedBFloat16Weight(intermediate.plain!.weight),
-             PackedBFloat16Weight(output.plain!.weight)]
-        }
-        _bf16 = made
-        return made
     }
 }
 
@@ -543,7 +532,6 @@ public final class BertEncoder: Module {
             try file.withFloat32(prefix + c) { src in p.data.update(from: src.baseAddress!, count: p.count) }
             if !p.allFinite { throw BertError("\(file.path): tensor \(prefix + c) holds NaN or infinite values") }
         }
-        for layer in layers { layer._bf16 = nil } // packed from the old weights
     }
 
     /// Builds the encoder from a Hugging Face-style folder (config.json + model.safetensors).

@@ -89,6 +89,7 @@ extension SideTuneCommand.Bench {
             if let threads { ThreadPool.shared.activeThreads = threads }
             let encoder = try BertEncoder.load(folder: folder).freeze()
             encoder.train(false)
+            if precision.precision == .bfloat16 { encoder.convertProjectionsToBFloat16() }
             let tokenizer = try WordPieceTokenizer.load(modelFolder: folder)
             guard seq <= encoder.config.maxPositionEmbeddings else {
                 throw ValidationError("--seq \(seq) exceeds the model's max_position_embeddings \(encoder.config.maxPositionEmbeddings)")

@@ -56,6 +56,7 @@ extension SideTuneCommand.Bench {
             }()
             let t0 = Date()
             let (vit, _) = try DINOv2ViT.load(onnx: ONNXModel(path: path))
+            if precision.precision == .bfloat16 { vit.freeze(); vit.convertProjectionsToBFloat16() }
             var p = VisionEncodeBenchmark.Parameters()
             p.batch = batch
             p.size = size

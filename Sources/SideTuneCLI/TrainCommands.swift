@@ -215,7 +215,9 @@ extension SideTuneCommand {
                                        maxLength: task.maxLength, log: log)
                 }
             }
-            result.weights = weights.rawValue
+            // Side methods' F32 projections are stored in bf16 under --backbone-precision bf16.
+            let bf16 = options.backbonePrecision == .bfloat16 && weights == .f32 && MethodRegistry.method(method).readsFrozenTaps
+            result.weights = bf16 ? "bf16" : weights.rawValue
             result.packing = options.packing ?? true
             result.backbonePrecision = (options.backbonePrecision ?? .float32).rawValue
             print(result.table())

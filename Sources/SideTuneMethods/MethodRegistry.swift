@@ -99,7 +99,11 @@ public enum MethodRegistry {
         }
         var context = MethodContext(backbone: backbone, classes: classes, options: options, rng: SplitMix64(seed: seed),
                                     trainingExamples: trainingExamples, progress: progress)
-        return try method(kind).build(&context)
+        let model = try m.build(&context)
+        // A frozen backbone with bf16 products stores its F32 projections once in bf16 (after the
+        // build: LST's side network starts from the f32 weights).
+        if m.readsFrozenTaps && options.backbonePrecision == .bfloat16 { backbone.convertProjectionsToBFloat16() }
+        return model
     }
 
     /// `build` for the methods that build a `Classifier` (every one but HST, which has its own

@@ -87,8 +87,7 @@ public struct TrainingReport: Codable, Sendable {
                          + (packing == false ? ", padded batches (--no-packing)" : ""))
         }
         if let weights {
-            lines.append("weights           \(weights) backbone projections"
-                         + (backbonePrecision == "bf16" ? ", frozen forward with bf16 products (f32 sums)" : ""))
+            lines.append("weights           \(weights) backbone projections" + (weights == "bf16" ? " (f32 sums)" : ""))
         }
         if let st = stolenCPUShare {
             lines.append(String(format: "cpu stolen        %.1f%% of the machine's CPU time while training (the hypervisor ran other guests; times are slower by that much or more)", 100 * st))

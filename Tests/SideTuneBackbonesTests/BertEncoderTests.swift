@@ -138,9 +138,13 @@ import Testing
             for j in (seq / 3)..<seq { mask[seq + j] = 0 }
             mask[2 * seq + 2] = 0
             let prompt = Tensor((0..<(2 * config.hiddenSize)).map { _ in rng.nextFloat() - 0.5 }, shape: [2, config.hiddenSize])
-            // bf16 products too: the fused path's packed weights against the layer-by-layer linears'
-            // per-call packing (the same rounding; attention and norms as in f32).
+            // Projections stored in bf16 too (last): the fused path's products against the
+            // layer-by-layer `BFloat16Linear`s (the same rounding; attention and norms as in f32).
             for (p, precision) in [(nil, MatmulPrecision.float32), (prompt, .float32), (nil, .bfloat16)] {
+                if precision == .bfloat16 {
+                    model.convertProjectionsToBFloat16()
+                    #expect(model.storesBFloat16Projections && model.layers.allSatisfy(\.supportsFusedInference))
+                }
                 model.fusedInferenceEnabled = true
                 let fused = Tensor.withMatmulPrecision(precision) {
                     noGrad { model(ids: ids, attentionMask: mask, batch: batch, seq: seq, prompt: p) }
@@ -156,7 +160,6 @@ import Testing
                     #expect(diff < 1e-5, "\(act) d=\(config.hiddenSize) prompt \(p != nil) \(precision) tap \(i): max diff \(diff)")
                 }
             }
-            #expect(model.layers.allSatisfy { $0.holdsBFloat16Weights }, "bf16 weights packed on first use")
         }
         // LoRA on a query: not a plain Linear, so the fused path is not taken (the LoRA term counts).
         _ = try writeCheckpoint(Self.tiny, to: dir)

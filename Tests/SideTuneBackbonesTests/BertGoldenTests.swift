@@ -97,6 +97,16 @@ struct BertGoldenTests {
         let enc = tok.encodeBatch(texts, maxLength: Int(golden.metadata["max_length"]!)!, padding: .longest)
         let model = try BertEncoder.load(folder: folder).freeze()
         model.train(false)
+        func weightBytes() -> Int {
+            model.namedParameters().reduce(0) { $0 + 4 * $1.1.count }
+                + model.linearSlots().reduce(0) { $0 + (($1.layer as? BFloat16Linear)?._weight.byteCount ?? 0) }
+        }
+        let f32Bytes = weightBytes()
+        model.convertProjectionsToBFloat16()
+        // The projections' f32 weights (4 d^2 + 2 d d_ff per layer) are released for half their bytes.
+        let c = model.config, projections = 4 * c.numHiddenLayers * (4 * c.hiddenSize * c.hiddenSize
+                                                                    + 2 * c.hiddenSize * c.intermediateSize)
+        #expect(f32Bytes - weightBytes() == projections / 2, "\(f32Bytes) -> \(weightBytes()) bytes")
         let d = model.config.hiddenSize, rows = (0..<(enc.batchSize * enc.seqLength)).filter { enc.attentionMask[$0] != 0 }
         let (padded, packed) = Tensor.withMatmulPrecision(.bfloat16) { (noGrad { model(enc) }, model.packedHiddenStates(enc)) }
         for i in 0...model.config.numHiddenLayers {

@@ -80,6 +80,8 @@ func checkTensor(_ label: String, ours: [Float], golden: [Float], tolerance: Flo
         let g = try SafetensorsFile(path: vitGoldens)
         let (vit, _) = try DINOv2ViT.load(onnx: ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!))
         vit.freeze()
+        vit.convertProjectionsToBFloat16()
+        #expect(vit.storesBFloat16Projections)
         let raw = try g.floats("pixels_u8").map { UInt8($0) }
         let x = ImagePreprocessor().batch(ImageSet(pixels: raw, labels: [0, 0], height: 28, width: 28), [0, 1])
         let out = Tensor.withMatmulPrecision(.bfloat16) { noGrad { vit(x) } }

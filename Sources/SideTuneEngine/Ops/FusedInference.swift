@@ -37,29 +37,43 @@ public enum FusedInference {
         st_residual_layer_norm_row(c, bias, residual, d, w, b, eps, out)
     }
 
+    /// A projection's weight [n, k] (PyTorch layout) as the fused kernels multiply it.
+    public enum Weight {
+        /// f32 values, row-major: f32 products.
+        case f32(UnsafePointer<Float>)
+        /// Stored in bf16 and packed: bf16 operands, f32 sums.
+        case bf16(PackedBFloat16Weight)
+    }
+
     /// out[m, n] (row stride ldo) = act(x[m, k] W^T + bias) for weight [n, k] (PyTorch layout).
     /// Bias and activation are applied to each block of rows as soon as the GEMM finishes it.
-    /// With `packed` (the same weight in bf16) the products take bf16 operands and f32 sums.
     public static func linear(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: UnsafePointer<Float>, n: Int,
                               bias: UnsafePointer<Float>, activation: Activation,
-                              out: UnsafeMutablePointer<Float>, ldo: Int, packed: PackedBFloat16Weight? = nil,
-                              pool: ThreadPool = .shared) {
-        product(x, ldx: ldx, m: m, k: k, weight: weight, n: n, packed: packed, out: out, ldo: ldo, pool: pool) { rows in
+                              out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool = .shared) {
+        linear(x, ldx: ldx, m: m, k: k, weight: .f32(weight), n: n, bias: bias, activation: activation, out: out, ldo: ldo,
+               pool: pool)
+    }
+
+    /// As above, for an f32 or a bf16 weight.
+    public static func linear(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: Weight, n: Int,
+                              bias: UnsafePointer<Float>, activation: Activation,
+                              out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool = .shared) {
+        product(x, ldx: ldx, m: m, k: k, weight: weight, n: n, out: out, ldo: ldo, pool: pool) { rows in
             for r in rows { biasActivationRow(out + r * ldo, bias, n, activation) }
         }
     }
 
-    /// out = x W^T in f32, or with bf16 products when `packed` holds W in bf16; `epilogue` runs on
-    /// each block of finished rows.
-    static func product(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: UnsafePointer<Float>, n: Int,
-                        packed: PackedBFloat16Weight?, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool,
+    /// out = x W^T, `epilogue` run on each block of finished rows.
+    static func product(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: Weight, n: Int,
+                        out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool,
                         epilogue: @escaping (Range<Int>) -> Void) {
-        if let packed {
+        switch weight {
+        case .f32(let w):
+            gemm(GEMMShape(m: m, n: n, k: k, transB: true), x, lda: ldx, w, ldb: k, out, ldc: ldo, pool: pool,
+                 rowEpilogue: epilogue)
+        case .bf16(let packed):
             precondition(packed.outFeatures == n && packed.inFeatures == k, "linear: packed weight is not [\(n), \(k)]")
             gemmBFloat16(m: m, x, ldx: ldx, packed, out, ldc: ldo, pool: pool, rowEpilogue: epilogue)
-        } else {
-            gemm(GEMMShape(m: m, n: n, k: k, transB: true), x, lda: ldx, weight, ldb: k, out, ldc: ldo, pool: pool,
-                 rowEpilogue: epilogue)
         }
     }
 
@@ -70,8 +84,19 @@ public enum FusedInference {
                                                residual: UnsafePointer<Float>, normWeight: UnsafePointer<Float>,
                                                normBias: UnsafePointer<Float>, eps: Float,
                                                scratch: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
-                                               packed: PackedBFloat16Weight? = nil, pool: ThreadPool = .shared) {
-        product(x, ldx: ldx, m: m, k: k, weight: weight, n: d, packed: packed, out: scratch, ldo: d, pool: pool) { rows in
+                                               pool: ThreadPool = .shared) {
+        linearResidualLayerNorm(x, ldx: ldx, m: m, k: k, weight: .f32(weight), d: d, bias: bias, residual: residual,
+                                normWeight: normWeight, normBias: normBias, eps: eps, scratch: scratch, out: out, pool: pool)
+    }
+
+    /// As above, for an f32 or a bf16 weight.
+    public static func linearResidualLayerNorm(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int,
+                                               weight: Weight, d: Int, bias: UnsafePointer<Float>,
+                                               residual: UnsafePointer<Float>, normWeight: UnsafePointer<Float>,
+                                               normBias: UnsafePointer<Float>, eps: Float,
+                                               scratch: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                                               pool: ThreadPool = .shared) {
+        product(x, ldx: ldx, m: m, k: k, weight: weight, n: d, out: scratch, ldo: d, pool: pool) { rows in
             for r in rows {
                 residualLayerNormRow(scratch + r * d, bias, residual + r * d, d, normWeight, normBias, eps, out + r * d)
             }

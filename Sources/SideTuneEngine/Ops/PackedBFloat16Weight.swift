@@ -32,6 +32,20 @@ public final class PackedBFloat16Weight: @unchecked Sendable {
 
     var pointer: UnsafePointer<UInt32> { UnsafePointer(storage.storage.raw.assumingMemoryBound(to: UInt32.self)) }
 
+    /// The weight [n, k] in f32 (exactly the bf16 values), for a caller that needs the f32 layer's
+    /// gradient rule.
+    public func float32() -> Tensor {
+        let n = outFeatures, k = inFeatures, w = Tensor(shape: [n, k]), pw = w.data, src = pointer
+        for p in 0..<pairs {
+            for j in 0..<n {
+                let u = src[p * n + j]
+                pw[j * k + 2 * p] = Float(bitPattern: (u & 0xffff) << 16)
+                if 2 * p + 1 < k { pw[j * k + 2 * p + 1] = Float(bitPattern: u & 0xffff_0000) }
+            }
+        }
+        return w
+    }
+
     /// Bytes the packed weight holds.
     public var byteCount: Int { 4 * pairs * outFeatures }
 }

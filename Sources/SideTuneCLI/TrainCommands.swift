@@ -261,11 +261,11 @@ extension SideTuneCommand {
             if config.options.backbonePrecision == .bfloat16 {
                 if MethodRegistry.weights(config.method, options: config.options) == .nf4 {
                     log("note: the backbone's NF4 projections multiply in f32 after dequantisation; --backbone-precision bf16 changes only f32 projections")
-                } else if MethodRegistry.method(config.method).readsFrozenTaps {
-                    log("frozen backbone: products with bf16 operands and f32 sums"
+                } else {
+                    let frozen = MethodRegistry.method(config.method).readsFrozenTaps
+                    log((frozen ? "frozen backbone: projections stored in bf16, products with f32 sums"
+                                : "backbone: forward and backward products with bf16 operands and f32 sums")
                         + (MatmulPrecision.bfloat16IsNative ? "" : " (this CPU has no AVX512_BF16: a plain loop, slower than f32)"))
-                } else if methodFlags.backbonePrecision != .auto {
-                    log("note: --backbone-precision applies to methods with a frozen backbone; \(config.method.rawValue) runs in f32")
                 }
             }
             var parameters = training.parameters(method: model.method, seed: task.seed)

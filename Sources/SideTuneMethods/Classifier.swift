@@ -130,9 +130,15 @@ public final class Classifier<B: Backbone>: Module, TrainableModel {
         Tensor.withMatmulPrecision(backbonePrecision) { backbone.frozenTaps(batch, packed: readsPackedTaps) }
     }
 
-    /// The frozen forward's products: f32, or bf16 operands with f32 sums (`--backbone-precision`).
-    /// Methods that backpropagate through the backbone keep f32.
-    public var backbonePrecision: MatmulPrecision { readsFrozenTaps ? _options.backbonePrecision ?? .float32 : .float32 }
+    /// The backbone's products: f32, or bf16 operands with f32 sums (`--backbone-precision`). Side
+    /// methods' frozen forward; for the methods that train inside the backbone, its forward and
+    /// backward products (the gradients' sums stay f32, the weights and optimizer state f32).
+    public var backbonePrecision: MatmulPrecision { _options.backbonePrecision ?? .float32 }
+
+    /// The backbone's trained forward (autograd on) in the backbone's precision.
+    func trainedForward(_ batch: B.Input, packed: Bool, prompt: Tensor?) -> Tensor {
+        Tensor.withMatmulPrecision(backbonePrecision) { backbone.trainedForward(batch, packed: packed, prompt: prompt) }
+    }
 
     public func logits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {
         if readsPackedTaps {
@@ -160,11 +166,11 @@ public final class Classifier<B: Backbone>: Module, TrainableModel {
         if trainsPacked {
             let lengths = backbone.tokenLengths(batch)
             if Self.paddingWorthSkipping(lengths) {
-                let last = backbone.trainedForward(batch, packed: true, prompt: nil)
+                let last = trainedForward(batch, packed: true, prompt: nil)
                 return reader(taps: [last], layout: .packed(TokenSegments(lengths: lengths)))
             }
         }
-        return reader(taps: [backbone.trainedForward(batch, packed: false, prompt: prompt)], layout: layout)
+        return reader(taps: [trainedForward(batch, packed: false, prompt: prompt)], layout: layout)
     }
 
     public func callAsFunction(_ batch: B.Input, taps: [Tensor]? = nil) -> Tensor { logits(batch, taps: taps) }

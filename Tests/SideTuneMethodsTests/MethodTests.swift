@@ -168,6 +168,37 @@ import Testing
         #expect(worst > 1e-6 && worst < 2e-2, "gradients: \(worst)")
     }
 
+    /// `backbonePrecision: .bfloat16`: side methods store the frozen projections in bf16 (taps move
+    /// by bf16 rounding); the methods that train inside the backbone multiply in bf16 forward and
+    /// backward, so their logits and gradients move by bf16 rounding, not zero and not more.
+    @Test(arguments: [MethodKind.lst, .linear, .lora, .bitfit, .adapter, .full])
+    func backboneInBFloat16(method: MethodKind) throws {
+        let batch = tinyBatch()
+        var results: [(logits: Tensor, grads: [Tensor])] = []
+        for precision in [MatmulPrecision?.none, .bfloat16] {
+            var o = MethodOptions()
+            o.sideInit = .magnitude
+            o.reduction = 4
+            o.dropout = 0
+            o.loraRank = 2
+            o.adapterBottleneck = 4
+            o.backbonePrecision = precision
+            let enc = tinyBackbone()
+            let model = try makeClassifier(enc, method, classes: 3, options: o, seed: 1)
+            #expect(enc.storesBFloat16Projections == (precision != nil && model.readsFrozenTaps), "\(method)")
+            var rng = SplitMix64(seed: 9) // LoRA's B and the adapters start at zero: move them
+            for (_, p) in model.trainableParameters() { for i in 0..<p.count { p.data[i] += rng.nextNormal() * 0.1 } }
+            let logits = model(batch)
+            logits.crossEntropy(targets: [0, 1, 2, 1]).backward()
+            results.append((logits.detach(), model.trainableParameters().map { $0.1.grad!.copy() }))
+        }
+        let (f, h) = (results[0], results[1])
+        let e = maxAbsDiff(f.logits, h.logits) / max(f.logits.toArray().map(abs).max()!, 1e-30)
+        #expect(e > 1e-7 && e < 3e-2, "\(method) logits: \(e)")
+        let worst = zip(f.grads, h.grads).map { maxAbsDiff($0, $1) }.max()! / f.grads.map { $0.toArray().map(abs).max()! }.max()!
+        #expect(worst > 1e-7 && worst < 5e-2, "\(method) gradients: \(worst)")
+    }
+
     /// Methods made for other backbones are refused by name, not half-built.
     @Test(arguments: MethodKind.allCases.filter { !MethodRegistry.methods(on: .bert).contains($0) })
     func otherBackbonesMethodsAreRefused(method: MethodKind) {

@@ -238,6 +238,10 @@ extension Llama {
             throw BertError("\(c.file): \(heads) heads, \(kvHeads) key/value heads and head_dim \(headDim) do not fit (heads a multiple of key/value heads, head_dim even)")
         }
         let attentionBias = type == "qwen2" || c.bool("attention_bias", default: false)
+        let widths = ["hidden_size", "intermediate_size", "num_attention_heads x head_dim"]
+        if format == .nf4, let (key, n) = config.nf4Misfit(widths) {
+            throw BertError("\(c.file): \(key) is \(n), not a multiple of NF4's block of \(NF4.blockSize): load as f32")
+        }
 
         let file = try HuggingFaceFolder.weights(folder)
         let (v, f, qDim, kvDim) = (config.vocabSize, config.ffnDim, heads * headDim, kvHeads * headDim)
@@ -270,7 +274,7 @@ extension Llama {
         func norm(_ name: String) throws -> RMSNorm {
             let n = RMSNorm(dim, eps: config.rmsEps)
             let w = try want.tensor(name)
-            n.weight.data.update(from: w.data, count: dim)
+            withExtendedLifetime(w) { n.weight.data.update(from: w.data, count: dim) }
             n.weight.requiresGrad = false
             return n
         }

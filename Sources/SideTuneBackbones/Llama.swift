@@ -29,6 +29,12 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         self.tiedEmbeddings = tiedEmbeddings
     }
 
+    /// The first input width of a projection (model width, feed-forward width, heads x head dim;
+    /// `names` in that order) that NF4 cannot quantise: a row length not a multiple of its block.
+    public func nf4Misfit(_ names: [String]) -> (name: String, width: Int)? {
+        zip(names, [dim, ffnDim, heads * headDim]).first { $0.1 % NF4.blockSize != 0 }.map { ($0.0, $0.1) }
+    }
+
     public init(gguf f: GGUFFile) throws {
         let arch = try f.string("general.architecture")
         guard arch == "llama" else {
@@ -289,6 +295,11 @@ public final class Llama: Module {
     /// Q/K rows un-permuted from llama.cpp's layout to Hugging Face's, parameters frozen.
     public static func load(gguf f: GGUFFile, weights format: WeightFormat = .f32) throws -> Llama {
         let c = try LlamaConfig(gguf: f)
+        let widths = ["llama.embedding_length", "llama.feed_forward_length", "heads x head dim"]
+        if format == .nf4, let (key, n) = c.nf4Misfit(widths) {
+            throw FormatError(.unsupported, file: f.path,
+                              "\(key) is \(n), not a multiple of NF4's block of \(NF4.blockSize): load as f32")
+        }
         func weight(_ name: String) throws -> Tensor {
             let t = try f.float32Tensor(name, category: .weights)
             guard t.allFinite else { throw FormatError(.badHeader, file: f.path, tensor: name, "holds NaN or infinite values") }
@@ -311,7 +322,8 @@ public final class Llama: Module {
             let w = try f.tensor(name)
             guard w.shape == [c.dim] else { throw FormatError(.shapeMismatch, file: f.path, tensor: name, "shape \(w.shape), expected [\(c.dim)]") }
             guard w.allFinite else { throw FormatError(.badHeader, file: f.path, tensor: name, "holds NaN or infinite values") }
-            n.weight.data.update(from: w.float32().data, count: c.dim)
+            let values = w.float32() // a new tensor unless F32: alive until the copy is done
+            withExtendedLifetime(values) { n.weight.data.update(from: values.data, count: c.dim) }
             n.weight.requiresGrad = false
             return n
         }

@@ -86,7 +86,7 @@ extension DINOv2ViT {
 
         // 2. Unnamed projection weights: MatMul(x, W) -> Add(P.bias, .) or Add(., P.bias).
         var weights: [String: (tensor: ONNXTensor, source: String)] = [:]
-        for node in model.graph.nodes where node.opType == "MatMul" && node.inputs.count == 2 {
+        for node in model.graph.nodes where node.opType == "MatMul" && node.inputs.count == 2 && !node.outputs.isEmpty {
             guard let w = idx.initializers[node.inputs[1]] else { continue } // activation x activation
             let users = idx.consumerNodes(node.outputs[0])
             guard users.count == 1, users[0].opType == "Add",
@@ -121,14 +121,18 @@ extension DINOv2ViT {
             throw ONNXError(.unsupported, context: model.path,
                             "position Resize '\(resize.name)' uses mode \(mode), \(coord), exclude_outside \(excludeOutside), antialias \(antialias); only cubic/half_pixel/0/0 is implemented")
         }
-        var v = resize.inputs[0]
+        guard var v = resize.inputs.first, let resized = resize.outputs.first else {
+            throw bad("position Resize '\(resize.name)' has no input or no output")
+        }
         var table: ONNXTensor?
-        while table == nil {
+        for step in 0... {
             if let t = idx.initializers[v] { table = t; break }
-            guard let p = idx.producerNode(v), ["Cast", "Transpose", "Reshape"].contains(p.opType) else {
+            // A few steps in exports; a cycle of nodes (each its own producer) would never end.
+            guard step < 16, let p = idx.producerNode(v), ["Cast", "Transpose", "Reshape"].contains(p.opType),
+                  let input = p.inputs.first else {
                 throw bad("the position Resize input does not lead back to an initializer through Reshape/Transpose/Cast")
             }
-            v = p.inputs[0]
+            v = input
         }
         guard let table, table.dims.count == 3, table.dims[0] == 1, table.dims[2] == d else {
             throw bad("position table dims \(table?.dims ?? []) are not [1, G*G, \(d)]")
@@ -136,7 +140,7 @@ extension DINOv2ViT {
         let g = Int(Double(table.dims[1]).squareRoot().rounded())
         guard g * g == table.dims[1] else { throw bad("position table has \(table.dims[1]) rows, not a square grid") }
         // Forward from the Resize to the Concat that puts the CLS position in front.
-        v = resize.outputs[0]
+        v = resized
         var clsPos: ONNXTensor?
         for _ in 0..<8 {
             let users = idx.consumerNodes(v)
@@ -145,7 +149,8 @@ extension DINOv2ViT {
                 clsPos = users[0].inputs.first { $0 != v }.flatMap { idx.initializers[$0] }
                 break
             }
-            v = users[0].outputs[0]
+            guard let output = users[0].outputs.first else { break }
+            v = output
         }
         guard let clsPos, clsPos.dims == [1, 1, d] else { throw bad("no [1, 1, \(d)] CLS position initializer concatenated after the Resize") }
 
@@ -171,8 +176,8 @@ extension DINOv2ViT {
             throw bad("LayerNorm epsilon \(config.layerNormEps) must be a small positive number")
         }
 
-        // 5. Fill the module.
-        let vit = DINOv2ViT(config: config)
+        // 5. Every value read (sized by its data, not its dims) before the module is allocated: dims
+        // without data could otherwise ask for gigabytes.
         var map: SourceMap = []
         var values: [String: Tensor] = [:]
         func put(_ ours: String, _ t: ONNXTensor, shape: [Int], transpose: Bool = false) throws {
@@ -221,6 +226,7 @@ extension DINOv2ViT {
         }
         let used = Set(map.filter { $0.transposed }.map(\.initializer))
         if used.count != weights.count { throw bad("\(weights.count - used.count) MatMul weight(s) in the graph were not used") }
+        let vit = DINOv2ViT(config: config)
         do { try vit.load(values, strict: true) } catch { throw bad("\(error)") }
         return (vit, map)
     }
@@ -229,11 +235,12 @@ extension DINOv2ViT {
     /// constants), nil if the pattern is not there.
     static func headCount(_ idx: ONNXGraphIndex, queryBias: String, d: Int) throws -> Int? {
         guard let add = idx.consumerNodes(queryBias).first(where: { $0.opType == "Add" }) else { return nil }
-        for user in idx.consumerNodes(add.outputs[0]) where user.opType == "Reshape" && user.inputs.count == 2 {
+        guard let sum = add.outputs.first else { return nil }
+        for user in idx.consumerNodes(sum) where user.opType == "Reshape" && user.inputs.count == 2 {
             if let shape = idx.constantInts(user.inputs[1]), shape.count == 4 { return Int(shape[2]) }
             guard let concat = idx.producerNode(user.inputs[1]), concat.opType == "Concat", concat.inputs.count == 4,
                   let h = idx.constantInts(concat.inputs[2])?.first, let hd = idx.constantInts(concat.inputs[3])?.first,
-                  Int(h * hd) == d else { continue }
+                  h.multipliedReportingOverflow(by: hd) == (Int64(d), false) else { continue }
             return Int(h)
         }
         return nil
@@ -245,7 +252,7 @@ extension DINOv2ViT {
         guard let mul = idx.consumerNodes(weight).first(where: { $0.opType == "Mul" }),
               let div = mul.inputs.first(where: { $0 != weight }).flatMap(idx.producerNode), div.opType == "Div",
               div.inputs.count == 2, let sqrt = idx.producerNode(div.inputs[1]), sqrt.opType == "Sqrt",
-              let add = idx.producerNode(sqrt.inputs[0]), add.opType == "Add" else { return nil }
+              let add = sqrt.inputs.first.flatMap(idx.producerNode), add.opType == "Add" else { return nil }
         for i in add.inputs { if let e = idx.constantFloat(i) { return e } }
         return nil
     }

@@ -93,6 +93,16 @@ public final class WordPieceTokenizer: Sendable {
         guard let unkId = vocab.ids[unkToken] else {
             throw TokenizerError(file: file, "unknown token \"\(unkToken)\" is not in the vocabulary")
         }
+        // Ids the encoder emits (special tokens, template pieces, padding) must name vocabulary entries.
+        let templateIds = (single + pair).flatMap { piece -> [Int32] in
+            if case .special(let ids, _) = piece { return ids }
+            return []
+        }
+        let emitted = specialTokens.sorted { $0.key < $1.key }.map { ("special token \"\($0.key)\"", $0.value) }
+            + templateIds.map { ("post_processor special token", $0) } + (padId.map { [("padding pad_id", $0)] } ?? [])
+        if let (what, id) = emitted.first(where: { !(0..<Int32(vocab.tokens.count)).contains($0.1) }) {
+            throw TokenizerError(file: file, "\(what) has id \(id), outside the vocabulary of \(vocab.tokens.count)")
+        }
         self.vocab = vocab
         self.normalizerOptions = options
         self.preTokenizer = BertPreTokenizer(options: options)

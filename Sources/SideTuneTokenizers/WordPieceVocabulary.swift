@@ -30,6 +30,11 @@ struct WordPieceVocabulary: Sendable {
     /// Builds from an explicit token -> id map (tokenizer.json); ids need not be dense.
     init(ids: [String: Int32], continuingPrefix: String, file: String) throws {
         guard let maxID = ids.values.max() else { throw TokenizerError(file: file, "model.vocab is empty") }
+        // Each unused id below the largest costs a placeholder: a stray huge id would allocate gigabytes.
+        guard Int(maxID) < ids.count + 1 << 16 else {
+            throw TokenizerError(file: file,
+                                 "model.vocab: id \(maxID) leaves more than 65536 ids unused (\(ids.count) tokens)")
+        }
         var tokens = [String?](repeating: nil, count: Int(maxID) + 1)
         for (t, id) in ids {
             guard id >= 0 else { throw TokenizerError(file: file, "model.vocab: token \"\(t)\" has negative id \(id)") }

@@ -157,3 +157,72 @@ struct LlamaTests {
 
 /// Test output goes to stderr: the CLI tests capture stdout (fd 1) while other tests run in parallel.
 func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+/// Inputs found by the fuzz targets (Fuzz/): each gave a trap before its fix, now a clear error.
+@Suite struct LlamaLoaderFuzzRegressionTests {
+    /// GGUF bytes of a Llama: `sizes` as uint32 metadata (plus the architecture and the RMS epsilon)
+    /// and `tensors` (name, dims innermost first, ggml type, data), aligned to 32.
+    static func gguf(_ sizes: [(String, UInt32)], tensors: [(String, [Int], UInt32, [UInt8])] = []) -> [UInt8] {
+        var b = Array("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func str(_ s: String) { u64(UInt64(s.utf8.count)); b += Array(s.utf8) }
+        u32(3); u64(UInt64(tensors.count)); u64(UInt64(sizes.count + 2))
+        str("general.architecture"); u32(8); str("llama")
+        str("llama.attention.layer_norm_rms_epsilon"); u32(6); u32(Float(1e-5).bitPattern)
+        for (key, value) in sizes { str(key); u32(4); u32(value) }
+        var data: [UInt8] = []
+        for (name, dims, type, bytes) in tensors {
+            data += [UInt8](repeating: 0, count: (32 - data.count % 32) % 32)
+            str(name); u32(UInt32(dims.count)); dims.forEach { u64(UInt64($0)) }; u32(type); u64(UInt64(data.count))
+            data += bytes
+        }
+        return b + [UInt8](repeating: 0, count: (32 - b.count % 32) % 32) + data
+    }
+
+    /// GGUF metadata of a Llama 32 wide (4 heads of 8), without tensors.
+    static func narrowGGUF() -> [UInt8] {
+        gguf([("llama.block_count", 1), ("llama.embedding_length", 32), ("llama.feed_forward_length", 64),
+              ("llama.attention.head_count", 4), ("llama.vocab_size", 8)])
+    }
+
+    /// Fuzz/fuzz-gguf: NF4 weights for a model whose width is not a multiple of NF4's 64-value
+    /// block trapped in NF4Weight's precondition.
+    @Test func nf4RefusesWidthsThatAreNotMultiplesOfItsBlock() throws {
+        let file = try GGUFFile(bytes: Self.narrowGGUF(), name: "narrow.gguf")
+        do {
+            _ = try Llama.load(gguf: file, weights: .nf4)
+            Issue.record("expected an error")
+        } catch let e as FormatError {
+            #expect(e.kind == .unsupported && e.description.contains("llama.embedding_length is 32"), "\(e)")
+        }
+        // The same folder as Hugging Face writes it (the tiny Llama fixture is 32 wide).
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Goldens/tiny/llama")
+        #expect(throws: BertError.self) { _ = try Llama.load(huggingFace: folder, weights: .nf4) }
+        do { _ = try Llama.load(huggingFace: folder, weights: .nf4) } catch {
+            #expect("\(error)".contains("hidden_size is 32, not a multiple of NF4's block of 64"), "\(error)")
+        }
+    }
+
+    /// Fuzz/fuzz-gguf under AddressSanitizer (heap-use-after-free): an RMSNorm weight stored in
+    /// another type than F32 was copied out of its converted F32 tensor after that was freed.
+    @Test func normWeightsStoredInF16AreCopiedWhileAlive() throws {
+        func f32(_ n: Int) -> [UInt8] {
+            (0..<n).flatMap { i in withUnsafeBytes(of: (Float(i % 5) / 100).bitPattern.littleEndian) { Array($0) } }
+        }
+        // 0.5, 1, 1.5, 2, 2.5, 3, 0.25, 4 as IEEE halves.
+        let halves: [UInt16] = [0x3800, 0x3C00, 0x3E00, 0x4000, 0x4100, 0x4200, 0x3400, 0x4400]
+        let f16 = halves.flatMap { h in withUnsafeBytes(of: h.littleEndian) { Array($0) } }
+        let squares = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+            .map { ("blk.0.\($0).weight", [8, 8], UInt32(0), f32(64)) }
+        let sizes: [(String, UInt32)] = [("llama.block_count", 1), ("llama.embedding_length", 8),
+                                         ("llama.feed_forward_length", 8), ("llama.attention.head_count", 2),
+                                         ("llama.vocab_size", 2)]
+        let tensors = [("token_embd.weight", [8, 2], UInt32(0), f32(16)), ("blk.0.attn_norm.weight", [8], 1, f16),
+                       ("blk.0.ffn_norm.weight", [8], 0, f32(8)), ("output_norm.weight", [8], 0, f32(8))] + squares
+        let bytes = Self.gguf(sizes, tensors: tensors)
+        let llama = try Llama.load(gguf: GGUFFile(bytes: bytes, name: "f16-norm.gguf"))
+        #expect(llama.layers[0].attentionNorm.weight.toArray() == [0.5, 1, 1.5, 2, 2.5, 3, 0.25, 4])
+    }
+}

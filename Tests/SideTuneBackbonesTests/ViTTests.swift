@@ -274,3 +274,114 @@ func tinyConfig() -> ViTConfig {
         for (i, j) in [(0, 0), (5, 700), (383, 1535)] { #expect(w[j, i] == src[i * 1536 + j]) }
     }
 }
+
+/// A one-layer DINOv2 ONNX graph (width 4, 2 heads, MLP 8, patch 2, a 2x2 position grid) with the
+/// node patterns of Hugging Face's export that `DINOv2ViT.load(onnx:)` walks; Fuzz/make-seeds.py
+/// writes the same graph as a seed.
+enum TinyDINOv2ONNX {
+    static func varint(_ value: UInt64) -> [UInt8] {
+        var v = value, b: [UInt8] = []
+        while v >= 0x80 { b.append(UInt8(v & 0x7f) | 0x80); v >>= 7 }
+        return b + [UInt8(v)]
+    }
+    static func ld(_ field: UInt64, _ payload: [UInt8]) -> [UInt8] { varint(field << 3 | 2) + varint(UInt64(payload.count)) + payload }
+    static func int(_ field: UInt64, _ v: Int64) -> [UInt8] { varint(field << 3) + varint(UInt64(bitPattern: v)) }
+    static func str(_ field: UInt64, _ s: String) -> [UInt8] { ld(field, Array(s.utf8)) }
+    static func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+
+    static func tensor(_ name: String, _ dims: [Int], ints: [Int64]? = nil) -> [UInt8] {
+        let head = dims.flatMap { int(1, Int64($0)) } + int(2, ints == nil ? 1 : 7) + str(8, name)
+        if let ints { return head + ld(9, ints.flatMap(le)) }
+        return head + ld(9, (0..<dims.reduce(1, *)).flatMap { le((0.5 + Float($0 % 7) / 10).bitPattern) })
+    }
+    static func node(_ op: String, _ inputs: [String], _ outputs: [String], _ name: String = "",
+                     _ attributes: [[UInt8]] = []) -> [UInt8] {
+        inputs.flatMap { str(1, $0) } + outputs.flatMap { str(2, $0) } + str(3, name) + str(4, op)
+            + attributes.flatMap { ld(5, $0) }
+    }
+
+    /// The model's bytes; `heads` are the two constants whose product must be the width (2 x 2).
+    static func model(heads: (Int64, Int64) = (2, 2)) -> [UInt8] {
+        let l = "backbone.encoder.layer.0."
+        var inits = [tensor("backbone.embeddings.cls_token", [1, 1, 4]),
+                     tensor("backbone.embeddings.patch_embeddings.projection.weight", [4, 3, 2, 2]),
+                     tensor("pos", [1, 4, 4]), tensor("cls_pos", [1, 1, 4]), tensor("grid_shape", [4], ints: [1, 2, 2, 4]),
+                     tensor("heads", [1], ints: [heads.0]), tensor("head_dim", [1], ints: [heads.1])]
+        for n in ["embeddings.patch_embeddings.projection.bias", "layernorm.weight", "layernorm.bias"] {
+            inits.append(tensor("backbone." + n, [4]))
+        }
+        for n in ["norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "layer_scale1.lambda1", "layer_scale2.lambda1"] {
+            inits.append(tensor(l + n, [4]))
+        }
+        var nodes: [[UInt8]] = []
+        let linears = [("attention.attention.query", 4, 4), ("attention.attention.key", 4, 4), ("attention.attention.value", 4, 4),
+                       ("attention.output.dense", 4, 4), ("mlp.fc1", 4, 8), ("mlp.fc2", 8, 4)]
+        for (k, (path, i, o)) in linears.enumerated() {
+            inits += [tensor("onnx::MatMul_\(k)", [i, o]), tensor(l + path + ".bias", [o])]
+            nodes += [node("MatMul", ["x", "onnx::MatMul_\(k)"], ["mm\(k)"]), node("Add", [l + path + ".bias", "mm\(k)"], ["lin\(k)"])]
+        }
+        let cubic = str(1, "mode") + ld(4, Array("cubic".utf8)) + int(20, 3)
+        nodes += [node("Concat", ["zero", "zero", "heads", "head_dim"], ["q_shape"]), node("Reshape", ["lin0", "q_shape"], ["q"]),
+                  node("Reshape", ["pos", "grid_shape"], ["grid"]),
+                  node("Resize", ["grid"], ["resized"], "/backbone/embeddings/Resize", [cubic]),
+                  node("Reshape", ["resized", "grid_shape"], ["flat"]), node("Concat", ["cls_pos", "flat"], ["positions"])]
+        return int(1, 8) + ld(7, nodes.flatMap { ld(1, $0) } + inits.flatMap { ld(5, $0) })
+    }
+}
+
+@Suite struct ViTONNXLoaderTests {
+    @Test func tinyGraphLoads() throws {
+        let (vit, map) = try DINOv2ViT.load(onnx: ONNXModel(bytes: TinyDINOv2ONNX.model()))
+        #expect(vit.config.hiddenSize == 4 && vit.config.heads == 2 && vit.config.mlpSize == 8 && vit.config.layers == 1)
+        #expect(vit.config.positionGrid == 2 && vit.config.patchSize == 2 && map.count == 2 + 18 + 4)
+    }
+
+    func expectBadGraph(_ contains: String, _ model: [UInt8], sourceLocation: SourceLocation = #_sourceLocation,
+                        edit: (inout ONNXGraph) -> Void = { _ in }) throws {
+        var graph = try ONNXModel(bytes: model).graph
+        edit(&graph)
+        do {
+            _ = try DINOv2ViT.load(graph: graph, file: "edited.onnx")
+            Issue.record("expected an error", sourceLocation: sourceLocation)
+        } catch let e as ONNXError {
+            #expect(e.kind == .badGraph && e.description.contains(contains), "\(e)", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// Found by Fuzz/fuzz-onnx: head-count constants whose product overflows Int64 trapped.
+    @Test func headCountConstantsOverflowing() throws {
+        try expectBadGraph("could not read the head count", TinyDINOv2ONNX.model(heads: (1 << 62, 4)))
+    }
+
+    /// Found with Fuzz/fuzz-onnx: a 3.5 KB graph whose initializers declare a width of 20000 but
+    /// hold no values allocated the 20000-wide model (over 6 GB) before reading any of them.
+    @Test func dimsWithoutDataAllocateNothing() throws {
+        let width = 20_000
+        var graph = try ONNXModel(bytes: TinyDINOv2ONNX.model(heads: (2, Int64(width / 2)))).graph
+        for i in graph.initializers.indices where graph.initializers[i].dataType == .float {
+            let t = graph.initializers[i]
+            graph.initializers[i].dims = t.name == "pos" ? [1, 4, width] : t.dims.map { $0 == 4 ? width : $0 }
+            graph.initializers[i].rawRange = nil
+        }
+        let ledger = MemoryLedger()
+        do {
+            _ = try MemoryLedger.withLedger(ledger) { try DINOv2ViT.load(graph: graph, file: "wide.onnx") }
+            Issue.record("expected an error")
+        } catch let e as ONNXError {
+            #expect(e.kind == .badTensor && e.description.contains("typed data field holds 0"), "\(e)")
+        }
+        #expect(ledger.peakTotal < 1 << 20, "\(ledger.peakTotal) bytes allocated")
+    }
+
+    /// Graphs the loader walks could index past a node's inputs or outputs, or loop forever on a
+    /// cycle of Reshape nodes (found while fixing the above).
+    @Test func resizeWithoutOutputAndReshapeCycle() throws {
+        let model = TinyDINOv2ONNX.model()
+        try expectBadGraph("has no input or no output", model) { g in
+            g.nodes[g.nodes.firstIndex { $0.opType == "Resize" }!].outputs = []
+        }
+        try expectBadGraph("does not lead back to an initializer", model) { g in
+            g.nodes[g.nodes.firstIndex { $0.outputs == ["grid"] }!].inputs = ["grid", "grid_shape"]
+        }
+    }
+}

@@ -69,6 +69,20 @@ func idx(_ dims: [Int], _ data: [UInt8]) -> [UInt8] {
         let labels = try tempFile("l.gz", gzLabels)
         expectDataError(["3 labels for 2 images"]) { _ = try IDX.load(images: images, labels: labels) }
     }
+
+    /// Found by Fuzz/fuzz-idx: dimensions whose product overflows Int trapped; now an error.
+    @Test func idxDimensionsOverflowingInt() {
+        let header: [UInt8] = [0, 0, 8, 3] + [UInt8](repeating: 0xff, count: 12) // 3 dims of 2^32 - 1
+        expectDataError(["dims [4294967295, 4294967295]", "need more than"]) { _ = try IDX.parse(header, file: "f") }
+    }
+
+    /// Found by Fuzz/fuzz-idx: zero images of 2^32 - 1 x 2^32 - 1 pixels (no bytes at all) loaded,
+    /// then the set's image size overflowed Int.
+    @Test func idxImagesOfImpossibleSize() throws {
+        let images = try tempFile("huge.idx", idx([0, 0xffff_ffff, 0xffff_ffff], []))
+        let labels = try tempFile("none.idx", idx([0], []))
+        expectDataError(["images of 4294967295x4294967295 pixels"]) { _ = try IDX.load(images: images, labels: labels) }
+    }
 }
 
 @Suite struct NPYAndCSVTests {
@@ -88,6 +102,14 @@ func idx(_ dims: [Int], _ data: [UInt8]) -> [UInt8] {
         #expect(s == [2, 3] && v == .float32(f))
         let (s2, v2) = try NPY.parse(npy("{'descr': '|u1', 'fortran_order': False, 'shape': (4,), }", [1, 2, 3, 255], version: 2), file: "b.npy")
         #expect(s2 == [4] && v2 == .uint8([1, 2, 3, 255]) && v2.floats == [1, 2, 3, 255])
+    }
+
+    /// Found with Fuzz/fuzz-image: a shape whose element count overflows Int trapped.
+    @Test func npyShapeOverflowingInt() {
+        let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (4294967296, 4294967296, 1), }"
+        expectDataError(["holds more than"]) { _ = try NPY.parse(npy(header, [0, 0, 0, 0]), file: "x") }
+        let floats = "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }"
+        expectDataError(["needs more than 9223372036854775807 bytes"]) { _ = try NPY.parse(npy(floats, [0, 0, 0, 0]), file: "x") }
     }
 
     @Test func npyErrors() {
@@ -250,5 +272,13 @@ func npyBytes(_ shape: [Int], _ data: [UInt8]) -> [UInt8] {
         expectDataError(["'.gif' is not an image format"]) { _ = try ImageFile.load(tempFile("x.gif", [0])) }
         expectDataError(["no such image file"]) { _ = try ImageFile.load("/nonexistent/some text") }
         expectDataError(["not [H, W]"]) { _ = try ImageFile.load(tempFile("v.npy", npyBytes([4], [1, 2, 3, 4]))) }
+    }
+
+    /// Found with Fuzz/fuzz-image: a 19-byte header claiming 32768 x 32768 x 3 samples reserved
+    /// 3 GB before the pixels were found missing (over libFuzzer's 2 GB malloc limit).
+    @Test func netpbmHeaderClaimingGigabytes() {
+        expectDataError(["truncated pixels", "needs 3221225472 bytes, file has 3"]) {
+            _ = try Netpbm.parse(Array("P6 32768 32768 255\n".utf8) + [0, 0, 0], file: "huge.ppm")
+        }
     }
 }

@@ -237,4 +237,26 @@ struct TokenizerErrorTests {
         try Data(#"{"model": {"type": "WordPiece", "vocab": {"[UNK]": "zero"}}, "pre_tokenizer": {"type": "BertPreTokenizer"}}"#.utf8).write(to: url)
         #expect(throws: TokenizerError.self) { try WordPieceTokenizer(tokenizerJSONURL: url) }
     }
+
+    /// Inputs of Fuzz/fuzz-tokenizer-json: a special-token id outside the vocabulary trapped when
+    /// encoding (index out of range), and a stray huge id allocated a placeholder for every id
+    /// below it (2^31 of them).
+    @Test func idsOutsideTheVocabularyAreRefusedAtLoad() throws {
+        let url = try makeVocabFolder([]).appendingPathComponent("tokenizer.json")
+        func error(_ json: String) throws -> String {
+            try Data(json.utf8).write(to: url)
+            do { _ = try WordPieceTokenizer(tokenizerJSONURL: url) } catch { return "\(error)" }
+            return "no error"
+        }
+        let model = #""model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "hi": 3}}"#
+        let pre = #""pre_tokenizer": {"type": "BertPreTokenizer"}"#
+        let cls = try error(#"{\#(model), \#(pre), "post_processor": {"type": "BertProcessing", "cls": ["[CLS]", 1000], "sep": ["[SEP]", 2]}}"#)
+        #expect(cls.contains("post_processor special token has id 1000, outside the vocabulary of 4"), "\(cls)")
+        let added = try error(#"{\#(model), \#(pre), "added_tokens": [{"id": -5, "content": "hi"}]}"#)
+        #expect(added.contains("special token \"hi\" has id -5"), "\(added)")
+        let pad = try error(#"{\#(model), \#(pre), "padding": {"pad_id": 7}}"#)
+        #expect(pad.contains("padding pad_id has id 7"), "\(pad)")
+        let huge = try error(#"{"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "big": 2147483647}}, \#(pre)}"#)
+        #expect(huge.contains("id 2147483647 leaves more than 65536 ids unused (2 tokens)"), "\(huge)")
+    }
 }

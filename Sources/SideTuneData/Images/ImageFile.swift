@@ -73,7 +73,7 @@ public enum Netpbm {
             return UInt8((v * 255 + maxval / 2) / maxval)
         }
         var pixels = [UInt8]()
-        pixels.reserveCapacity(count)
+        pixels.reserveCapacity(min(count, b.count)) // a header can claim more samples than the file holds
         if magic == "P2" || magic == "P3" {
             for _ in 0..<count {
                 let t = try token()

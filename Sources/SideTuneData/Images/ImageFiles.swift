@@ -98,7 +98,12 @@ public enum IDX {
             let o = 4 + 4 * d
             let v = Int(b[o]) << 24 | Int(b[o + 1]) << 16 | Int(b[o + 2]) << 8 | Int(b[o + 3])
             dims.append(v)
-            total *= v
+            let (product, overflow) = total.multipliedReportingOverflow(by: v)
+            guard !overflow else {
+                throw DataError(file: file,
+                                "IDX: dims \(dims) need more than \(Int.max) bytes, file has \(b.count - headerBytes)")
+            }
+            total = product
         }
         let have = b.count - headerBytes
         guard have >= total else {
@@ -112,6 +117,10 @@ public enum IDX {
     public static func load(images: String, labels: String) throws -> ImageSet {
         let (idims, ipix) = try parse(Gzip.readMaybeCompressed(images), file: images, expectRank: 3)
         let (ldims, lbytes) = try parse(Gzip.readMaybeCompressed(labels), file: labels, expectRank: 1)
+        guard (1...1 << 16).contains(idims[1]), (1...1 << 16).contains(idims[2]) else {
+            throw DataError(file: images,
+                            "IDX: images of \(idims[1])x\(idims[2]) pixels, expected 1...65536 on each side")
+        }
         guard idims[0] == ldims[0] else {
             throw DataError(file: labels, "IDX: \(ldims[0]) labels for \(idims[0]) images in \(images)")
         }
@@ -171,11 +180,22 @@ public enum NPY {
                 guard let v = Int(s), v >= 0 else { throw DataError(file: file, "NPY: bad dimension '\(s)' in \(header)") }
                 return v
             }
-        let n = shape.reduce(1, *)
+        var n = 1
+        for d in shape {
+            let (product, overflow) = n.multipliedReportingOverflow(by: d)
+            guard !overflow else {
+                throw DataError(file: file, "NPY: shape \(shape) holds more than \(Int.max) elements")
+            }
+            n = product
+        }
         let body = b[(start + headerLen)...]
         switch descr {
         case "<f4":
-            guard body.count == 4 * n else { throw DataError(file: file, "NPY: shape \(shape) float32 needs \(4 * n) bytes, file has \(body.count)") }
+            let (bytes, overflow) = n.multipliedReportingOverflow(by: 4)
+            guard !overflow, body.count == bytes else {
+                let needs = overflow ? "more than \(Int.max)" : "\(bytes)"
+                throw DataError(file: file, "NPY: shape \(shape) float32 needs \(needs) bytes, file has \(body.count)")
+            }
             var f = [Float](repeating: 0, count: n)
             f.withUnsafeMutableBytes { dst in body.withUnsafeBytes { dst.copyMemory(from: $0) } }
             return (shape, .float32(f))

@@ -200,6 +200,10 @@ public final class BertLayer: Module {
     public var output: any LinearLayer       // [d, d_ff]
     public let outputNorm: LayerNorm
     let act: String
+    /// q, k and v stored in bf16, stacked for one product (made from the layers on first use);
+    /// `_`: not a parameter.
+    var _qkvBF16: (layers: [ObjectIdentifier], weight: PackedBFloat16Weight)?
+    let _qkvLock = NSLock()
 
     public init(_ c: BertConfig) {
         attention = BertSelfAttention(c)
@@ -262,6 +266,19 @@ extension BertLayer {
         }
     }
 
+    /// The bf16 q, k and v weights stacked, made once per set of layers (micro-batches run a layer
+    /// on several threads at once, hence the lock).
+    func stackedQKV() -> PackedBFloat16Weight {
+        let layers = [attention.query, attention.key, attention.value].map { $0 as! BFloat16Linear }
+        let ids = layers.map(ObjectIdentifier.init)
+        return _qkvLock.withLock {
+            if let made = _qkvBF16, made.layers == ids { return made.weight }
+            let weight = PackedBFloat16Weight(stacking: layers.map(\._weight))
+            _qkvBF16 = (ids, weight)
+            return weight
+        }
+    }
+
     /// A projection's weight and bias as the fused kernels take them (`supportsFusedInference`
     /// checked that it is a plain f32 `Linear` or a `BFloat16Linear`, with a bias).
     static func fused(_ layer: any LinearLayer) -> (weight: FusedInference.Weight, bias: UnsafePointer<Float>) {
@@ -290,11 +307,9 @@ extension BertLayer {
             FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: .f32(wqkv), n: 3 * d, bias: bqkv, activation: .identity,
                                   out: big, ldo: 3 * d)
         } else {
-            // Stored in bf16: one product each, into its third of the rows.
-            for (i, p) in qkv.enumerated() {
-                FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: p.weight, n: d, bias: bqkv + i * d,
-                                      activation: .identity, out: big + i * d, ldo: 3 * d)
-            }
+            // Stored in bf16: one product with the three stacked (packed once).
+            FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: .bf16(stackedQKV()), n: 3 * d, bias: bqkv,
+                                  activation: .identity, out: big, ldo: 3 * d)
         }
         switch layout {
         case .padded(let keyPadding):

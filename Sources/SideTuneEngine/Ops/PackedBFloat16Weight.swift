@@ -24,6 +24,24 @@ public final class PackedBFloat16Weight: @unchecked Sendable {
         }
     }
 
+    /// The weights of `parts` (the same inputs) stacked along the outputs, as one product computes
+    /// them all (q, k and v of a fused attention layer).
+    public init(stacking parts: [PackedBFloat16Weight]) {
+        let k = parts[0].inFeatures, n = parts.reduce(0) { $0 + $1.outFeatures }
+        precondition(parts.allSatisfy { $0.inFeatures == k }, "PackedBFloat16Weight: stacked parts need the same inputs")
+        outFeatures = n
+        inFeatures = k
+        pairs = (k + 1) / 2
+        storage = Tensor(shape: [2 * pairs * n], dtype: .bfloat16, category: .weights)
+        let out = storage.storage.raw.assumingMemoryBound(to: UInt32.self)
+        var j0 = 0
+        for part in parts {
+            let w = part.outFeatures, src = part.pointer
+            for p in 0..<pairs { (out + p * n + j0).update(from: src + p * w, count: w) }
+            j0 += w
+        }
+    }
+
     /// A weight tensor [n, k] in f32.
     public convenience init(_ weight: Tensor, pool: ThreadPool = .shared) {
         precondition(weight.rank == 2 && weight.dtype == .float32, "PackedBFloat16Weight: weight \(weight.shape) \(weight.dtype)")

@@ -30,11 +30,12 @@ public final class BFloat16Linear: Module, LinearLayer {
         }
         let xs = x.float32(), m = xs.count / max(k, 1)
         let out = Tensor(shape: Array(x.shape.dropLast()) + [n])
-        let po = out.data, pb = bias?.data
         withExtendedLifetime((xs, bias)) {
-            gemmBFloat16(m: m, xs.data, ldx: k, _weight, po, ldc: n) { rows in
-                guard let pb else { return }
-                for r in rows { for j in 0..<n { po[r * n + j] += pb[j] } }
+            if let bias { // the fused layers' kernel: bias added to each row block as it finishes
+                FusedInference.linear(xs.data, ldx: k, m: m, k: k, weight: .bf16(_weight), n: n, bias: bias.data,
+                                      activation: .identity, out: out.data, ldo: n)
+            } else {
+                gemmBFloat16(m: m, xs.data, ldx: k, _weight, out.data, ldc: n)
             }
         }
         return out

@@ -111,7 +111,8 @@ public enum EncodeBenchmark {
         var peaks: [String: Int] = [:]
         for c in MemoryCategory.allCases { peaks[c.rawValue] = snap.peak[c] ?? 0 }
         return Report(engine: "SideTune", cpu: cpu.model, threads: threads, batch: input.batchSize, seq: input.seqLength,
-                      layout: packed ? "packed" : "padded", precision: precision.rawValue, realTokens: input.lengths.reduce(0, +), iterations: times.count, secondsMedian: median,
+                      layout: packed ? "packed" : "padded",
+                      precision: precision.rawValue, realTokens: input.lengths.reduce(0, +), iterations: times.count, secondsMedian: median,
                       secondsBest: sorted[0], sentencesPerSecond: Double(input.batchSize) / median, gflops: gflops,
                       peakGFLOPS: peak, fractionOfPeak: gflops / peak, peakBytes: peaks, peakLedgerTotal: snap.peakTotal,
                       peakRSS: snap.peakRSS)

@@ -35,7 +35,8 @@ extension SideTuneCommand.Bench {
         var iterations: Int = 3
         @Option(help: "Threads (default: all the pool has).")
         var threads: Int?
-        @Option(help: ArgumentHelp("The frozen forward's products (as train's --backbone-precision): \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
+        @Option(help: ArgumentHelp("The frozen forward's products (as train's --backbone-precision): "
+                                   + SideMatmulChoice.help + ".", valueName: "f32|bf16|auto"))
         var precision: SideMatmulChoice = .f32
         @Flag(help: "Print one JSON object instead of a table.")
         var json = false

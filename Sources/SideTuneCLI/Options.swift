@@ -115,7 +115,10 @@ public struct MethodFlags: ParsableArguments {
     var dropout: Float = defaults.dropout
     @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
     var sideMatmul: SideMatmulChoice = .f32
-    @Option(help: ArgumentHelp("Precision of the backbone's products: \(SideMatmulChoice.help). Side methods and linear store the frozen projections in bf16 (half the bytes); LoRA, adapters, BitFit, prompt and full multiply in bf16 forward and backward (not HST). LayerNorm, softmax, GELU, sums, weights and optimizer state stay f32; saved in checkpoints.", valueName: "f32|bf16|auto"))
+    @Option(help: ArgumentHelp("Precision of the backbone's products: \(SideMatmulChoice.help). Side methods and linear "
+                               + "store the frozen projections in bf16 (half the bytes); LoRA, adapters, BitFit, prompt and "
+                               + "full multiply in bf16 forward and backward (not HST). LayerNorm, softmax, GELU, sums, "
+                               + "weights and optimizer state stay f32; saved in checkpoints.", valueName: "f32|bf16|auto"))
     var backbonePrecision: SideMatmulChoice = .f32
     @Option(help: "Backbone projections: f32, or nf4 (4-bit NormalFloat, double-quantised scales). Default: nf4 for qst and qlora, f32 otherwise.")
     var weights: WeightFormat?

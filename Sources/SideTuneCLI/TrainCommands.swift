@@ -260,7 +260,8 @@ extension SideTuneCommand {
             }
             if config.options.backbonePrecision == .bfloat16 {
                 if MethodRegistry.weights(config.method, options: config.options) == .nf4 {
-                    log("note: the backbone's NF4 projections multiply in f32 after dequantisation; --backbone-precision bf16 changes only f32 projections")
+                    log("note: the backbone's NF4 projections multiply in f32 after dequantisation; "
+                        + "--backbone-precision bf16 changes only f32 projections")
                 } else {
                     let frozen = MethodRegistry.method(config.method).readsFrozenTaps
                     log((frozen ? "frozen backbone: projections stored in bf16, products with f32 sums"

@@ -28,7 +28,7 @@ let package = Package(
     ],
     targets: [
         // Layer 1: tensors, kernels, autograd tape, memory ledger, quantisation.
-        .target(name: "CSideTuneKernels", exclude: ["attention_narrow_body.h", "rowkernels_body.h", "vecmath_body.h"]),
+        .target(name: "CSideTuneKernels", exclude: ["activation_codes_tables.h", "attention_narrow_body.h", "rowkernels_body.h", "vecmath_body.h"]),
         .target(name: "SideTuneEngine", dependencies: ["CSideTuneKernels"]),
         // Layer 2: modules, layers, optimizers, schedules.
         .target(name: "SideTuneNN", dependencies: ["SideTuneEngine", "CSideTuneKernels"]),

@@ -114,7 +114,9 @@ struct QSTTests {
             let before3 = ledger.current(.activations)
             let loss3 = qlora.logits(batch, taps: nil).crossEntropy(targets: labels)
             let kept3 = ledger.current(.activations) - before3
-            #expect(kept3 > 3 * kept1, "QLoRA kept \(kept3) bytes, QST \(kept1)")
+            // At least each block's SwiGLU (gate input for SiLU', SiLU output and up projection for
+            // the product's two gradients) over the batch's 19 real tokens, 3 blocks, 128 wide.
+            #expect(kept3 - kept1 >= 3 * 3 * 19 * 128 * 4, "QLoRA kept \(kept3) bytes, QST \(kept1)")
             loss3.backward()
             #expect(qlora.trainableParameters().allSatisfy { $0.0.hasPrefix("reader.") || $0.0.contains("lora") })
         }

@@ -1,21 +1,43 @@
-/// Reverse-mode autograd. Every differentiable op records a `GradNode` on its output: the inputs
-/// and a closure from the output's gradient to the inputs' gradients (nil where an input needs
-/// none). `backward()` walks the nodes in reverse topological order, then frees each node's saved
-/// tensors, so activations live only until backward has used them.
+/// Reverse-mode autograd. Every differentiable op records a `GradNode` on its output: one edge per
+/// input (where that input's gradient goes) and a closure from the output's gradient to the
+/// inputs' gradients (nil where an input needs none).
+///
+/// What a node keeps alive is what its derivative reads, and nothing else. An edge holds the
+/// parameter a gradient accumulates into, or the node that made the input, never the input's
+/// bytes: a tensor an op reads lives on only if the op's closure saved it, and each op saves only
+/// what the gradients it must produce read (a linear layer with a frozen weight keeps W for dx
+/// but not its input x). `backward()` walks the nodes in reverse topological order and frees each
+/// node's closure as soon as it has run, so saved tensors live only until backward has used them.
 final class GradNode {
     let op: String
-    var inputs: [Tensor]
+    /// Per input: where its gradient goes.
+    var edges: [GradEdge]
+    /// The inputs' shapes (checked against the rule's gradients).
+    let inputShapes: [[Int]]
     var backward: ((Tensor) -> [Tensor?])?
 
     init(op: String, inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]) {
         self.op = op
-        self.inputs = inputs
+        edges = inputs.map(GradEdge.init)
+        inputShapes = inputs.map(\.shape)
         self.backward = backward
     }
 
     func release() {
-        inputs = []
+        edges = []
         backward = nil
+    }
+}
+
+/// Where one input's gradient goes: nowhere (the input needs none), into a leaf's `.grad` (a
+/// parameter, kept alive by the model anyway), or on to the node that computed the input.
+enum GradEdge {
+    case none
+    case leaf(Tensor)
+    case node(GradNode)
+
+    init(_ t: Tensor) {
+        if !t.requiresGrad { self = .none } else if let node = t.gradFn { self = .node(node) } else { self = .leaf(t) }
     }
 }
 
@@ -25,11 +47,12 @@ public enum Autograd {
 
     /// Number of live graph nodes reachable from `t` (for tests: 0 after backward).
     public static func graphSize(_ t: Tensor) -> Int {
-        var seen = Set<ObjectIdentifier>(), stack = [t], n = 0
-        while let x = stack.popLast() {
-            guard let node = x.gradFn, seen.insert(ObjectIdentifier(node)).inserted else { continue }
+        guard let root = t.gradFn else { return 0 }
+        var seen = Set<ObjectIdentifier>(), stack = [root], n = 0
+        while let node = stack.popLast() {
+            guard seen.insert(ObjectIdentifier(node)).inserted else { continue }
             if node.backward != nil { n += 1 }
-            stack.append(contentsOf: node.inputs)
+            for case .node(let parent) in node.edges { stack.append(parent) }
         }
         return n
     }
@@ -45,7 +68,9 @@ public func noGrad<R>(_ body: () throws -> R) rethrows -> R {
     return try body()
 }
 
-/// Attaches a backward rule to `out` when grad mode is on and an input needs a gradient.
+/// Attaches a backward rule to `out` when grad mode is on and an input needs a gradient. The rule
+/// must capture only what it reads (see `GradNode`): input tensors it needs for the gradients
+/// asked of it, never an input just to test `requiresGrad` (test that before recording).
 @discardableResult
 func record(_ out: Tensor, _ op: String, _ inputs: [Tensor], _ backward: @escaping (Tensor) -> [Tensor?]) -> Tensor {
     if ThreadState.current.gradEnabled && inputs.contains(where: { $0.requiresGrad }) {
@@ -55,56 +80,69 @@ func record(_ out: Tensor, _ op: String, _ inputs: [Tensor], _ backward: @escapi
     return out
 }
 
-extension Tensor {
-    /// Whether backward needs this tensor's gradient (saves work computing unused gradients).
-    @inline(__always) var needsGrad: Bool { requiresGrad }
+/// Whether a gradient will be asked of `t` by the op being recorded (grad mode on and `t` needs
+/// one): ops decide what to save from this.
+@inline(__always) func willNeedGrad(_ t: Tensor) -> Bool { t.requiresGrad && ThreadState.current.gradEnabled }
 
+/// `t` when `condition` holds, else nil: what an op saves for backward.
+@inline(__always) func saved(_ t: Tensor, if condition: Bool) -> Tensor? { condition ? t : nil }
+
+extension Tensor {
     /// Backpropagates from this tensor (a scalar loss unless `seed` is given). Leaf gradients are
     /// added to `.grad` (accumulating across calls until `zeroGrad`); the graph is freed.
     public func backward(seed: Tensor? = nil) {
-        precondition(requiresGrad, "backward() on a tensor that does not require grad")
+        precondition(requiresGrad, "backward() without a seed needs a tensor that requires grad")
         precondition(seed != nil || count == 1, "backward() without a seed needs a scalar, got shape \(shape)")
-        // Topological order of the nodes reachable from self (iterative DFS, post-order).
-        var order: [Tensor] = []
-        var visited = Set<ObjectIdentifier>()
-        var stack: [(Tensor, Bool)] = [(self, false)]
-        while let (t, expanded) = stack.popLast() {
-            if expanded { order.append(t); continue }
-            guard visited.insert(ObjectIdentifier(t)).inserted else { continue }
-            stack.append((t, true))
-            if let node = t.gradFn { for i in node.inputs where i.requiresGrad { stack.append((i, false)) } }
+        let seedGrad = seed ?? MemoryLedger.withCategory(.gradients) { Tensor.full(shape, 1) }
+        guard let root = gradFn else {
+            MemoryLedger.withCategory(.gradients) { accumulateGrad(seedGrad) }
+            return
         }
+        // Topological order of the nodes reachable from the root (iterative DFS, post-order).
+        var order: [GradNode] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(GradNode, Bool)] = [(root, false)]
+        while let (node, expanded) = stack.popLast() {
+            if expanded { order.append(node); continue }
+            guard visited.insert(ObjectIdentifier(node)).inserted else { continue }
+            stack.append((node, true))
+            for case .node(let parent) in node.edges { stack.append((parent, false)) }
+        }
+        gradFn = nil
         MemoryLedger.withCategory(.gradients) {
             noGrad {
-                var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(self): seed ?? Tensor.full(shape, 1)]
+                var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seedGrad]
                 var owned = Set<ObjectIdentifier>()
-                for t in order.reversed() {
-                    guard let g = grads.removeValue(forKey: ObjectIdentifier(t)) else { continue }
-                    guard let node = t.gradFn else {
-                        t.accumulateGrad(g)
-                        continue
-                    }
+                for node in order.reversed() {
+                    guard let g = grads.removeValue(forKey: ObjectIdentifier(node)) else { continue }
                     guard let rule = node.backward else {
                         preconditionFailure("backward through '\(node.op)' twice: its graph was already freed")
                     }
                     let inputGrads = rule(g)
-                    for (input, ig) in zip(node.inputs, inputGrads) {
-                        guard let ig, input.requiresGrad else { continue }
-                        precondition(ig.shape == input.shape, "\(node.op): gradient shape \(ig.shape) != input shape \(input.shape)")
-                        let key = ObjectIdentifier(input)
-                        // The first sum is out of place (a rule may hand the same tensor to two
-                        // inputs, as add does); later ones add into that sum, which backward owns.
-                        if let existing = grads[key] {
-                            if owned.contains(key) { addInPlace(existing, ig) } else {
-                                grads[key] = addTensors(existing, ig)
-                                owned.insert(key)
+                    precondition(inputGrads.count == node.edges.count,
+                                 "\(node.op): \(inputGrads.count) gradients for \(node.edges.count) inputs")
+                    for (i, (edge, ig)) in zip(node.edges, inputGrads).enumerated() {
+                        guard let ig else { continue }
+                        precondition(ig.shape == node.inputShapes[i],
+                                     "\(node.op): gradient shape \(ig.shape) != input shape \(node.inputShapes[i])")
+                        switch edge {
+                        case .none: continue
+                        case .leaf(let leaf): leaf.accumulateGrad(ig)
+                        case .node(let parent):
+                            let key = ObjectIdentifier(parent)
+                            // The first sum is out of place (a rule may hand the same tensor to two
+                            // inputs, as add does); later ones add into that sum, which backward owns.
+                            if let existing = grads[key] {
+                                if owned.contains(key) { addInPlace(existing, ig) } else {
+                                    grads[key] = addTensors(existing, ig)
+                                    owned.insert(key)
+                                }
+                            } else {
+                                grads[key] = ig
                             }
-                        } else {
-                            grads[key] = ig
                         }
                     }
                     node.release()
-                    t.gradFn = nil
                 }
             }
         }

@@ -97,12 +97,14 @@ extension Tensor {
                 }
             }
         }
-        let o = out.detach()
+        let kept = AttentionSaved(q, k, v, output: out), shapes = (q.shape, k.shape, v.shape)
         return record(out, "attention", [q, k, v]) { [lse, keyPaddingBuffer] g in
+            let (q, k, v, o) = kept.float32() // (shadowing the forward's: this rule reads only its own)
+            let pq = q.data, pk = k.data, pv = v.data
             let pl = lse.data // the row statistics must live as long as this rule
             // The key padding read in place, from the buffer this rule keeps alive.
             let keyPadding: UnsafePointer<Float>? = keyPaddingBuffer.map { UnsafePointer($0.data) }
-            let gq = Tensor.zeros(q.shape), gk = Tensor.zeros(k.shape), gv = Tensor.zeros(v.shape)
+            let gq = Tensor.zeros(shapes.0), gk = Tensor.zeros(shapes.1), gv = Tensor.zeros(shapes.2)
             let pg = g.data, po = o.data
             // Per (batch, head): dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO * O)), dQ = dS K s, dK = dS^T Q s.
             ThreadPool.shared.parallelFor(bsz * h) { bh in
@@ -142,7 +144,7 @@ extension Tensor {
                     }
                 }
             }
-            return [q.requiresGrad ? gq : nil, k.requiresGrad ? gk : nil, v.requiresGrad ? gv : nil]
+            return withExtendedLifetime((q, k, v, o)) { kept.gradients(gq, gk, gv) }
         }
     }
 }
@@ -213,11 +215,13 @@ extension Tensor {
                                            po + bh * tq * dv, pl + bh * tq, row)
             }
         }
-        let o = out.detach()
+        let kept = AttentionSaved(q, k, v, output: out), shapes = (q.shape, k.shape, v.shape)
         return record(out, "attention", [q, k, v]) { [lse, keyMask] g in
             withExtendedLifetime(keyMask) {}
+            let (q, k, v, o) = kept.float32() // (shadowing the forward's: this rule reads only its own)
+            let pq = UnsafePointer(q.data), pk = UnsafePointer(k.data), pv = UnsafePointer(v.data)
             let pl = UnsafePointer(lse.data), pg = UnsafePointer(g.data), po = UnsafePointer(o.data)
-            let gq = Tensor(shape: q.shape), gk = Tensor(shape: k.shape), gv = Tensor(shape: v.shape)
+            let gq = Tensor(shape: shapes.0), gk = Tensor(shape: shapes.1), gv = Tensor(shape: shapes.2)
             // Per row i: P = exp(S - lse); dV^T += dO_i P; dP = dO_i V^T; dS = P (dP - dO_i . O_i) s;
             // dQ_i = dS K; dK^T += q_i dS.
             ThreadPool.shared.parallelFor(bsz * h) { bh in
@@ -237,8 +241,32 @@ extension Tensor {
                     }
                 }
             }
-            return [q.requiresGrad ? gq : nil, k.requiresGrad ? gk : nil, v.requiresGrad ? gv : nil]
+            return withExtendedLifetime((q, k, v, o)) { kept.gradients(gq, gk, gv) }
         }
+    }
+}
+
+/// What attention's backward reads: q, k, v and the output (the probabilities are recomputed from
+/// q, k and each row's log-sum-exp, never kept), rounded to bf16 under `--activation-bits` 16 or
+/// fewer and widened again for backward.
+struct AttentionSaved {
+    let q: SavedTensor, k: SavedTensor, v: SavedTensor, o: SavedTensor
+    let needs: (Bool, Bool, Bool)
+
+    init(_ q: Tensor, _ k: Tensor, _ v: Tensor, output: Tensor) {
+        let recording = Autograd.isEnabled && (q.requiresGrad || k.requiresGrad || v.requiresGrad)
+        let bits: ActivationBits = recording ? .current : .thirtyTwo // nothing rounded when nothing is kept
+        self.q = SavedTensor(q, bits: bits)
+        self.k = SavedTensor(k, bits: bits)
+        self.v = SavedTensor(v, bits: bits)
+        o = SavedTensor(output.detach(), bits: bits) // never `output` itself: its node would own it
+        needs = (q.requiresGrad, k.requiresGrad, v.requiresGrad)
+    }
+
+    func float32() -> (Tensor, Tensor, Tensor, Tensor) { (q.float32, k.float32, v.float32, o.float32) }
+
+    func gradients(_ gq: Tensor, _ gk: Tensor, _ gv: Tensor) -> [Tensor?] {
+        [needs.0 ? gq : nil, needs.1 ? gk : nil, needs.2 ? gv : nil]
     }
 }
 

@@ -52,7 +52,9 @@ extension Tensor {
             for i in 0..<spatial { dst[i] = src[i] * scale + shift }
         }
         let inputs = [x] + [weight, bias].compactMap { $0 }
-        return record(out, "batch_norm", inputs) { [stats] g in
+        // Every gradient reads x (through px) and the statistics.
+        let needX = x.requiresGrad, needW = weight?.requiresGrad == true, needB = bias?.requiresGrad == true
+        return record(out, "batch_norm", inputs) { [stats, x] g in
             let ps = stats.data, pg = g.data
             // Per channel: sum(g) and sum(g * xhat), which every gradient needs.
             var sums = [Float](repeating: 0, count: 2 * c)
@@ -72,7 +74,7 @@ extension Tensor {
                 }
             }
             var gx: Tensor?
-            if x.requiresGrad {
+            if needX {
                 gx = Tensor(shape: x.shape)
                 let pd = gx!.data
                 sums.withUnsafeBufferPointer { sp in
@@ -95,8 +97,8 @@ extension Tensor {
                 }
             }
             var grads: [Tensor?] = [gx]
-            if let weight { grads.append(weight.requiresGrad ? Tensor((0..<c).map { sums[2 * $0 + 1] }, shape: [c]) : nil) }
-            if let bias { grads.append(bias.requiresGrad ? Tensor((0..<c).map { sums[2 * $0] }, shape: [c]) : nil) }
+            if weight != nil { grads.append(needW ? Tensor((0..<c).map { sums[2 * $0 + 1] }, shape: [c]) : nil) }
+            if bias != nil { grads.append(needB ? Tensor((0..<c).map { sums[2 * $0] }, shape: [c]) : nil) }
             return grads
         }
     }

@@ -109,11 +109,16 @@ extension Tensor {
                         accumulate: bias != nil)
         }
         let inputs = [x, weight] + [bias].compactMap { $0 }
+        // dx reads the weight (as stored, widened again if need be) and dW reads x.
+        let needX = x.requiresGrad, needW = weight.requiresGrad, needB = bias?.requiresGrad == true
+        let xShape = x.shape, weightShape = weight.shape, hasBias = bias != nil
+        let savedX = saved(x, if: needW), savedW = saved(weight, if: needX)
         return record(out, "conv2d", inputs) { grad in
             let pg = grad.data
             var gx: Tensor?, gw: Tensor?, gb: Tensor?
-            if x.requiresGrad {
-                gx = Tensor.zeros(x.shape)
+            if needX, let weight = savedW {
+                let w = weight.dtype == .float32 ? weight : weight.float32()
+                gx = Tensor.zeros(xShape)
                 let pgx = gx!.data
                 let dcols = Workspace(floats: n * k * hw)
                 let pd = dcols.floats
@@ -121,8 +126,9 @@ extension Tensor {
                 batchedGEMM(n, GEMMShape(m: k, n: hw, k: o, transA: true), w.data, 0, k, pg, o * hw, hw, pd, k * hw, hw)
                 ThreadPool.shared.parallelFor(n) { i in col2im(g, pd + i * k * hw, pgx + i * chw) }
             }
-            if weight.requiresGrad {
-                gw = Tensor(shape: weight.shape)
+            if needW, let x = savedX {
+                let px = x.data
+                gw = Tensor(shape: weightShape)
                 let cols = Workspace(floats: k * hw)
                 // dW = sum over images of g_i cols_i^T; one image's columns at a time.
                 for i in 0..<n {
@@ -132,12 +138,12 @@ extension Tensor {
                 }
                 if n == 0 { gw!.data.initialize(repeating: 0, count: gw!.count) }
             }
-            if let bias, bias.requiresGrad {
+            if needB {
                 gb = Tensor.zeros([o])
                 for p in 0..<(n * o) { gb!.data[p % o] += sumFloats(pg + p * hw, hw) }
             }
             var grads: [Tensor?] = [gx, gw]
-            if bias != nil { grads.append(gb) }
+            if hasBias { grads.append(gb) }
             return grads
         }
     }

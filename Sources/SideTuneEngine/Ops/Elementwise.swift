@@ -116,32 +116,40 @@ public func sumToShape(_ g: Tensor, _ shape: [Int]) -> Tensor {
 extension Tensor {
     public static func + (a: Tensor, b: Tensor) -> Tensor {
         let out = broadcastBinary(a, b, .add)
+        let needA = a.requiresGrad, needB = b.requiresGrad, shapeA = a.shape, shapeB = b.shape
         return record(out, "add", [a, b]) { g in
-            [a.requiresGrad ? sumToShape(g, a.shape) : nil, b.requiresGrad ? sumToShape(g, b.shape) : nil]
+            [needA ? sumToShape(g, shapeA) : nil, needB ? sumToShape(g, shapeB) : nil]
         }
     }
 
     public static func - (a: Tensor, b: Tensor) -> Tensor {
         let out = broadcastBinary(a, b, .sub)
+        let needA = a.requiresGrad, needB = b.requiresGrad, shapeA = a.shape, shapeB = b.shape
         return record(out, "sub", [a, b]) { g in
-            [a.requiresGrad ? sumToShape(g, a.shape) : nil, b.requiresGrad ? sumToShape(-g, b.shape) : nil]
+            [needA ? sumToShape(g, shapeA) : nil, needB ? sumToShape(-g, shapeB) : nil]
         }
     }
 
     public static func * (a: Tensor, b: Tensor) -> Tensor {
         let out = broadcastBinary(a, b, .mul)
+        // da reads b and db reads a.
+        let needA = a.requiresGrad, needB = b.requiresGrad, shapeA = a.shape, shapeB = b.shape
+        let savedA = saved(a, if: needB), savedB = saved(b, if: needA)
         return record(out, "mul", [a, b]) { g in
-            [a.requiresGrad ? sumToShape(g * b, a.shape) : nil, b.requiresGrad ? sumToShape(g * a, b.shape) : nil]
+            [savedB.map { sumToShape(g * $0, shapeA) }, savedA.map { sumToShape(g * $0, shapeB) }]
         }
     }
 
     public static func / (a: Tensor, b: Tensor) -> Tensor {
         let out = broadcastBinary(a, b, .div)
-        let y = out.detach() // never capture `out` itself: its node would own it (a cycle)
+        // Both gradients read b; db also reads the output (never `out` itself: its node would own
+        // it, a cycle). a is never kept.
+        let needA = a.requiresGrad, needB = b.requiresGrad, shapeA = a.shape, shapeB = b.shape
+        let y = saved(out.detach(), if: needB)
         return record(out, "div", [a, b]) { g in
-            let ga = a.requiresGrad ? sumToShape(g / b, a.shape) : nil
+            let ga = needA ? sumToShape(g / b, shapeA) : nil
             // d(a/b)/db = -a / b^2 = -out / b
-            let gb = b.requiresGrad ? sumToShape(-(g * y / b), b.shape) : nil
+            let gb = y.map { sumToShape(-(g * $0 / b), shapeB) }
             return [ga, gb]
         }
     }
@@ -169,13 +177,37 @@ extension Tensor {
     func unary(_ op: String, _ kind: UnaryKind) -> Tensor {
         let out = Tensor(shape: shape)
         let px = UnsafePointer(data), po = out.data
+        if requiresGrad && Autograd.isEnabled, let bits = ActivationCodes.bits(for: kind, at: .current) {
+            return unaryCoded(op, kind, bits: bits, out)
+        }
         parallelElementwise(count) { lo, hi in st_unary_forward(kind.c, hi - lo, px + lo, po + lo) }
-        let y = out.detach() // the output's bytes without its node (capturing `out` would be a cycle)
-        return record(out, op, [self]) { [self] g in
-            let x = self
-            let d = Tensor(shape: x.shape)
-            let px = UnsafePointer(x.data), py = UnsafePointer(y.data), pg = UnsafePointer(g.data), pd = d.data
-            parallelElementwise(x.count) { lo, hi in st_unary_backward(kind.c, hi - lo, px + lo, py + lo, pg + lo, pd + lo) }
+        // The derivative reads x or y = f(x), never both: only that one is kept (the output's bytes
+        // without its node; capturing `out` would be a cycle), x rounded to bf16 at 16 bits. The
+        // kernel is handed it as both.
+        let keptX = kind.derivativeReadsOutput || !(requiresGrad && Autograd.isEnabled) ? nil : SavedTensor(self)
+        let keptY = kind.derivativeReadsOutput ? out.detach() : nil
+        return record(out, op, [self]) { g in
+            let kept = keptY ?? keptX!.float32
+            let d = Tensor(shape: kept.shape)
+            let pk = UnsafePointer(kept.data), pg = UnsafePointer(g.data), pd = d.data
+            parallelElementwise(kept.count) { lo, hi in st_unary_backward(kind.c, hi - lo, pk + lo, pk + lo, pg + lo, pd + lo) }
+            return [d]
+        }
+    }
+
+    /// `unary` keeping `bits`-bit codes of f'(x) for backward in place of x (`ActivationCodes`):
+    /// the forward computes y and the codes in one pass; backward multiplies g by the codes' levels.
+    private func unaryCoded(_ op: String, _ kind: UnaryKind, bits: Int, _ out: Tensor) -> Tensor {
+        let codes = ActivationCodes(kind: kind, bits: bits, count: count)
+        let px = UnsafePointer(data), po = out.data, pc = codes.bytes, k = kind.c, b = Int32(bits)
+        // Chunks start at multiples of 16 elements, so at whole bytes of codes.
+        parallelElementwise(count) { lo, hi in st_unary_forward_coded(k, b, hi - lo, px + lo, po + lo, pc + lo * bits / 8) }
+        return record(out, op, [self]) { g in
+            let d = Tensor(shape: g.shape)
+            let pg = UnsafePointer(g.data), pd = d.data, pc = UnsafePointer(codes.bytes)
+            parallelElementwise(codes.count) { lo, hi in
+                st_unary_backward_coded(k, b, hi - lo, pc + lo * bits / 8, pg + lo, pd + lo)
+            }
             return [d]
         }
     }
@@ -235,9 +267,10 @@ extension Tensor {
                 }
             }
         }
+        let needs = parts.map(\.requiresGrad)
         return record(out, "sum_n", parts) { g in
             let gs = scale == 1 ? g : g * scale
-            return parts.map { $0.requiresGrad ? gs : nil }
+            return needs.map { $0 ? gs : nil }
         }
     }
 }
@@ -251,6 +284,14 @@ public enum UnaryKind: Sendable {
     /// GELU, tanh approximation: 0.5 x (1 + tanh(c (x + k x^3))), c = sqrt(2 / pi), k = 0.044715.
     case geluTanh
     case identity
+
+    /// Whether f' is a function of y = f(x) (so backward keeps y), rather than of x.
+    var derivativeReadsOutput: Bool {
+        switch self {
+        case .exp, .sqrt, .tanh, .sigmoid: true
+        case .relu, .square, .silu, .gelu, .geluTanh, .identity: false
+        }
+    }
 
     var c: Int32 {
         switch self {
@@ -286,10 +327,14 @@ extension Tensor {
             while i + 16 <= hi { storeV(po + i, loadV(pa + i) * vw + loadV(pb + i) * vow); i += 16 }
             while i < hi { po[i] = pa[i] * wv + pb[i] * ow; i += 1 }
         }
+        // dw reads a and b (kept only when w needs a gradient); da and db read only w's value.
+        let needA = a.requiresGrad, needB = b.requiresGrad, needW = w.requiresGrad, shape = a.shape, wShape = w.shape
+        let kept = needW ? (a, b) : nil
         return record(out, "mix", [a, b, w]) { g in
-            let ga = a.requiresGrad ? Tensor(shape: a.shape) : nil, gb = b.requiresGrad ? Tensor(shape: b.shape) : nil
+            let ga = needA ? Tensor(shape: shape) : nil, gb = needB ? Tensor(shape: shape) : nil
             let chunk = 4096, chunks = (n + chunk - 1) / chunk
-            var partial = [Float](repeating: 0, count: w.requiresGrad ? chunks : 0)
+            var partial = [Float](repeating: 0, count: needW ? chunks : 0)
+            let pa = kept.map { UnsafePointer($0.0.data) }, pb = kept.map { UnsafePointer($0.1.data) }
             let pg = g.data, pga = ga?.data, pgb = gb?.data
             partial.withUnsafeMutableBufferPointer { part in
                 let pp = part.baseAddress
@@ -301,20 +346,20 @@ extension Tensor {
                         let gv = loadV(pg + i)
                         if let pga { storeV(pga + i, gv * vw) }
                         if let pgb { storeV(pgb + i, gv * vow) }
-                        if pp != nil { acc += gv * (loadV(pa + i) - loadV(pb + i)) }
+                        if let pa, let pb { acc += gv * (loadV(pa + i) - loadV(pb + i)) }
                         i += 16
                     }
                     while i < hi {
                         if let pga { pga[i] = pg[i] * wv }
                         if let pgb { pgb[i] = pg[i] * ow }
-                        if pp != nil { tail += pg[i] * (pa[i] - pb[i]) }
+                        if let pa, let pb { tail += pg[i] * (pa[i] - pb[i]) }
                         i += 1
                     }
                     pp?[c] = acc.sum() + tail
                 }
             }
-            let gw = w.requiresGrad ? Tensor([partial.reduce(0, +)], shape: w.shape) : nil
-            return [ga, gb, gw]
+            let gw = needW ? Tensor([partial.reduce(0, +)], shape: wShape) : nil
+            return withExtendedLifetime(kept) { [ga, gb, gw] }
         }
     }
 }

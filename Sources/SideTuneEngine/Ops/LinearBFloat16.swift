@@ -57,17 +57,20 @@ extension Tensor {
                 sidetune_amx_linear_rows(px, k, 16 * blocks.lowerBound, min(16 * blocks.upperBound, m), n, k, pw, po, n)
             }
         }
+        // dW reads x (through px); x needs no gradient, so nothing else is kept.
+        let needW = weight.requiresGrad, needBias = bias.requiresGrad, weightShape = weight.shape, biasShape = bias.shape
+        let savedX = saved(x, if: needW)
         return record(out, "linear_bf16", [x, weight, bias]) { g in
             var gw: Tensor?, gb: Tensor?
-            if weight.requiresGrad {
-                gw = Tensor.zeros(weight.shape)
+            if needW, let x = savedX {
+                gw = Tensor.zeros(weightShape)
                 let mbs = (m + 31) / 32, nbs = (n + 15) / 16, pairs = 16 * mbs, colBlocks = k / 16
                 let rowPairs = Tensor(shape: [pairs * 2 * k], dtype: .bfloat16)
                 let packedG = Tensor(shape: [nbs * mbs * 1024], dtype: .bfloat16)
                 let pv = rowPairs.storage.raw.assumingMemoryBound(to: UInt16.self)
                 let pg = packedG.storage.raw.assumingMemoryBound(to: UInt16.self), pd = gw!.data
                 let pgIn = UnsafePointer(g.data)
-                withExtendedLifetime((rowPairs, packedG)) {
+                withExtendedLifetime((rowPairs, packedG, x)) {
                     ThreadPool.shared.parallelChunks(mbs) { r in
                         sidetune_amx_pack_row_pairs(px, k, m, k, 16 * r.lowerBound, 16 * r.upperBound, pv)
                         sidetune_amx_pack_grad(pgIn, n, m, n, r.lowerBound, r.upperBound, pg)
@@ -80,7 +83,7 @@ extension Tensor {
                     }
                 }
             }
-            if bias.requiresGrad { gb = g.columnSums(rows: m, shape: bias.shape) }
+            if needBias { gb = g.columnSums(rows: m, shape: biasShape) }
             return [nil, gw, gb]
         }
     }

@@ -38,10 +38,12 @@ extension Tensor {
         let precision = MatmulPrecision.current
         linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: false, transB: true), .f32(x.data), lda: k, .f32(w.data),
                    ldb: k, po, ldc: n, accumulate: true)
+        let grads = LinearGradients(x: x, reading: .f32(x.data), weight: weight, precision: precision)
+        let needBias = bias.requiresGrad, biasShape = bias.shape, needResiduals = residuals.map(\.requiresGrad)
         return record(out, "linear_residual", [x, weight, bias] + residuals) { g in
-            let (gx, gw) = linearGradients(g, x: x, reading: .f32(x.data), weight: weight, w: w, precision: precision)
-            let gb = bias.requiresGrad ? g.columnSums(rows: m, shape: bias.shape) : nil
-            return [gx, gw, gb] + residuals.map { $0.requiresGrad ? g : nil }
+            let (gx, gw) = grads(g)
+            let gb = needBias ? g.columnSums(rows: m, shape: biasShape) : nil
+            return [gx, gw, gb] + needResiduals.map { $0 ? g : nil }
         }
     }
 }

@@ -29,22 +29,27 @@ extension Tensor {
         let precision = MatmulPrecision.current
         linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: transposeA, transB: transposeB), .f32(a.data), lda: colsA,
                    .f32(bb.data), ldb: b.shape[1], out.data, ldc: n)
+        // dA reads B and dB reads A: each kept only where the other's gradient is wanted.
+        let needA = a.requiresGrad, needB = b.requiresGrad
+        let savedA = saved(a, if: needB), savedB = saved(b, if: needA) // b as stored, widened again if need be
+        let shapeA = a.shape, shapeB = b.shape
         return record(out, "matmul", [a, b]) { g in
             var ga: Tensor?, gb: Tensor?
-            if a.requiresGrad {
+            if needA, let b = savedB {
+                let bb = b.dtype == .float32 ? b : b.float32()
                 // op(A) = G op(B)^T; if A was transposed, A = (G op(B)^T)^T = op(B) G^T.
-                ga = Tensor(shape: a.shape)
+                ga = Tensor(shape: shapeA)
                 if !transposeA {
                     linearGEMM(precision, GEMMShape(m: m, n: k, k: n, transA: false, transB: !transposeB), .f32(g.data), lda: n,
-                               .f32(bb.data), ldb: b.shape[1], ga!.data, ldc: k)
+                               .f32(bb.data), ldb: shapeB[1], ga!.data, ldc: k)
                 } else {
                     linearGEMM(precision, GEMMShape(m: k, n: m, k: n, transA: transposeB, transB: true), .f32(bb.data),
-                               lda: b.shape[1], .f32(g.data), ldb: n, ga!.data, ldc: m)
+                               lda: shapeB[1], .f32(g.data), ldb: n, ga!.data, ldc: m)
                 }
             }
-            if b.requiresGrad {
+            if needB, let a = savedA {
                 // op(B) = op(A)^T G; if B was transposed, B = G^T op(A).
-                gb = Tensor(shape: b.shape)
+                gb = Tensor(shape: shapeB)
                 if !transposeB {
                     linearGEMM(precision, GEMMShape(m: k, n: n, k: m, transA: !transposeA, transB: false), .f32(a.data),
                                lda: colsA, .f32(g.data), ldb: n, gb!.data, ldc: n)
@@ -77,28 +82,12 @@ extension Tensor {
         out.fillRows(with: bias)
         linearGEMM(precision, GEMMShape(m: m, n: n, k: k, transA: false, transB: true), xs, lda: k, .f32(w.data), ldb: k,
                    out.data, ldc: n, accumulate: true)
+        let grads = LinearGradients(x: x, reading: xs, weight: weight, precision: precision)
+        let needBias = bias.requiresGrad, biasShape = bias.shape
         return record(out, op, [x, weight, bias]) { g in
-            let (gx, gw) = linearGradients(g, x: x, reading: xs, weight: weight, w: w, precision: precision)
-            return [gx, gw, bias.requiresGrad ? g.columnSums(rows: m, shape: bias.shape) : nil]
+            let (gx, gw) = grads(g)
+            return [gx, gw, needBias ? g.columnSums(rows: m, shape: biasShape) : nil]
         }
-    }
-
-    /// A linear layer's dx = g W and dW = g^T x, each where its input needs it, in the precision its
-    /// forward was recorded in (x read through `xs`; `w` is the weight's f32 values). Shared by
-    /// `linear` and `linear(_:weight:bias:residuals:)`.
-    static func linearGradients(_ g: Tensor, x: Tensor, reading xs: GEMMOperand, weight: Tensor, w: Tensor,
-                                precision: MatmulPrecision) -> (x: Tensor?, weight: Tensor?) {
-        let n = weight.shape[0], k = weight.shape[1], m = x.count / max(k, 1)
-        var gx: Tensor?, gw: Tensor?
-        if x.requiresGrad {
-            gx = Tensor(shape: x.shape)
-            linearGEMM(precision, GEMMShape(m: m, n: k, k: n), .f32(g.data), lda: n, .f32(w.data), ldb: k, gx!.data, ldc: k)
-        }
-        if weight.requiresGrad {
-            gw = Tensor(shape: weight.shape)
-            linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, xs, ldb: k, gw!.data, ldc: k)
-        }
-        return (gx, gw)
     }
 
     /// Sets each of this [..., n] tensor's rows to `row` (n values), in parallel.
@@ -130,10 +119,13 @@ extension Tensor {
         let out = Tensor(shape: Array(a.shape.dropLast(2)) + [m, n])
         batchedGEMM(batch, GEMMShape(m: m, n: n, k: k, transA: transposeA, transB: transposeB),
                     a.data, ra * ca, ca, b.data, rb * cb, cb, out.data, m * n, n)
+        let needA = a.requiresGrad, needB = b.requiresGrad
+        let savedA = saved(a, if: needB), savedB = saved(b, if: needA)
+        let shapeA = a.shape, shapeB = b.shape
         return record(out, "bmm", [a, b]) { g in
             var ga: Tensor?, gb: Tensor?
-            if a.requiresGrad {
-                ga = Tensor(shape: a.shape)
+            if needA, let b = savedB {
+                ga = Tensor(shape: shapeA)
                 if !transposeA {
                     batchedGEMM(batch, GEMMShape(m: m, n: k, k: n, transA: false, transB: !transposeB),
                                 g.data, m * n, n, b.data, rb * cb, cb, ga!.data, ra * ca, ca)
@@ -142,8 +134,8 @@ extension Tensor {
                                 b.data, rb * cb, cb, g.data, m * n, n, ga!.data, ra * ca, ca)
                 }
             }
-            if b.requiresGrad {
-                gb = Tensor(shape: b.shape)
+            if needB, let a = savedA {
+                gb = Tensor(shape: shapeB)
                 if !transposeB {
                     batchedGEMM(batch, GEMMShape(m: k, n: n, k: m, transA: !transposeA, transB: false),
                                 a.data, ra * ca, ca, g.data, m * n, n, gb!.data, rb * cb, cb)
@@ -170,5 +162,51 @@ public func batchedGEMM(_ batch: Int, _ s: GEMMShape, _ a: UnsafePointer<Float>,
             gemm(s, a + i * strideA, lda: lda, b + i * strideB, ldb: ldb, c + i * strideC, ldc: ldc,
                  accumulate: accumulate, singleThreaded: true)
         }
+    }
+}
+
+/// A linear layer's backward, dx = g W and dW = g^T x, holding only what those read: the weight
+/// when x needs a gradient (as stored: a non-f32 weight is widened again in backward rather than
+/// kept widened), and x when the weight needs one (read through `xs`, x's storage as f32 or bf16;
+/// an f32 x is rounded to bf16 under `--activation-bits` 16 or fewer). Shared by `linear` and
+/// `linear(_:weight:bias:residuals:)`.
+struct LinearGradients {
+    let needX: Bool, needW: Bool
+    let xShape: [Int], weightShape: [Int]
+    let weight: Tensor?, x: Tensor?, xs: GEMMOperand?
+    let precision: MatmulPrecision
+
+    init(x: Tensor, reading xs: GEMMOperand, weight: Tensor, precision: MatmulPrecision) {
+        // (Nothing is kept, nor rounded, when nothing is recorded.)
+        needX = x.requiresGrad && Autograd.isEnabled
+        needW = weight.requiresGrad && Autograd.isEnabled
+        xShape = x.shape
+        weightShape = weight.shape
+        self.weight = saved(weight, if: needX)
+        if needW && x.dtype == .float32 && ActivationBits.current.roundsToBFloat16 {
+            (self.xs, self.x) = SavedTensor(x).operand
+        } else {
+            self.x = saved(x, if: needW)
+            self.xs = needW ? xs : nil
+        }
+        self.precision = precision
+    }
+
+    func callAsFunction(_ g: Tensor) -> (x: Tensor?, weight: Tensor?) {
+        let n = weightShape[0], k = weightShape[1], m = xShape.reduce(1, *) / max(k, 1)
+        var gx: Tensor?, gw: Tensor?
+        if needX, let weight {
+            let w = weight.dtype == .float32 ? weight : weight.float32()
+            gx = Tensor(shape: xShape)
+            linearGEMM(precision, GEMMShape(m: m, n: k, k: n), .f32(g.data), lda: n, .f32(w.data), ldb: k, gx!.data, ldc: k)
+        }
+        if needW, let xs {
+            gw = Tensor(shape: weightShape)
+            withExtendedLifetime(x) {
+                linearGEMM(precision, GEMMShape(m: n, n: k, k: m, transA: true), .f32(g.data), lda: n, xs, ldb: k, gw!.data,
+                           ldc: k)
+            }
+        }
+        return (gx, gw)
     }
 }

@@ -136,9 +136,8 @@ extension Tensor {
             }
         }
         let inputs = [self] + [weight, bias].compactMap { $0 }
-        return record(out, "layer_norm", inputs) { [self, stats] g in
-            layerNormBackward(x: self, stats: stats, g: g, weight: weight, bias: bias)
-        }
+        let grads = LayerNormGradients(x: self, stats: stats, weight: weight, bias: bias)
+        return record(out, "layer_norm", inputs) { g in grads(g) }
     }
 
     /// RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight.
@@ -156,10 +155,13 @@ extension Tensor {
             }
         }
         let inputs = [self] + [weight].compactMap { $0 }
-        return record(out, "rms_norm", inputs) { [self, rstds] g in
-            let x = self, pr = rstds.data
-            let gx = x.requiresGrad ? Tensor(shape: x.shape) : nil
-            let gw = weight.map { $0.requiresGrad ? Tensor.zeros($0.shape) : nil } ?? nil
+        // Every gradient reads x and its rows' rstd (and the weight's values, a parameter).
+        let needX = requiresGrad, needW = weight?.requiresGrad == true, recording = Autograd.isEnabled
+        let keptX = recording && (needX || needW) ? SavedTensor(self) : nil
+        return record(out, "rms_norm", inputs) { [rstds] g in
+            let x = keptX!.float32, pr = rstds.data
+            let gx = needX ? Tensor(shape: x.shape) : nil
+            let gw = needW ? weight.map { Tensor.zeros($0.shape) } : nil
             for row in 0..<rows {
                 let xr = x.data + row * d, gr = g.data + row * d, rstd = pr[row]
                 var m: Float = 0
@@ -238,32 +240,64 @@ extension Tensor {
     return (mean, rstd)
 }
 
-/// LayerNorm's derivative rule: rows in parallel chunks, each chunk with its own weight and bias
-/// gradient partials (summed at the end), vectorised over the row.
-func layerNormBackward(x: Tensor, stats: Tensor, g: Tensor, weight: Tensor?, bias: Tensor?) -> [Tensor?] {
-    let d = x.shape.last ?? 1, rows = x.count / max(d, 1)
-    let ps = stats.data, pg = g.data, px = x.data
-    let gx = x.requiresGrad ? Tensor(shape: x.shape) : nil
-    let wantW = weight?.requiresGrad == true, wantB = bias?.requiresGrad == true
-    let chunks = max(1, min(ThreadPool.shared.activeThreads * 4, rows / max(1, 4096 / max(d, 1))))
-    // Partials [chunk][weight d | bias d].
-    let partials = Tensor.zeros([chunks, 2 * d])
-    let ones = [Float](repeating: 1, count: weight == nil ? d : 0)
-    ones.withUnsafeBufferPointer { onesBuf in
-        let pw = weight.map { UnsafePointer($0.data) } ?? onesBuf.baseAddress!
-        ThreadPool.shared.parallelFor(chunks) { c in
-            let r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks
-            let gwp = partials.data + c * 2 * d, gbp = gwp + d
-            st_layer_norm_backward_rows(r0, r1, d, px, pg, ps, pw, wantW ? gwp : nil, wantB ? gbp : nil, gx?.data)
+/// LayerNorm's backward, holding what it reads: x and the rows' (mean, rstd) when x or the weight
+/// needs a gradient; nothing at all for a bias-only gradient (the column sums of g). The weight's
+/// values (a parameter) give dx.
+struct LayerNormGradients {
+    let needX: Bool, needW: Bool, needB: Bool
+    let x: SavedTensor?, stats: Tensor?
+    let weight: Tensor?, hasWeight: Bool, hasBias: Bool
+    let shape: [Int], weightShape: [Int], biasShape: [Int]
+
+    init(x: Tensor, stats: Tensor, weight: Tensor?, bias: Tensor?) {
+        needX = x.requiresGrad
+        needW = weight?.requiresGrad == true
+        needB = bias?.requiresGrad == true
+        let keep = (needX || needW) && Autograd.isEnabled
+        self.x = keep ? SavedTensor(x) : nil
+        self.stats = saved(stats, if: keep)
+        self.weight = needX ? weight : nil
+        hasWeight = weight != nil
+        hasBias = bias != nil
+        shape = x.shape
+        weightShape = weight?.shape ?? []
+        biasShape = bias?.shape ?? []
+    }
+
+    func callAsFunction(_ g: Tensor) -> [Tensor?] {
+        let d = shape.last ?? 1, rows = shape.reduce(1, *) / max(d, 1)
+        var gx: Tensor?, gw: Tensor?, gb: Tensor?
+        if let saved = self.x, let stats {
+            let x = saved.float32
+            let ps = stats.data, pg = g.data, px = x.data
+            gx = needX ? Tensor(shape: shape) : nil
+            let chunks = max(1, min(ThreadPool.shared.activeThreads * 4, rows / max(1, 4096 / max(d, 1))))
+            // Partials [chunk][weight d | bias d].
+            let partials = Tensor.zeros([chunks, 2 * d])
+            let ones = [Float](repeating: 1, count: weight == nil ? d : 0)
+            let (wantW, wantB, pgx) = (needW, needB, gx?.data)
+            ones.withUnsafeBufferPointer { onesBuf in
+                let pw = weight.map { UnsafePointer($0.data) } ?? onesBuf.baseAddress!
+                ThreadPool.shared.parallelFor(chunks) { c in
+                    let r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks
+                    let gwp = partials.data + c * 2 * d, gbp = gwp + d
+                    st_layer_norm_backward_rows(r0, r1, d, px, pg, ps, pw, wantW ? gwp : nil, wantB ? gbp : nil, pgx)
+                }
+            }
+            withExtendedLifetime(x) {}
+            func reduce(_ offset: Int, _ shape: [Int]) -> Tensor {
+                let t = Tensor.zeros(shape)
+                for c in 0..<chunks { axpy(d, 1, partials.data + c * 2 * d + offset, t.data) }
+                return t
+            }
+            if needW { gw = reduce(0, weightShape) }
+            if needB { gb = reduce(d, biasShape) }
+        } else if needB {
+            gb = g.columnSums(rows: rows, shape: biasShape)
         }
+        var grads: [Tensor?] = [gx]
+        if hasWeight { grads.append(gw) }
+        if hasBias { grads.append(gb) }
+        return grads
     }
-    func reduce(_ offset: Int, _ shape: [Int]) -> Tensor {
-        let t = Tensor.zeros(shape)
-        for c in 0..<chunks { axpy(d, 1, partials.data + c * 2 * d + offset, t.data) }
-        return t
-    }
-    var grads: [Tensor?] = [gx]
-    if let weight { grads.append(wantW ? reduce(0, weight.shape) : nil) }
-    if let bias { grads.append(wantB ? reduce(d, bias.shape) : nil) }
-    return grads
 }

@@ -52,8 +52,13 @@ extension Tensor {
             let o = po + r0 * dm + h * hd, l = pl + r0 * heads + h * t
             packedForward(hd, geom, kept, b, s, o, dm, l)
         }
-        let o = out.detach()
+        // Backward reads qkv and the output (bf16 under `--activation-bits` 16 or fewer).
+        let recording = Autograd.isEnabled && qkv.requiresGrad
+        let bits: ActivationBits = recording ? .current : .thirtyTwo
+        let keptQKV = SavedTensor(qkv, bits: bits), keptO = SavedTensor(out.detach(), bits: bits)
         return record(out, "attention_packed", [qkv]) { [lse] g in
+            let qkv = keptQKV.float32, o = keptO.float32 // (shadowing the forward's)
+            let px = UnsafePointer(qkv.data)
             let gx = Tensor(shape: qkv.shape)
             let pg = UnsafePointer(g.data), po = UnsafePointer(o.data), pl = UnsafePointer(lse.data), pgx = gx.data
             parallelEntryHeads(rows.count, heads) { b, h in
@@ -63,7 +68,7 @@ extension Tensor {
                 let l = pl + r0 * heads + h * t
                 packedBackward(hd, geom, kept, b, s, go, oo, l, gq)
             }
-            return [gx]
+            return withExtendedLifetime((qkv, o)) { [gx] }
         }
     }
 }

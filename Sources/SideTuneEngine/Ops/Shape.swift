@@ -84,11 +84,12 @@ extension Tensor {
             }
             offset += m
         }
+        let needs = parts.map(\.requiresGrad)
         return record(out, "concat", parts) { g in
             var off = 0
-            return zip(parts, sizes).map { p, m in
+            return zip(needs, sizes).map { need, m in
                 defer { off += m }
-                return p.requiresGrad ? g.slice(axis: ax, off, off + m) : nil
+                return need ? g.slice(axis: ax, off, off + m) : nil
             }
         }
     }

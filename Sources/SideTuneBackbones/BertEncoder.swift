@@ -185,9 +185,12 @@ extension BertSelfAttention {
     /// q, k, v stacked into one [3d, d] weight and [3d] bias (built per call, so the product sees
     /// the current values and backward splits the gradient back), or nil when they are not three
     /// plain float32 linears with biases (LoRA wraps some, NF4 stores others).
+    /// Not for frozen weights under autograd: the stacked copy would be kept for dx as an
+    /// activation, [3d, d] per layer per step, where three products keep nothing but the weights.
     var fusedQKV: (weight: Tensor, bias: Tensor)? {
         let parts = [query, key, value].compactMap(\.plain).filter { $0.bias != nil }
         guard parts.count == 3 else { return nil }
+        if Autograd.isEnabled && !parts.contains(where: { $0.weight.requiresGrad }) { return nil }
         return (Tensor.concat(parts.map(\.weight), axis: 0), Tensor.concat(parts.map { $0.bias! }, axis: 0))
     }
 }

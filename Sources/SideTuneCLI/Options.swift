@@ -14,6 +14,7 @@ extension SideInit: ExpressibleByArgument {}
 extension QSTDownsample: ExpressibleByArgument {}
 extension MethodOptions.Pooling: ExpressibleByArgument {}
 extension MatmulPrecision: ExpressibleByArgument {}
+extension ActivationBits: ExpressibleByArgument {}
 
 extension WeightFormat: ExpressibleByArgument {
     public init?(argument: String) { self.init(name: argument) }
@@ -111,6 +112,8 @@ public struct MethodFlags: ParsableArguments {
     var adapterBottleneck: Int = defaults.adapterBottleneck
     @Option(help: "Prompt tuning: number of prompt tokens.")
     var promptLength: Int = defaults.promptLength
+    @Option(help: "S2A: number of prompt tokens (default 4).")
+    var s2aPromptLength: Int?
     @Option(help: "Dropout in heads and side networks.")
     var dropout: Float = defaults.dropout
     @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
@@ -120,6 +123,11 @@ public struct MethodFlags: ParsableArguments {
                                + "full multiply in bf16 forward and backward (not HST). LayerNorm, softmax, GELU, sums, "
                                + "weights and optimizer state stay f32; saved in checkpoints.", valueName: "f32|bf16|auto"))
     var backbonePrecision: SideMatmulChoice = .f32
+    @Option(help: ArgumentHelp("Bits per element of what backward keeps (methods that backpropagate; side networks too): 32 "
+                               + "exact; 16 keeps LayerNorm, attention and linear inputs in bf16; 8 and 4 also keep GELU and "
+                               + "SiLU inputs as 8- or 4-bit codes of their derivative (docs/methods.md). Saved in checkpoints.",
+                               valueName: "4|8|16|32"))
+    var activationBits: ActivationBits = .thirtyTwo
     @Option(help: "Backbone projections: f32, or nf4 (4-bit NormalFloat, double-quantised scales). Default: nf4 for qst and qlora, f32 otherwise.")
     var weights: WeightFormat?
     @Flag(name: .customLong("no-packing"), help: "Run every batch padded, even where the method could skip padding (packed tokens); the reference the packed paths are tested against.")
@@ -161,9 +169,11 @@ public struct MethodFlags: ParsableArguments {
         o.loraAlpha = loraAlpha
         o.adapterBottleneck = adapterBottleneck
         o.promptLength = promptLength
+        o.s2aPromptLength = s2aPromptLength
         o.dropout = dropout
         o.sideMatmul = sideMatmul.asSideMatmulOption
         o.backbonePrecision = backbonePrecision.asSideMatmulOption
+        o.activationBits = activationBits == .thirtyTwo ? nil : activationBits
         o.weights = weights
         o.packing = noPacking ? false : nil
         o.qst.reduction = qstReduction

@@ -220,6 +220,7 @@ extension SideTuneCommand {
             result.weights = bf16 ? "bf16" : weights.rawValue
             result.packing = options.packing ?? true
             result.backbonePrecision = (options.backbonePrecision ?? .float32).rawValue
+            result.activationBits = MethodRegistry.activationBits(method, options: options).rawValue
             print(result.table())
             if let path = report {
                 do {
@@ -257,6 +258,10 @@ extension SideTuneCommand {
                 } else if methodFlags.sideMatmul != .auto { // auto asks for bf16 only where it applies
                     log("note: --side-matmul applies to lst and last only; \(config.method.rawValue) runs in f32")
                 }
+            }
+            if let bits = config.options.activationBits, MethodRegistry.method(config.method).readsFrozenTaps {
+                log("note: --activation-bits \(bits.rawValue) applies to the side network only: "
+                    + "\(config.method.rawValue) keeps nothing of the frozen backbone for backward")
             }
             if config.options.backbonePrecision == .bfloat16 {
                 if MethodRegistry.weights(config.method, options: config.options) == .nf4 {

@@ -140,7 +140,14 @@ public final class Classifier<B: Backbone>: Module, TrainableModel {
         Tensor.withMatmulPrecision(backbonePrecision) { backbone.trainedForward(batch, packed: packed, prompt: prompt) }
     }
 
+    /// Bits per element of what backward keeps (`--activation-bits`; 32 unless set).
+    public var activationBits: ActivationBits { MethodRegistry.activationBits(method, options: _options) }
+
     public func logits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {
+        Tensor.withActivationBits(activationBits) { recordedLogits(batch, taps: cached) }
+    }
+
+    private func recordedLogits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {
         if readsPackedTaps {
             // Taps computed here, the first epoch's fresh ones and the cache's come packed [1, N, d];
             // padded ones a caller hands in are packed here. With one row the two layouts are the same.

@@ -5,7 +5,7 @@ import Foundation
 /// Every adaptation method SideTune trains. What each is, and on which backbones it runs, is in
 /// its file under `Methods/` and in `MethodRegistry`.
 public enum MethodKind: String, CaseIterable, Codable, Sendable {
-    case lst, last, hst, qst, full, linear, bitfit, lora, qlora, adapter, prompt
+    case lst, last, hst, qst, full, linear, bitfit, lora, qlora, adapter, prompt, s2a
 }
 
 /// How LST's side blocks start.
@@ -41,6 +41,9 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     public var loraAlpha: Float = 16
     public var adapterBottleneck = 64
     public var promptLength = 20
+    /// S2A's prompt tokens (nil: 4). Fewer than prompt tuning's: prompts keep batches padded, and
+    /// every prompt token is a row of every layer's kept activations.
+    public var s2aPromptLength: Int?
     // all
     public var dropout: Float = 0.1
     /// LST and LAST: the side network's linear products in f32 (nil, the default) or with bf16
@@ -49,6 +52,9 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     /// Side methods and the linear probe: the frozen backbone's products in f32 (nil, the default)
     /// or with bf16 operands and f32 sums (LayerNorm, softmax, GELU and residual sums stay f32).
     public var backbonePrecision: MatmulPrecision?
+    /// Bits per element of the tensors kept for backward (`ActivationBits`); nil is 32, exact.
+    /// Optional so older checkpoints load.
+    public var activationBits: ActivationBits?
     /// The backbone's projections: nil for the method's default (NF4 for qst and qlora, F32 else).
     public var weights: WeightFormat?
     /// Whether batches run packed (real tokens only) where the method and backbone allow; nil is
@@ -76,6 +82,7 @@ public struct MethodOptions: Codable, Sendable, Equatable {
         atLeast1("loraRank", loraRank)
         atLeast1("adapterBottleneck", adapterBottleneck)
         atLeast1("promptLength", promptLength)
+        if let n = s2aPromptLength { atLeast1("s2aPromptLength", n) }
         atLeast1("qst.reduction", qst.reduction)
         atLeast1("qst.adapterWidth", qst.adapterWidth)
         positive("gateTemperature", gateTemperature)

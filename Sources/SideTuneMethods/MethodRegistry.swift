@@ -34,6 +34,8 @@ public protocol AdaptationMethod {
     /// Peak learning rate unless told: side networks and heads start from scratch and take larger
     /// steps than a pretrained backbone can.
     static var defaultLearningRate: Float { get }
+    /// What backward keeps unless told (`--activation-bits`): exact (32) but for S2A.
+    static var defaultActivationBits: ActivationBits { get }
     /// Builds the method's model around the (frozen) backbone.
     static func build<B: Backbone>(_ context: inout MethodContext<B>) throws -> any TrainableModel<B.Input>
 }
@@ -43,6 +45,7 @@ extension AdaptationMethod {
     public static func refusal(weights: WeightFormat) -> String? { nil }
     public static var defaultWeights: WeightFormat { .f32 }
     public static var readsFrozenTaps: Bool { false }
+    public static var defaultActivationBits: ActivationBits { .thirtyTwo }
 }
 
 public enum MethodRegistry {
@@ -51,7 +54,7 @@ public enum MethodRegistry {
     /// the 6.0 tools this package supports do not have.)
     nonisolated(unsafe) public static let all: [any AdaptationMethod.Type] = [
         LSTMethod.self, LASTMethod.self, QSTMethod.self, HSTMethod.self, LinearProbeMethod.self, FullFineTuningMethod.self,
-        BitFitMethod.self, LoRAMethod.self, QLoRAMethod.self, AdapterMethod.self, PromptTuningMethod.self,
+        BitFitMethod.self, LoRAMethod.self, QLoRAMethod.self, AdapterMethod.self, PromptTuningMethod.self, S2AMethod.self,
     ]
 
     public static func method(_ kind: MethodKind) -> any AdaptationMethod.Type {
@@ -64,6 +67,11 @@ public enum MethodRegistry {
         var out: [MethodKind] = []
         for m in all where m.refusal(on: family) == nil { out.append(m.kind) }
         return out
+    }
+
+    /// What a run's backward keeps: the options' choice, else the method's default.
+    public static func activationBits(_ kind: MethodKind, options: MethodOptions) -> ActivationBits {
+        options.activationBits ?? method(kind).defaultActivationBits
     }
 
     /// The weight format a run uses: the options' choice, else the method's default.

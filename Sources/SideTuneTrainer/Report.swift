@@ -33,6 +33,8 @@ public struct TrainingReport: Codable, Sendable {
     public var packing: Bool?
     /// The frozen backbone's products ("f32", "bf16"; nil in older reports).
     public var backbonePrecision: String?
+    /// Bits per element kept for backward (`--activation-bits`; nil in older reports).
+    public var activationBits: Int?
     /// Share of the machine's CPU time the hypervisor stole while training ran (nil where
     /// /proc/stat is not readable): times measured under steal are slower than the code.
     public var stolenCPUShare: Double?
@@ -57,7 +59,7 @@ public struct TrainingReport: Codable, Sendable {
         case epochSeconds = "epoch_seconds", trainExamples = "train_examples", testExamples = "test_examples"
         case batchSize = "batch_size", maxLength = "max_length", cacheBytes = "cache_bytes"
         case stolenCPUShare = "stolen_cpu_share", microBatches = "micro_batches", weights, packing
-        case backbonePrecision = "backbone_precision"
+        case backbonePrecision = "backbone_precision", activationBits = "activation_bits"
     }
 
     public func jsonString() -> String {
@@ -88,6 +90,9 @@ public struct TrainingReport: Codable, Sendable {
         }
         if let weights {
             lines.append("weights           \(weights) backbone projections" + (weights == "bf16" ? " (f32 sums)" : ""))
+        }
+        if let bits = activationBits, bits < 32 {
+            lines.append("kept for backward \(bits)-bit activations (--activation-bits; see docs/methods.md)")
         }
         if let st = stolenCPUShare {
             lines.append(String(format: "cpu stolen        %.1f%% of the machine's CPU time while training (the hypervisor ran other guests; times are slower by that much or more)", 100 * st))

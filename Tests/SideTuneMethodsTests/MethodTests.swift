@@ -261,6 +261,7 @@ import Testing
         case .bitfit: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.hasSuffix(".bias") })
         case .lora: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.contains("lora") })
         case .adapter: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.contains(".adapter.") })
+        case .s2a: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.hasSuffix(".bias") })
         default: #expect(trainable.allSatisfy { !$0.0.hasPrefix("backbone.") || $0.0.contains("prompt") })
         }
         let opt = AdamW(parameters: trainable.map { $0.1 }, learningRate: 1e-2, weightDecay: 0)

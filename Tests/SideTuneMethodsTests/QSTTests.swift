@@ -150,7 +150,7 @@ struct QSTTests {
         case .full: #expect(trainable.count == model.parameters().count)
         case .lora, .qlora: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.contains("lora") }
                                     && trainable.contains { $0.0.contains("lora") })
-        case .bitfit: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.hasSuffix(".bias") })
+        case .bitfit, .s2a: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.hasSuffix(".bias") })
         case .adapter: #expect(trainable.filter { $0.0.hasPrefix("backbone.") }.allSatisfy { $0.0.contains(".adapter.") })
         default: #expect(trainable.allSatisfy { !$0.0.hasPrefix("backbone.") })
         }

@@ -108,7 +108,7 @@ import Testing
             #expect(model.tapsRead.isEmpty)
             let expected: (String) -> Bool = switch method {
             case .full: { _ in true }
-            case .bitfit: { $0.hasSuffix("bias") }
+            case .bitfit, .s2a: { $0.hasSuffix("bias") }
             case .lora, .qlora: { $0.contains("lora") }
             case .adapter: { $0.contains(".adapter.") }
             case .hst: { $0.contains("norm1") || $0.contains("norm2") }

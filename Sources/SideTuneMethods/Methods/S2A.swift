@@ -1,0 +1,76 @@
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneNN
+
+/// S2A, Structure to Activation (Jin et al., arXiv 2503.08154; no public code). Only structures
+/// whose own gradients read no activations train: every bias of the backbone (as BitFit; zero
+/// biases are added to bias-free projections), prompt tokens prepended to the embeddings' output
+/// (as prompt tuning), and a light side module beside the head: a residual bottleneck (width / 8)
+/// on the pooled output, which keeps B x width values, not tokens. And the backward pass keeps 4-bit
+/// codes of GELU's and SiLU's derivative and bf16 copies of what LayerNorm and attention read
+/// (`--activation-bits 4`, the method's default; `ActivationBits`). docs/methods.md has the choices
+/// made where the paper is silent.
+public enum S2AMethod: AdaptationMethod {
+    public static let kind = MethodKind.s2a
+    public static let summary = "S2A: biases, prompt tokens and a pooled side module train; 4-bit activation codes"
+    public static let defaultLearningRate: Float = 3e-3
+    public static let defaultActivationBits = ActivationBits.four
+
+    public static func build<B: Backbone>(_ c: inout MethodContext<B>) throws -> any TrainableModel<B.Input> {
+        let (n, d) = (c.options.s2aPromptLength ?? 4, c.backbone.width)
+        guard n >= 1 && n <= 1 << 12 else { throw MethodError("s2a needs --s2a-prompt-length in 1...4096, got \(n)") }
+        for slot in c.backbone.linearSlots() where !slot.layer.hasBias {
+            slot.replace(with: MemoryLedger.withCategory(.weights) { BiasedLinear(wrapping: slot.layer) })
+        }
+        c.backbone.unfreezeBiases()
+        let p: Tensor
+        if let table = c.backbone.promptInitTable {
+            p = Tensor(shape: [n, d])
+            for i in 0..<n {
+                let row = c.rng.nextInt(below: table.shape[0])
+                (p.data + i * d).update(from: table.data + row * d, count: d)
+            }
+        } else {
+            p = .randn([n, d], std: 0.02, rng: &c.rng)
+        }
+        let prompt = parameter(p, name: "prompt")
+        let head = SideModuleHead(c.backbone, classes: c.classes, dropout: c.options.dropout, rng: &c.rng)
+        return Classifier(backbone: c.backbone, method: kind, classes: c.classes, options: c.options, reader: head, tapsRead: [],
+                          prompt: prompt)
+    }
+}
+
+/// The head with S2A's side module: pooled h -> h + up(GELU(down(h))) -> dropout -> classes. `up`
+/// starts at zero, so training starts from the plain head.
+public final class SideModuleHead: Module, TapReader {
+    public let down: Linear
+    public let up: Linear
+    public let classifier: Linear
+    public let dropout: Dropout
+    let _norm: ((Tensor) -> Tensor)?
+    let _pool: (Tensor, TokenLayout) -> Tensor
+    let _packs: Bool
+
+    public init<B: Backbone>(_ backbone: B, classes: Int, dropout p: Float, rng: inout SplitMix64) {
+        let width = backbone.pooledWidth, bottleneck = max(1, width / 8)
+        down = Linear(width, bottleneck, rng: &rng)
+        up = Linear(bottleneck, width, rng: &rng)
+        up.weight.data.initialize(repeating: 0, count: up.weight.count)
+        up.bias!.data.initialize(repeating: 0, count: width)
+        classifier = Linear(width, classes, bias: backbone.headHasBias, rng: &rng)
+        dropout = Dropout(p, seed: rng.next())
+        _norm = backbone.hasFinalNorm ? { backbone.finalNorm($0) } : nil
+        _pool = { backbone.pool($0, layout: $1) }
+        _packs = backbone.packsTrainedForward || backbone.packsFrozenTaps
+        super.init()
+    }
+
+    public func callAsFunction(taps: [Tensor], layout: TokenLayout) -> Tensor {
+        var x = taps[taps.count - 1]
+        if let _norm { x = _norm(x) }
+        let h = _pool(x, layout)
+        return classifier(dropout(h + up(down(h).gelu())))
+    }
+
+    public var readsPackedTaps: Bool { _packs }
+}

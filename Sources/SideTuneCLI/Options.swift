@@ -112,8 +112,10 @@ public struct MethodFlags: ParsableArguments {
     var adapterBottleneck: Int = defaults.adapterBottleneck
     @Option(help: "Prompt tuning: number of prompt tokens.")
     var promptLength: Int = defaults.promptLength
-    @Option(help: "S2A: number of prompt tokens (default 4).")
+    @Option(help: "S2A: prompt tokens at the input (default 0; any makes backward reach every block).")
     var s2aPromptLength: Int?
+    @Option(help: "S2A: top blocks whose biases train (default: the top half); the blocks below keep nothing for backward.")
+    var s2aLayers: Int?
     @Option(help: "Dropout in heads and side networks.")
     var dropout: Float = defaults.dropout
     @Option(help: ArgumentHelp("LST, LAST: precision of the side network's linear products: \(SideMatmulChoice.help).", valueName: "f32|bf16|auto"))
@@ -170,6 +172,7 @@ public struct MethodFlags: ParsableArguments {
         o.adapterBottleneck = adapterBottleneck
         o.promptLength = promptLength
         o.s2aPromptLength = s2aPromptLength
+        o.s2aLayers = s2aLayers
         o.dropout = dropout
         o.sideMatmul = sideMatmul.asSideMatmulOption
         o.backbonePrecision = backbonePrecision.asSideMatmulOption

@@ -41,9 +41,12 @@ public struct MethodOptions: Codable, Sendable, Equatable {
     public var loraAlpha: Float = 16
     public var adapterBottleneck = 64
     public var promptLength = 20
-    /// S2A's prompt tokens (nil: 4). Fewer than prompt tuning's: prompts keep batches padded, and
-    /// every prompt token is a row of every layer's kept activations.
+    /// S2A's prompt tokens at the input (nil: none). Prompts make backward reach every block (and
+    /// keep batches padded), whatever `s2aLayers` says.
     public var s2aPromptLength: Int?
+    /// S2A: how many of the top blocks tune their biases (nil: the top half, rounded up). Blocks
+    /// below record nothing for backward.
+    public var s2aLayers: Int?
     // all
     public var dropout: Float = 0.1
     /// LST and LAST: the side network's linear products in f32 (nil, the default) or with bf16
@@ -82,7 +85,8 @@ public struct MethodOptions: Codable, Sendable, Equatable {
         atLeast1("loraRank", loraRank)
         atLeast1("adapterBottleneck", adapterBottleneck)
         atLeast1("promptLength", promptLength)
-        if let n = s2aPromptLength { atLeast1("s2aPromptLength", n) }
+        if let n = s2aPromptLength, n < 0 || n > 1 << 12 { problems.append("s2aPromptLength must be in 0...4096, got \(n)") }
+        if let n = s2aLayers { atLeast1("s2aLayers", n) }
         atLeast1("qst.reduction", qst.reduction)
         atLeast1("qst.adapterWidth", qst.adapterWidth)
         positive("gateTemperature", gateTemperature)

@@ -11,7 +11,7 @@ import Testing
 /// ledger), and that training with codes tracks training without them.
 @Suite(.serialized) struct ActivationBitsMethodTests {
     /// Activations alive after a forward (minus the logits), for `method` on a tiny BERT.
-    func keptBytes(_ method: MethodKind, bits: ActivationBits?) throws -> Int {
+    func keptBytes(_ method: MethodKind, bits: ActivationBits?, edit: (inout MethodOptions) -> Void = { _ in }) throws -> Int {
         let ledger = MemoryLedger()
         return try MemoryLedger.withLedger(ledger) {
             var o = MethodOptions()
@@ -19,6 +19,7 @@ import Testing
             o.loraRank = 2
             o.promptLength = 2
             o.activationBits = bits
+            edit(&o)
             let model = try MethodRegistry.build(method, on: tinyBackbone(width: 32), classes: 3, options: o, seed: 5)
             let batch = tinyBatch()
             let before = ledger.current(.activations)
@@ -43,6 +44,19 @@ import Testing
         #expect(try keptBytes(.full, bits: nil) > keptBytes(.lora, bits: nil), "full fine-tuning keeps every linear input")
         // S2A runs at 4 bits unless told.
         #expect(try keptBytes(.s2a, bits: nil) == keptBytes(.s2a, bits: .four))
+    }
+
+    /// S2A trains the top blocks' biases only: the blocks below record nothing for backward. On the
+    /// two-block tiny BERT, tuning the top block keeps about half of what tuning both keeps, and a
+    /// prompt at the input makes backward reach both blocks again.
+    @Test func s2aKeepsNothingBelowItsBlocks() throws {
+        let top = try keptBytes(.s2a, bits: nil) { $0.s2aLayers = 1 }
+        let both = try keptBytes(.s2a, bits: nil) { $0.s2aLayers = 2 }
+        let prompted = try keptBytes(.s2a, bits: nil) { $0.s2aLayers = 1; $0.s2aPromptLength = 2 }
+        print("s2a kept: top block \(top) B, both blocks \(both) B, top block with 2 prompts \(prompted) B")
+        #expect(top > 0 && top < both * 6 / 10)
+        #expect(prompted > both, "a prompt at the input needs every block's activations (and pads the batch)")
+        #expect(try keptBytes(.s2a, bits: nil) == top, "the top half of two blocks is one")
     }
 
     /// LoRA on the real MiniLM: 12 steps on one batch of random tokens, with 4-bit codes and

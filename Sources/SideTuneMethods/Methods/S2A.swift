@@ -2,38 +2,62 @@ import SideTuneBackbones
 import SideTuneEngine
 import SideTuneNN
 
-/// S2A, Structure to Activation (Jin et al., arXiv 2503.08154; no public code). Only structures
-/// whose own gradients read no activations train: every bias of the backbone (as BitFit; zero
-/// biases are added to bias-free projections), prompt tokens prepended to the embeddings' output
-/// (as prompt tuning), and a light side module beside the head: a residual bottleneck (width / 8)
-/// on the pooled output, which keeps B x width values, not tokens. And the backward pass keeps 4-bit
-/// codes of GELU's and SiLU's derivative and bf16 copies of what LayerNorm and attention read
-/// (`--activation-bits 4`, the method's default; `ActivationBits`). docs/methods.md has the choices
-/// made where the paper is silent.
+/// S2A, Structure to Activation (Jin et al., arXiv 2503.08154; no public code): train only
+/// structures whose own gradients read no activations, and keep what the backward pass needs of
+/// the frozen nonlinearities in few bits. Here (docs/methods.md gives the choices where the paper
+/// is silent):
+/// - the biases of the top blocks (`--s2a-layers`, the top half unless told) and of the final
+///   norm, as BitFit (zero biases are added to bias-free projections there). Blocks below have
+///   nothing that trains under them, so autograd records nothing there and keeps none of their
+///   activations;
+/// - a light side module beside the head: a residual bottleneck (width / 8) on the pooled output,
+///   which keeps B x width values, not tokens;
+/// - optional prompt tokens at the input (`--s2a-prompt-length`, none unless told), as prompt
+///   tuning: any prompt makes backward reach every block;
+/// - 4-bit codes of GELU's and SiLU's derivative and bf16 copies of what LayerNorm and attention
+///   read (`--activation-bits 4`, the method's default; `ActivationBits`).
 public enum S2AMethod: AdaptationMethod {
     public static let kind = MethodKind.s2a
-    public static let summary = "S2A: biases, prompt tokens and a pooled side module train; 4-bit activation codes"
+    public static let summary = "S2A: top blocks' biases and a pooled side module train; 4-bit activation codes"
     public static let defaultLearningRate: Float = 3e-3
     public static let defaultActivationBits = ActivationBits.four
 
+    /// The first block whose biases train, of `depth`.
+    static func firstTunedBlock(depth: Int, options: MethodOptions) throws -> Int {
+        let k = options.s2aLayers ?? (depth + 1) / 2
+        guard k >= 1 && k <= depth else { throw MethodError("s2a: --s2a-layers must be in 1...\(depth) on this backbone, got \(k)") }
+        return depth - k
+    }
+
+    /// The block a parameter or layer path (`layers.3.attention.query`) sits in, if any.
+    static func block(of name: String) -> Int? {
+        let parts = name.split(separator: ".", maxSplits: 2)
+        guard parts.count >= 2, parts[0] == "layers" else { return nil }
+        return Int(parts[1])
+    }
+
     public static func build<B: Backbone>(_ c: inout MethodContext<B>) throws -> any TrainableModel<B.Input> {
-        let (n, d) = (c.options.s2aPromptLength ?? 4, c.backbone.width)
-        guard n >= 1 && n <= 1 << 12 else { throw MethodError("s2a needs --s2a-prompt-length in 1...4096, got \(n)") }
-        for slot in c.backbone.linearSlots() where !slot.layer.hasBias {
+        let first = try firstTunedBlock(depth: c.backbone.depth, options: c.options)
+        let tuned = { (name: String) in (block(of: name) ?? -1) >= first || name == "norm.bias" }
+        for slot in c.backbone.linearSlots() where !slot.layer.hasBias && tuned(slot.name) {
             slot.replace(with: MemoryLedger.withCategory(.weights) { BiasedLinear(wrapping: slot.layer) })
         }
-        c.backbone.unfreezeBiases()
-        let p: Tensor
-        if let table = c.backbone.promptInitTable {
-            p = Tensor(shape: [n, d])
-            for i in 0..<n {
-                let row = c.rng.nextInt(below: table.shape[0])
-                (p.data + i * d).update(from: table.data + row * d, count: d)
+        for (name, p) in c.backbone.namedParameters() where name.hasSuffix(".bias") && tuned(name) { p.requiresGrad = true }
+        var prompt: Tensor?
+        if let n = c.options.s2aPromptLength, n > 0 {
+            let d = c.backbone.width
+            let p: Tensor
+            if let table = c.backbone.promptInitTable {
+                p = Tensor(shape: [n, d])
+                for i in 0..<n {
+                    let row = c.rng.nextInt(below: table.shape[0])
+                    (p.data + i * d).update(from: table.data + row * d, count: d)
+                }
+            } else {
+                p = .randn([n, d], std: 0.02, rng: &c.rng)
             }
-        } else {
-            p = .randn([n, d], std: 0.02, rng: &c.rng)
+            prompt = parameter(p, name: "prompt")
         }
-        let prompt = parameter(p, name: "prompt")
         let head = SideModuleHead(c.backbone, classes: c.classes, dropout: c.options.dropout, rng: &c.rng)
         return Classifier(backbone: c.backbone, method: kind, classes: c.classes, options: c.options, reader: head, tapsRead: [],
                           prompt: prompt)

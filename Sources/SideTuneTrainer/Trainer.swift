@@ -184,26 +184,37 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
 
     /// Predictions (argmax of every logits row) and metrics against the split's targets, without
     /// autograd and with dropout off.
-    public func evaluate(_ split: Split) -> ClassificationMetrics {
-        model.train(false)
-        defer { model.train(true) }
-        var predictions: [Int] = [], targets: [Int] = []
+    public func evaluate(_ split: Split) -> ClassificationMetrics { Self.evaluate([self], split, sharingTaps: false)[0] }
+
+    /// `evaluate` for several trainers on one split, batch by batch; with `sharingTaps` (a sweep's
+    /// trainers, which read the same taps) the frozen backbone runs once per batch for all.
+    static func evaluate(_ trainers: [Trainer], _ split: Split, sharingTaps: Bool) -> [ClassificationMetrics] {
+        guard let lead = trainers.first else { return [] }
+        for t in trainers { t.model.train(false) }
+        defer { for t in trainers { t.model.train(true) } }
+        var predictions = [[Int]](repeating: [], count: trainers.count), targets: [Int] = []
         noGrad {
             var i = 0
             while i < split.count {
-                let rows = Array(i..<min(i + (parameters.evalBatchSize ?? parameters.batchSize), split.count))
-                let logits = model.logits(split.batch(rows), taps: nil)
-                let c = logits.shape[1]
-                for r in 0..<logits.shape[0] {
-                    var best = 0
-                    for j in 1..<c where logits.data[r * c + j] > logits.data[r * c + best] { best = j }
-                    predictions.append(best)
+                let rows = Array(i..<min(i + (lead.parameters.evalBatchSize ?? lead.parameters.batchSize), split.count))
+                let batch = split.batch(rows)
+                let taps = sharingTaps ? lead.model.frozenTaps(batch) : nil
+                for (k, t) in trainers.enumerated() {
+                    let logits = t.model.logits(batch, taps: taps)
+                    let c = logits.shape[1]
+                    for r in 0..<logits.shape[0] {
+                        var best = 0
+                        for j in 1..<c where logits.data[r * c + j] > logits.data[r * c + best] { best = j }
+                        predictions[k].append(best)
+                    }
                 }
                 targets += split.targets(rows).map(Int.init)
                 i += rows.count
             }
         }
-        return ClassificationMetrics(predictions: predictions, labels: targets, classes: model.classes)
+        return trainers.indices.map {
+            ClassificationMetrics(predictions: predictions[$0], labels: targets, classes: trainers[$0].model.classes)
+        }
     }
 
     /// What one step needs besides the batch: the optimizer, and the feature cache if any.
@@ -216,6 +227,9 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         /// they are the bf16 values a cached step reads: set after the first epoch, where an
         /// uninterrupted run reads every step from the cache, so a resumed run matches it bit for bit.
         public var readBackFreshTaps = false
+        /// A sweep's taps, shared by its trainers within a step: the first to ask for a part's
+        /// taps computes (or reads) them, the others get the same tensors.
+        var sharedTaps: SharedTaps?
     }
 
     /// The optimizer over the model's trainable parameters, with the run's settings.
@@ -234,14 +248,23 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     public func step(_ idx: [Int], context c: StepContext) -> StepResult {
         let fromCache = c.cache.map { cache in idx.allSatisfy(cache.contains) } ?? false
         let finite = FiniteFlag()
-        let input = { [train, model, cache = c.cache, readBack = c.readBackFreshTaps] (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in
+        let input = { [train, model, cache = c.cache, readBack = c.readBackFreshTaps, shared = c.sharedTaps]
+            (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in
             let batch = train.batch(rows)
-            guard let cache else { return (batch, nil) }
-            if fromCache { return (batch, cache.taps(for: rows, readBy: model)) }
-            let fresh = model.frozenTaps(batch)
-            if !fresh.allSatisfy(\.allFinite) { finite.clear() }
-            cache.store(rows, from: fresh, readBy: model)
-            return (batch, readBack ? cache.taps(for: rows, readBy: model) : fresh)
+            let taps = { () -> [Tensor] in
+                guard let cache else {
+                    let fresh = model.frozenTaps(batch)
+                    if !fresh.allSatisfy(\.allFinite) { finite.clear() }
+                    return fresh
+                }
+                if fromCache { return cache.taps(for: rows, readBy: model) }
+                let fresh = model.frozenTaps(batch)
+                if !fresh.allSatisfy(\.allFinite) { finite.clear() }
+                cache.store(rows, from: fresh, readBy: model)
+                return readBack ? cache.taps(for: rows, readBy: model) : fresh
+            }
+            if let shared { return (batch, shared.taps(rows, taps)) }
+            return (batch, cache == nil ? nil : taps())
         }
         let loss = { [train, model] (rows: [Int]) -> Tensor in
             let (batch, taps) = input(rows)
@@ -279,159 +302,58 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     }
 
     private func runMeasured(progress: (TrainingEvent) -> Void) throws -> TrainingReport {
-        let p = parameters
-        let stepsPerEpoch = (train.count + p.batchSize - 1) / p.batchSize
-        let schedule = LRSchedule(peak: p.learningRate, warmupSteps: Int(Float(stepsPerEpoch * p.epochs) * p.warmupFraction),
-                                  totalSteps: stepsPerEpoch * p.epochs, decay: .cosine)
         let lengths = (0..<train.count).map(train.tokenCount)
         let cachePlan = plansCache(lengths: lengths)
-        var context = makeStepContext()
-        let optimizer = context.optimizer
-        let fingerprint = self.fingerprint(cachePlanned: cachePlan.planned, microBatches: context.microBatches)
-        var state = TrainerState(runID: UUID().uuidString, epochsDone: 0, bestValidationAccuracy: -1, bestEpoch: nil,
-                                 epochsWithoutImprovement: 0, optimizerStep: 0, epochSeconds: [], randomStates: [:],
-                                 fingerprint: fingerprint)
+        let run = try TrainingRun(self, cachePlanned: cachePlan.planned, progress: progress)
+        defer { run.close() }
+        let cache = try run.needsCache ? makeCache(plan: cachePlan, lengths: lengths, epoch: run.state.epochsDone, progress: progress) : nil
+        if cache == nil { reportNoCache(plan: cachePlan, progress: progress) }
+        run.context.cache = cache
+        run.startMeasuring()
+        for epoch in run.state.epochsDone..<parameters.epochs {
+            let order = epochOrder(epoch)
+            run.beginEpoch(epoch)
+            for s in 0..<run.stepsPerEpoch {
+                try run.step(epoch: epoch, index: s, examples: batchRows(order, step: s), progress: progress)
+            }
+            run.endSteps()
+            if try run.endEpoch(epoch, validation: evaluate(validation), progress: progress) { break }
+        }
+        return try run.finish(cacheBytes: cache?.byteCount, progress: progress)
+    }
 
-        // The run folder: --output, or a temporary one for the best epoch (which the test set is
-        // scored with; a copy in memory would show in the ledger's and RSS peaks, by the whole
-        // model for full fine-tuning), removed at the end.
+    /// The examples of an epoch in the order its steps take them: it depends only on the seed and
+    /// the epoch, so a resumed run (and every configuration of a sweep) sees the same batches.
+    func epochOrder(_ epoch: Int) -> [Int] {
+        var order = Array(0..<train.count)
+        var shuffler = SplitMix64(seed: parameters.seed &+ UInt64(epoch) &* 0x9E37_79B9)
+        shuffler.shuffle(&order)
+        return order
+    }
+
+    /// Step `s`'s examples of an epoch's `order`.
+    func batchRows(_ order: [Int], step s: Int) -> [Int] {
+        Array(order[(s * parameters.batchSize)..<min((s + 1) * parameters.batchSize, train.count)])
+    }
+
+    /// The feature cache for side methods, built during epoch `epoch` + 1 (the first, or a resumed
+    /// run's first, whose taps are then read back from it).
+    func makeCache(plan: (planned: Bool, bytes: Int), lengths: [Int], epoch: Int, progress: (TrainingEvent) -> Void) throws
+        -> FeatureCache? {
+        guard plan.planned else { return nil }
         let fm = FileManager.default
-        var lock: RunLock?
-        defer { lock?.release() }
-        let folderURL: URL
-        if let out = p.outputFolder {
-            var isFolder: ObjCBool = false
-            if fm.fileExists(atPath: out.path, isDirectory: &isFolder), !isFolder.boolValue {
-                throw TrainerError("\(out.path) is a file; the output must be a folder (it holds the run's epochs)")
-            }
-            do { try fm.createDirectory(at: out, withIntermediateDirectories: true) } catch {
-                throw TrainerError("\(out.path): cannot create the output folder: \(error.localizedDescription)")
-            }
-            lock = try RunLock(folder: out)
-            folderURL = out
-        } else {
-            FeatureCache.removeLeftovers(in: fm.temporaryDirectory)
-            folderURL = fm.temporaryDirectory.appendingPathComponent("sidetune-best-\(getpid())-\(UUID().uuidString)")
-            try fm.createDirectory(at: folderURL, withIntermediateDirectories: true)
-        }
-        defer { if p.outputFolder == nil { try? fm.removeItem(at: folderURL) } }
-        let folder = RunFolder(folderURL, beforeChange: beforeRunFolderChange)
-        if p.outputFolder != nil && RunFolder.holdsRun(folderURL) {
-            if p.resume {
-                try resume(folder, optimizer: optimizer, state: &state, progress: progress)
-            } else if p.overwrite {
-                try folder.removeRun()
-                progress(.message("--overwrite: removed the run that was in \(folderURL.path)"))
-            } else {
-                throw TrainerError("\(folderURL.path) holds a run already; continue it with --resume, or replace it with --overwrite")
-            }
-        } else if p.resume {
-            progress(.message("resume: no saved epoch in \(folderURL.path); starting fresh"))
-        }
-        try folder.prune()
+        let cacheFolder = parameters.cacheFolder ?? fm.temporaryDirectory
+        try fm.createDirectory(at: cacheFolder, withIntermediateDirectories: true)
+        FeatureCache.removeLeftovers(in: cacheFolder)
+        let url = cacheFolder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
+        progress(.message("feature cache: \(formatBytes(plan.bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) in \(cacheFolder.path), built in epoch \(epoch + 1)"))
+        return try FeatureCache(url: url, lengths: lengths, taps: model.tapsRead, width: model.tapWidth)
+    }
 
-        // Feature cache for side methods: estimated first, built during the first epoch (and, in a
-        // resumed run, during its first epoch, whose taps are then read back from it).
-        var cache: FeatureCache?
-        if cachePlan.planned && state.epochsDone < p.epochs {
-            let cacheFolder = p.cacheFolder ?? fm.temporaryDirectory
-            try fm.createDirectory(at: cacheFolder, withIntermediateDirectories: true)
-            FeatureCache.removeLeftovers(in: cacheFolder)
-            let url = cacheFolder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
-            progress(.message("feature cache: \(formatBytes(cachePlan.bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) in \(cacheFolder.path), built in epoch \(state.epochsDone + 1)"))
-            cache = try FeatureCache(url: url, lengths: lengths, taps: model.tapsRead, width: model.tapWidth)
-        } else if !model.tapsRead.isEmpty && p.useCache && p.epochs > 1 && !cachePlan.planned {
-            progress(.message("feature cache: would need \(formatBytes(cachePlan.bytes)), over the limit of \(formatBytes(p.cacheLimitBytes)); training without it (raise --cache-limit-mb or shorten --max-length)"))
+    func reportNoCache(plan: (planned: Bool, bytes: Int), progress: (TrainingEvent) -> Void) {
+        if !model.tapsRead.isEmpty && parameters.useCache && parameters.epochs > 1 && !plan.planned {
+            progress(.message("feature cache: would need \(formatBytes(plan.bytes)), over the limit of \(formatBytes(parameters.cacheLimitBytes)); training without it (raise --cache-limit-mb or shorten --max-length)"))
         }
-        context.cache = cache
-
-        // Blocks left idle by set-up (Fisher pass, loading) are not part of training's footprint.
-        LargeBlockCache.shared.trim()
-        ledger.resetPeaks()
-        ProcessMemory.resetPeak()
-        let cpuAtStart = CPUTimes.now()
-        var uncachedStepTimes: [Double] = [], cachedStepTimes: [Double] = []
-        model.train(true)
-        for epoch in state.epochsDone..<p.epochs {
-            context.readBackFreshTaps = epoch > 0
-            // The order depends only on the seed and the epoch, so a resumed run sees the same batches.
-            var order = Array(0..<train.count)
-            var shuffler = SplitMix64(seed: p.seed &+ UInt64(epoch) &* 0x9E37_79B9)
-            shuffler.shuffle(&order)
-            let epochStart = DispatchTime.now().uptimeNanoseconds
-            var lossSum = 0.0
-            var usedCache = false
-            for s in 0..<stepsPerEpoch {
-                if let signal = stopRequested() {
-                    throw TrainingInterrupted(signal: signal, epoch: epoch + 1, step: s, stepsPerEpoch: stepsPerEpoch,
-                                              folder: p.outputFolder, lastEpoch: state.epochsDone, bestEpoch: state.bestEpoch)
-                }
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                let idx = Array(order[(s * p.batchSize)..<min((s + 1) * p.batchSize, train.count)])
-                optimizer.learningRate = schedule.rate(at: state.optimizerStep)
-                let r = step(idx, context: context)
-                let at = "epoch \(epoch + 1) step \(s + 1)"
-                guard r.tapsFinite else {
-                    throw TrainerError("the frozen backbone produced NaN or infinite taps at \(at): check its weights and config (layer_norm_eps, sizes)")
-                }
-                guard r.loss.isFinite else { throw TrainerError("loss became \(r.loss) at \(at): lower --lr") }
-                guard r.gradientNorm.isFinite else {
-                    throw TrainerError("gradients became \(r.gradientNorm) at \(at) (the step was not applied): lower --lr or set --clip-norm")
-                }
-                usedCache = usedCache || r.fromCache
-                state.optimizerStep += 1
-                lossSum += Double(r.loss)
-                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                if r.fromCache { cachedStepTimes.append(dt) } else { uncachedStepTimes.append(dt) }
-                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
-                let done = s + 1
-                progress(.step(epoch: epoch + 1, step: done, stepsPerEpoch: stepsPerEpoch, loss: r.loss,
-                               examplesPerSecond: Double(min(done * p.batchSize, train.count)) / max(elapsed, 1e-9),
-                               etaSeconds: elapsed / Double(done) * Double(stepsPerEpoch - done)))
-            }
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
-            state.epochSeconds.append(seconds)
-            let val = evaluate(validation)
-            let improved = val.accuracy > state.bestValidationAccuracy
-            if improved {
-                state.bestValidationAccuracy = val.accuracy
-                state.bestEpoch = epoch + 1
-                state.epochsWithoutImprovement = 0
-            } else {
-                state.epochsWithoutImprovement += 1
-            }
-            state.epochsDone = epoch + 1
-            try saveEpoch(folder, validationAccuracy: val.accuracy, improved: improved, optimizer: optimizer, state: state)
-            progress(.epochEnd(epoch: epoch + 1, trainLoss: lossSum / Double(stepsPerEpoch), validation: val, seconds: seconds,
-                               fromCache: usedCache, improved: improved))
-            if let stop = p.stopAfterEpoch, epoch + 1 >= stop, epoch + 1 < p.epochs {
-                progress(.message("stopping after epoch \(epoch + 1) as asked; continue with --resume"))
-                break
-            }
-            if p.patience > 0 && state.epochsWithoutImprovement >= p.patience && epoch + 1 < p.epochs {
-                progress(.message("early stopping: no better validation accuracy for \(p.patience) epoch(s)"))
-                break
-            }
-        }
-        let snapshot = ledger.snapshot()
-        var stolen: Double?
-        if let a = cpuAtStart, let b = CPUTimes.now() { stolen = CPUTimes.stolenShare(from: a, to: b) }
-        // Test with the best weights.
-        if let best = folder.resolve("best") {
-            _ = try Checkpoint.load(into: model, from: best, backboneSHA256: checkpointConfig.backboneSHA256)
-        }
-        let testMetrics = evaluate(test)
-        var peak = [String: Int]()
-        for c in MemoryCategory.allCases { peak[c.rawValue] = snapshot.peak[c] ?? 0 }
-        peak["total"] = snapshot.peakTotal
-        let mean = { (xs: [Double]) -> Double in xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count) }
-        return TrainingReport(method: model.method.rawValue, accuracy: testMetrics.accuracy, macroF1: testMetrics.macroF1,
-                              validationAccuracy: state.bestValidationAccuracy, trainableParams: model.trainableParameterCount,
-                              totalParams: model.parameterCount, peakBytes: peak, peakRSSBytes: snapshot.peakRSS,
-                              secondsPerStep: mean(uncachedStepTimes), secondsPerStepCached: cachedStepTimes.isEmpty ? nil : mean(cachedStepTimes),
-                              epochSeconds: state.epochSeconds, trainExamples: train.count, testExamples: test.count,
-                              batchSize: p.batchSize, maxLength: checkpointConfig.maxLength, threads: ThreadPool.shared.activeThreads,
-                              cacheBytes: cache?.byteCount, stolenCPUShare: stolen, microBatches: model.runsAsMicroBatches ? max(1, min(context.microBatches, p.batchSize)) : 1)
     }
 
     // MARK: the run's identity

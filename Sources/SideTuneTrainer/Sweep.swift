@@ -23,9 +23,8 @@ public final class Sweep<Model: TrainableModel, Split: TrainingData> where Split
             guard !m.tapsRead.isEmpty else {
                 throw TrainerError("\(name): only side methods share a tap stream (\(m.method.rawValue) backpropagates through the backbone)")
             }
-            guard m.tapsRead == m0.tapsRead, m.readsPackedTaps == m0.readsPackedTaps, m.readsBFloat16Taps == m0.readsBFloat16Taps,
-                  m.runsAsMicroBatches == m0.runsAsMicroBatches else {
-                throw TrainerError("\(name) reads other taps than configuration 1 (taps \(m.tapsRead) against \(m0.tapsRead)); sweep them apart")
+            guard m.runsAsMicroBatches == m0.runsAsMicroBatches, m.tapCount == m0.tapCount, m.tapWidth == m0.tapWidth else {
+                throw TrainerError("\(name) cannot share configuration 1's taps (another backbone, or batches cut otherwise); sweep them apart")
             }
             var differences: [String] = []
             if p.seed != p0.seed { differences.append("seed") }
@@ -54,7 +53,9 @@ public final class Sweep<Model: TrainableModel, Split: TrainingData> where Split
     private func runMeasured(progress: (Int, TrainingEvent) -> Void) throws -> [TrainingReport] {
         let lead = trainers[0], p = lead.parameters
         let lengths = (0..<lead.train.count).map(lead.train.tokenCount)
-        let plan = lead.plansCache(lengths: lengths)
+        // One cache holds every tap any configuration reads.
+        let tapsRead = Array(Set(trainers.flatMap(\.model.tapsRead))).sorted()
+        let plan = lead.plansCache(lengths: lengths, taps: tapsRead)
         var runs: [TrainingRun<Model, Split>] = []
         defer { for r in runs { r.close() } }
         for (k, t) in trainers.enumerated() {
@@ -62,7 +63,7 @@ public final class Sweep<Model: TrainableModel, Split: TrainingData> where Split
         }
         let firstEpoch = runs.map(\.state.epochsDone).min() ?? p.epochs
         let cache = runs.contains(where: \.needsCache)
-            ? try lead.makeCache(plan: plan, lengths: lengths, epoch: firstEpoch, progress: { progress(0, $0) }) : nil
+            ? try lead.makeCache(plan: plan, lengths: lengths, epoch: firstEpoch, taps: tapsRead, progress: { progress(0, $0) }) : nil
         if cache == nil { lead.reportNoCache(plan: plan, progress: { progress(0, $0) }) }
         let shared = SharedTaps()
         for r in runs {
@@ -103,17 +104,20 @@ public final class Sweep<Model: TrainableModel, Split: TrainingData> where Split
 /// part computes them (or reads them from the cache), the others get the same tensors. Parts are
 /// asked for from the pool's threads, each part by one thread at a time.
 final class SharedTaps: @unchecked Sendable {
-    private var taps: [[Int]: [Tensor]] = [:]
+    /// A part's taps in one layout and precision (models of other methods may read others).
+    struct Key: Hashable { let rows: [Int], packed: Bool, bfloat16: Bool }
+    private var taps: [Key: [Tensor]] = [:]
     private let lock = NSLock()
 
-    func taps(_ rows: [Int], _ make: () -> [Tensor]) -> [Tensor] {
+    func taps(_ rows: [Int], packed: Bool, bfloat16: Bool, _ make: () -> [Tensor]) -> [Tensor] {
+        let key = Key(rows: rows, packed: packed, bfloat16: bfloat16)
         lock.lock()
-        let known = taps[rows]
+        let known = taps[key]
         lock.unlock()
         if let known { return known }
         let made = make()
         lock.lock()
-        taps[rows] = made
+        taps[key] = made
         lock.unlock()
         return made
     }

@@ -198,9 +198,12 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
             while i < split.count {
                 let rows = Array(i..<min(i + (lead.parameters.evalBatchSize ?? lead.parameters.batchSize), split.count))
                 let batch = split.batch(rows)
-                let taps = sharingTaps ? lead.model.frozenTaps(batch) : nil
+                // One backbone pass per layout the models read (padded or packed).
+                var taps: [Bool: [Tensor]] = [:]
                 for (k, t) in trainers.enumerated() {
-                    let logits = t.model.logits(batch, taps: taps)
+                    let packed = t.model.readsPackedTaps
+                    if sharingTaps && taps[packed] == nil { taps[packed] = t.model.frozenTaps(batch) }
+                    let logits = t.model.logits(batch, taps: sharingTaps ? taps[packed] : nil)
                     let c = logits.shape[1]
                     for r in 0..<logits.shape[0] {
                         var best = 0
@@ -263,7 +266,7 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
                 cache.store(rows, from: fresh, readBy: model)
                 return readBack ? cache.taps(for: rows, readBy: model) : fresh
             }
-            if let shared { return (batch, shared.taps(rows, taps)) }
+            if let shared { return (batch, shared.taps(rows, packed: model.readsPackedTaps, bfloat16: model.readsBFloat16Taps, taps)) }
             return (batch, cache == nil ? nil : taps())
         }
         let loss = { [train, model] (rows: [Int]) -> Tensor in
@@ -295,9 +298,10 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
 
     /// Whether side taps are cached: the same answer for a run and for its resumption, so that
     /// both read the same (bf16) taps after the first epoch.
-    func plansCache(lengths: [Int]) -> (planned: Bool, bytes: Int) {
+    /// (A sweep's cache holds the taps any of its models reads: `taps`.)
+    func plansCache(lengths: [Int], taps: [Int]? = nil) -> (planned: Bool, bytes: Int) {
         guard !model.tapsRead.isEmpty && parameters.useCache && parameters.epochs > 1 else { return (false, 0) }
-        let bytes = FeatureCache.estimateBytes(lengths: lengths, taps: model.tapsRead.count, width: model.tapWidth)
+        let bytes = FeatureCache.estimateBytes(lengths: lengths, taps: (taps ?? model.tapsRead).count, width: model.tapWidth)
         return (bytes <= parameters.cacheLimitBytes, bytes)
     }
 
@@ -338,16 +342,17 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
 
     /// The feature cache for side methods, built during epoch `epoch` + 1 (the first, or a resumed
     /// run's first, whose taps are then read back from it).
-    func makeCache(plan: (planned: Bool, bytes: Int), lengths: [Int], epoch: Int, progress: (TrainingEvent) -> Void) throws
-        -> FeatureCache? {
+    func makeCache(plan: (planned: Bool, bytes: Int), lengths: [Int], epoch: Int, taps: [Int]? = nil,
+                   progress: (TrainingEvent) -> Void) throws -> FeatureCache? {
         guard plan.planned else { return nil }
+        let taps = taps ?? model.tapsRead
         let fm = FileManager.default
         let cacheFolder = parameters.cacheFolder ?? fm.temporaryDirectory
         try fm.createDirectory(at: cacheFolder, withIntermediateDirectories: true)
         FeatureCache.removeLeftovers(in: cacheFolder)
         let url = cacheFolder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
-        progress(.message("feature cache: \(formatBytes(plan.bytes)) of bf16 taps (\(model.tapsRead.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) in \(cacheFolder.path), built in epoch \(epoch + 1)"))
-        return try FeatureCache(url: url, lengths: lengths, taps: model.tapsRead, width: model.tapWidth)
+        progress(.message("feature cache: \(formatBytes(plan.bytes)) of bf16 taps (\(taps.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) in \(cacheFolder.path), built in epoch \(epoch + 1)"))
+        return try FeatureCache(url: url, lengths: lengths, taps: taps, width: model.tapWidth)
     }
 
     func reportNoCache(plan: (planned: Bool, bytes: Int), progress: (TrainingEvent) -> Void) {

@@ -37,12 +37,12 @@ import Testing
         t.model.trainableParameters().map { $0.1.toArray() }
     }
 
-    /// Every configuration of a sweep ends with the weights, validation accuracies and test
-    /// accuracy it reaches alone, with the feature cache and without.
+    /// Every configuration of a sweep (methods reading different taps among them) ends with the
+    /// weights, validation accuracies and test accuracy it reaches alone, with the cache and without.
     @Test(arguments: [true, false])
     func configurationsTrainAsTheyWouldAlone(cache: Bool) throws {
         let configs = [Config(method: .last, lr: 3e-2, rank: 4, temperature: 1), Config(method: .last, lr: 1e-2, rank: 8, temperature: 0.5),
-                       Config(method: .lst, lr: 3e-2, rank: 4, temperature: 1)]
+                       Config(method: .lst, lr: 3e-2, rank: 4, temperature: 1), Config(method: .linear, lr: 3e-2, rank: 4, temperature: 1)]
         var alone: [(TrainingReport, [[Float]])] = []
         for c in configs {
             let t = try trainer(c, on: tinyBackbone(), cache: cache)

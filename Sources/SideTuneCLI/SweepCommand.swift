@@ -1,0 +1,313 @@
+import ArgumentParser
+import Foundation
+import SideTuneBackbones
+import SideTuneEngine
+import SideTuneMethods
+import SideTuneTrainer
+
+extension SideTuneCommand {
+    public struct Sweep: ParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "Train many side-network configurations over one pass of the frozen backbone; write a table, a CSV, a plot and the best configuration's checkpoint.",
+            discussion: """
+            Every combination of the --grid values, for every method in --methods, is one configuration. \
+            All of them train in one process, in lockstep over the same batches: each batch's taps are \
+            computed once (epoch 1) or read once from the one feature cache (later epochs) and handed to \
+            every side network, each with its own optimizer, schedule, dropout seed, early stopping and \
+            best epoch. A configuration ends exactly as `sidetune train` with the same flags would (same \
+            seed, same weights). Memory grows only by each side network's own state. Side methods only \
+            (lst, last, linear, qst), and the configurations must read the same taps.
+
+            Example: sidetune sweep --methods last --grid rank=8,16 --grid lr=1e-3,3e-3 \
+            --grid attention-temperature=1,0.5 --train-limit 2000 --epochs 3
+            """
+        )
+        @Option(help: ArgumentHelp("A train flag and its values, KEY=V1,V2,... (repeatable): rank, lr, attention-temperature, gate-temperature, reduction, dropout, weight-decay, ... (any `sidetune train` option that changes only the side network or its training).", valueName: "key=values"))
+        var grid: [String] = []
+        @Option(help: "Side methods to sweep, comma-separated (lst, last, linear, qst); each runs every grid combination.")
+        var methods = MethodList([.last])
+        @Option(help: "Folder for sweep.md, sweep.csv, sweep.svg, sweep.json, one run folder per configuration, and best (a link to the best configuration's run folder).")
+        var output: String = "runs/sweep"
+        @Argument(parsing: .allUnrecognized, help: "Options given to every configuration as to `sidetune train` (--model, --data, --epochs, --train-limit, ...).")
+        var trainArguments: [String] = []
+
+        public init() {}
+
+        /// Flags that would change the stream of batches or taps the configurations share, or the
+        /// sweep's own outputs: refused as grid keys.
+        static let sharedFlags: Set<String> = [
+            "method", "seed", "batch-size", "eval-batch-size", "epochs", "data", "model", "model-dir", "gguf", "max-length",
+            "train-limit", "eval-limit", "test-limit", "image-size", "train-data", "validation-data", "test-data", "text-column",
+            "label-column", "task", "micro-batches", "threads", "no-cache", "cache-limit-mb", "output", "report", "resume",
+            "overwrite", "backbone-precision", "weights", "no-packing", "strict",
+        ]
+
+        /// One configuration: its name (a folder name), its method and its grid values.
+        struct Configuration {
+            let name: String
+            let method: MethodKind
+            let values: [(key: String, value: String)]
+            var arguments: [String] { ["--method", method.rawValue] + values.flatMap { ["--\($0.key)", $0.value] } }
+        }
+
+        /// The grids, parsed and checked: (key, values) in the order given.
+        func grids() throws -> [(key: String, values: [String])] {
+            var out: [(key: String, values: [String])] = []
+            for g in grid {
+                let parts = g.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty else {
+                    throw ValidationError("--grid \(g): expected KEY=V1,V2,... (for example rank=8,16)")
+                }
+                let key = parts[0].hasPrefix("--") ? String(parts[0].dropFirst(2)) : parts[0]
+                guard !Self.sharedFlags.contains(key) else {
+                    throw ValidationError("--grid \(g): \(key) must be the same for every configuration (they share its batches and taps); give it once, as a train option")
+                }
+                let values = parts[1].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                guard !values.isEmpty else { throw ValidationError("--grid \(g): no values after '='") }
+                guard !out.contains(where: { $0.key == key }) else { throw ValidationError("--grid: \(key) is given twice") }
+                out.append((key, values))
+            }
+            return out
+        }
+
+        /// Every method with every combination of the grid values.
+        func configurations() throws -> [Configuration] {
+            let gs = try grids()
+            var combos: [[(key: String, value: String)]] = [[]]
+            for g in gs { combos = combos.flatMap { c in g.values.map { c + [(g.key, $0)] } } }
+            var out: [Configuration] = []
+            for m in methods.kinds {
+                guard MethodRegistry.method(m).readsFrozenTaps else {
+                    throw ValidationError("--methods: \(m.rawValue) backpropagates through the backbone, so it cannot share a tap stream; sweep side methods (lst, last, linear, qst)")
+                }
+                for c in combos {
+                    let name = ([m.rawValue] + c.map { "\($0.key)=\($0.value)" }).joined(separator: ",")
+                        .replacingOccurrences(of: "/", with: "_")
+                    out.append(Configuration(name: name, method: m, values: c))
+                }
+            }
+            return out
+        }
+
+        public func validate() throws {
+            let configs = try configurations()
+            guard !configs.isEmpty else { throw ValidationError("nothing to sweep: give --methods and --grid") }
+            for flag in ["--output", "--report", "--resume", "--overwrite", "--method"] where trainArguments.contains(flag) {
+                throw ValidationError("\(flag) is the sweep's to set (each configuration's run goes to --output/<configuration>)")
+            }
+        }
+
+        public func run() throws {
+            Interruption.install()
+            let folder = URL(fileURLWithPath: output, isDirectory: true)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let configs = try configurations()
+            // Each configuration parsed as its own `train`, so every flag is checked as train checks it.
+            let trains = try configs.map { c -> Train in
+                let run = folder.appendingPathComponent(c.name).path
+                do { return try Train.parse(trainArguments + c.arguments + ["--output", run]) } catch {
+                    throw ValidationError("configuration \(c.name): \(Train.message(for: error))")
+                }
+            }
+            let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
+            log("sweep: \(configs.count) configuration\(configs.count == 1 ? "" : "s") over one backbone pass")
+            let reports = try trains[0].sweep(trains, names: configs.map(\.name), log: log)
+            try writeOutputs(configs, reports, folder: folder)
+        }
+
+        func writeOutputs(_ configs: [Configuration], _ reports: [TrainingReport], folder: URL) throws {
+            let keys = (try? grids().map(\.key)) ?? []
+            let md = SweepOutput.markdown(configs.map { ($0.name, $0.method.rawValue, $0.values.map(\.value)) }, keys: keys, reports)
+            try Data(md.utf8).write(to: folder.appendingPathComponent("sweep.md"))
+            try Data(SweepOutput.csv(configs.map { ($0.name, $0.method.rawValue, $0.values.map(\.value)) }, keys: keys, reports).utf8)
+                .write(to: folder.appendingPathComponent("sweep.csv"))
+            try Data(SweepOutput.svg(configs.map { $0.values.map(\.value) }, keys: keys, reports).utf8)
+                .write(to: folder.appendingPathComponent("sweep.svg"))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let named = Dictionary(uniqueKeysWithValues: zip(configs.map(\.name), reports))
+            try encoder.encode(named).write(to: folder.appendingPathComponent("sweep.json"))
+            // The best configuration by validation accuracy (the first of equals): `best` links to its run.
+            let best = reports.indices.max { reports[$0].validationAccuracy < reports[$1].validationAccuracy
+                || (reports[$0].validationAccuracy == reports[$1].validationAccuracy && $0 > $1) }!
+            let link = folder.appendingPathComponent("best")
+            try? FileManager.default.removeItem(at: link)
+            try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: configs[best].name)
+            print(md)
+            print(String(format: "best: %@ (validation accuracy %.2f%%, test %.2f%%); its checkpoint: %@/best/best",
+                         configs[best].name, 100 * reports[best].validationAccuracy, 100 * reports[best].accuracy, folder.path))
+            print("wrote \(folder.path)/sweep.md, sweep.csv, sweep.svg, sweep.json")
+        }
+    }
+}
+
+extension SideTuneCommand.Train {
+    /// Loads the backbone and data of these (sweep) configurations once, builds every
+    /// configuration's side network on the one backbone, and trains them as a `Sweep`.
+    func sweep(_ configs: [Self], names: [String], log: @escaping (String) -> Void) throws -> [TrainingReport] {
+        training.applyThreads()
+        let family = try BackboneSource.family(model: task.modelName, modelDir: task.modelDir)
+        for c in configs {
+            let weights = MethodRegistry.weights(c.method, options: c.methodFlags.options())
+            do { try MethodRegistry.check(c.method, on: family, weights: weights) } catch { throw ValidationError("\(error)") }
+        }
+        if family != .vit, image.testLimit != 0 { throw ValidationError("--test-limit is for image tasks; text tasks use --eval-limit") }
+        let source = try BackboneSource.resolve(model: task.modelName, modelDir: task.modelDir, log: log)
+        // The weight format of the first configuration (a sweep of QST keeps NF4, of others F32).
+        let weights = MethodRegistry.weights(configs[0].method, options: configs[0].methodFlags.options())
+        switch try source.load(weights: weights, log: log) {
+        case let .bert(encoder, tokenizer):
+            guard task.maxLength <= encoder.config.maxPositionEmbeddings else {
+                throw ValidationError("--max-length \(task.maxLength) is more than the \(encoder.config.maxPositionEmbeddings) positions the backbone has")
+            }
+            let (labels, train, validation, test) = try loadTextSplits(task, log: log) { tokenizer.encode($0, maxLength: task.maxLength).ids }
+            return try sweep(configs, names: names, backbone: encoder, source: source, labels: labels, splits: (train, validation, test),
+                             maxLength: task.maxLength, log: log)
+        case let .vit(vit):
+            let data = try ImageSplits.load(task, imageSize: image.imageSize, patch: vit.config.patchSize, testLimit: image.testLimit, log: log)
+            return try sweep(configs, names: names, backbone: vit, source: source, labels: data.labels,
+                             splits: (data.train, data.validation, data.test), maxLength: data.imageSize, imageSize: data.imageSize,
+                             imagePipeline: data.pipeline.rawValue, log: log)
+        case let .llama(llama, tokenizer):
+            guard llm.task != .lm else { throw ValidationError("sweep trains classifiers; --task lm is for `train`") }
+            let (labels, train, validation, test) = try loadTextSplits(task, log: log) {
+                llmClassificationIds(tokenizer, $0, maxLength: task.maxLength)
+            }
+            return try sweep(configs, names: names, backbone: llama, source: source, labels: labels, splits: (train, validation, test),
+                             maxLength: task.maxLength, log: log)
+        }
+    }
+
+    func sweep<B: Backbone, S: ClassificationData>(_ configs: [Self], names: [String], backbone: B, source: BackboneSource,
+                                                   labels: [String], splits: (train: S, validation: S, test: S), maxLength: Int,
+                                                   imageSize: Int? = nil, imagePipeline: String? = nil,
+                                                   log: @escaping (String) -> Void) throws -> [TrainingReport] where S.Batch == B.Input {
+        let examples = { [train = splits.train] (n: Int) in (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) } }
+        var trainers: [Trainer<Classifier<B>, S>] = []
+        for (c, name) in zip(configs, names) {
+            let options = c.methodFlags.options()
+            let built = try MethodRegistry.build(c.method, on: backbone, classes: labels.count, options: options, seed: task.seed,
+                                                 trainingExamples: examples, progress: log)
+            guard let model = built as? Classifier<B> else { throw ValidationError("\(name): \(c.method.rawValue) cannot run in a sweep") }
+            var config = CheckpointConfig(method: c.method, options: options, labels: labels, maxLength: maxLength, backboneName: source.name,
+                                          backboneSHA256: source.sha256, seed: task.seed, epoch: 0, validationAccuracy: nil,
+                                          backboneFamily: source.family, imageSize: imageSize, backbonePath: source.path)
+            config.imagePipeline = imagePipeline
+            var parameters = c.training.parameters(method: c.method, seed: task.seed)
+            parameters.outputFolder = c.output.map { URL(fileURLWithPath: $0, isDirectory: true) }
+            parameters.overwrite = true
+            parameters.runIdentity = c.runIdentity()
+            trainers.append(try Trainer(model: model, parameters: parameters, train: splits.train, validation: splits.validation,
+                                        test: splits.test, checkpointConfig: config))
+            log("\(name): \(model.trainableParameterCount) trainable parameters")
+        }
+        let sweep: Sweep<Classifier<B>, S>
+        do { sweep = try Sweep(trainers) } catch { throw ValidationError("\(error)") }
+        let bar = SweepProgress(names: names)
+        var reports = try sweep.run(progress: bar.update)
+        for (i, c) in configs.enumerated() {
+            reports[i].weights = MethodRegistry.weights(c.method, options: c.methodFlags.options()).rawValue
+            reports[i].packing = c.methodFlags.options().packing ?? true
+            reports[i].backbonePrecision = (c.methodFlags.options().backbonePrecision ?? .float32).rawValue
+            reports[i].activationBits = MethodRegistry.activationBits(c.method, options: c.methodFlags.options()).rawValue
+        }
+        return reports
+    }
+}
+
+/// One progress line for the whole sweep: the configuration stepping, the epoch and step, and the
+/// epochs' validation accuracies as they end.
+final class SweepProgress {
+    let names: [String]
+    let bar = ProgressBar()
+    init(names: [String]) { self.names = names }
+
+    func update(_ k: Int, _ e: TrainingEvent) {
+        switch e {
+        case .message(let m): bar.update(.message("[\(names[k])] \(m)"))
+        case .step:
+            // One bar for the sweep: the last configuration's steps stand for the batch.
+            if k == names.count - 1 { bar.update(e) }
+        case let .epochEnd(epoch, _, val, _, _, improved):
+            bar.clear()
+            print(String(format: "epoch %d %@: validation accuracy %.2f%%%@", epoch, names[k], 100 * val.accuracy, improved ? " *best" : ""))
+        }
+    }
+}
+
+/// The sweep's table, CSV and plot.
+enum SweepOutput {
+    typealias Row = (name: String, method: String, values: [String])
+
+    static func markdown(_ rows: [Row], keys: [String], _ rs: [TrainingReport]) -> String {
+        var out = ["| configuration | method | " + keys.map { "\($0) | " }.joined() + "validation acc | test acc | macro-F1 | trainable params | own s/step | own s/step cached |",
+                   "|---|---|" + String(repeating: "---|", count: keys.count) + "---|---|---|---|---|---|"]
+        for (row, r) in zip(rows, rs) {
+            out.append("| \(row.name) | \(row.method) | " + row.values.map { "\($0) | " }.joined()
+                       + String(format: "%.2f | %.2f | %.2f | %d | %.3f | %@ |", 100 * r.validationAccuracy, 100 * r.accuracy,
+                                100 * r.macroF1, r.trainableParams, r.secondsPerStep,
+                                r.secondsPerStepCached.map { String(format: "%.4f", $0) } ?? "-"))
+        }
+        if let r = rs.first {
+            let mib = { (b: Int) in String(format: "%.1f", Double(b) / 1_048_576) }
+            // Each configuration's step times are its own side network's; the first configuration's
+            // also hold the backbone pass (or cache read) every configuration shares.
+            let step = rs.reduce(0) { $0 + $1.secondsPerStep }, cached = rs.compactMap(\.secondsPerStepCached)
+            out.append("")
+            out.append(String(format: "A sweep step (every configuration, the backbone once): %.3f s", step)
+                       + (cached.count == rs.count ? String(format: ", %.4f s from the feature cache.", cached.reduce(0, +)) : "."))
+            out.append("Ledger peak for the whole sweep (one backbone, one feature cache, \(rs.count) side networks): "
+                       + "\(mib(r.peakBytes["total"] ?? 0)) MiB (weights \(mib(r.peakBytes["weights"] ?? 0)), activations "
+                       + "\(mib(r.peakBytes["activations"] ?? 0)), cache \(mib(r.peakBytes["cache"] ?? 0))); peak RSS \(mib(r.peakRSSBytes)) MiB.")
+        }
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    static func csv(_ rows: [Row], keys: [String], _ rs: [TrainingReport]) -> String {
+        var out = [(["configuration", "method"] + keys + ["validation_accuracy", "accuracy", "macro_f1", "trainable_params",
+                                                          "seconds_per_step", "seconds_per_step_cached", "total_peak_bytes"]).joined(separator: ",")]
+        for (row, r) in zip(rows, rs) {
+            out.append(([row.name.contains(",") ? "\"\(row.name)\"" : row.name, row.method] + row.values
+                        + [String(r.validationAccuracy), String(r.accuracy), String(r.macroF1), String(r.trainableParams),
+                           String(r.secondsPerStep), r.secondsPerStepCached.map { String($0) } ?? "", String(r.peakBytes["total"] ?? 0)])
+                .joined(separator: ","))
+        }
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    /// Test accuracy against each swept key's values: one panel per key, its values evenly spaced
+    /// in the order given, a point per configuration.
+    static func svg(_ values: [[String]], keys: [String], _ rs: [TrainingReport]) -> String {
+        let panels = max(keys.count, 1), pw = 260.0, h = 320.0, top = 40.0, bottom = 50.0, left = 60.0
+        let w = left + Double(panels) * pw + 20
+        let ys = rs.map { 100 * $0.accuracy }
+        let yMin = max(0, (ys.min() ?? 0) - 2), yMax = min(100, (ys.max() ?? 100) + 2)
+        func py(_ y: Double) -> Double { top + (yMax - y) / max(yMax - yMin, 1e-9) * (h - top - bottom) }
+        var s = ["<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">",
+                 "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>",
+                 "<text x=\"\(w / 2)\" y=\"20\" text-anchor=\"middle\" font-size=\"13\" font-weight=\"bold\">test accuracy (%) of each configuration against the swept values</text>"]
+        for i in 0...4 {
+            let yv = yMin + (yMax - yMin) * Double(i) / 4
+            s.append("<text x=\"\(left - 8)\" y=\"\(py(yv) + 4)\" text-anchor=\"end\">\(String(format: "%.1f", yv))</text>")
+        }
+        for p in 0..<panels {
+            let x0 = left + Double(p) * pw, x1 = x0 + pw - 30
+            s.append("<line x1=\"\(x0)\" y1=\"\(h - bottom)\" x2=\"\(x1)\" y2=\"\(h - bottom)\" stroke=\"black\"/>")
+            s.append("<line x1=\"\(x0)\" y1=\"\(top)\" x2=\"\(x0)\" y2=\"\(h - bottom)\" stroke=\"black\"/>")
+            guard p < keys.count else { continue }
+            var distinct: [String] = []
+            for v in values.map({ $0[p] }) where !distinct.contains(v) { distinct.append(v) }
+            func px(_ v: String) -> Double {
+                let i = Double(distinct.firstIndex(of: v) ?? 0)
+                return x0 + (i + 0.5) / Double(distinct.count) * (x1 - x0)
+            }
+            s.append("<text x=\"\((x0 + x1) / 2)\" y=\"\(h - 14)\" text-anchor=\"middle\">\(keys[p])</text>")
+            for v in distinct { s.append("<text x=\"\(px(v))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(v)</text>") }
+            for (row, y) in zip(values, ys) {
+                s.append("<circle cx=\"\(px(row[p]))\" cy=\"\(py(y))\" r=\"4\" fill=\"#1f77b4\" fill-opacity=\"0.7\"/>")
+            }
+        }
+        s.append("</svg>")
+        return s.joined(separator: "\n") + "\n"
+    }
+}

@@ -28,6 +28,10 @@ extension SideTuneCommand {
         var methods = MethodList([.last])
         @Option(help: "Folder for sweep.md, sweep.csv, sweep.svg, sweep.json, one run folder per configuration, and best (a link to the best configuration's run folder).")
         var output: String = "runs/sweep"
+        @Option(help: ArgumentHelp("Train only shard i of N: the configurations k with k % N == i (k counts from 0 in the order of --methods and the grids), written with a manifest to --output/shard-i-of-N.json for --merge. `auto` takes i and N from a Slurm job array (SLURM_ARRAY_TASK_ID, _MIN, _COUNT); `auto/N` takes i from Slurm or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX). See docs/distributed.md.", valueName: "i/N|auto|auto/N"))
+        var shard: String?
+        @Option(parsing: .upToNextOption, help: ArgumentHelp("Do not train: merge the shard manifests (shard-*-of-N.json) in these folders into one sweep's outputs in --output, after checking that they belong to one sweep and that every shard is there once.", valueName: "folder"))
+        var merge: [String] = []
         @Argument(parsing: .allUnrecognized, help: "Options given to every configuration as to `sidetune train` (--model, --data, --epochs, --train-limit, ...).")
         var trainArguments: [String] = []
 
@@ -90,7 +94,19 @@ extension SideTuneCommand {
         }
 
         public func validate() throws {
+            if !merge.isEmpty {
+                guard shard == nil, trainArguments.isEmpty else {
+                    throw ValidationError("--merge only merges shards already trained: give it the shards' folders and --output, nothing else")
+                }
+                return
+            }
             let configs = try configurations()
+            if let shard {
+                let spec = try ShardSpec(shard, environment: ProcessInfo.processInfo.environment)
+                guard spec.count <= configs.count else {
+                    throw ValidationError("--shard \(shard): \(spec.count) shards for \(configs.count) configurations; use at most \(configs.count)")
+                }
+            }
             guard !configs.isEmpty else { throw ValidationError("nothing to sweep: give --methods and --grid") }
             for flag in ["--output", "--report", "--resume", "--overwrite", "--method"] where trainArguments.contains(flag) {
                 throw ValidationError("\(flag) is the sweep's to set (each configuration's run goes to --output/<configuration>)")
@@ -101,7 +117,10 @@ extension SideTuneCommand {
             Interruption.install()
             let folder = URL(fileURLWithPath: output, isDirectory: true)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            let configs = try configurations()
+            if !merge.isEmpty { return try mergeShards(into: folder) }
+            let all = try configurations()
+            let spec = try shard.map { try ShardSpec($0, environment: ProcessInfo.processInfo.environment) }
+            let configs = spec.map { s in all.enumerated().filter { $0.offset % s.count == s.index }.map(\.element) } ?? all
             // Each configuration parsed as its own `train`, so every flag is checked as train checks it.
             let trains = try configs.map { c -> Train in
                 let run = folder.appendingPathComponent(c.name).path
@@ -110,14 +129,55 @@ extension SideTuneCommand {
                 }
             }
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
-            log("sweep: \(configs.count) configuration\(configs.count == 1 ? "" : "s") over one backbone pass")
-            let reports = try trains[0].sweep(trains, names: configs.map(\.name), log: log)
-            try writeOutputs(configs, reports, folder: folder)
+            log("sweep: \(configs.count) configuration\(configs.count == 1 ? "" : "s") over one backbone pass"
+                + (spec.map { ", shard \($0.index) of \($0.count) (\(all.count) configurations in all)" } ?? ""))
+            let (reports, stream) = try trains[0].sweep(trains, names: configs.map(\.name), log: log)
+            guard let spec else { return try writeOutputs(configs, reports, folder: folder) }
+            let manifest = SweepShardManifest(shard: spec.index, shards: spec.count, keys: (try grids()).map(\.key),
+                                              configurations: all.map(SweepShardManifest.Entry.init), stream: stream,
+                                              reports: Dictionary(uniqueKeysWithValues: zip(configs.map(\.name), reports)))
+            let url = folder.appendingPathComponent(SweepShardManifest.fileName(spec))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(manifest).write(to: url, options: .atomic)
+            print(SweepOutput.markdown(configs.map { ($0.name, $0.method.rawValue, $0.values.map(\.value)) },
+                                       keys: (try grids()).map(\.key), reports))
+            print("wrote \(url.path); merge every shard with: sidetune sweep --merge <their folders> --output <folder>")
         }
 
-        func writeOutputs(_ configs: [Configuration], _ reports: [TrainingReport], folder: URL) throws {
-            let keys = (try? grids().map(\.key)) ?? []
-            let md = SweepOutput.markdown(configs.map { ($0.name, $0.method.rawValue, $0.values.map(\.value)) }, keys: keys, reports)
+        /// Reads and checks the shards' manifests, then writes the whole sweep's outputs.
+        func mergeShards(into folder: URL) throws {
+            var found: [(url: URL, manifest: SweepShardManifest)] = []
+            let fm = FileManager.default
+            for dir in merge {
+                let url = URL(fileURLWithPath: dir)
+                var isFolder: ObjCBool = false
+                guard fm.fileExists(atPath: url.path, isDirectory: &isFolder) else { throw ValidationError("--merge \(dir): does not exist") }
+                let files = isFolder.boolValue
+                    ? try fm.contentsOfDirectory(atPath: url.path).filter(SweepShardManifest.isFileName).sorted()
+                        .map { url.appendingPathComponent($0) }
+                    : [url]
+                for f in files {
+                    do {
+                        found.append((f, try JSONDecoder().decode(SweepShardManifest.self, from: Data(contentsOf: f))))
+                    } catch {
+                        throw ValidationError("\(f.path): not a sweep shard manifest (\(error))")
+                    }
+                }
+            }
+            let merged = try SweepShardManifest.merge(found)
+            let configs = merged.configurations.map {
+                Configuration(name: $0.name, method: MethodKind(rawValue: $0.method) ?? .last, values: $0.values.map { ($0[0], $0[1]) })
+            }
+            try writeOutputs(configs, merged.reports, folder: folder, keys: merged.keys, runFolders: merged.runFolders,
+                             shards: found.count)
+        }
+
+        func writeOutputs(_ configs: [Configuration], _ reports: [TrainingReport], folder: URL, keys: [String]? = nil,
+                          runFolders: [URL]? = nil, shards: Int = 1) throws {
+            let keys = keys ?? ((try? grids().map(\.key)) ?? [])
+            let md = SweepOutput.markdown(configs.map { ($0.name, $0.method.rawValue, $0.values.map(\.value)) }, keys: keys, reports,
+                                          shards: shards)
             try Data(md.utf8).write(to: folder.appendingPathComponent("sweep.md"))
             try Data(SweepOutput.csv(configs.map { ($0.name, $0.method.rawValue, $0.values.map(\.value)) }, keys: keys, reports).utf8)
                 .write(to: folder.appendingPathComponent("sweep.csv"))
@@ -132,7 +192,7 @@ extension SideTuneCommand {
                 || (reports[$0].validationAccuracy == reports[$1].validationAccuracy && $0 > $1) }!
             let link = folder.appendingPathComponent("best")
             try? FileManager.default.removeItem(at: link)
-            try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: configs[best].name)
+            try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: runFolders?[best].path ?? configs[best].name)
             print(md)
             print(String(format: "best: %@ (validation accuracy %.2f%%, test %.2f%%); its checkpoint: %@/best/best",
                          configs[best].name, 100 * reports[best].validationAccuracy, 100 * reports[best].accuracy, folder.path))
@@ -144,7 +204,8 @@ extension SideTuneCommand {
 extension SideTuneCommand.Train {
     /// Loads the backbone and data of these (sweep) configurations once, builds every
     /// configuration's side network on the one backbone, and trains them as a `Sweep`.
-    func sweep(_ configs: [Self], names: [String], log: @escaping (String) -> Void) throws -> [TrainingReport] {
+    func sweep(_ configs: [Self], names: [String], log: @escaping (String) -> Void) throws
+        -> (reports: [TrainingReport], stream: [String: String]) {
         training.applyThreads()
         let family = try BackboneSource.family(model: task.modelName, modelDir: task.modelDir)
         for c in configs {
@@ -181,7 +242,8 @@ extension SideTuneCommand.Train {
     func sweep<B: Backbone, S: ClassificationData>(_ configs: [Self], names: [String], backbone: B, source: BackboneSource,
                                                    labels: [String], splits: (train: S, validation: S, test: S), maxLength: Int,
                                                    imageSize: Int? = nil, imagePipeline: String? = nil,
-                                                   log: @escaping (String) -> Void) throws -> [TrainingReport] where S.Batch == B.Input {
+                                                   log: @escaping (String) -> Void) throws
+        -> (reports: [TrainingReport], stream: [String: String]) where S.Batch == B.Input {
         let examples = { [train = splits.train] (n: Int) in (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) } }
         var trainers: [Trainer<Classifier<B>, S>] = []
         for (c, name) in zip(configs, names) {
@@ -211,7 +273,7 @@ extension SideTuneCommand.Train {
             reports[i].backbonePrecision = (c.methodFlags.options().backbonePrecision ?? .float32).rawValue
             reports[i].activationBits = MethodRegistry.activationBits(c.method, options: c.methodFlags.options()).rawValue
         }
-        return reports
+        return (reports, trainers[0].streamFingerprint)
     }
 }
 
@@ -239,7 +301,8 @@ final class SweepProgress {
 enum SweepOutput {
     typealias Row = (name: String, method: String, values: [String])
 
-    static func markdown(_ rows: [Row], keys: [String], _ rs: [TrainingReport]) -> String {
+    /// `shards`: the number of processes the reports come from (each with its own ledger).
+    static func markdown(_ rows: [Row], keys: [String], _ rs: [TrainingReport], shards: Int = 1) -> String {
         var out = ["| configuration | method | " + keys.map { "\($0) | " }.joined() + "validation acc | test acc | macro-F1 | trainable params | own s/step | own s/step cached |",
                    "|---|---|" + String(repeating: "---|", count: keys.count) + "---|---|---|---|---|---|"]
         for (row, r) in zip(rows, rs) {
@@ -248,7 +311,11 @@ enum SweepOutput {
                                 100 * r.macroF1, r.trainableParams, r.secondsPerStep,
                                 r.secondsPerStepCached.map { String(format: "%.4f", $0) } ?? "-"))
         }
-        if let r = rs.first {
+        if shards > 1, let lo = rs.map({ $0.peakBytes["total"] ?? 0 }).min(), let hi = rs.map({ $0.peakBytes["total"] ?? 0 }).max() {
+            out.append("")
+            out.append(String(format: "Merged from %d shards, each its own process over one backbone pass: ledger peaks %.1f to %.1f MiB.",
+                              shards, Double(lo) / 1_048_576, Double(hi) / 1_048_576))
+        } else if let r = rs.first {
             let mib = { (b: Int) in String(format: "%.1f", Double(b) / 1_048_576) }
             // Each configuration's step times are its own side network's; the first configuration's
             // also hold the backbone pass (or cache read) every configuration shares.
@@ -309,5 +376,120 @@ enum SweepOutput {
         }
         s.append("</svg>")
         return s.joined(separator: "\n") + "\n"
+    }
+}
+
+/// Which shard of a sweep this process trains: i of N, given, or read from a scheduler's
+/// environment (Slurm job arrays; Kubernetes Indexed Jobs).
+public struct ShardSpec: Equatable, Sendable {
+    public let index: Int, count: Int
+
+    public init(index: Int, count: Int) { self.index = index; self.count = count }
+
+    /// "i/N", "auto" (Slurm: SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN, and SLURM_ARRAY_TASK_COUNT)
+    /// or "auto/N" (i from Slurm, else JOB_COMPLETION_INDEX).
+    public init(_ spec: String, environment env: [String: String]) throws {
+        let parts = spec.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count <= 2, let first = parts.first else { throw ValidationError("--shard \(spec): expected i/N, auto or auto/N") }
+        var count = parts.count == 2 ? Int(parts[1]) : nil
+        if parts.count == 2 && count == nil { throw ValidationError("--shard \(spec): N must be a whole number") }
+        let index: Int
+        if first == "auto" {
+            if let id = env["SLURM_ARRAY_TASK_ID"].flatMap({ Int($0) }) {
+                index = id - (env["SLURM_ARRAY_TASK_MIN"].flatMap { Int($0) } ?? 0)
+                if count == nil { count = env["SLURM_ARRAY_TASK_COUNT"].flatMap { Int($0) } }
+            } else if let k = env["JOB_COMPLETION_INDEX"].flatMap({ Int($0) }) {
+                index = k
+            } else {
+                throw ValidationError("--shard \(spec): neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) is set; give the shard as i/N")
+            }
+            guard count != nil else {
+                throw ValidationError("--shard \(spec): the number of shards is not in the environment (SLURM_ARRAY_TASK_COUNT); give it as auto/N")
+            }
+        } else {
+            guard let i = Int(first), count != nil else { throw ValidationError("--shard \(spec): expected i/N, auto or auto/N") }
+            index = i
+        }
+        guard let n = count, n >= 1, index >= 0, index < n else {
+            throw ValidationError("--shard \(spec): shard \(index) of \(count ?? 0) is not one of 0..<N (N >= 1)")
+        }
+        self.init(index: index, count: n)
+    }
+}
+
+/// What one shard of a sweep writes for `--merge`: which shard, the whole sweep's configurations,
+/// what every shard must share (the backbone, data and split), and its configurations' reports.
+struct SweepShardManifest: Codable {
+    static let currentFormat = "sidetune-sweep-shard-1"
+
+    struct Entry: Codable, Equatable {
+        let name: String, method: String
+        let values: [[String]]
+        init(_ c: SideTuneCommand.Sweep.Configuration) {
+            name = c.name
+            method = c.method.rawValue
+            values = c.values.map { [$0.key, $0.value] }
+        }
+    }
+
+    var format = currentFormat
+    let shard: Int, shards: Int
+    let keys: [String]
+    let configurations: [Entry]
+    let stream: [String: String]
+    let reports: [String: TrainingReport]
+
+    init(shard: Int, shards: Int, keys: [String], configurations: [Entry], stream: [String: String],
+         reports: [String: TrainingReport]) {
+        self.shard = shard
+        self.shards = shards
+        self.keys = keys
+        self.configurations = configurations
+        self.stream = stream
+        self.reports = reports
+    }
+
+    static func fileName(_ s: ShardSpec) -> String { "shard-\(s.index)-of-\(s.count).json" }
+
+    static func isFileName(_ name: String) -> Bool {
+        name.hasPrefix("shard-") && name.hasSuffix(".json") && name.contains("-of-")
+    }
+
+    /// The whole sweep from its shards' manifests: refused unless they are one sweep's (format,
+    /// configurations, backbone and data, shard count) and every shard is there exactly once.
+    static func merge(_ found: [(url: URL, manifest: SweepShardManifest)]) throws
+        -> (keys: [String], configurations: [Entry], reports: [TrainingReport], runFolders: [URL]) {
+        guard let (firstURL, first) = found.first else { throw ValidationError("--merge: no shard-*-of-N.json manifests found") }
+        var byShard: [Int: URL] = [:]
+        for (url, m) in found {
+            func differs(_ what: String) -> ValidationError {
+                ValidationError("--merge: \(url.path) belongs to another sweep than \(firstURL.path): its \(what) differs")
+            }
+            guard m.format == currentFormat else { throw ValidationError("--merge: \(url.path): format \(m.format), expected \(currentFormat)") }
+            guard m.shards == first.shards else { throw differs("shard count (\(m.shards) against \(first.shards))") }
+            guard m.configurations == first.configurations, m.keys == first.keys else { throw differs("list of configurations") }
+            let changed = Set(m.stream.keys).union(first.stream.keys).filter { m.stream[$0] != first.stream[$0] }.sorted()
+            guard changed.isEmpty else { throw differs(changed.joined(separator: ", ")) }
+            guard (0..<m.shards).contains(m.shard) else { throw ValidationError("--merge: \(url.path): shard \(m.shard) of \(m.shards)") }
+            if let other = byShard[m.shard] {
+                throw ValidationError("--merge: shard \(m.shard) of \(m.shards) is there twice: \(other.path) and \(url.path)")
+            }
+            byShard[m.shard] = url
+        }
+        let missing = (0..<first.shards).filter { byShard[$0] == nil }
+        guard missing.isEmpty else {
+            throw ValidationError("--merge: shard\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) of \(first.shards) missing (found \(byShard.keys.sorted().map(String.init).joined(separator: ", ")))")
+        }
+        let manifests = Dictionary(uniqueKeysWithValues: found.map { ($0.manifest.shard, $0) })
+        var reports: [TrainingReport] = [], folders: [URL] = []
+        for (k, entry) in first.configurations.enumerated() {
+            let (url, m) = manifests[k % first.shards]!
+            guard let r = m.reports[entry.name] else {
+                throw ValidationError("--merge: \(url.path) (shard \(m.shard)) has no report for configuration \(entry.name)")
+            }
+            reports.append(r)
+            folders.append(url.deletingLastPathComponent().appendingPathComponent(entry.name).standardizedFileURL)
+        }
+        return (first.keys, first.configurations, reports, folders)
     }
 }

@@ -393,6 +393,24 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         return f
     }
 
+    /// What every configuration of a sweep shares, and its shards must agree on: the backbone, the
+    /// data and its split (sizes and hashes), the seed, batch size and epochs, and the caller's
+    /// `runIdentity` (data file, limits).
+    public var streamFingerprint: [String: String] {
+        let p = parameters, c = checkpointConfig
+        var f = p.runIdentity
+        f["backbone sha256"] = c.backboneSHA256
+        f["labels"] = c.labels.joined(separator: ",")
+        f["max length"] = String(c.maxLength)
+        f["seed"] = String(p.seed)
+        f["epochs"] = String(p.epochs)
+        f["batch size"] = String(p.batchSize)
+        for (name, split) in [("train", train), ("validation", validation), ("test", test)] {
+            f["\(name) split"] = "\(split.count) examples, hash \(Self.hash(split))"
+        }
+        return f
+    }
+
     /// FNV-1a over a split's targets and token counts, in hexadecimal.
     static func hash(_ split: Split) -> String {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325

@@ -33,6 +33,87 @@ import Testing
         #expect(csv.split(separator: "\n").count == 5 && csv.hasPrefix("configuration,method,lr,"))
     }
 
+    /// The built tool (`swift build -c release` puts it beside the tests).
+    static func executable() -> URL? {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL
+        let build = root.appendingPathComponent(".build")
+        let candidates = [build.appendingPathComponent("release/sidetune")]
+            + ((try? FileManager.default.contentsOfDirectory(atPath: build.path)) ?? []).map {
+                build.appendingPathComponent("\($0)/release/sidetune")
+            }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+
+    /// Rows of sweep.csv without its timing and memory columns (which differ between processes).
+    static func results(_ folder: URL) throws -> [String] {
+        let lines = try String(contentsOf: folder.appendingPathComponent("sweep.csv"), encoding: .utf8).split(separator: "\n")
+        return lines.map { line in
+            // The configuration name is quoted (it holds commas): compare everything before the timings.
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+            return fields.dropLast(3).joined(separator: ",")
+        }
+    }
+
+    /// Three machines simulated as three processes of the built tool with Slurm's job-array
+    /// variables set (IDs 1-3): their shards merge into the table one process makes.
+    @Test func threeSlurmShardsMergeToTheSingleProcessSweep() throws {
+        guard let exe = Self.executable() else {
+            Issue.record("build the tool first (swift build -c release --product sidetune): the test runs it as three processes")
+            return
+        }
+        let f = try BadInputTests.fixture(rows: 80)
+        let common = f.modelArgs + ["--max-length", "12", "--epochs", "2", "--batch-size", "8"]
+        let grid = ["--methods", "last,linear", "--grid", "lr=1e-2,3e-3"]
+        let single = f.root.appendingPathComponent("single"), sharded = f.root.appendingPathComponent("sharded")
+        var one = try SideTuneCommand.parseAsRoot(["sweep"] + grid + ["--output", single.path] + common)
+        _ = try captureStandardOutput { try one.run() }
+        for id in 1...3 {
+            let p = Process()
+            p.executableURL = exe
+            p.arguments = ["sweep", "--shard", "auto"] + grid + ["--output", sharded.path] + common
+            var env = ProcessInfo.processInfo.environment
+            env["SLURM_ARRAY_TASK_ID"] = String(id)
+            env["SLURM_ARRAY_TASK_MIN"] = "1"
+            env["SLURM_ARRAY_TASK_COUNT"] = "3"
+            p.environment = env
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "shard \(id - 1) exited with \(p.terminationStatus)")
+        }
+        let merged = sharded.appendingPathComponent("merged")
+        var m = try SideTuneCommand.parseAsRoot(["sweep", "--merge", sharded.path, "--output", merged.path])
+        _ = try captureStandardOutput { try m.run() }
+        let a = try Self.results(single), b = try Self.results(merged)
+        #expect(a.count == 5 && a == b, "single process:\n\(a.joined(separator: "\n"))\nmerged:\n\(b.joined(separator: "\n"))")
+        #expect(FileManager.default.fileExists(atPath: merged.appendingPathComponent("best/best/checkpoint.json").path))
+
+        // A missing or doubled shard is refused, naming it.
+        let partial = f.root.appendingPathComponent("partial"), other = f.root.appendingPathComponent("other")
+        for d in [partial, other] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        for i in [0, 2] {
+            try FileManager.default.copyItem(at: sharded.appendingPathComponent("shard-\(i)-of-3.json"),
+                                             to: partial.appendingPathComponent("shard-\(i)-of-3.json"))
+        }
+        try FileManager.default.copyItem(at: sharded.appendingPathComponent("shard-0-of-3.json"),
+                                         to: other.appendingPathComponent("shard-0-of-3.json"))
+        for (dirs, fragment) in [([partial.path], "shard 1 of 3 missing"), ([sharded.path, other.path], "shard 0 of 3 is there twice")] {
+            let (message, code) = BadInputTests.outcome(["sweep", "--merge"] + dirs + ["--output", f.root.appendingPathComponent("x").path])
+            #expect(code != 0 && message.contains(fragment), "\(message)")
+        }
+    }
+
+    @Test func shardSpecsFromSchedulers() throws {
+        #expect(try ShardSpec("2/5", environment: [:]) == ShardSpec(index: 2, count: 5))
+        #expect(try ShardSpec("auto", environment: ["SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "3",
+                                                    "SLURM_ARRAY_TASK_COUNT": "3"]) == ShardSpec(index: 1, count: 3))
+        #expect(try ShardSpec("auto/4", environment: ["JOB_COMPLETION_INDEX": "3"]) == ShardSpec(index: 3, count: 4))
+        for (spec, env) in [("auto", [String: String]()), ("auto", ["JOB_COMPLETION_INDEX": "0"]), ("3/3", [:]), ("x", [:])] {
+            #expect(throws: (any Error).self) { try ShardSpec(spec, environment: env) }
+        }
+    }
+
     @Test func badGridsAreRefused() {
         for (args, fragment) in [(["--grid", "seed=1,2"], "must be the same for every configuration"),
                                  (["--grid", "rank"], "expected KEY=V1,V2"),

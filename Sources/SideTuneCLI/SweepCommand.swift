@@ -30,6 +30,8 @@ extension SideTuneCommand {
         var output: String = "runs/sweep"
         @Option(help: ArgumentHelp("Train only shard i of N: the configurations k with k % N == i (k counts from 0 in the order of --methods and the grids), written with a manifest to --output/shard-i-of-N.json for --merge. `auto` takes i and N from a Slurm job array (SLURM_ARRAY_TASK_ID, _MIN, _COUNT); `auto/N` takes i from Slurm or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX). See docs/distributed.md.", valueName: "i/N|auto|auto/N"))
         var shard: String?
+        @Flag(help: "Replace the runs of configurations already in --output (without it, a configuration whose folder holds a run is refused before any training).")
+        var overwrite = false
         @Option(parsing: .upToNextOption, help: ArgumentHelp("Do not train: merge the shard manifests (shard-*-of-N.json) in these folders into one sweep's outputs in --output, after checking that they belong to one sweep and that every shard is there once.", valueName: "folder"))
         var merge: [String] = []
         @Argument(parsing: .allUnrecognized, help: "Options given to every configuration as to `sidetune train` (--model, --data, --epochs, --train-limit, ...).")
@@ -124,14 +126,14 @@ extension SideTuneCommand {
             // Each configuration parsed as its own `train`, so every flag is checked as train checks it.
             let trains = try configs.map { c -> Train in
                 let run = folder.appendingPathComponent(c.name).path
-                do { return try Train.parse(trainArguments + c.arguments + ["--output", run]) } catch {
+                do { return try Train.parse(trainArguments + c.arguments + ["--output", run] + (overwrite ? ["--overwrite"] : [])) } catch {
                     throw ValidationError("configuration \(c.name): \(Train.message(for: error))")
                 }
             }
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
             log("sweep: \(configs.count) configuration\(configs.count == 1 ? "" : "s") over one backbone pass"
                 + (spec.map { ", shard \($0.index) of \($0.count) (\(all.count) configurations in all)" } ?? ""))
-            let (reports, stream) = try trains[0].sweep(trains, names: configs.map(\.name), log: log)
+            let (reports, stream) = try trains[0].sweep(trains, names: configs.map(\.name), overwrite: overwrite, log: log)
             guard let spec else { return try writeOutputs(configs, reports, folder: folder) }
             let manifest = SweepShardManifest(shard: spec.index, shards: spec.count, keys: (try grids()).map(\.key),
                                               configurations: all.map(SweepShardManifest.Entry.init), stream: stream,
@@ -204,7 +206,7 @@ extension SideTuneCommand {
 extension SideTuneCommand.Train {
     /// Loads the backbone and data of these (sweep) configurations once, builds every
     /// configuration's side network on the one backbone, and trains them as a `Sweep`.
-    func sweep(_ configs: [Self], names: [String], log: @escaping (String) -> Void) throws
+    func sweep(_ configs: [Self], names: [String], overwrite: Bool, log: @escaping (String) -> Void) throws
         -> (reports: [TrainingReport], stream: [String: String]) {
         training.applyThreads()
         let family = try BackboneSource.family(model: task.modelName, modelDir: task.modelDir)
@@ -223,25 +225,25 @@ extension SideTuneCommand.Train {
             }
             let (labels, train, validation, test) = try loadTextSplits(task, log: log) { tokenizer.encode($0, maxLength: task.maxLength).ids }
             return try sweep(configs, names: names, backbone: encoder, source: source, labels: labels, splits: (train, validation, test),
-                             maxLength: task.maxLength, log: log)
+                             maxLength: task.maxLength, overwrite: overwrite, log: log)
         case let .vit(vit):
             let data = try ImageSplits.load(task, imageSize: image.imageSize, patch: vit.config.patchSize, testLimit: image.testLimit, log: log)
             return try sweep(configs, names: names, backbone: vit, source: source, labels: data.labels,
                              splits: (data.train, data.validation, data.test), maxLength: data.imageSize, imageSize: data.imageSize,
-                             imagePipeline: data.pipeline.rawValue, log: log)
+                             imagePipeline: data.pipeline.rawValue, overwrite: overwrite, log: log)
         case let .llama(llama, tokenizer):
             guard llm.task != .lm else { throw ValidationError("sweep trains classifiers; --task lm is for `train`") }
             let (labels, train, validation, test) = try loadTextSplits(task, log: log) {
                 llmClassificationIds(tokenizer, $0, maxLength: task.maxLength)
             }
             return try sweep(configs, names: names, backbone: llama, source: source, labels: labels, splits: (train, validation, test),
-                             maxLength: task.maxLength, log: log)
+                             maxLength: task.maxLength, overwrite: overwrite, log: log)
         }
     }
 
     func sweep<B: Backbone, S: ClassificationData>(_ configs: [Self], names: [String], backbone: B, source: BackboneSource,
                                                    labels: [String], splits: (train: S, validation: S, test: S), maxLength: Int,
-                                                   imageSize: Int? = nil, imagePipeline: String? = nil,
+                                                   imageSize: Int? = nil, imagePipeline: String? = nil, overwrite: Bool,
                                                    log: @escaping (String) -> Void) throws
         -> (reports: [TrainingReport], stream: [String: String]) where S.Batch == B.Input {
         let examples = { [train = splits.train] (n: Int) in (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) } }
@@ -257,7 +259,7 @@ extension SideTuneCommand.Train {
             config.imagePipeline = imagePipeline
             var parameters = c.training.parameters(method: c.method, seed: task.seed)
             parameters.outputFolder = c.output.map { URL(fileURLWithPath: $0, isDirectory: true) }
-            parameters.overwrite = true
+            parameters.overwrite = overwrite // (without it, `Train`'s checks refused a folder holding a run)
             parameters.runIdentity = c.runIdentity()
             trainers.append(try Trainer(model: model, parameters: parameters, train: splits.train, validation: splits.validation,
                                         test: splits.test, checkpointConfig: config))

@@ -40,26 +40,40 @@ public protocol StreamingTapReader: TapReader {
 public final class BackboneHead: Module, TapReader {
     public let classifier: Linear
     public let dropout: Dropout
-    let _norm: ((Tensor) -> Tensor)?
-    let _pool: (Tensor, TokenLayout) -> Tensor
-    let _packs: Bool
+    let _readout: Readout
 
     public init<B: Backbone>(_ backbone: B, classes: Int, dropout p: Float, normalize: Bool = true, rng: inout SplitMix64) {
         classifier = Linear(backbone.pooledWidth, classes, bias: backbone.headHasBias, rng: &rng)
         dropout = Dropout(p, seed: rng.next())
-        _norm = normalize && backbone.hasFinalNorm ? { backbone.finalNorm($0) } : nil
-        _pool = { backbone.pool($0, layout: $1) }
-        _packs = backbone.packsTrainedForward || backbone.packsFrozenTaps
+        _readout = Readout(backbone, normalize: normalize)
         super.init()
     }
 
     public func callAsFunction(taps: [Tensor], layout: TokenLayout) -> Tensor {
-        var x = taps[taps.count - 1]
-        if let _norm { x = _norm(x) }
-        return classifier(dropout(_pool(x, layout)))
+        classifier(dropout(_readout(taps, layout: layout)))
     }
 
-    public var readsPackedTaps: Bool { _packs }
+    public var readsPackedTaps: Bool { _readout.packs }
+}
+
+/// A backbone's read-out of its last tap, before a head: the final norm (unless told not to),
+/// then the pooling; and whether it takes packed taps.
+struct Readout {
+    let norm: ((Tensor) -> Tensor)?
+    let pool: (Tensor, TokenLayout) -> Tensor
+    let packs: Bool
+
+    init<B: Backbone>(_ backbone: B, normalize: Bool = true) {
+        norm = normalize && backbone.hasFinalNorm ? { backbone.finalNorm($0) } : nil
+        pool = { backbone.pool($0, layout: $1) }
+        packs = backbone.packsTrainedForward || backbone.packsFrozenTaps
+    }
+
+    func callAsFunction(_ taps: [Tensor], layout: TokenLayout) -> Tensor {
+        var x = taps[taps.count - 1]
+        if let norm { x = norm(x) }
+        return pool(x, layout)
+    }
 }
 
 /// Pools [B, T, d] over real tokens: their mean, or the first token.

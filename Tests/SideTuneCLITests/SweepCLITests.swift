@@ -31,6 +31,12 @@ import Testing
         }
         let csv = try String(contentsOf: out.appendingPathComponent("sweep.csv"), encoding: .utf8)
         #expect(csv.split(separator: "\n").count == 5 && csv.hasPrefix("configuration,method,lr,"))
+
+        // Nothing is lost: the same sweep into the same folder is refused unless told to replace.
+        let again = ["sweep", "--methods", "last,linear", "--grid", "lr=1e-2,3e-3", "--output", out.path] + common
+        let (message, code) = BadInputTests.outcome(again)
+        #expect(code != 0 && message.contains("holds a run already"), "\(message)")
+        #expect(BadInputTests.outcome(again + ["--overwrite"]).code == 0)
     }
 
     /// The built tool (`swift build -c release` puts it beside the tests).

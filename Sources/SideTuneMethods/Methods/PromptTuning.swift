@@ -11,8 +11,17 @@ public enum PromptTuningMethod: AdaptationMethod {
     public static let defaultLearningRate: Float = 3e-3
 
     public static func build<B: Backbone>(_ c: inout MethodContext<B>) throws -> any TrainableModel<B.Input> {
-        let (n, d) = (c.options.promptLength, c.backbone.width)
+        let n = c.options.promptLength
         guard n >= 1 else { throw MethodError("prompt tuning needs --prompt-length >= 1, got \(n)") }
+        let prompt = Self.prompt(n, &c)
+        let head = BackboneHead(c.backbone, classes: c.classes, dropout: c.options.dropout, rng: &c.rng)
+        return Classifier(backbone: c.backbone, method: kind, classes: c.classes, options: c.options, reader: head, tapsRead: [],
+                          prompt: prompt)
+    }
+
+    /// n trainable prompt tokens: random rows of the token table, or a small normal draw.
+    static func prompt<B: Backbone>(_ n: Int, _ c: inout MethodContext<B>) -> Tensor {
+        let d = c.backbone.width
         let p: Tensor
         if let table = c.backbone.promptInitTable {
             p = Tensor(shape: [n, d])
@@ -23,9 +32,6 @@ public enum PromptTuningMethod: AdaptationMethod {
         } else {
             p = .randn([n, d], std: 0.02, rng: &c.rng)
         }
-        let prompt = parameter(p, name: "prompt")
-        let head = BackboneHead(c.backbone, classes: c.classes, dropout: c.options.dropout, rng: &c.rng)
-        return Classifier(backbone: c.backbone, method: kind, classes: c.classes, options: c.options, reader: head, tapsRead: [],
-                          prompt: prompt)
+        return parameter(p, name: "prompt")
     }
 }

@@ -44,20 +44,7 @@ public enum S2AMethod: AdaptationMethod {
         }
         for (name, p) in c.backbone.namedParameters() where name.hasSuffix(".bias") && tuned(name) { p.requiresGrad = true }
         var prompt: Tensor?
-        if let n = c.options.s2aPromptLength, n > 0 {
-            let d = c.backbone.width
-            let p: Tensor
-            if let table = c.backbone.promptInitTable {
-                p = Tensor(shape: [n, d])
-                for i in 0..<n {
-                    let row = c.rng.nextInt(below: table.shape[0])
-                    (p.data + i * d).update(from: table.data + row * d, count: d)
-                }
-            } else {
-                p = .randn([n, d], std: 0.02, rng: &c.rng)
-            }
-            prompt = parameter(p, name: "prompt")
-        }
+        if let n = c.options.s2aPromptLength, n > 0 { prompt = PromptTuningMethod.prompt(n, &c) }
         let head = SideModuleHead(c.backbone, classes: c.classes, dropout: c.options.dropout, rng: &c.rng)
         return Classifier(backbone: c.backbone, method: kind, classes: c.classes, options: c.options, reader: head, tapsRead: [],
                           prompt: prompt)
@@ -71,9 +58,7 @@ public final class SideModuleHead: Module, TapReader {
     public let up: Linear
     public let classifier: Linear
     public let dropout: Dropout
-    let _norm: ((Tensor) -> Tensor)?
-    let _pool: (Tensor, TokenLayout) -> Tensor
-    let _packs: Bool
+    let _readout: Readout
 
     public init<B: Backbone>(_ backbone: B, classes: Int, dropout p: Float, rng: inout SplitMix64) {
         let width = backbone.pooledWidth, bottleneck = max(1, width / 8)
@@ -83,18 +68,14 @@ public final class SideModuleHead: Module, TapReader {
         up.bias!.data.initialize(repeating: 0, count: width)
         classifier = Linear(width, classes, bias: backbone.headHasBias, rng: &rng)
         dropout = Dropout(p, seed: rng.next())
-        _norm = backbone.hasFinalNorm ? { backbone.finalNorm($0) } : nil
-        _pool = { backbone.pool($0, layout: $1) }
-        _packs = backbone.packsTrainedForward || backbone.packsFrozenTaps
+        _readout = Readout(backbone)
         super.init()
     }
 
     public func callAsFunction(taps: [Tensor], layout: TokenLayout) -> Tensor {
-        var x = taps[taps.count - 1]
-        if let _norm { x = _norm(x) }
-        let h = _pool(x, layout)
+        let h = _readout(taps, layout: layout)
         return classifier(dropout(h + up(down(h).gelu())))
     }
 
-    public var readsPackedTaps: Bool { _packs }
+    public var readsPackedTaps: Bool { _readout.packs }
 }

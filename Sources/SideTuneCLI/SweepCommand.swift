@@ -45,7 +45,7 @@ extension SideTuneCommand {
             "method", "seed", "batch-size", "eval-batch-size", "epochs", "data", "model", "model-dir", "gguf", "max-length",
             "train-limit", "eval-limit", "test-limit", "image-size", "train-data", "validation-data", "test-data", "text-column",
             "label-column", "task", "micro-batches", "threads", "no-cache", "cache-limit-mb", "output", "report", "resume",
-            "overwrite", "backbone-precision", "weights", "no-packing", "strict",
+            "overwrite", "backbone-precision", "weights", "no-packing", "strict", "feature-cache",
         ]
 
         /// One configuration: its name (a folder name), its method and its grid values.

@@ -30,6 +30,8 @@ public struct TrainingFlags: ParsableArguments {
     var noCache = false
     @Option(help: "Largest feature cache to build, in MiB.")
     var cacheLimitMb: Int = defaults.cacheLimitBytes >> 20
+    @Option(help: ArgumentHelp("Side methods: read the frozen taps from this cache, built ahead with `sidetune cache build` (and `cache merge`), from epoch 1 on; its manifest (<file>.json) must match the run.", valueName: "file"))
+    var featureCache: String?
     @Option(help: ArgumentHelp("Run each step as this many micro-batches, one per thread, each with its own forward and backward (every method but full fine-tuning and HST; default: one per thread; 1: the whole batch op by op).", valueName: "n"))
     var microBatches: Int?
     @Option(help: ArgumentHelp("Threads for the kernels and micro-batches (default: every core; at most the cores).", valueName: "n"))
@@ -67,6 +69,7 @@ public struct TrainingFlags: ParsableArguments {
         p.useCache = !noCache
         p.cacheLimitBytes = cacheLimitMb << 20
         p.microBatches = microBatches
+        p.prebuiltCache = featureCache.map { URL(fileURLWithPath: $0) }
         return p
     }
 }

@@ -19,14 +19,20 @@ public final class FeatureCache {
     private let filled: UnsafeMutableBufferPointer<Bool>
     private let base: UnsafeMutableRawPointer
     private let ledgerEntry: TensorStorage
+    /// A cache opened from a finished file (`init(opening:...)`): complete, mapped read-only.
+    public let isPrebuilt: Bool
 
     /// Bytes the cache needs for examples of these token lengths.
     public static func estimateBytes(lengths: [Int], taps: Int, width: Int) -> Int {
         lengths.reduce(0, +) * taps * width * 2
     }
 
-    public init(url: URL, lengths: [Int], taps: [Int], width: Int) throws {
+    /// A new cache file at `url`, filled as examples are stored. Its name is removed once mapped
+    /// (nothing is left behind however the process ends) unless `keepFile` (a cache built to keep:
+    /// `sidetune cache build`).
+    public init(url: URL, lengths: [Int], taps: [Int], width: Int, keepFile: Bool = false) throws {
         self.url = url
+        isPrebuilt = false
         self.width = width
         self.taps = taps
         self.lengths = lengths
@@ -47,10 +53,38 @@ public final class FeatureCache {
         base = p
         // The mapping keeps the bytes; the name goes now, so however the process ends (a signal,
         // kill -9, running out of memory) no cache file is left behind.
-        unlink(url.path)
+        if !keepFile { unlink(url.path) }
         filled = .allocate(capacity: lengths.count)
         filled.initialize(repeating: false)
         // A zero-copy storage entry whose only job is to count the mapping as cache in the ledger.
+        ledgerEntry = TensorStorage(borrowing: p, byteCount: byteCount, dtype: .bfloat16, owner: NSNull(), category: .cache)
+    }
+
+    /// A finished cache file (`sidetune cache build` and `cache merge`): every example's taps, mapped
+    /// read-only. The file must be exactly the size these lengths, taps and width give.
+    public init(opening url: URL, lengths: [Int], taps: [Int], width: Int) throws {
+        self.url = url
+        self.width = width
+        self.taps = taps
+        self.lengths = lengths
+        isPrebuilt = true
+        var o: [Int] = [], acc = 0
+        for l in lengths { o.append(acc); acc += l * taps.count * width * 2 }
+        offsets = o
+        byteCount = max(acc, 2)
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw TrainerError("feature cache \(url.path): cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, Int(info.st_size) == byteCount else {
+            throw TrainerError("feature cache \(url.path): \(info.st_size) bytes, but \(lengths.count) examples of \(taps.count) taps x \(width) need \(byteCount)")
+        }
+        guard let p = mmap(nil, byteCount, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw TrainerError("feature cache \(url.path): cannot map: \(String(cString: strerror(errno)))")
+        }
+        base = p
+        filled = .allocate(capacity: lengths.count)
+        filled.initialize(repeating: true)
         ledgerEntry = TensorStorage(borrowing: p, byteCount: byteCount, dtype: .bfloat16, owner: NSNull(), category: .cache)
     }
 
@@ -85,6 +119,7 @@ public final class FeatureCache {
     /// `length` tokens), or [1, N, d] packed by `packed` (its segment). Threads may store
     /// different examples at the same time.
     public func store(_ example: Int, row: Int, from batchTaps: [Tensor], packed: TokenSegments? = nil) {
+        precondition(!isPrebuilt, "feature cache \(url.path): a prebuilt cache is read-only")
         let l = lengths[example], d = width
         if let packed { precondition(packed.lengths[row] == l, "feature cache: example \(example) has \(l) tokens, its packed segment \(packed.lengths[row])") }
         var dst = base + offsets[example]

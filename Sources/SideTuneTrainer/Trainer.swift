@@ -40,6 +40,9 @@ public struct TrainingParameters: Codable, Sendable {
     /// micro-batches, one per thread (`MicroBatches`); nil: one per thread of the pool, 1: the
     /// whole batch op by op (`train --micro-batches`).
     public var microBatches: Int?
+    /// Side methods: a feature cache built ahead (`sidetune cache build` / `cache merge`), read from
+    /// epoch 1 on instead of building one; its manifest must match the run.
+    public var prebuiltCache: URL?
     public init() {}
 
     /// Refuses values no run can use, naming the parameter and what it must be.
@@ -300,6 +303,7 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     /// both read the same (bf16) taps after the first epoch.
     /// (A sweep's cache holds the taps any of its models reads: `taps`.)
     func plansCache(lengths: [Int], taps: [Int]? = nil) -> (planned: Bool, bytes: Int) {
+        if parameters.prebuiltCache != nil && !model.tapsRead.isEmpty { return (true, 0) }
         guard !model.tapsRead.isEmpty && parameters.useCache && parameters.epochs > 1 else { return (false, 0) }
         let bytes = FeatureCache.estimateBytes(lengths: lengths, taps: (taps ?? model.tapsRead).count, width: model.tapWidth)
         return (bytes <= parameters.cacheLimitBytes, bytes)
@@ -346,6 +350,7 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
                    progress: (TrainingEvent) -> Void) throws -> FeatureCache? {
         guard plan.planned else { return nil }
         let taps = taps ?? model.tapsRead
+        if let url = parameters.prebuiltCache { return try openPrebuiltCache(url, taps: taps, lengths: lengths, progress: progress) }
         let fm = FileManager.default
         let cacheFolder = parameters.cacheFolder ?? fm.temporaryDirectory
         try fm.createDirectory(at: cacheFolder, withIntermediateDirectories: true)
@@ -353,6 +358,28 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         let url = cacheFolder.appendingPathComponent("sidetune-taps-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin")
         progress(.message("feature cache: \(formatBytes(plan.bytes)) of bf16 taps (\(taps.count) taps x \(lengths.reduce(0, +)) tokens x \(model.tapWidth)) in \(cacheFolder.path), built in epoch \(epoch + 1)"))
         return try FeatureCache(url: url, lengths: lengths, taps: taps, width: model.tapWidth)
+    }
+
+    /// A cache built ahead, after checking its manifest against this run: the backbone, the split
+    /// (examples, token lengths, labels' hash), the taps the models read, the width and precision.
+    func openPrebuiltCache(_ url: URL, taps: [Int], lengths: [Int], progress: (TrainingEvent) -> Void) throws -> FeatureCache {
+        let m = try FeatureCacheManifest.read(for: url)
+        var problems: [String] = []
+        if m.shards != 1 || m.first != 0 || m.count != m.lengths.count {
+            problems.append("it is shard \(m.shard) of \(m.shards) (merge the shards first: sidetune cache merge)")
+        }
+        if m.backboneSHA256 != checkpointConfig.backboneSHA256 { problems.append("backbone \(m.backboneSHA256), the run's \(checkpointConfig.backboneSHA256)") }
+        let split = "\(train.count) examples, hash \(Self.hash(train))"
+        if m.split != split || m.lengths != lengths { problems.append("training split \(m.split), the run's \(split)") }
+        if !Set(taps).isSubset(of: m.taps) { problems.append("taps \(m.taps), the run reads \(taps)") }
+        if m.width != model.tapWidth { problems.append("width \(m.width), the backbone's \(model.tapWidth)") }
+        let precision = (checkpointConfig.options.backbonePrecision ?? .float32).rawValue
+        if m.backbonePrecision != precision { problems.append("backbone precision \(m.backbonePrecision), the run's \(precision)") }
+        guard problems.isEmpty else {
+            throw TrainerError("--feature-cache \(url.path) does not belong to this run: " + problems.joined(separator: "; "))
+        }
+        progress(.message("feature cache: \(url.path), built ahead (\(formatBytes(m.bytes)), \(m.taps.count) taps)"))
+        return try FeatureCache(opening: url, lengths: m.lengths, taps: m.taps, width: m.width)
     }
 
     func reportNoCache(plan: (planned: Bool, bytes: Int), progress: (TrainingEvent) -> Void) {
@@ -384,7 +411,7 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
         f["warm-up"] = "\(p.warmupFraction)"
         f["clip norm"] = "\(p.clipNorm)"
         f["patience"] = String(p.patience)
-        f["feature cache"] = cachePlanned ? "yes" : "no"
+        f["feature cache"] = parameters.prebuiltCache.map { "built ahead: \($0.path)" } ?? (cachePlanned ? "yes" : "no")
         f["threads"] = String(ThreadPool.shared.activeThreads)
         f["micro-batches"] = model.runsAsMicroBatches ? String(max(1, min(microBatches, p.batchSize))) : "1"
         for (name, split) in [("train", train), ("validation", validation), ("test", test)] {
@@ -412,7 +439,7 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     }
 
     /// FNV-1a over a split's targets and token counts, in hexadecimal.
-    static func hash(_ split: Split) -> String {
+    public static func hash(_ split: Split) -> String {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         func mix(_ x: Int) { var v = UInt64(bitPattern: Int64(x)); for _ in 0..<8 { h = (h ^ (v & 0xff)) &* 0x100_0000_01b3; v >>= 8 } }
         var i = 0

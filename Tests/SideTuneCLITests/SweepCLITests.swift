@@ -135,3 +135,53 @@ import Testing
         }
     }
 }
+
+/// `sidetune cache build --shard` as three processes with Slurm's variables, then `cache merge`:
+/// the same bytes as one `cache build`, and `train --feature-cache` reads it.
+@Suite(.serialized) struct CacheShardCLITests {
+    @Test func threeShardsMergeToTheOneProcessCache() throws {
+        guard let exe = SweepCLITests.executable() else {
+            Issue.record("build the tool first (swift build -c release --product sidetune): the test runs it as three processes")
+            return
+        }
+        let f = try BadInputTests.fixture(rows: 80)
+        let task = f.modelArgs + ["--max-length", "12", "--batch-size", "8"]
+        let single = f.root.appendingPathComponent("cache-single"), sharded = f.root.appendingPathComponent("cache-sharded")
+        var one = try SideTuneCommand.parseAsRoot(["cache", "build", "--output", single.path] + task)
+        _ = try captureStandardOutput { try one.run() }
+        for id in 0..<3 {
+            let p = Process()
+            p.executableURL = exe
+            p.arguments = ["cache", "build", "--shard", "auto", "--output", sharded.path] + task
+            var env = ProcessInfo.processInfo.environment
+            env["SLURM_ARRAY_TASK_ID"] = String(id)
+            env["SLURM_ARRAY_TASK_COUNT"] = "3"
+            p.environment = env
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "shard \(id) exited with \(p.terminationStatus)")
+        }
+        let merged = f.root.appendingPathComponent("merged.cache")
+        var m = try SideTuneCommand.parseAsRoot(["cache", "merge", sharded.path, "--output", merged.path])
+        _ = try captureStandardOutput { try m.run() }
+        let a = try Data(contentsOf: single.appendingPathComponent("cache-0-of-1.bin")), b = try Data(contentsOf: merged)
+        #expect(a.count > 0 && a == b, "merged \(b.count) bytes against \(a.count) from one process")
+
+        // Training reads it from epoch 1 (every step from the cache); a cache of another split is refused.
+        let report = f.root.appendingPathComponent("r.json")
+        var train = try SideTuneCommand.parseAsRoot(["train", "--method", "last", "--epochs", "2", "--feature-cache", merged.path,
+                                                     "--report", report.path] + task)
+        _ = try captureStandardOutput { try train.run() }
+        let r = try JSONDecoder().decode(TrainingReport.self, from: Data(contentsOf: report))
+        #expect(r.secondsPerStep == 0 && r.secondsPerStepCached != nil, "no step computed the backbone")
+        let (message, code) = BadInputTests.outcome(["train", "--method", "last", "--seed", "7", "--feature-cache", merged.path] + task)
+        #expect(code != 0 && message.contains("does not belong to this run") && message.contains("training split"), "\(message)")
+
+        // A missing part is refused, naming it.
+        try FileManager.default.removeItem(at: sharded.appendingPathComponent("cache-1-of-3.bin"))
+        let (missing, status) = BadInputTests.outcome(["cache", "merge", sharded.path, "--output", merged.path + "2"])
+        #expect(status != 0 && missing.contains("shard 1 of 3 missing"), "\(missing)")
+    }
+}

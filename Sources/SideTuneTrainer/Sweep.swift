@@ -78,6 +78,7 @@ public final class Sweep<Model: TrainableModel, Split: TrainingData> where Split
             for r in active { r.beginEpoch(epoch) }
             for s in 0..<active[0].stepsPerEpoch {
                 let rows = lead.batchRows(order, step: s)
+                shared.fromCache = cache.map { c in rows.allSatisfy(c.contains) } ?? false
                 for (k, r) in zip(runs.indices, runs) where active.contains(where: { $0 === r }) {
                     try r.step(epoch: epoch, index: s, examples: rows, progress: { progress(k, $0) })
                 }
@@ -108,6 +109,9 @@ final class SharedTaps: @unchecked Sendable {
     struct Key: Hashable { let rows: [Int], packed: Bool, bfloat16: Bool }
     private var taps: [Key: [Tensor]] = [:]
     private let lock = NSLock()
+    /// Whether this step's taps come from the cache: decided before the first configuration steps
+    /// (which may store fresh taps into it), the same for all.
+    var fromCache: Bool?
 
     func taps(_ rows: [Int], packed: Bool, bfloat16: Bool, _ make: () -> [Tensor]) -> [Tensor] {
         let key = Key(rows: rows, packed: packed, bfloat16: bfloat16)
@@ -126,6 +130,7 @@ final class SharedTaps: @unchecked Sendable {
     func reset() {
         lock.lock()
         taps = [:]
+        fromCache = nil
         lock.unlock()
     }
 }

@@ -252,7 +252,9 @@ public final class Trainer<Model: TrainableModel, Split: TrainingData> where Spl
     /// (the caller sees `gradientNorm`). `bench step` times exactly this.
     @discardableResult
     public func step(_ idx: [Int], context c: StepContext) -> StepResult {
-        let fromCache = c.cache.map { cache in idx.allSatisfy(cache.contains) } ?? false
+        // (In a sweep, whether the step reads the cache is decided once for every configuration:
+        // the first to step stores the batch's fresh taps, which the others share.)
+        let fromCache = c.sharedTaps?.fromCache ?? (c.cache.map { cache in idx.allSatisfy(cache.contains) } ?? false)
         let finite = FiniteFlag()
         let input = { [train, model, cache = c.cache, readBack = c.readBackFreshTaps, shared = c.sharedTaps]
             (rows: [Int]) -> (batch: Split.Batch, taps: [Tensor]?) in

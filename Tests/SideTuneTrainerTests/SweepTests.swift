@@ -58,6 +58,7 @@ import Testing
             #expect(report.validationAccuracy == single.validationAccuracy, "configuration \(k): best validation accuracy")
             #expect(weights(sweepers[k]) == singleWeights, "configuration \(k): best weights bit for bit")
             #expect((report.secondsPerStepCached != nil) == (single.secondsPerStepCached != nil))
+            #expect(report.secondsPerStep > 0, "configuration \(k): epoch 1's steps count as steps with the backbone's taps")
         }
     }
 

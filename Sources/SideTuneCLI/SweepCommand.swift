@@ -216,8 +216,12 @@ extension SideTuneCommand.Train {
         }
         if family != .vit, image.testLimit != 0 { throw ValidationError("--test-limit is for image tasks; text tasks use --eval-limit") }
         let source = try BackboneSource.resolve(model: task.modelName, modelDir: task.modelDir, log: log)
-        // The weight format of the first configuration (a sweep of QST keeps NF4, of others F32).
+        // One backbone serves every configuration, so they must agree on its weight format (QST's
+        // default NF4, the others' F32).
         let weights = MethodRegistry.weights(configs[0].method, options: configs[0].methodFlags.options())
+        for (c, name) in zip(configs, names) where MethodRegistry.weights(c.method, options: c.methodFlags.options()) != weights {
+            throw ValidationError("\(name) runs on \(MethodRegistry.weights(c.method, options: c.methodFlags.options()).rawValue) backbone weights, \(names[0]) on \(weights.rawValue): one sweep shares one backbone; sweep them apart (or give --weights)")
+        }
         switch try source.load(weights: weights, log: log) {
         case let .bert(encoder, tokenizer):
             guard task.maxLength <= encoder.config.maxPositionEmbeddings else {

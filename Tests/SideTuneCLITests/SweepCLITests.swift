@@ -37,6 +37,10 @@ import Testing
         let (message, code) = BadInputTests.outcome(again)
         #expect(code != 0 && message.contains("holds a run already"), "\(message)")
         #expect(BadInputTests.outcome(again + ["--overwrite"]).code == 0)
+        // QST (NF4 weights by default) and LAST (F32) cannot share one backbone.
+        let mixed = BadInputTests.outcome(["sweep", "--methods", "qst,last", "--output", f.root.appendingPathComponent("mixed").path]
+                                          + common)
+        #expect(mixed.code != 0 && mixed.message.contains("one sweep shares one backbone"), "\(mixed.message)")
     }
 
     /// The built tool (`swift build -c release` puts it beside the tests).

@@ -133,6 +133,16 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
+    /// A helper's share of the current job, in the caller's ledger and category.
+    @inline(never)
+    private func runJob() {
+        guard let body = job else { return }
+        let state = ThreadState.current
+        state.ledger = jobLedger
+        if let c = jobCategory { state.categories = [c] } else { state.categories.removeAll() }
+        runIndices(body)
+    }
+
     private func runIndices(_ body: (Int) -> Void) {
         while true {
             let i = nextIndex.add(1, ordering: .relaxed).oldValue
@@ -167,15 +177,10 @@ public final class ThreadPool: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             if w < participants && join(seen) {
-                // The job closure must not outlive this block: the caller checks that it did not escape.
-                do {
-                    if let body = job {
-                        let state = ThreadState.current
-                        state.ledger = jobLedger
-                        if let c = jobCategory { state.categories = [c] } else { state.categories.removeAll() }
-                        runIndices(body)
-                    }
-                }
+                // The job closure must not outlive this: the caller checks that it did not escape
+                // (`withoutActuallyEscaping`). A function of its own holds it, so the reference is gone
+                // when that returns (in a do block, debug builds released it after `finished` moved on).
+                runJob()
                 finished.add(1, ordering: .releasing)
             }
         }

@@ -54,6 +54,24 @@ import Testing
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
+    /// Runs the tool as task `id` of a Slurm job array of `count` (SLURM_ARRAY_TASK_MIN `min`, unset
+    /// if nil), quietly; returns its exit status.
+    static func runAsSlurmTask(_ exe: URL, _ arguments: [String], id: Int, min: Int?, count: Int) throws -> Int32 {
+        let p = Process()
+        p.executableURL = exe
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["SLURM_ARRAY_TASK_ID"] = String(id)
+        env["SLURM_ARRAY_TASK_MIN"] = min.map(String.init)
+        env["SLURM_ARRAY_TASK_COUNT"] = String(count)
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
     /// Rows of sweep.csv without its timing and memory columns (which differ between processes).
     static func results(_ folder: URL) throws -> [String] {
         let lines = try String(contentsOf: folder.appendingPathComponent("sweep.csv"), encoding: .utf8).split(separator: "\n")
@@ -78,19 +96,9 @@ import Testing
         var one = try SideTuneCommand.parseAsRoot(["sweep"] + grid + ["--output", single.path] + common)
         _ = try captureStandardOutput { try one.run() }
         for id in 1...3 {
-            let p = Process()
-            p.executableURL = exe
-            p.arguments = ["sweep", "--shard", "auto"] + grid + ["--output", sharded.path] + common
-            var env = ProcessInfo.processInfo.environment
-            env["SLURM_ARRAY_TASK_ID"] = String(id)
-            env["SLURM_ARRAY_TASK_MIN"] = "1"
-            env["SLURM_ARRAY_TASK_COUNT"] = "3"
-            p.environment = env
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 0, "shard \(id - 1) exited with \(p.terminationStatus)")
+            let status = try Self.runAsSlurmTask(exe, ["sweep", "--shard", "auto"] + grid + ["--output", sharded.path] + common,
+                                                 id: id, min: 1, count: 3)
+            #expect(status == 0, "shard \(id - 1) exited with \(status)")
         }
         let merged = sharded.appendingPathComponent("merged")
         var m = try SideTuneCommand.parseAsRoot(["sweep", "--merge", sharded.path, "--output", merged.path])
@@ -154,18 +162,9 @@ import Testing
         var one = try SideTuneCommand.parseAsRoot(["cache", "build", "--output", single.path] + task)
         _ = try captureStandardOutput { try one.run() }
         for id in 0..<3 {
-            let p = Process()
-            p.executableURL = exe
-            p.arguments = ["cache", "build", "--shard", "auto", "--output", sharded.path] + task
-            var env = ProcessInfo.processInfo.environment
-            env["SLURM_ARRAY_TASK_ID"] = String(id)
-            env["SLURM_ARRAY_TASK_COUNT"] = "3"
-            p.environment = env
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 0, "shard \(id) exited with \(p.terminationStatus)")
+            let status = try SweepCLITests.runAsSlurmTask(exe, ["cache", "build", "--shard", "auto", "--output", sharded.path] + task,
+                                                          id: id, min: nil, count: 3)
+            #expect(status == 0, "shard \(id) exited with \(status)")
         }
         let merged = f.root.appendingPathComponent("merged.cache")
         var m = try SideTuneCommand.parseAsRoot(["cache", "merge", sharded.path, "--output", merged.path])

@@ -156,6 +156,19 @@ extension AttentionProjections {
          LinearSlot(name: prefix + "value", role: .value, layer: value) { self.value = $0 },
          LinearSlot(name: prefix + "output", role: .attentionOutput, layer: output) { self.output = $0 }]
     }
+
+    /// The heads' outputs side by side [B, T, d] from `Tensor.projectedSelfAttention`, which keeps x
+    /// rather than q, k and v for backward, when `AttentionRecompute` asks for it and autograd will
+    /// record here with q, k and v plain layers of frozen weights and biases; nil otherwise (the
+    /// caller runs the projections and `attention` itself).
+    public func recomputedContext(_ x: Tensor, heads: Int, mask: AttentionMask) -> Tensor? {
+        guard AttentionRecompute.projections && Autograd.isEnabled else { return nil }
+        let layers = [query, key, value].compactMap { $0 as? Linear }
+        let projections = layers.compactMap { l in l.bias.map { (weight: l.weight, bias: $0) } }
+        guard projections.count == 3 && projections.allSatisfy({ !$0.weight.requiresGrad }) else { return nil }
+        return Tensor.projectedSelfAttention(x, query: projections[0], key: projections[1], value: projections[2],
+                                             heads: heads, mask: mask)
+    }
 }
 
 public struct BackboneError: Error, CustomStringConvertible {

@@ -168,6 +168,7 @@ public final class BertSelfAttention: Module, AttentionProjections {
                 ?? Tensor.concat([query(x), key(x), value(x)], axis: 2)
             return Tensor.attentionPacked(qkv, heads: heads, segments: segments, scale: 1 / Float(hd).squareRoot())
         case .padded(let keyPadding):
+            if let a = recomputedContext(x, heads: heads, mask: AttentionMask(keyPadding: keyPadding)) { return a }
             if hd <= smallHeadDims, let w = fusedQKV {
                 // Thin heads (LST's side blocks): one [d -> 3d] product, attention read from it in place.
                 let qkv = Tensor.linear(x, weight: w.weight, bias: w.bias)

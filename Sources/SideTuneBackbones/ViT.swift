@@ -171,6 +171,7 @@ public final class ViTAttention: Module, AttentionProjections {
     /// [B, T, D] -> [B, T, D]
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        if let a = recomputedContext(x, heads: _heads, mask: .none) { return output(a) }
         let dh = d / _heads
         func heads(_ y: Tensor) -> Tensor { y.reshaped([b, t, _heads, dh]).permuted([0, 2, 1, 3]) } // [B, H, T, dh]
         let a = Tensor.attention(heads(query(x)), heads(key(x)), heads(value(x)), scale: 1 / Float(dh).squareRoot())

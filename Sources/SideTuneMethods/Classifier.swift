@@ -144,7 +144,11 @@ public final class Classifier<B: Backbone>: Module, TrainableModel {
     public var activationBits: ActivationBits { MethodRegistry.activationBits(method, options: _options) }
 
     public func logits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {
-        Tensor.withActivationBits(activationBits) { recordedLogits(batch, taps: cached) }
+        Tensor.withActivationBits(activationBits) {
+            Tensor.withAttentionRecompute(MethodRegistry.method(method).recomputesAttentionProjections) {
+                recordedLogits(batch, taps: cached)
+            }
+        }
     }
 
     private func recordedLogits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {

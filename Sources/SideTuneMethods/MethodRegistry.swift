@@ -36,6 +36,9 @@ public protocol AdaptationMethod {
     static var defaultLearningRate: Float { get }
     /// What backward keeps unless told (`--activation-bits`): exact (32) but for S2A.
     static var defaultActivationBits: ActivationBits { get }
+    /// Whether attention with frozen q, k, v projections recomputes them in backward from their
+    /// input rather than keeping them (`AttentionRecompute`): S2A's choice, off for the others.
+    static var recomputesAttentionProjections: Bool { get }
     /// Builds the method's model around the (frozen) backbone.
     static func build<B: Backbone>(_ context: inout MethodContext<B>) throws -> any TrainableModel<B.Input>
 }
@@ -46,6 +49,7 @@ extension AdaptationMethod {
     public static var defaultWeights: WeightFormat { .f32 }
     public static var readsFrozenTaps: Bool { false }
     public static var defaultActivationBits: ActivationBits { .thirtyTwo }
+    public static var recomputesAttentionProjections: Bool { false }
 }
 
 public enum MethodRegistry {

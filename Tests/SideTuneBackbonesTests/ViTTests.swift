@@ -124,6 +124,39 @@ func tinyConfig() -> ViTConfig {
         gradCheck("pos", [vit.embeddings.positionEmbeddings], atol: 3e-3, rtol: 3e-2) { _ in vit.embeddings.positionEmbedding(h: 2, w: 3) }
     }
 
+    /// With `AttentionRecompute` on (S2A), a block's attention keeps its normalised input instead
+    /// of q, k and v: the same output, the same bias gradients, fewer bytes kept for backward.
+    @Test func recomputedAttentionProjectionsKeepLessForTheSameGradients() {
+        func run(recompute: Bool) -> (hidden: [Float], grads: [[Float]], kept: Int) {
+            let ledger = MemoryLedger()
+            return MemoryLedger.withLedger(ledger) {
+                var c = tinyConfig()
+                (c.hiddenSize, c.mlpSize) = (32, 64) // heads of 16: the blocked kernel, as the recomputing op's
+                let vit = DINOv2ViT(config: c, seed: 9)
+                _ = vit.freeze()
+                let biases = vit.namedParameters().filter { $0.0.hasSuffix(".bias") }.map(\.1)
+                for b in biases { b.requiresGrad = true }
+                var rng = SplitMix64(seed: 5)
+                let x = Tensor.randn([2, 3, 6, 6], rng: &rng)
+                let before = ledger.current(.activations)
+                let hidden = Tensor.withAttentionRecompute(recompute) { vit(x, collectTaps: false).hidden }
+                let kept = ledger.current(.activations) - before - hidden.count * 4
+                let values = hidden.toArray()
+                (hidden * hidden).sum().backward()
+                return (values, biases.map { $0.grad!.toArray() }, kept)
+            }
+        }
+        let plain = run(recompute: false), recomputed = run(recompute: true)
+        #expect(plain.hidden == recomputed.hidden, "the forward is the same computation")
+        // (Relative to the largest: the keys' bias gradients are 0 up to rounding.)
+        let scale = plain.grads.joined().map(abs).max()!
+        for (p, r) in zip(plain.grads, recomputed.grads) {
+            #expect(zip(p, r).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "bias gradients \(p) against \(r)")
+        }
+        // Per block: q, k and v (3 x 10 tokens x 32 values per image) give way to x (1 x).
+        #expect(plain.kept - recomputed.kept == 2 * 2 * (2 * 10 * 32) * 4, "kept \(plain.kept) against \(recomputed.kept) B")
+    }
+
     /// HST's hook: a meta token per block, prepended before it and removed after it. Checked
     /// against the blocks run by hand on [meta, cls, patches].
     @Test func metaTokensArePrependedAndRemovedAroundEachBlock() {

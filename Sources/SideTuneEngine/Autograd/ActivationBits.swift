@@ -36,6 +36,24 @@ extension Tensor {
     }
 }
 
+/// Whether attention whose q, k and v projections are frozen keeps their input and recomputes them
+/// in backward (`Tensor.projectedSelfAttention`) rather than keeping q, k and v: 1 value per token
+/// and width instead of 3, for one more projection product per block in backward. Off unless a
+/// method asks for it (S2A does); backbones read it where they build attention.
+public enum AttentionRecompute {
+    @TaskLocal static var current = false
+
+    /// The setting in effect here (see `Tensor.withAttentionRecompute`).
+    public static var projections: Bool { current }
+}
+
+extension Tensor {
+    /// Runs `body` with frozen attention projections recomputed in backward when `on`.
+    public static func withAttentionRecompute<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
+        try AttentionRecompute.$current.withValue(on) { try body() }
+    }
+}
+
 /// A tensor an op keeps for its backward: as it is, or rounded to bf16 (at 16 bits or fewer) and
 /// widened again when backward reads it.
 struct SavedTensor {
@@ -49,6 +67,9 @@ struct SavedTensor {
     var float32: Tensor { kept.float32() }
 
     var shape: [Int] { kept.shape }
+
+    /// The kept tensor as stored (bf16 or f32): for ops that read bf16 in place, such as `linear`.
+    var stored: Tensor { kept }
 
     /// The kept values as a GEMM operand (bf16 read in place by the GEMMs), with the tensor that
     /// owns them.

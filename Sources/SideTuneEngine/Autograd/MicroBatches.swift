@@ -33,11 +33,11 @@ public enum MicroBatches {
         precondition(current == nil, "MicroBatches.run inside a micro-batch")
         let run = runs.add(1, ordering: .relaxed).newValue
         let sinks = (0..<count).map { _ in GradientSink() }
-        // Every part runs in the caller's grad mode, matmul precision and activation bits, on whichever
-        // thread.
+        // Every part runs in the caller's grad mode, matmul precision, activation bits and attention
+        // recompute setting, on whichever thread.
         // (The pool hands workers the caller's ledger and category; other task-locals do not cross.)
         let gradEnabled = ThreadState.current.gradEnabled, precision = MatmulPrecision.current
-        let activationBits = ActivationBits.current
+        let activationBits = ActivationBits.current, recompute = AttentionRecompute.current
         pool.parallelFor(count) { i in
             let state = ThreadState.current
             let saved = (state.microBatch, state.gradientSink, state.gradEnabled)
@@ -45,7 +45,9 @@ public enum MicroBatches {
             state.gradientSink = sinks[i]
             state.gradEnabled = gradEnabled
             defer { (state.microBatch, state.gradientSink, state.gradEnabled) = saved }
-            Tensor.withMatmulPrecision(precision) { Tensor.withActivationBits(activationBits) { body(i) } }
+            Tensor.withMatmulPrecision(precision) {
+                Tensor.withActivationBits(activationBits) { Tensor.withAttentionRecompute(recompute) { body(i) } }
+            }
         }
         MemoryLedger.withCategory(.gradients) {
             for sink in sinks {

@@ -27,6 +27,12 @@ public struct AttentionMask: Sendable {
         return m
     }
 
+    /// Per query row i, how many keys it may see: all, or (causal) those j <= i + (keys - queries).
+    func causalLimits(queries tq: Int, keys tk: Int) -> (Int) -> Int {
+        let causal = self.causal
+        return { i in causal ? max(0, min(tk, i + (tk - tq) + 1)) : tk }
+    }
+
     @inline(__always) func allowed(_ b: Int, _ i: Int, _ j: Int, _ queries: Int, _ keys: Int) -> Bool {
         if let keyPadding, keyPadding[b * keys + j] == 0 { return false }
         if causal && j > i + (keys - queries) { return false }
@@ -64,16 +70,31 @@ extension Tensor {
             precondition(fitsSmall, "attention: the small-head kernel's scratch does not fit \(tk) keys of \(d) + \(dv) dims")
             return attentionSmallHeads(q, k, v, mask: mask, scale: s)
         }
+        let (out, lse) = blockedAttentionForward(q, k, v, mask: mask, scale: s)
+        let kept = AttentionSaved(q, k, v, output: out)
+        return record(out, "attention", [q, k, v]) { [lse] g in
+            let (q, k, v, o) = kept.float32() // (shadowing the forward's: this rule reads only its own)
+            let (gq, gk, gv) = blockedAttentionBackward(q, k, v, output: o, lse: lse, gradient: g, mask: mask, scale: s)
+            return kept.gradients(gq, gk, gv)
+        }
+    }
+
+    /// The blocked kernel's forward for contiguous q [B, H, Tq, D], k [B, H, Tk, D], v [B, H, Tk, Dv]:
+    /// the output [B, H, Tq, Dv] and each row's log-sum-exp [B, H, Tq] (what backward recomputes the
+    /// probabilities from). Records nothing.
+    static func blockedAttentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: AttentionMask,
+                                        scale s: Float) -> (output: Tensor, lse: Tensor) {
+        let (bsz, h, tq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let tk = k.shape[2], dv = v.shape[3]
         let out = Tensor(shape: [bsz, h, tq, dv])
         let lse = Tensor(shape: [bsz, h, tq])
-        let block = 64
+        let block = attentionBlockRows
         let pq = q.data, pk = k.data, pv = v.data, po = out.data, pl = lse.data
         // The key-padding mask as a plain buffer (read in the inner loop without array overhead).
         let keyPaddingBuffer = mask.keyPadding.map { kp in Tensor(kp, shape: [kp.count]) }
         let keyPadding: UnsafePointer<Float>? = keyPaddingBuffer.map { UnsafePointer($0.data) }
         defer { withExtendedLifetime(keyPaddingBuffer) {} }
-        /// Keys query i may see: all, or (causal) those j <= i + (tk - tq).
-        @inline(__always) func causalLimit(_ i: Int) -> Int { mask.causal ? max(0, min(tk, i + (tk - tq) + 1)) : tk }
+        let causalLimit = mask.causalLimits(queries: tq, keys: tk)
         ThreadPool.shared.parallelFor(bsz * h) { bh in
             let b = bh / h
             withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scratch in
@@ -97,55 +118,63 @@ extension Tensor {
                 }
             }
         }
-        let kept = AttentionSaved(q, k, v, output: out), shapes = (q.shape, k.shape, v.shape)
-        return record(out, "attention", [q, k, v]) { [lse, keyPaddingBuffer] g in
-            let (q, k, v, o) = kept.float32() // (shadowing the forward's: this rule reads only its own)
-            let pq = q.data, pk = k.data, pv = v.data
-            let pl = lse.data // the row statistics must live as long as this rule
-            // The key padding read in place, from the buffer this rule keeps alive.
-            let keyPadding: UnsafePointer<Float>? = keyPaddingBuffer.map { UnsafePointer($0.data) }
-            let gq = Tensor.zeros(shapes.0), gk = Tensor.zeros(shapes.1), gv = Tensor.zeros(shapes.2)
-            let pg = g.data, po = o.data
-            // Per (batch, head): dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO * O)), dQ = dS K s, dK = dS^T Q s.
-            ThreadPool.shared.parallelFor(bsz * h) { bh in
-                let b = bh / h
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * block * tk) { scratch in
-                    let p = scratch.baseAddress!, dp = p + block * tk
-                    var i0 = 0
-                    while i0 < tq {
-                        let rows = min(block, tq - i0)
-                        let qb = pq + (bh * tq + i0) * d, gb = pg + (bh * tq + i0) * dv
-                        gemm(GEMMShape(m: rows, n: tk, k: d, transB: true), qb, lda: d, pk + bh * tk * d, ldb: d, p, ldc: tk,
-                             singleThreaded: true)
-                        for r in 0..<rows {
-                            let i = i0 + r, l = pl[bh * tq + i], row = p + r * tk
-                            if l == -Float.infinity { row.initialize(repeating: 0, count: tk); continue }
-                            // P = exp(S s - lse), vectorised; masked keys are -inf first, then exactly 0.
-                            st_scale_mask_row(row, tk, s, l, keyPadding.map { $0 + b * tk }, causalLimit(i))
-                            expRowMasked(row, tk)
-                        }
-                        // dV += P^T dO
-                        gemm(GEMMShape(m: tk, n: dv, k: rows, transA: true), p, lda: tk, gb, ldb: dv, gv.data + bh * tk * dv,
-                             ldc: dv, accumulate: true, singleThreaded: true)
-                        // dP = dO V^T
-                        gemm(GEMMShape(m: rows, n: tk, k: dv, transB: true), gb, lda: dv, pv + bh * tk * dv, ldb: dv, dp, ldc: tk,
-                             singleThreaded: true)
-                        for r in 0..<rows {
-                            let i = i0 + r
-                            let delta = dot(dv, gb + r * dv, po + (bh * tq + i) * dv)
-                            st_softmax_grad_row(p + r * tk, dp + r * tk, tk, delta, s)
-                        }
-                        // dQ = dS K ; dK += dS^T Q
-                        gemm(GEMMShape(m: rows, n: d, k: tk), dp, lda: tk, pk + bh * tk * d, ldb: d, gq.data + (bh * tq + i0) * d,
-                             ldc: d, singleThreaded: true)
-                        gemm(GEMMShape(m: tk, n: d, k: rows, transA: true), dp, lda: tk, qb, ldb: d, gk.data + bh * tk * d,
-                             ldc: d, accumulate: true, singleThreaded: true)
-                        i0 += rows
+        return (out, lse)
+    }
+
+    /// The blocked kernel's backward: the gradients of q, k and v from the output's gradient `g`
+    /// [B, H, Tq, Dv], with the probabilities recomputed from q, k and the rows' log-sum-exps.
+    static func blockedAttentionBackward(_ q: Tensor, _ k: Tensor, _ v: Tensor, output o: Tensor, lse: Tensor,
+                                         gradient g: Tensor, mask: AttentionMask,
+                                         scale s: Float) -> (q: Tensor, k: Tensor, v: Tensor) {
+        let (bsz, h, tq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let tk = k.shape[2], dv = v.shape[3]
+        let block = attentionBlockRows
+        let keyPaddingBuffer = mask.keyPadding.map { kp in Tensor(kp, shape: [kp.count]) }
+        let causalLimit = mask.causalLimits(queries: tq, keys: tk)
+        let pq = q.data, pk = k.data, pv = v.data
+        let pl = lse.data
+        let keyPadding: UnsafePointer<Float>? = keyPaddingBuffer.map { UnsafePointer($0.data) }
+        let gq = Tensor.zeros(q.shape), gk = Tensor.zeros(k.shape), gv = Tensor.zeros(v.shape)
+        let pg = g.data, po = o.data
+        // Per (batch, head): dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO * O)), dQ = dS K s, dK = dS^T Q s.
+        ThreadPool.shared.parallelFor(bsz * h) { bh in
+            let b = bh / h
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * block * tk) { scratch in
+                let p = scratch.baseAddress!, dp = p + block * tk
+                var i0 = 0
+                while i0 < tq {
+                    let rows = min(block, tq - i0)
+                    let qb = pq + (bh * tq + i0) * d, gb = pg + (bh * tq + i0) * dv
+                    gemm(GEMMShape(m: rows, n: tk, k: d, transB: true), qb, lda: d, pk + bh * tk * d, ldb: d, p, ldc: tk,
+                         singleThreaded: true)
+                    for r in 0..<rows {
+                        let i = i0 + r, l = pl[bh * tq + i], row = p + r * tk
+                        if l == -Float.infinity { row.initialize(repeating: 0, count: tk); continue }
+                        // P = exp(S s - lse), vectorised; masked keys are -inf first, then exactly 0.
+                        st_scale_mask_row(row, tk, s, l, keyPadding.map { $0 + b * tk }, causalLimit(i))
+                        expRowMasked(row, tk)
                     }
+                    // dV += P^T dO
+                    gemm(GEMMShape(m: tk, n: dv, k: rows, transA: true), p, lda: tk, gb, ldb: dv, gv.data + bh * tk * dv,
+                         ldc: dv, accumulate: true, singleThreaded: true)
+                    // dP = dO V^T
+                    gemm(GEMMShape(m: rows, n: tk, k: dv, transB: true), gb, lda: dv, pv + bh * tk * dv, ldb: dv, dp, ldc: tk,
+                         singleThreaded: true)
+                    for r in 0..<rows {
+                        let i = i0 + r
+                        let delta = dot(dv, gb + r * dv, po + (bh * tq + i) * dv)
+                        st_softmax_grad_row(p + r * tk, dp + r * tk, tk, delta, s)
+                    }
+                    // dQ = dS K ; dK += dS^T Q
+                    gemm(GEMMShape(m: rows, n: d, k: tk), dp, lda: tk, pk + bh * tk * d, ldb: d, gq.data + (bh * tq + i0) * d,
+                         ldc: d, singleThreaded: true)
+                    gemm(GEMMShape(m: tk, n: d, k: rows, transA: true), dp, lda: tk, qb, ldb: d, gk.data + bh * tk * d,
+                         ldc: d, accumulate: true, singleThreaded: true)
+                    i0 += rows
                 }
             }
-            return withExtendedLifetime((q, k, v, o)) { kept.gradients(gq, gk, gv) }
         }
+        return withExtendedLifetime((q, k, v, o, lse, g, keyPaddingBuffer)) { (gq, gk, gv) }
     }
 }
 
@@ -163,6 +192,9 @@ public enum AttentionKernel: Sendable {
     /// Row by row with axpys over transposed keys (thin heads).
     case smallHeads
 }
+
+/// Queries per block in the blocked kernel (its scratch holds this many score rows).
+let attentionBlockRows = 64
 
 /// Heads up to this many dimensions take the row-wise kernel (LST's side blocks have 12 of 4).
 /// Measured per layer of 32 x 64 tokens: 4 dims 9.5 against 11.9 ms (blocked); at 16 dims the

@@ -15,12 +15,16 @@ import SideTuneNN
 /// - optional prompt tokens at the input (`--s2a-prompt-length`, none unless told), as prompt
 ///   tuning: any prompt makes backward reach every block;
 /// - 4-bit codes of GELU's and SiLU's derivative and bf16 copies of what LayerNorm and attention
-///   read (`--activation-bits 4`, the method's default; `ActivationBits`).
+///   read (`--activation-bits 4`, the method's default; `ActivationBits`);
+/// - attention's q, k and v recomputed in backward from their (bf16) input on padded batches, so
+///   a block keeps one copy of its normalised input instead of three projections
+///   (`AttentionRecompute`).
 public enum S2AMethod: AdaptationMethod {
     public static let kind = MethodKind.s2a
     public static let summary = "S2A: top blocks' biases and a pooled side module train; 4-bit activation codes"
     public static let defaultLearningRate: Float = 3e-3
     public static let defaultActivationBits = ActivationBits.four
+    public static let recomputesAttentionProjections = true
 
     /// The first block whose biases train, of `depth`.
     static func firstTunedBlock(depth: Int, options: MethodOptions) throws -> Int {

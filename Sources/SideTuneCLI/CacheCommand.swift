@@ -9,7 +9,8 @@ import SideTuneTrainer
 extension SideTuneCommand {
     public struct Cache: ParsableCommand {
         public static let configuration = CommandConfiguration(
-            abstract: "Build the frozen backbone's feature cache ahead of training, in shards over many machines, and merge them.",
+            abstract: "Build the frozen backbone's feature cache ahead of training, in shards over many machines, "
+                      + "and merge them.",
             discussion: """
             A corpus too large to pass through the backbone on one machine splits without communication: \
             `cache build --shard i/N` computes the taps of a contiguous share of the training examples \
@@ -28,13 +29,18 @@ extension SideTuneCommand.Cache {
     public struct Build: ParsableCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Compute the taps of one shard of the training examples into a cache part.",
-            discussion: "Example: sidetune cache build --shard 0/4 --output /shared/cache-tweets --data tweets --train-limit 200000"
+            discussion: "Example: sidetune cache build --shard 0/4 --output /shared/cache-tweets --data tweets "
+                        + "--train-limit 200000"
         )
-        @Option(help: ArgumentHelp("Which share of the training examples: i/N, auto (a Slurm job array) or auto/N (Slurm, or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX).", valueName: "i/N|auto|auto/N"))
+        @Option(help: ArgumentHelp("Which share of the training examples: i/N, auto (a Slurm job array) or auto/N "
+                                   + "(Slurm, or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX).",
+                                   valueName: "i/N|auto|auto/N"))
         var shard = "0/1"
         @Option(help: "Folder for cache-<i>-of-<N>.bin and its manifest.")
         var output: String
-        @Argument(parsing: .allUnrecognized, help: "The task, as `sidetune train` takes it (--model, --data, --max-length, --train-limit, --seed, --batch-size, --backbone-precision, ...).")
+        @Argument(parsing: .allUnrecognized,
+                  help: ArgumentHelp("The task, as `sidetune train` takes it (--model, --data, --max-length, "
+                                     + "--train-limit, --seed, --batch-size, --backbone-precision, ...)."))
         var trainArguments: [String] = []
 
         public init() {}
@@ -50,13 +56,15 @@ extension SideTuneCommand.Cache {
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
             let url = folder.appendingPathComponent("cache-\(spec.index)-of-\(spec.count).bin")
             let m = try train.buildCache(spec, to: url, log: log)
-            print("wrote \(url.path) (\(formatBytes(m.bytes)): examples \(m.first)..<\(m.first + m.count) of \(m.lengths.count), \(m.taps.count) taps) and its manifest")
+            print("wrote \(url.path) (\(formatBytes(m.bytes)): examples \(m.first)..<\(m.first + m.count) "
+                  + "of \(m.lengths.count), \(m.taps.count) taps) and its manifest")
         }
     }
 
     public struct Merge: ParsableCommand {
         public static let configuration = CommandConfiguration(
-            abstract: "Join the cache parts of every shard into one feature cache, after checking they are one cache's.",
+            abstract: "Join the cache parts of every shard into one feature cache, "
+                      + "after checking they are one cache's.",
             discussion: "Example: sidetune cache merge /shared/cache-tweets --output /shared/tweets.cache"
         )
         @Argument(help: "Folders (or files) holding the parts cache-<i>-of-<N>.bin with their manifests.")
@@ -71,9 +79,12 @@ extension SideTuneCommand.Cache {
             var found: [URL] = []
             for p in parts {
                 var isFolder: ObjCBool = false
-                guard fm.fileExists(atPath: p, isDirectory: &isFolder) else { throw ValidationError("\(p): does not exist") }
+                guard fm.fileExists(atPath: p, isDirectory: &isFolder) else {
+                    throw ValidationError("\(p): does not exist")
+                }
                 if isFolder.boolValue {
-                    found += try fm.contentsOfDirectory(atPath: p).filter { $0.hasPrefix("cache-") && $0.hasSuffix(".bin") }.sorted()
+                    found += try fm.contentsOfDirectory(atPath: p)
+                        .filter { $0.hasPrefix("cache-") && $0.hasSuffix(".bin") }.sorted()
                         .map { URL(fileURLWithPath: p).appendingPathComponent($0) }
                 } else {
                     found.append(URL(fileURLWithPath: p))
@@ -85,16 +96,21 @@ extension SideTuneCommand.Cache {
             let merged = try Self.check(manifests)
             let out = URL(fileURLWithPath: output)
             let partial = URL(fileURLWithPath: output + ".partial")
-            fm.createFile(atPath: partial.path, contents: nil)
+            guard fm.createFile(atPath: partial.path, contents: nil) else {
+                throw ValidationError("\(partial.path): could not create the merged cache's file (is its folder writable?)")
+            }
             let writer = try FileHandle(forWritingTo: partial)
             do {
                 for (url, m) in merged.parts {
                     // Each part must still be what its manifest says (size and SHA-256).
                     guard try SHA256.hexDigest(ofFile: url.path) == m.sha256 else {
-                        throw ValidationError("\(url.path): its SHA-256 is not the one its manifest records (the part changed or is incomplete)")
+                        throw ValidationError("\(url.path): its SHA-256 is not the one its manifest records "
+                                              + "(the part changed or is incomplete)")
                     }
                     let reader = try FileHandle(forReadingFrom: url)
-                    while let chunk = try reader.read(upToCount: 1 << 24), !chunk.isEmpty { try writer.write(contentsOf: chunk) }
+                    while let chunk = try reader.read(upToCount: 1 << 24), !chunk.isEmpty {
+                        try writer.write(contentsOf: chunk)
+                    }
                     try reader.close()
                 }
                 try writer.close()
@@ -109,39 +125,53 @@ extension SideTuneCommand.Cache {
             try? fm.removeItem(at: out)
             try fm.moveItem(at: partial, to: out)
             try m.write(for: out)
-            print("wrote \(out.path) (\(formatBytes(m.bytes)), \(merged.parts.count) parts, \(m.lengths.count) examples); train with --feature-cache \(out.path)")
+            print("wrote \(out.path) (\(formatBytes(m.bytes)), \(merged.parts.count) parts, "
+                  + "\(m.lengths.count) examples); train with --feature-cache \(out.path)")
         }
 
         /// The parts in order and the merged manifest; refuses parts of different caches, a
         /// doubled or missing shard, or parts that do not cover the examples end to end.
         static func check(_ found: [(URL, FeatureCacheManifest)]) throws
             -> (parts: [(URL, FeatureCacheManifest)], manifest: FeatureCacheManifest) {
-            guard let (firstURL, first) = found.first else { throw ValidationError("cache merge: no cache-<i>-of-<N>.bin parts found") }
+            guard let (firstURL, first) = found.first else {
+                throw ValidationError("cache merge: no cache-<i>-of-<N>.bin parts found")
+            }
             var byShard: [Int: (URL, FeatureCacheManifest)] = [:]
             for (url, m) in found {
                 var differs: [String] = []
-                if m.shards != first.shards { differs.append("shard count (\(m.shards) against \(first.shards))") }
-                if m.lengths != first.lengths || m.split != first.split || m.data != first.data { differs.append("data or split") }
+                if m.shards != first.shards {
+                    differs.append("shard count (\(m.shards) against \(first.shards))")
+                }
+                if m.lengths != first.lengths || m.split != first.split || m.data != first.data {
+                    differs.append("data or split")
+                }
                 if m.backboneSHA256 != first.backboneSHA256 { differs.append("backbone") }
                 if m.taps != first.taps || m.width != first.width { differs.append("taps") }
-                if m.backbonePrecision != first.backbonePrecision || m.packed != first.packed { differs.append("backbone precision or layout") }
+                if m.backbonePrecision != first.backbonePrecision || m.packed != first.packed {
+                    differs.append("backbone precision or layout")
+                }
                 guard differs.isEmpty else {
-                    throw ValidationError("cache merge: \(url.path) is a part of another cache than \(firstURL.path): its \(differs.joined(separator: ", ")) differs")
+                    throw ValidationError("cache merge: \(url.path) is a part of another cache than \(firstURL.path): "
+                                          + "its \(differs.joined(separator: ", ")) differs")
                 }
                 if let other = byShard[m.shard] {
-                    throw ValidationError("cache merge: shard \(m.shard) of \(m.shards) is there twice: \(other.0.path) and \(url.path)")
+                    throw ValidationError("cache merge: shard \(m.shard) of \(m.shards) is there twice: "
+                                          + "\(other.0.path) and \(url.path)")
                 }
                 byShard[m.shard] = (url, m)
             }
             let missing = (0..<first.shards).filter { byShard[$0] == nil }
             guard missing.isEmpty else {
-                throw ValidationError("cache merge: shard\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) of \(first.shards) missing")
+                throw ValidationError("cache merge: shard\(missing.count == 1 ? "" : "s") "
+                                      + "\(missing.map(String.init).joined(separator: ", ")) "
+                                      + "of \(first.shards) missing")
             }
             let parts = (0..<first.shards).map { byShard[$0]! }
             var next = 0
             for (url, m) in parts {
                 guard m.first == next else {
-                    throw ValidationError("cache merge: \(url.path) starts at example \(m.first), the parts before it end at \(next)")
+                    throw ValidationError("cache merge: \(url.path) starts at example \(m.first), "
+                                          + "the parts before it end at \(next)")
                 }
                 next += m.count
             }
@@ -163,22 +193,14 @@ extension SideTuneCommand.Train {
     func buildCache(_ spec: ShardSpec, to url: URL, log: @escaping (String) -> Void) throws -> FeatureCacheManifest {
         training.applyThreads()
         let source = try BackboneSource.resolve(model: task.modelName, modelDir: task.modelDir, log: log)
-        switch try source.load(weights: .f32, log: log) {
-        case let .bert(encoder, tokenizer):
-            let (_, train, _, _) = try loadTextSplits(task, log: log) { tokenizer.encode($0, maxLength: task.maxLength).ids }
-            return try buildCache(spec, to: url, backbone: encoder, source: source, split: train, log: log)
-        case let .vit(vit):
-            let data = try ImageSplits.load(task, imageSize: image.imageSize, patch: vit.config.patchSize, testLimit: image.testLimit, log: log)
-            return try buildCache(spec, to: url, backbone: vit, source: source, split: data.train, log: log)
-        case let .llama(llama, tokenizer):
-            let (_, train, _, _) = try loadTextSplits(task, log: log) { llmClassificationIds(tokenizer, $0, maxLength: task.maxLength) }
-            return try buildCache(spec, to: url, backbone: llama, source: source, split: train, log: log)
-        }
+        return try withBackboneAndSplits(source, weights: .f32, log: log,
+                                         CacheOnSplits(command: self, spec: spec, url: url, source: source, log: log))
     }
 
     /// The shard's examples are whole batches of --batch-size in the split's order (batch b goes
     /// to shard b * N / batches), so every shard computes exactly the batches one process would.
-    func buildCache<B: Backbone, S: ClassificationData>(_ spec: ShardSpec, to url: URL, backbone: B, source: BackboneSource, split: S,
+    func buildCache<B: Backbone, S: ClassificationData>(_ spec: ShardSpec, to url: URL, backbone: B,
+                                                        source: BackboneSource, split: S,
                                                         log: @escaping (String) -> Void) throws -> FeatureCacheManifest
         where S.Batch == B.Input {
         let options = methodFlags.options()
@@ -191,13 +213,19 @@ extension SideTuneCommand.Train {
         let first = min(n, b0 * bs), end = min(n, b1 * bs)
         let lengths = (0..<n).map(split.tokenCount)
         let taps = Array(0...backbone.depth)
-        let cache = try FeatureCache(url: url, lengths: Array(lengths[first..<end]), taps: taps, width: backbone.width, keepFile: true)
-        log("cache shard \(spec.index) of \(spec.count): examples \(first)..<\(end) of \(n), \(taps.count) taps x \(backbone.width)")
+        let cache = try FeatureCache(url: url, lengths: Array(lengths[first..<end]), taps: taps, width: backbone.width,
+                                     keepFile: true)
+        log("cache shard \(spec.index) of \(spec.count): examples \(first)..<\(end) of \(n), "
+            + "\(taps.count) taps x \(backbone.width)")
         var b = b0
         while b < b1 {
             let rows = Array((b * bs)..<min(n, (b + 1) * bs))
-            let t = Tensor.withMatmulPrecision(precision) { noGrad { backbone.frozenTaps(split.batch(rows), packed: packed) } }
-            guard t.allSatisfy(\.allFinite) else { throw ValidationError("the backbone produced NaN or infinite taps for examples \(rows.first!)...") }
+            let t = Tensor.withMatmulPrecision(precision) {
+                noGrad { backbone.frozenTaps(split.batch(rows), packed: packed) }
+            }
+            guard t.allSatisfy(\.allFinite) else {
+                throw ValidationError("the backbone produced NaN or infinite taps for examples \(rows.first!)...")
+            }
             let segments = packed ? TokenSegments(lengths: rows.map { lengths[$0] }) : nil
             for (row, e) in rows.enumerated() { cache.store(e - first, row: row, from: t, packed: segments) }
             b += 1
@@ -212,5 +240,19 @@ extension SideTuneCommand.Train {
             sha256: try SHA256.hexDigest(ofFile: url.path))
         try manifest.write(for: url)
         return manifest
+    }
+}
+
+/// `cache build`'s body for any backbone family: the training split's taps.
+struct CacheOnSplits: BackboneTaskBody {
+    let command: SideTuneCommand.Train
+    let spec: ShardSpec
+    let url: URL
+    let source: BackboneSource
+    let log: (String) -> Void
+
+    func run<B: Backbone, S: ClassificationData>(_ backbone: B, _ splits: TaskSplits<S>) throws
+        -> FeatureCacheManifest where S.Batch == B.Input {
+        try command.buildCache(spec, to: url, backbone: backbone, source: source, split: splits.train, log: log)
     }
 }

@@ -127,9 +127,10 @@ public struct MethodFlags: ParsableArguments {
     var backbonePrecision: SideMatmulChoice = .f32
     @Option(help: ArgumentHelp("Bits per element of what backward keeps (methods that backpropagate; side networks too): 32 "
                                + "exact; 16 keeps LayerNorm, attention and linear inputs in bf16; 8 and 4 also keep GELU and "
-                               + "SiLU inputs as 8- or 4-bit codes of their derivative (docs/methods.md). Saved in checkpoints.",
+                               + "SiLU inputs as 8- or 4-bit codes of their derivative (docs/methods.md). Default: 4 for s2a, "
+                               + "32 otherwise. Saved in checkpoints.",
                                valueName: "4|8|16|32"))
-    var activationBits: ActivationBits = .thirtyTwo
+    var activationBits: ActivationBits?
     @Option(help: "Backbone projections: f32, or nf4 (4-bit NormalFloat, double-quantised scales). Default: nf4 for qst and qlora, f32 otherwise.")
     var weights: WeightFormat?
     @Flag(name: .customLong("no-packing"), help: "Run every batch padded, even where the method could skip padding (packed tokens); the reference the packed paths are tested against.")
@@ -176,7 +177,7 @@ public struct MethodFlags: ParsableArguments {
         o.dropout = dropout
         o.sideMatmul = sideMatmul.asSideMatmulOption
         o.backbonePrecision = backbonePrecision.asSideMatmulOption
-        o.activationBits = activationBits == .thirtyTwo ? nil : activationBits
+        o.activationBits = activationBits
         o.weights = weights
         o.packing = noPacking ? false : nil
         o.qst.reduction = qstReduction

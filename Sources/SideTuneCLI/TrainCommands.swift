@@ -190,33 +190,16 @@ extension SideTuneCommand {
             if family != .vit, image.testLimit != 0 { throw ValidationError("--test-limit is for image tasks; text tasks use --eval-limit") }
             let source = try BackboneSource.resolve(model: task.modelName, modelDir: task.modelDir, log: log)
             var result: TrainingReport
-            switch try source.load(weights: weights, log: log) {
-            case let .bert(encoder, tokenizer):
-                let positions = task.maxLength + (method == .prompt ? options.promptLength : 0)
-                guard positions <= encoder.config.maxPositionEmbeddings else {
-                    throw ValidationError("--max-length \(task.maxLength)\(method == .prompt ? " plus \(options.promptLength) prompt tokens" : "") is more than the \(encoder.config.maxPositionEmbeddings) positions the backbone has (max_position_embeddings)")
+            if llm.task == .lm {
+                guard case let .llama(llama, tokenizer) = try source.load(weights: weights, log: log) else {
+                    preconditionFailure("--task lm was checked to name a decoder")
                 }
-                let (labels, train, validation, test) = try loadTextSplits(task, log: log) { tokenizer.encode($0, maxLength: task.maxLength).ids }
-                result = try self.train(encoder, source: source, options: options, labels: labels, splits: (train, validation, test),
-                                   maxLength: task.maxLength, log: log)
-            case let .vit(vit):
-                let data = try ImageSplits.load(task, imageSize: image.imageSize, patch: vit.config.patchSize, testLimit: image.testLimit, log: log)
-                // `max_length` also holds the image side, for readers of older checkpoints.
-                result = try self.train(vit, source: source, options: options, labels: data.labels, splits: (data.train, data.validation, data.test),
-                                   maxLength: data.imageSize, imageSize: data.imageSize, imagePipeline: data.pipeline.rawValue, log: log)
-            case let .llama(llama, tokenizer):
-                guard task.maxLength <= llama.config.contextLength else {
-                    throw ValidationError("--max-length \(task.maxLength) is more than the model's context of \(llama.config.contextLength) tokens")
-                }
-                if llm.task == .lm {
-                    result = try tuneLanguageModel(llama, tokenizer: tokenizer, source: source, options: options, log: log)
-                } else {
-                    let (labels, train, validation, test) = try loadTextSplits(task, log: log) {
-                        llmClassificationIds(tokenizer, $0, maxLength: task.maxLength)
-                    }
-                    result = try self.train(llama, source: source, options: options, labels: labels, splits: (train, validation, test),
-                                       maxLength: task.maxLength, log: log)
-                }
+                try checkContext(llama)
+                result = try tuneLanguageModel(llama, tokenizer: tokenizer, source: source, options: options, log: log)
+            } else {
+                let prompts = method == .prompt ? options.promptLength : 0
+                result = try withBackboneAndSplits(source, weights: weights, promptTokens: prompts, log: log,
+                                                   TrainOnSplits(command: self, source: source, options: options, log: log))
             }
             // Side methods' F32 projections are stored in bf16 under --backbone-precision bf16.
             let bf16 = options.backbonePrecision == .bfloat16 && weights == .f32 && MethodRegistry.method(method).readsFrozenTaps
@@ -236,18 +219,25 @@ extension SideTuneCommand {
         }
 
         /// Builds the method on the backbone through the registry and trains it on the splits.
-        func train<B: Backbone, S: ClassificationData>(_ backbone: B, source: BackboneSource, options: MethodOptions, labels: [String],
-                                                       splits: (train: S, validation: S, test: S), maxLength: Int, imageSize: Int? = nil,
-                                                       imagePipeline: String? = nil,
+        func train<B: Backbone, S: ClassificationData>(_ backbone: B, source: BackboneSource, options: MethodOptions,
+                                                       splits: TaskSplits<S>,
                                                        log: @escaping (String) -> Void) throws -> TrainingReport where S.Batch == B.Input {
             let examples = { [train = splits.train] (n: Int) in (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) } }
-            let model = try MethodRegistry.build(method, on: backbone, classes: labels.count, options: options, seed: task.seed,
+            let model = try MethodRegistry.build(method, on: backbone, classes: splits.labels.count, options: options, seed: task.seed,
                                                  trainingExamples: examples, progress: log)
-            var config = CheckpointConfig(method: method, options: options, labels: labels, maxLength: maxLength, backboneName: source.name,
-                                          backboneSHA256: source.sha256, seed: task.seed, epoch: 0, validationAccuracy: nil,
-                                          backboneFamily: source.family, imageSize: imageSize, backbonePath: source.path)
-            config.imagePipeline = imagePipeline
+            let config = checkpointConfig(method: method, options: options, source: source, splits: splits)
             return try train(model, train: splits.train, validation: splits.validation, test: splits.test, config: config, log: log)
+        }
+
+        /// What a checkpoint of `method` on these splits records before its first epoch.
+        func checkpointConfig<S>(method: MethodKind, options: MethodOptions, source: BackboneSource,
+                                 splits: TaskSplits<S>) -> CheckpointConfig {
+            var config = CheckpointConfig(method: method, options: options, labels: splits.labels, maxLength: splits.maxLength,
+                                          backboneName: source.name, backboneSHA256: source.sha256, seed: task.seed, epoch: 0,
+                                          validationAccuracy: nil, backboneFamily: source.family, imageSize: splits.imageSize,
+                                          backbonePath: source.path)
+            config.imagePipeline = splits.imagePipeline
+            return config
         }
 
         /// Trains any model with the flags' settings and a progress bar (every task ends here).
@@ -339,4 +329,17 @@ func formatDuration(_ s: Double) -> String {
     guard s.isFinite else { return "?" }
     let t = Int(s.rounded())
     return t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
+}
+
+/// `train`'s body for any backbone family: build the method and train it.
+struct TrainOnSplits: BackboneTaskBody {
+    let command: SideTuneCommand.Train
+    let source: BackboneSource
+    let options: MethodOptions
+    let log: (String) -> Void
+
+    func run<B: Backbone, S: ClassificationData>(_ backbone: B, _ splits: TaskSplits<S>) throws -> TrainingReport
+        where S.Batch == B.Input {
+        try command.train(backbone, source: source, options: options, splits: splits, log: log)
+    }
 }

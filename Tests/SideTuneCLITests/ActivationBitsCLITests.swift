@@ -29,6 +29,8 @@ import Testing
         #expect(exact["activation_bits"] as? Int == 32)
         let (_, s2a, _) = try train("s2a", [], name: "s2a")
         #expect(s2a["activation_bits"] as? Int == 4, "S2A trains with 4-bit codes unless told")
+        let (_, s2aExact, _) = try train("s2a", ["--activation-bits", "32"], name: "s2a32")
+        #expect(s2aExact["activation_bits"] as? Int == 32, "an explicit 32 overrides S2A's default")
 
         // A resumed run must keep the setting.
         let (message, code) = BadInputTests.outcome(["train"] + quick("lora") + ["--output", run.path, "--resume", "--dropout", "0"])

@@ -60,10 +60,13 @@ extension Tensor {
     public static func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: AttentionMask = .none,
                                  scale: Float? = nil, kernel: AttentionKernel = .automatic) -> Tensor {
         precondition(q.rank == 4 && k.rank == 4 && v.rank == 4, "attention needs [B, H, T, D] tensors")
-        let (bsz, h, tq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let (bsz, h, d) = (q.shape[0], q.shape[1], q.shape[3])
         let tk = k.shape[2], dv = v.shape[3]
-        precondition(k.shape == [bsz, h, tk, d] && v.shape[0...2] == [bsz, h, tk], "attention shapes q \(q.shape) k \(k.shape) v \(v.shape)")
-        if let kp = mask.keyPadding { precondition(kp.count == bsz * tk, "key padding mask needs \(bsz * tk) values, got \(kp.count)") }
+        precondition(k.shape == [bsz, h, tk, d] && v.shape[0...2] == [bsz, h, tk],
+                     "attention shapes q \(q.shape) k \(k.shape) v \(v.shape)")
+        if let kp = mask.keyPadding {
+            precondition(kp.count == bsz * tk, "key padding mask needs \(bsz * tk) values, got \(kp.count)")
+        }
         let s = scale ?? 1 / Float(d).squareRoot()
         let fitsSmall = (2 * (d + dv) + 2) * (tk + 15) <= smallHeadScratchFloats
         if kernel == .smallHeads || (kernel == .automatic && d <= smallHeadDims && dv <= smallHeadDims && fitsSmall) {

@@ -46,6 +46,35 @@ import Testing
         #expect(try keptBytes(.s2a, bits: nil) == keptBytes(.s2a, bits: .four))
     }
 
+    /// HST (its own model class, on a ViT) keeps fewer bytes at 4 bits than exactly: the setting
+    /// reaches it as it reaches the methods built on `Classifier`.
+    @Test func hstFollowsTheSetting() throws {
+        func kept(_ bits: ActivationBits) throws -> Int {
+            let ledger = MemoryLedger()
+            return try MemoryLedger.withLedger(ledger) {
+                var o = MethodOptions()
+                o.dropout = 0
+                o.activationBits = bits
+                // tinyHST's shapes (HSTTests): a 4-block ViT on 16 x 16 images, one side block per stage.
+                var c = ViTConfig()
+                c.hiddenSize = 16; c.layers = 4; c.heads = 2; c.mlpSize = 32; c.patchSize = 2; c.positionGrid = 3
+                let hst = HSTConfig(dims: [4, 6, 8, 8], depths: [1, 1, 1, 1], heads: [1, 2, 2, 2])
+                let model = try HSTClassifier(backbone: DINOv2ViT(config: c, seed: 1), classes: 3, options: o, config: hst,
+                                              seed: 2)
+                var rng = SplitMix64(seed: 3)
+                let pixels = Tensor.randn([4, 3, 16, 16], rng: &rng)
+                let before = ledger.current(.activations)
+                let logits = model.logits(pixels, taps: nil)
+                let kept = ledger.current(.activations) - before - logits.count * 4
+                logits.crossEntropy(targets: [0, 1, 2, 1]).backward()
+                return kept
+            }
+        }
+        let exact = try kept(.thirtyTwo), coded = try kept(.four)
+        print("hst kept between forward and backward: 32-bit \(exact) B, 4-bit \(coded) B")
+        #expect(coded < exact * 7 / 10)
+    }
+
     /// S2A trains the top blocks' biases only: the blocks below record nothing for backward. On the
     /// two-block tiny BERT, tuning the top block keeps about half of what tuning both keeps, and a
     /// prompt at the input makes backward reach both blocks again.

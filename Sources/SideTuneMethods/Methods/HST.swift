@@ -289,7 +289,7 @@ public final class HSTClassifier: Module, TrainableModel {
 
     public func logits(_ images: Tensor, taps: [Tensor]?) -> Tensor {
         precondition(taps == nil, "HST backpropagates through the ViT: it cannot run on cached taps")
-        return self(images)
+        return Tensor.withActivationBits(MethodRegistry.activationBits(.hst, options: _options)) { self(images) }
     }
 
     /// Freezes `backbone` except its blocks' LayerNorms and builds the side network.

@@ -78,7 +78,8 @@ extension SideTuneCommand.Train {
         let trainPairs = Array(pairs.dropLast(2 * held)), validationPairs = Array(pairs.dropLast(held).suffix(held))
         let testPairs = Array(pairs.suffix(held))
         func split(_ ps: [InstructionPair]) -> LMSplit { LMSplit(ps.map { lmExample(tokenizer, template, $0, maxLength: task.maxLength) }) }
-        let model = try QSTLanguageModel(backbone: llama, options: options.qst, seed: task.seed)
+        let model = try QSTLanguageModel(backbone: llama, options: options.qst,
+                                         activationBits: MethodRegistry.activationBits(.qst, options: options), seed: task.seed)
         log("QST causal-LM tuning: \(trainPairs.count) training pairs, \(validationPairs.count) validation, \(testPairs.count) test")
         let config = CheckpointConfig(method: .qst, options: options, labels: [], maxLength: task.maxLength, backboneName: source.name,
                                       backboneSHA256: source.sha256, seed: task.seed, epoch: 0, validationAccuracy: nil,

@@ -60,10 +60,14 @@ public final class QSTLanguageModel: Module, TrainableModel {
     public let backbone: Llama
     public let side: QSTSide
 
-    public init(backbone: Llama, options: QSTOptions, seed: UInt64) throws {
+    /// What the side network's backward keeps (`--activation-bits`; the backbone keeps nothing).
+    public let activationBits: ActivationBits
+
+    public init(backbone: Llama, options: QSTOptions, activationBits: ActivationBits = .thirtyTwo, seed: UInt64) throws {
         var rng = SplitMix64(seed: seed)
         backbone.freeze()
         self.backbone = backbone
+        self.activationBits = activationBits
         side = try QSTSide(backbone: backbone, options: options, rng: &rng)
         super.init()
     }
@@ -80,6 +84,10 @@ public final class QSTLanguageModel: Module, TrainableModel {
 
     /// Logits [targets, vocab] at the batch's target positions (only those rows reach the head).
     public func logits(_ batch: LMBatch, taps cached: [Tensor]?) -> Tensor {
+        Tensor.withActivationBits(activationBits) { recordedLogits(batch, taps: cached) }
+    }
+
+    private func recordedLogits(_ batch: LMBatch, taps cached: [Tensor]?) -> Tensor {
         let layout = backbone.paddedLayout(batch.tokens)
         let s: Tensor, last: Tensor
         if let cached {

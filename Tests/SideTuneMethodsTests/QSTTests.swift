@@ -189,6 +189,27 @@ struct QSTLanguageModelTests {
         #expect(abs(loss - (nll(3, 40) + nll(4, 7)) / 2) < 1e-4)
     }
 
+    /// `--activation-bits` reaches the LM model's side network, as it reaches `Classifier`'s: fewer
+    /// bytes kept between forward and backward at 4 bits than exactly.
+    @Test("--activation-bits applies to the side network")
+    func activationBitsApply() throws {
+        func kept(_ bits: ActivationBits) throws -> Int {
+            let ledger = MemoryLedger()
+            return try MemoryLedger.withLedger(ledger) {
+                let lm = try QSTLanguageModel(backbone: tinyLlama(), options: qstOptions().qst, activationBits: bits, seed: 3)
+                let split = LMSplit([LMExample(ids: [5, 9, 13, 2, 40, 7, 11, 12], responseStart: 4)])
+                let before = ledger.current(.activations)
+                let logits = lm.logits(split.batch([0]), taps: nil)
+                let kept = ledger.current(.activations) - before - logits.count * 4
+                logits.crossEntropy(targets: split.targets([0])).backward()
+                return kept
+            }
+        }
+        let exact = try kept(.thirtyTwo), coded = try kept(.four)
+        print("QST LM kept between forward and backward: 32-bit \(exact) B, 4-bit \(coded) B")
+        #expect(coded < exact)
+    }
+
     /// A fixed output format taught to the side network alone: every response is [7, 8, 9] then
     /// the stop token 2, whatever the prompt; held-out prompts must produce exactly that.
     @Test("QST learns a fixed response format that holds on held-out prompts")

@@ -196,7 +196,63 @@ ST_TARGET_AVX512BF16 static void gemm_avx512bf16(long m, long n, long pairs, con
         }
     }
 }
+
+// Rows outer, panels inner: the 8 packed rows stay in L1 while the weight's panels stream past.
+ST_TARGET_AVX512BF16 static void gemm_panels_avx512bf16(long m, long n, long k, const float *x, long ldx,
+                                                        const uint32_t *w, float *c, long ldc, uint32_t *scratch) {
+    const long pairs = (k + 1) / 2, sam = pairs, sap = 1;
+    const bool accumulate = false;
+    for (long i0 = 0; i0 < m; i0 += 8) {
+        const long mr = m - i0 < 8 ? m - i0 : 8;
+        const uint32_t *ap = scratch;
+        sidetune_bf16_pairs_along_rows(x + i0 * ldx, false, ldx, mr, k, scratch, pairs);
+        for (long j0 = 0; j0 < n; j0 += SIDETUNE_BF16_PANEL) {
+            const long wd = n - j0 < SIDETUNE_BF16_PANEL ? n - j0 : SIDETUNE_BF16_PANEL, nv = (wd + 15) / 16;
+            const long last = wd - 16 * (nv - 1), ldb = wd;
+            const __mmask16 mask = (__mmask16)(last == 16 ? 0xffff : (1u << last) - 1);
+            const uint32_t *bp = w + j0 * pairs;
+            float *cp = c + i0 * ldc + j0;
+            if (nv == 3) { ROWS(3) } else if (nv == 2) { ROWS(2) } else { ROWS(1) }
+        }
+    }
+}
 #endif
+
+void sidetune_bf16_pack_panels(const float *w, long ld, long n, long k, long j0, long j1, uint32_t *out) {
+    const long pairs = (k + 1) / 2;
+    for (long p0 = j0; p0 < j1 && p0 < n; p0 += SIDETUNE_BF16_PANEL) {
+        const long wd = n - p0 < SIDETUNE_BF16_PANEL ? n - p0 : SIDETUNE_BF16_PANEL;
+        sidetune_bf16_pairs_along_rows_transposed(w + p0 * ld, ld, wd, k, out + p0 * pairs, wd);
+    }
+}
+
+void sidetune_bf16dot_gemm_panels(long m, long n, long k, const float *x, long ldx, const uint32_t *w, float *c,
+                                  long ldc, uint32_t *scratch) {
+#if ST_X86
+    if (native()) {
+        gemm_panels_avx512bf16(m, n, k, x, ldx, w, c, ldc, scratch);
+        return;
+    }
+#endif
+    sidetune_bf16dot_gemm_panels_plain(m, n, k, x, ldx, w, c, ldc, scratch);
+}
+
+void sidetune_bf16dot_gemm_panels_plain(long m, long n, long k, const float *x, long ldx, const uint32_t *w, float *c,
+                                        long ldc, uint32_t *scratch) {
+    const long pairs = (k + 1) / 2;
+    for (long i = 0; i < m; i++) {
+        sidetune_bf16_pairs_along_rows(x + i * ldx, false, ldx, 1, k, scratch, pairs);
+        for (long j = 0; j < n; j++) {
+            float acc = 0;
+            for (long p = 0; p < pairs; p++) {
+                const uint32_t a = scratch[p], b = w[sidetune_bf16_panel_offset(n, pairs, p, j)];
+                acc += from_bf16((uint16_t)a) * from_bf16((uint16_t)b);
+                acc += from_bf16((uint16_t)(a >> 16)) * from_bf16((uint16_t)(b >> 16));
+            }
+            c[i * ldc + j] = acc;
+        }
+    }
+}
 
 void sidetune_bf16dot_gemm(long m, long n, long pairs, const uint32_t *a, long sam, long sap, const uint32_t *b, long ldb,
                            float *c, long ldc, bool accumulate) {

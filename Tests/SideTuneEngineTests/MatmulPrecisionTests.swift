@@ -110,6 +110,23 @@ import Testing
         }
     }
 
+    /// The panel layout's bookkeeping: `float32()` gives back exactly the rounded weight, and q, k
+    /// and v stacked give the same weight as their rows concatenated and packed once, with widths
+    /// off the 48-column panels and odd k.
+    @Test func packedWeightRoundTripsAndStacks() {
+        for (widths, k) in [([53, 48, 7], 33), ([384, 384, 384], 384), ([1, 100], 1)] {
+            let parts = widths.enumerated().map { randomTensor([$0.element, k], seed: UInt64(10 + $0.offset)) }
+            let packed = parts.map { PackedBFloat16Weight($0) }
+            for (part, p) in zip(parts, packed) {
+                #expect(p.float32().toArray() == part.toArray().map { Float(rounded($0)) }, "\(part.shape)")
+            }
+            let whole = Tensor(parts.flatMap { $0.toArray() }, shape: [widths.reduce(0, +), k])
+            let stacked = PackedBFloat16Weight(stacking: packed)
+            #expect(stacked.outFeatures == whole.shape[0] && stacked.inFeatures == k)
+            #expect(stacked.float32().toArray() == PackedBFloat16Weight(whole).float32().toArray(), "\(widths) k \(k)")
+        }
+    }
+
     /// The cached LST step's products at 1,056 tokens on 2 and 4 threads, where packing runs in
     /// parallel items and a weight gradient splits C by columns: the same values as on one thread.
     @Test func largeProductsSplitOverThreads() {

@@ -60,9 +60,11 @@ public enum GEMMBenchmark {
     }
 
     /// `precision: .bfloat16` times `gemmBFloat16Products` (bf16 operands packed on every call, as
-    /// a linear layer does) against the same FP32 peak: its products can reach twice that.
+    /// a linear layer does) against the same FP32 peak: its products can reach twice that. With
+    /// `frozenWeight` it times `gemmBFloat16` instead: B read as a weight [n, k] packed once
+    /// (`PackedBFloat16Weight`), only A rounded per call, as a frozen backbone's products run.
     public static func run(shapes: [GEMMShape], threadCounts: [Int], minSeconds: Double, precision: MatmulPrecision = .float32,
-                           progress: ((String) -> Void)? = nil) -> Report {
+                           frozenWeight: Bool = false, progress: ((String) -> Void)? = nil) -> Report {
         let cpu = CPUInfo.current()
         progress?("cpu: \(cpu.description)")
         var peaks: [String: Double] = [:]
@@ -77,12 +79,15 @@ public enum GEMMBenchmark {
             for i in 0..<(s.m * s.k) { a.floats[i] = rng.nextFloat() - 0.5 }
             for i in 0..<(s.k * s.n) { b.floats[i] = rng.nextFloat() - 0.5 }
             let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
+            let weight = frozenWeight ? PackedBFloat16Weight(b.floats, outFeatures: s.n, inFeatures: s.k) : nil
             for t in threadCounts {
                 let pool = ThreadPool.sized(t)
                 func product() {
-                    switch precision {
-                    case .float32: gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
-                    case .bfloat16: gemmBFloat16Products(s, .f32(a.floats), lda: lda, .f32(b.floats), ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                    switch (precision, weight) {
+                    case (.float32, _): gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                    case (.bfloat16, let w?): gemmBFloat16(m: s.m, a.floats, ldx: s.k, w, c.floats, ldc: s.n, pool: pool)
+                    case (.bfloat16, nil):
+                        gemmBFloat16Products(s, .f32(a.floats), lda: lda, .f32(b.floats), ldb: ldb, c.floats, ldc: s.n, pool: pool)
                     }
                 }
                 product() // warm-up

@@ -1,7 +1,8 @@
 import CSideTuneKernels
 
 /// A frozen linear weight [n, k] (PyTorch layout) rounded once to bf16 (to nearest even) and
-/// packed as the bf16 GEMM reads its B operand: pairs of consecutive k, [ceil(k/2), n] uint32.
+/// packed as the bf16 GEMM reads it: pairs of consecutive k, in panels of 48 output columns, each
+/// [ceil(k/2), 48] uint32 and contiguous (`sidetune_bf16_pack_panels`).
 /// Half the f32 weight's bytes, counted in the ledger's weights. Frozen backbones multiply with it
 /// in `gemmBFloat16` (`--backbone-precision bf16`): bf16 operands, f32 sums.
 public final class PackedBFloat16Weight: @unchecked Sendable {
@@ -18,9 +19,9 @@ public final class PackedBFloat16Weight: @unchecked Sendable {
         inFeatures = k
         pairs = (k + 1) / 2
         storage = Tensor(shape: [2 * pairs * n], dtype: .bfloat16, category: .weights)
-        let out = storage.storage.raw.assumingMemoryBound(to: UInt32.self)
-        pool.parallelChunks(n, minChunk: 64) { r in
-            sidetune_bf16_pairs_along_rows_transposed(weight + r.lowerBound * ld, ld, r.count, k, out + r.lowerBound, n)
+        let out = storage.storage.raw.assumingMemoryBound(to: UInt32.self), panel = Int(SIDETUNE_BF16_PANEL)
+        pool.parallelChunks((n + panel - 1) / panel, minChunk: 1) { r in
+            sidetune_bf16_pack_panels(weight, ld, n, k, r.lowerBound * panel, r.upperBound * panel, out)
         }
     }
 
@@ -33,11 +34,13 @@ public final class PackedBFloat16Weight: @unchecked Sendable {
         inFeatures = k
         pairs = (k + 1) / 2
         storage = Tensor(shape: [2 * pairs * n], dtype: .bfloat16, category: .weights)
-        let out = storage.storage.raw.assumingMemoryBound(to: UInt32.self)
+        let out = storage.storage.raw.assumingMemoryBound(to: UInt32.self), pairs = pairs
         var j0 = 0
         for part in parts {
             let w = part.outFeatures, src = part.pointer
-            for p in 0..<pairs { (out + p * n + j0).update(from: src + p * w, count: w) }
+            for p in 0..<pairs {
+                for j in 0..<w { out[sidetune_bf16_panel_offset(n, pairs, p, j0 + j)] = src[part.offset(p, j)] }
+            }
             j0 += w
         }
     }
@@ -50,13 +53,16 @@ public final class PackedBFloat16Weight: @unchecked Sendable {
 
     var pointer: UnsafePointer<UInt32> { UnsafePointer(storage.storage.raw.assumingMemoryBound(to: UInt32.self)) }
 
+    /// Where the pair (k = 2p, 2p + 1) of output j is stored.
+    func offset(_ p: Int, _ j: Int) -> Int { sidetune_bf16_panel_offset(outFeatures, pairs, p, j) }
+
     /// The weight [n, k] in f32 (exactly the bf16 values), for a caller that needs the f32 layer's
     /// gradient rule.
     public func float32() -> Tensor {
         let n = outFeatures, k = inFeatures, w = Tensor(shape: [n, k]), pw = w.data, src = pointer
         for p in 0..<pairs {
             for j in 0..<n {
-                let u = src[p * n + j]
+                let u = src[offset(p, j)]
                 pw[j * k + 2 * p] = Float(bitPattern: (u & 0xffff) << 16)
                 if 2 * p + 1 < k { pw[j * k + 2 * p + 1] = Float(bitPattern: u & 0xffff_0000) }
             }
@@ -70,8 +76,9 @@ public final class PackedBFloat16Weight: @unchecked Sendable {
 
 /// c[m, n] (row stride ldc) = x[m, k] W^T with x rounded to bf16 and W packed: bf16 products with
 /// f32 sums (vdpbf16ps where the CPU has AVX512_BF16, else the plain loop). Work items are blocks
-/// of x's rows: each packs its rows, multiplies them by the whole weight and runs `rowEpilogue` on
-/// them while they are in cache (bias, activation, residual + LayerNorm in the fused layers).
+/// of x's rows: each multiplies its rows by the whole weight, packing 8 at a time into a small
+/// scratch of its own, and runs `rowEpilogue` on them while they are in cache (bias, activation,
+/// residual + LayerNorm in the fused layers).
 public func gemmBFloat16(m: Int, _ x: UnsafePointer<Float>, ldx: Int, _ weight: PackedBFloat16Weight,
                          _ c: UnsafeMutablePointer<Float>, ldc: Int, pool: ThreadPool = .shared, plainKernel: Bool = false,
                          rowEpilogue: ((Range<Int>) -> Void)? = nil) {
@@ -82,17 +89,15 @@ public func gemmBFloat16(m: Int, _ x: UnsafePointer<Float>, ldx: Int, _ weight: 
         rowEpilogue?(0..<m)
         return
     }
-    let scratch = Tensor(shape: [m * pairs], category: .workspace) // uint32 pairs, f32-sized
-    let ap = UnsafeMutableRawPointer(scratch.data).assumingMemoryBound(to: UInt32.self), bp = weight.pointer
-    let kernel = plainKernel ? sidetune_bf16dot_gemm_plain : sidetune_bf16dot_gemm
+    let kernel = plainKernel ? sidetune_bf16dot_gemm_panels_plain : sidetune_bf16dot_gemm_panels
     let threads = 2 * m * n * k < 1 << 21 ? 1 : pool.activeThreads
     // Row blocks of 8 (the kernel's tile), about four items per thread, handed out as claimed.
     let blocks = (m + 7) / 8, per = max(1, blocks / (4 * threads)), items = (blocks + per - 1) / per
+    let scratch = Tensor(shape: [items * 8 * pairs], category: .workspace) // uint32 pairs, f32-sized
+    let ap = UnsafeMutableRawPointer(scratch.data).assumingMemoryBound(to: UInt32.self), bp = weight.pointer
     func item(_ i: Int) {
         let rows = 8 * per * i..<min(m, 8 * per * (i + 1))
-        let a = ap + rows.lowerBound * pairs
-        sidetune_bf16_pairs_along_rows(x + rows.lowerBound * ldx, false, ldx, rows.count, k, a, pairs)
-        kernel(rows.count, n, pairs, a, pairs, 1, bp, n, c + rows.lowerBound * ldc, ldc, false)
+        kernel(rows.count, n, k, x + rows.lowerBound * ldx, ldx, bp, c + rows.lowerBound * ldc, ldc, ap + i * 8 * pairs)
         rowEpilogue?(rows)
     }
     withExtendedLifetime((scratch, weight)) {

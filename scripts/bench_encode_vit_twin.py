@@ -11,10 +11,16 @@ intra-op threads = --threads, all graph optimisations) on the backbone part of t
 the graph cut at the final LayerNorm with the 13 taps as extra outputs (what SideTune computes;
 the saliency head is not run). One warm-up, then --iterations passes on seeded normal pixels of
 batch x 3 x size x size; both report the best pass. onnxruntime is used only here, for comparison.
+
+--torch also times a PyTorch twin: transformers' Dinov2Model with the ONNX file's weights (every
+projection, LayerNorm, bias, layer scale, the patch embedding, the class token, and the position
+table as the graph interpolates it for --size), checked against onnxruntime's output, in f32 and
+under torch.autocast("cpu", dtype=torch.bfloat16). --rounds alternates every engine that many
+times; each figure is the best pass over all rounds.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 
-def backbone_model(path):
+def backbone_model(path, extra=()):
     import onnx
     m = onnx.load(path)
     by_name = {n.name: n for n in m.graph.node}
@@ -25,8 +31,62 @@ def backbone_model(path):
         i += 1
     outs.append(by_name["/backbone/layernorm/Add_1"].output[0])
     tmp = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False).name
-    onnx.utils.extract_model(path, tmp, ["input_image"], outs)
+    onnx.utils.extract_model(path, tmp, ["input_image"], outs + list(extra))
     return tmp, outs
+
+POSITIONS = "/backbone/embeddings/Concat_6_output_0"  # the class and patch position table, interpolated
+
+def torch_twin(onnx_path, positions, threads):
+    """Dinov2Model (transformers) holding the ONNX file's weights."""
+    import numpy as np, onnx, torch
+    from onnx import numpy_helper
+    from transformers import Dinov2Config, Dinov2Model
+    m = onnx.load(onnx_path)
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    layers = 0
+    while f"backbone.encoder.layer.{layers}.norm1.weight" in inits:
+        layers += 1
+    d = inits["backbone.embeddings.cls_token"].shape[-1]
+    ffn = inits["backbone.encoder.layer.0.mlp.fc1.bias"].shape[0]
+    patch = inits["backbone.embeddings.patch_embeddings.projection.weight"].shape[-1]
+    side = int(round((positions.shape[1] - 1) ** 0.5)) * patch
+    cfg = Dinov2Config(hidden_size=d, num_hidden_layers=layers, num_attention_heads=d // 64, intermediate_size=ffn,
+                       mlp_ratio=ffn // d, patch_size=patch, image_size=side, layerscale_value=1.0, layer_norm_eps=1e-6,
+                       hidden_act="gelu", attn_implementation="sdpa")
+    model = Dinov2Model(cfg).eval()
+    # Projections are MatMul nodes named after the module ("/backbone/encoder/layer.0/mlp/fc1/MatMul"),
+    # their weights [in, out] initializers.
+    for n in m.graph.node:
+        if n.op_type == "MatMul" and n.input[1] in inits and n.name.startswith("/backbone/"):
+            key = n.name[len("/backbone/"):-len("/MatMul")].replace("/", ".") + ".weight"
+            inits["backbone." + key] = inits[n.input[1]].T
+    # transformers 5 names the attention projections q_proj ... o_proj; the export used 4.x's names.
+    renamed = {"attention.q_proj.": "attention.attention.query.", "attention.k_proj.": "attention.attention.key.",
+               "attention.v_proj.": "attention.attention.value.", "attention.o_proj.": "attention.output.dense."}
+    def onnx_name(key):
+        for new, old in renamed.items():
+            key = key.replace(new, old)
+        return "backbone." + key
+    state = {k: torch.from_numpy(inits[onnx_name(k)].copy()) for k in model.state_dict() if onnx_name(k) in inits}
+    state["embeddings.position_embeddings"] = torch.from_numpy(positions.copy())
+    missing = [k for k in model.state_dict() if k not in state and k != "embeddings.mask_token"]
+    if missing:
+        sys.exit(f"torch twin: no ONNX weight for {missing[:4]}")
+    model.load_state_dict(state, strict=False)
+    torch.set_num_threads(threads)
+    return model
+
+def time_torch(model, batch, size, iterations, bf16):
+    import numpy as np, torch
+    x = torch.from_numpy(np.random.default_rng(42).standard_normal((batch, 3, size, size), dtype=np.float32))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        model(pixel_values=x)  # warm-up
+        times = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            out = model(pixel_values=x).last_hidden_state
+            times.append(time.perf_counter() - t0)
+    return times, out.float().numpy()
 
 def time_ort(model_path, outs, batch, size, iterations, threads):
     import numpy as np, onnxruntime as ort
@@ -41,9 +101,9 @@ def time_ort(model_path, outs, batch, size, iterations, threads):
     times = []
     for _ in range(iterations):
         t0 = time.perf_counter()
-        sess.run(outs, {"input_image": x})
+        got = sess.run(outs, {"input_image": x})
         times.append(time.perf_counter() - t0)
-    return times, ort.__version__
+    return times, ort.__version__, dict(zip(outs, got))
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +117,9 @@ def main():
     p.add_argument("--bf16", action="store_true",
                    help="also time SideTune with bf16 products (--precision bf16; onnxruntime's CPU provider has no "
                         "bf16 mode for this f32 graph)")
+    p.add_argument("--torch", action="store_true", help="also time a PyTorch twin with the same weights (f32, and "
+                   "bf16 autocast with --bf16)")
+    p.add_argument("--rounds", type=int, default=1, help="alternate the engines this many times")
     a = p.parse_args()
 
     def sidetune(precision):
@@ -64,31 +127,59 @@ def main():
                "--size", str(a.size), "--iterations", str(a.iterations), "--threads", str(a.threads), "--json",
                "--precision", precision]
         return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    ours = sidetune("f32")
-    ours_bf16 = sidetune("bf16") if a.bf16 else None
 
-    path, outs = backbone_model(a.onnx)
+    path, outs = backbone_model(a.onnx, [POSITIONS] if a.torch else [])
+    last = outs[-1]
+    runs = {k: [] for k in ["sidetune", "sidetune_bf16", "onnxruntime", "torch", "torch_bf16"]}
+    twin, version, check = None, None, []
     try:
-        times, version = time_ort(path, outs, a.batch, a.size, a.iterations, a.threads)
+        for r in range(a.rounds):
+            runs["sidetune"].append(sidetune("f32")["images_per_second"])
+            if a.bf16:
+                runs["sidetune_bf16"].append(sidetune("bf16")["images_per_second"])
+            times, version, got = time_ort(path, outs + ([POSITIONS] if a.torch else []), a.batch, a.size,
+                                           a.iterations, a.threads)
+            runs["onnxruntime"].append(a.batch / min(times))
+            if a.torch:
+                import torch, transformers
+                if twin is None:
+                    twin = torch_twin(a.onnx, got[POSITIONS], a.threads)
+                for key, bf16 in [("torch", False), ("torch_bf16", True)]:
+                    t, out = time_torch(twin, a.batch, a.size, a.iterations, bf16)
+                    runs[key].append(a.batch / min(t))
+                    ref = got[last]
+                    check.append((key, float(abs(out - ref).max() / abs(ref).max())))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items() if v), file=sys.stderr)
     finally:
         os.unlink(path)
-    twin_ips = a.batch / min(times)
-    ratio = ours["images_per_second"] / twin_ips
-    print(f"ViT-S/14 encode, batch {a.batch} at {a.size}x{a.size}, {a.threads} thread(s), {ours['cpu']}")
-    print(f"  SideTune     : {ours['images_per_second']:7.2f} images/s  passes {', '.join(f'{s:.3f}' for s in ours['seconds'])} s"
-          f"  ({ours['effective_gflops']:.1f} GFLOPS, peak {ours['peak_gflops']:.1f}; peak RSS {ours['peak_rss_bytes'] / 2**20:.0f} MiB)")
-    print(f"  onnxruntime {version}: {twin_ips:7.2f} images/s  passes {', '.join(f'{s:.3f}' for s in times)} s")
-    print(f"  ratio SideTune / onnxruntime = {ratio:.2f}")
-    if ours_bf16:
-        b = ours_bf16["images_per_second"]
-        print(f"  SideTune bf16: {b:7.2f} images/s  passes {', '.join(f'{s:.3f}' for s in ours_bf16['seconds'])} s"
-              f"  ({ours_bf16['effective_gflops']:.1f} GFLOPS)")
-        print(f"  ratio SideTune bf16 / SideTune f32 = {b / ours['images_per_second']:.2f}, "
-              f"SideTune bf16 / onnxruntime f32 = {b / twin_ips:.2f}")
+    best = {k: max(v) for k, v in runs.items() if v}
+    print(f"ViT-S/14 encode, batch {a.batch} at {a.size}x{a.size}, {a.threads} thread(s), best of {a.rounds} "
+          f"alternated round(s) of {a.iterations} passes, images/s:")
+    names = {"sidetune": "SideTune f32", "sidetune_bf16": "SideTune bf16", "onnxruntime": f"onnxruntime {version} f32",
+             "torch": "PyTorch twin f32", "torch_bf16": "PyTorch twin bf16 autocast"}
+    for k, v in best.items():
+        print(f"  {names[k]:28s} {v:7.2f}  (rounds: {', '.join(f'{x:.2f}' for x in runs[k])})")
+    ratios = {"sidetune_vs_onnxruntime": best["sidetune"] / best["onnxruntime"]}
+    if a.bf16:
+        ratios["sidetune_bf16_vs_sidetune_f32"] = best["sidetune_bf16"] / best["sidetune"]
+        ratios["sidetune_bf16_vs_onnxruntime_f32"] = best["sidetune_bf16"] / best["onnxruntime"]
+        per_round = [b / f for b, f in zip(runs["sidetune_bf16"], runs["sidetune"])]
+        ratios["sidetune_bf16_vs_f32_per_round"] = per_round
+    if a.torch:
+        ratios["sidetune_vs_torch_f32"] = best["sidetune"] / best["torch"]
+        if a.bf16:
+            ratios["sidetune_bf16_vs_torch_bf16"] = best["sidetune_bf16"] / best["torch_bf16"]
+        worst = {}
+        for key, err in check:
+            worst[key] = max(worst.get(key, 0), err)
+        print("  PyTorch twin against onnxruntime, max |difference| / max |output|: "
+              + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()) + f" (transformers {transformers.__version__}, "
+              f"torch {torch.__version__})")
+    for k, v in ratios.items():
+        print(f"  {k}: " + (", ".join(f"{x:.2f}" for x in v) if isinstance(v, list) else f"{v:.2f}"))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"sidetune": ours, "onnxruntime": {"version": version, "seconds": times, "images_per_second": twin_ips},
-                       "ratio": ratio}, f, indent=1)
+            json.dump({"runs": runs, "best": best, "ratios": ratios}, f, indent=1)
 
 if __name__ == "__main__":
     main()

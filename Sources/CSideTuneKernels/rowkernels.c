@@ -79,6 +79,10 @@ void st_unary_forward(int kind, long n, const float *x, float *y) { ST_DISPATCH(
 void st_unary_backward(int kind, long n, const float *x, const float *y, const float *g, float *dx) { ST_DISPATCH(UBWD); }
 #define BIASACT(s) bias_activation_row##s(kind, row, bias, n)
 void st_bias_activation_row(int kind, float *row, const float *bias, long n) { ST_DISPATCH(BIASACT); }
+#define SCALEDRES(s) scaled_residual_row##s(c, bias, scale, residual, d)
+void st_scaled_residual_row(float *c, const float *bias, const float *scale, const float *residual, long d) {
+    ST_DISPATCH(SCALEDRES);
+}
 #define RESLN(s) residual_layer_norm_row##s(c, bias, residual, d, w, b, eps, out)
 void st_residual_layer_norm_row(float *c, const float *bias, const float *residual, long d, const float *w, const float *b,
                                 float eps, float *out) {

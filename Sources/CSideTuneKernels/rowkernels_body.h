@@ -241,6 +241,13 @@ static void ST_FN(residual_layer_norm_row)(float *c, const float *bias, const fl
     ST_FN(layer_norm_row)(c, out, d, w, b, eps, &mean, &rstd);
 }
 
+static void ST_FN(scaled_residual_row)(float *c, const float *bias, const float *scale, const float *residual, long d) {
+    long j = 0;
+    for (; j + 16 <= d; j += 16)
+        ST_FN(st)(c + j, ST_FN(fma)(ST_FN(ld)(c + j) + ST_FN(ld)(bias + j), ST_FN(ld)(scale + j), ST_FN(ld)(residual + j)));
+    for (; j < d; j++) c[j] = residual[j] + (c[j] + bias[j]) * scale[j];
+}
+
 /// row[j] = row[j] scale - shift for keys j < limit with keep[j] != 0 (keep may be null), -inf
 /// for the others.
 static void ST_FN(scale_mask_row)(float *row, long n, float scale, float shift, const float *keep, long limit) {

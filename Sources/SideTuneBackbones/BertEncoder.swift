@@ -204,10 +204,8 @@ public final class BertLayer: Module {
     public var output: any LinearLayer       // [d, d_ff]
     public let outputNorm: LayerNorm
     let act: String
-    /// q, k and v stored in bf16, stacked for one product (made from the layers on first use);
-    /// `_`: not a parameter.
-    var _qkvBF16: (layers: [ObjectIdentifier], weight: PackedBFloat16Weight)?
-    let _qkvLock = NSLock()
+    /// The fused path's q/k/v product (bf16 weights stacked on first use); `_`: not a parameter.
+    let _qkv = FusedQKV()
 
     public init(_ c: BertConfig) {
         attention = BertSelfAttention(c)
@@ -250,16 +248,14 @@ extension BertLayer {
     /// not quantised) linears with f32 biases, their weights in f32 or all stored in bf16
     /// (`BFloat16Linear`), and affine LayerNorms.
     public var supportsFusedInference: Bool {
-        let linears = [attention.query, attention.key, attention.value, attention.output, intermediate, output]
-        let f32 = linears.allSatisfy { $0.plain?.bias?.dtype == .float32 }
-        let bf16 = linears.allSatisfy { ($0 as? BFloat16Linear)?.bias?.dtype == .float32 }
-        return (f32 || bf16) && [attentionNorm, outputNorm].allSatisfy { $0.weight != nil && $0.bias != nil }
+        fusableProjections([attention.query, attention.key, attention.value, attention.output, intermediate, output])
+            && [attentionNorm, outputNorm].allSatisfy { $0.weight != nil && $0.bias != nil }
     }
 
     /// Floats of scratch `fusedInference` needs for `tokens` = batch x seq.
     static func fusedScratchFloats(_ c: BertConfig, tokens m: Int) -> Int {
         let d = c.hiddenSize
-        return 3 * d * d + 3 * d + m * max(3 * d, c.intermediateSize) + 2 * m * d
+        return FusedQKV.scratchFloats(d: d) + m * max(3 * d, c.intermediateSize) + 2 * m * d
     }
 
     var fusedActivation: FusedInference.Activation {
@@ -270,27 +266,6 @@ extension BertLayer {
         }
     }
 
-    /// The bf16 q, k and v weights stacked, made once per set of layers (micro-batches run a layer
-    /// on several threads at once, hence the lock).
-    func stackedQKV() -> PackedBFloat16Weight {
-        let layers = [attention.query, attention.key, attention.value].map { $0 as! BFloat16Linear }
-        let ids = layers.map(ObjectIdentifier.init)
-        return _qkvLock.withLock {
-            if let made = _qkvBF16, made.layers == ids { return made.weight }
-            let weight = PackedBFloat16Weight(stacking: layers.map(\._weight))
-            _qkvBF16 = (ids, weight)
-            return weight
-        }
-    }
-
-    /// A projection's weight and bias as the fused kernels take them (`supportsFusedInference`
-    /// checked that it is a plain f32 `Linear` or a `BFloat16Linear`, with a bias).
-    static func fused(_ layer: any LinearLayer) -> (weight: FusedInference.Weight, bias: UnsafePointer<Float>) {
-        if let l = layer as? BFloat16Linear { return (.bf16(l._weight), UnsafePointer(l.bias!.data)) }
-        let l = layer.plain!
-        return (.f32(l.weight.data), UnsafePointer(l.bias!.data))
-    }
-
     /// The no-grad forward with fused kernels: the q/k/v products into one [M, 3d] buffer,
     /// attention read from it with strides, bias + residual + LayerNorm applied as the output
     /// GEMMs finish each row block, bias + activation likewise. Only the returned hidden state is
@@ -298,23 +273,13 @@ extension BertLayer {
     func fusedInference(_ x: Tensor, layout: TokenLayout, scratch: UnsafeMutablePointer<Float>) -> Tensor {
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let m = b * t, dff = intermediate.outFeatures, heads = attention.heads, hd = d / heads
-        let (attnOut, ffIn, ffOut) = (Self.fused(attention.output), Self.fused(intermediate), Self.fused(output))
-        // Scratch: the concatenated q/k/v weight and bias, a [M, max(3d, dff)] region (q/k/v, then
-        // the attention output's pre-norm sums, then the intermediate activations), ctx and h [M, d].
-        let wqkv = scratch, bqkv = wqkv + 3 * d * d, big = bqkv + 3 * d
+        let (attnOut, ffIn, ffOut) = (fusedProjection(attention.output)!, fusedProjection(intermediate)!,
+                                      fusedProjection(output)!)
+        // Scratch: the q/k/v product's, a [M, max(3d, dff)] region (q/k/v, then the attention
+        // output's pre-norm sums, then the intermediate activations), ctx and h [M, d].
+        let big = scratch + FusedQKV.scratchFloats(d: d)
         let ctx = big + m * max(3 * d, dff), h = ctx + m * d
-        let qkv = [attention.query, attention.key, attention.value].map(Self.fused)
-        for (i, p) in qkv.enumerated() { (bqkv + i * d).update(from: p.bias, count: d) }
-        if case .f32 = qkv[0].weight {
-            // One GEMM for the three: their weights side by side.
-            for (i, p) in qkv.enumerated() { if case .f32(let w) = p.weight { (wqkv + i * d * d).update(from: w, count: d * d) } }
-            FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: .f32(wqkv), n: 3 * d, bias: bqkv, activation: .identity,
-                                  out: big, ldo: 3 * d)
-        } else {
-            // Stored in bf16: one product with the three stacked (packed once).
-            FusedInference.linear(x.data, ldx: d, m: m, k: d, weight: .bf16(stackedQKV()), n: 3 * d, bias: bqkv,
-                                  activation: .identity, out: big, ldo: 3 * d)
-        }
+        _qkv.project([attention.query, attention.key, attention.value], x.data, m: m, d: d, scratch: scratch, out: big)
         switch layout {
         case .padded(let keyPadding):
             FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: keyPadding,

@@ -157,6 +157,8 @@ public final class ViTAttention: Module, AttentionProjections {
     public var value: any LinearLayer
     public var output: any LinearLayer
     let _heads: Int
+    /// The fused path's q/k/v product (bf16 weights stacked on first use); `_`: not a parameter.
+    let _qkv = FusedQKV()
 
     public init(config: ViTConfig, rng: inout SplitMix64) {
         let d = config.hiddenSize
@@ -210,6 +212,52 @@ public final class ViTBlock: Module {
     }
 }
 
+// MARK: - Fused no-grad path
+
+extension ViTBlock {
+    /// Whether `fusedInference` computes exactly what `callAsFunction` does: plain projections with
+    /// f32 biases (all f32, or all stored in bf16) and affine LayerNorms.
+    public var supportsFusedInference: Bool {
+        fusableProjections([attention.query, attention.key, attention.value, attention.output, fc1, fc2])
+            && [norm1, norm2].allSatisfy { $0.weight != nil && $0.bias != nil }
+    }
+
+    /// Floats of scratch `fusedInference` needs for `tokens` = batch x tokens per image.
+    static func fusedScratchFloats(_ c: ViTConfig, tokens m: Int) -> Int {
+        FusedQKV.scratchFloats(d: c.hiddenSize) + m * max(3 * c.hiddenSize, c.mlpSize) + 3 * m * c.hiddenSize
+    }
+
+    /// The no-grad forward with fused kernels, as BERT's: LayerNorm 1 by rows, the q/k/v product,
+    /// attention read from it with strides, the output projection with bias, LayerScale, residual
+    /// and LayerNorm 2 applied as its GEMM finishes each row block, fc1 with bias and GELU, fc2 with
+    /// bias, LayerScale and residual. No permute copies and no separate elementwise passes; only
+    /// the returned hidden state [B, T, d] is a new tensor.
+    func fusedInference(_ x: Tensor, scratch: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) -> Tensor {
+        let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let m = b * t, dff = fc1.outFeatures, heads = attention._heads, hd = d / heads
+        let (o, f1, f2) = (fusedProjection(attention.output)!, fusedProjection(fc1)!, fusedProjection(fc2)!)
+        // Scratch: the q/k/v product's, a [M, max(3d, dff)] region (q/k/v, then fc1's activations),
+        // and three [M, d]: the LayerNorms' outputs, the attention context, h.
+        let big = scratch + FusedQKV.scratchFloats(d: d)
+        let normed = big + m * max(3 * d, dff), ctx = normed + m * d, h = ctx + m * d
+        let norm = { (n: LayerNorm) in FusedInference.NormRows(weight: n.weight!.data, bias: n.bias!.data, eps: n.eps, out: normed) }
+        let norm1Rows = norm(norm1)
+        pool.parallelChunks(m, minChunk: 64) { norm1Rows.apply(x.data, rows: $0, d: d) }
+        attention._qkv.project([attention.query, attention.key, attention.value], normed, m: m, d: d, scratch: scratch,
+                               out: big)
+        FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: nil,
+                                 scale: 1 / Float(hd).squareRoot(), out: ctx, pool: pool)
+        FusedInference.linearScaledResidual(ctx, ldx: d, m: m, k: d, weight: o.weight, d: d, bias: o.bias,
+                                            scale: layerScale1.data, residual: x.data, out: h, norm: norm(norm2), pool: pool)
+        FusedInference.linear(normed, ldx: d, m: m, k: d, weight: f1.weight, n: dff, bias: f1.bias, activation: .gelu,
+                              out: big, ldo: dff, pool: pool)
+        let y = Tensor(shape: [b, t, d])
+        FusedInference.linearScaledResidual(big, ldx: dff, m: m, k: dff, weight: f2.weight, d: d, bias: f2.bias,
+                                            scale: layerScale2.data, residual: h, out: y.data, pool: pool)
+        return y
+    }
+}
+
 /// The backbone's outputs. `taps[0]` is the embedding output (h_0), `taps[i]` the hidden state
 /// after block i (i = 1...L), each [B, 1 + h*w, D]; `hidden` is the final LayerNorm of the last.
 public struct ViTOutput {
@@ -225,6 +273,9 @@ public final class DINOv2ViT: Module {
     public let embeddings: ViTEmbeddings
     public let layers: [ViTBlock]
     public let norm: LayerNorm
+    /// Whether no-grad forwards may use the fused inference kernels (tests turn it off to compare
+    /// against the block-by-block path).
+    public var fusedInferenceEnabled = true
 
     /// Randomly initialised (tests); real weights come from `load(onnx:)`.
     public init(config: ViTConfig = ViTConfig(), seed: UInt64 = 0) {
@@ -263,17 +314,26 @@ public final class DINOv2ViT: Module {
         var taps = collectTaps ? [x] : []
         var metaOutputs: [Tensor] = []
         let (b, d) = (pixels.shape[0], config.hiddenSize)
-        for (i, block) in layers.enumerated() {
-            if let metaTokens {
-                let meta = Tensor.zeros([b, 1, d]) + metaTokens[i].reshaped([1, 1, d]) // broadcast, with autograd
-                let t = x.shape[1]
-                let y = block(Tensor.concat([meta, x], axis: 1))
-                metaOutputs.append(y.slice(axis: 1, 0, 1))
-                x = y.slice(axis: 1, 1, 1 + t)
-            } else {
-                x = block(x)
+        if metaTokens == nil && !Autograd.isEnabled && !x.requiresGrad && runsFused {
+            InferenceScratch.with(floats: ViTBlock.fusedScratchFloats(config, tokens: x.shape[0] * x.shape[1])) { scratch in
+                for block in layers {
+                    x = block.fusedInference(x, scratch: scratch)
+                    if collectTaps { taps.append(x) }
+                }
             }
-            if collectTaps { taps.append(x) }
+        } else {
+            for (i, block) in layers.enumerated() {
+                if let metaTokens {
+                    let meta = Tensor.zeros([b, 1, d]) + metaTokens[i].reshaped([1, 1, d]) // broadcast, with autograd
+                    let t = x.shape[1]
+                    let y = block(Tensor.concat([meta, x], axis: 1))
+                    metaOutputs.append(y.slice(axis: 1, 0, 1))
+                    x = y.slice(axis: 1, 1, 1 + t)
+                } else {
+                    x = block(x)
+                }
+                if collectTaps { taps.append(x) }
+            }
         }
         if let prompt {
             let (p, t) = (prompt.shape[0], x.shape[1])
@@ -281,6 +341,9 @@ public final class DINOv2ViT: Module {
         }
         return (taps, x, metaOutputs)
     }
+
+    /// Whether no-grad forwards may take the fused kernels: enabled, and every block plain enough.
+    var runsFused: Bool { fusedInferenceEnabled && layers.allSatisfy(\.supportsFusedInference) }
 
     /// Names of the blocks' two LayerNorms' parameters (layers.i.norm1/norm2 .weight/.bias): what
     /// HST trains in the backbone.

@@ -72,6 +72,43 @@ func tinyConfig() -> ViTConfig {
         }
     }
 
+    /// The fused no-grad blocks compute what the block-by-block path does: every tap, with
+    /// LayerScales and norms off their initial values, f32 projections and then all stored in bf16
+    /// (the same rounding either way), and a prompt's extra tokens. A LoRA-wrapped projection
+    /// turns the fused path off.
+    @Test func fusedInferenceMatchesTheBlockByBlockPath() {
+        let vit = DINOv2ViT(config: tinyConfig(), seed: 5)
+        var rng = SplitMix64(seed: 6)
+        for block in vit.layers {
+            for t in [block.layerScale1, block.layerScale2, block.norm1.weight!, block.norm2.bias!] {
+                for i in 0..<t.count { t.data[i] = rng.nextFloat() * 2 - 0.5 }
+            }
+        }
+        vit.freeze()
+        let x = Tensor.randn([3, 3, 6, 8], rng: &rng), prompt = Tensor.randn([2, 16], rng: &rng)
+        for (p, bf16) in [(nil, false), (prompt, false), (nil, true)] {
+            if bf16 {
+                vit.convertProjectionsToBFloat16()
+                #expect(vit.storesBFloat16Projections)
+            }
+            #expect(vit.layers.allSatisfy { $0.supportsFusedInference })
+            func taps(fused: Bool) -> [Tensor] { // with a prompt: the last block's output (prompts cut out)
+                vit.fusedInferenceEnabled = fused
+                return noGrad { p.map { [vit.trainedForward(x, packed: false, prompt: $0)] } ?? vit(x).taps }
+            }
+            let (fused, plain) = (taps(fused: true), taps(fused: false))
+            #expect(fused.count == plain.count && fused.count == (p == nil ? 3 : 1))
+            for (i, (a, b)) in zip(fused, plain).enumerated() {
+                #expect(a.shape == b.shape)
+                let diff = zip(a.toArray(), b.toArray()).map { abs($0 - $1) }.max() ?? .infinity
+                #expect(diff < 1e-5, "prompt \(p != nil) bf16 \(bf16) tap \(i): max diff \(diff)")
+            }
+        }
+        let lora = LoRALinear(wrapping: vit.layers[1].fc2, rank: 2, alpha: 2, rng: &rng)
+        vit.layers[1].fc2 = lora
+        #expect(!vit.layers[1].supportsFusedInference && vit.layers[0].supportsFusedInference)
+    }
+
     @Test func batchItemsAreIndependent() {
         let vit = DINOv2ViT(config: tinyConfig(), seed: 4)
         var rng = SplitMix64(seed: 2)

@@ -38,6 +38,9 @@ void st_unary_forward(int kind, long n, const float *x, float *y);
 void st_unary_backward(int kind, long n, const float *x, const float *y, const float *g, float *dx);
 /// row[j] = f(row[j] + bias[j]) in place.
 void st_bias_activation_row(int kind, float *row, const float *bias, long n);
+/// c[j] = residual[j] + (c[j] + bias[j]) scale[j] over one row of d (a pre-LN block's residual
+/// branch with LayerScale).
+void st_scaled_residual_row(float *c, const float *bias, const float *scale, const float *residual, long d);
 /// out = LayerNorm(c + bias + residual) over one row of d (the sum is left in c).
 void st_residual_layer_norm_row(float *c, const float *bias, const float *residual, long d, const float *w, const float *b,
                                 float eps, float *out);

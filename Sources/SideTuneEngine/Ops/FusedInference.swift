@@ -103,6 +103,34 @@ public enum FusedInference {
         }
     }
 
+    /// out[m, d] = residual + scale * (x[m, k] W^T + bias), a pre-LN block's residual branch with
+    /// LayerScale (DINOv2), and with `norm` also normOut = LayerNorm(out) (the next sub-layer's
+    /// input), both applied to each block of rows as soon as the GEMM finishes it.
+    public static func linearScaledResidual(_ x: UnsafePointer<Float>, ldx: Int, m: Int, k: Int, weight: Weight, d: Int,
+                                            bias: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                                            residual: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                                            norm: NormRows? = nil, pool: ThreadPool = .shared) {
+        product(x, ldx: ldx, m: m, k: k, weight: weight, n: d, out: out, ldo: d, pool: pool) { rows in
+            for r in rows { st_scaled_residual_row(out + r * d, bias, scale, residual + r * d, d) }
+            norm?.apply(out, rows: rows, d: d)
+        }
+    }
+
+    /// An affine LayerNorm applied row by row from one buffer into another.
+    public struct NormRows {
+        public var weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
+        public var out: UnsafeMutablePointer<Float>
+        public init(weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float, out: UnsafeMutablePointer<Float>) {
+            (self.weight, self.bias, self.eps, self.out) = (weight, bias, eps, out)
+        }
+
+        /// out[r] = LayerNorm(x[r]) for r in rows, rows of d.
+        public func apply(_ x: UnsafePointer<Float>, rows: Range<Int>, d: Int) {
+            var mean: Float = 0, rstd: Float = 0
+            for r in rows { st_layer_norm_row(x + r * d, out + r * d, d, weight, bias, eps, &mean, &rstd) }
+        }
+    }
+
     /// Multi-head self-attention read straight from a fused projection output, without permute
     /// copies: `qkv` is [batch * seq, 3 * d] with row r = [q | k | v] of token r (head h at columns
     /// h * headDim of each part); `out` is [batch * seq, d] with head h at columns h * headDim.

@@ -280,14 +280,15 @@ extension BertLayer {
         let big = scratch + FusedQKV.scratchFloats(d: d)
         let ctx = big + m * max(3 * d, dff), h = ctx + m * d
         _qkv.project([attention.query, attention.key, attention.value], x.data, m: m, d: d, scratch: scratch, out: big)
+        let products = attnOut.weight.precision // attention's products in bf16 when the projections are
         switch layout {
         case .padded(let keyPadding):
             FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: keyPadding,
-                                     scale: 1 / Float(hd).squareRoot(), out: ctx)
+                                     scale: 1 / Float(hd).squareRoot(), out: ctx, products: products)
         case .packed(let segments):
             precondition(b == 1 && t == segments.total, "BertLayer: packed input \(x.shape) is not [1, \(segments.total), d]")
             FusedInference.attention(qkv: big, segments: segments, heads: heads, headDim: hd,
-                                     scale: 1 / Float(hd).squareRoot(), out: ctx)
+                                     scale: 1 / Float(hd).squareRoot(), out: ctx, products: products)
         }
         FusedInference.linearResidualLayerNorm(ctx, ldx: d, m: m, k: d, weight: attnOut.weight, d: d, bias: attnOut.bias,
                                                residual: x.data, normWeight: attentionNorm.weight!.data,

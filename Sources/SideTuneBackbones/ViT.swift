@@ -246,7 +246,7 @@ extension ViTBlock {
         attention._qkv.project([attention.query, attention.key, attention.value], normed, m: m, d: d, scratch: scratch,
                                out: big)
         FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: nil,
-                                 scale: 1 / Float(hd).squareRoot(), out: ctx, pool: pool)
+                                 scale: 1 / Float(hd).squareRoot(), out: ctx, products: o.weight.precision, pool: pool)
         FusedInference.linearScaledResidual(ctx, ldx: d, m: m, k: d, weight: o.weight, d: d, bias: o.bias,
                                             scale: layerScale1.data, residual: x.data, out: h, norm: norm(norm2), pool: pool)
         FusedInference.linear(normed, ldx: d, m: m, k: d, weight: f1.weight, n: dff, bias: f1.bias, activation: .gelu,

@@ -73,8 +73,9 @@ func tinyConfig() -> ViTConfig {
     }
 
     /// The fused no-grad blocks compute what the block-by-block path does: every tap, with
-    /// LayerScales and norms off their initial values, f32 projections and then all stored in bf16
-    /// (the same rounding either way), and a prompt's extra tokens. A LoRA-wrapped projection
+    /// LayerScales and norms off their initial values, f32 projections, a prompt's extra tokens,
+    /// and all projections stored in bf16 (the same products, but the fused attention multiplies
+    /// with bf16 operands too: within 1% of the taps' largest value). A LoRA-wrapped projection
     /// turns the fused path off.
     @Test func fusedInferenceMatchesTheBlockByBlockPath() {
         let vit = DINOv2ViT(config: tinyConfig(), seed: 5)
@@ -101,7 +102,8 @@ func tinyConfig() -> ViTConfig {
             for (i, (a, b)) in zip(fused, plain).enumerated() {
                 #expect(a.shape == b.shape)
                 let diff = zip(a.toArray(), b.toArray()).map { abs($0 - $1) }.max() ?? .infinity
-                #expect(diff < 1e-5, "prompt \(p != nil) bf16 \(bf16) tap \(i): max diff \(diff)")
+                let bound = bf16 ? 0.01 * max(1, b.toArray().map(abs).max() ?? 0) : 1e-5
+                #expect(diff < bound, "prompt \(p != nil) bf16 \(bf16) tap \(i): max diff \(diff)")
             }
         }
         let lora = LoRALinear(wrapping: vit.layers[1].fc2, rank: 2, alpha: 2, rng: &rng)

@@ -43,6 +43,12 @@ public enum FusedInference {
         case f32(UnsafePointer<Float>)
         /// Stored in bf16 and packed: bf16 operands, f32 sums.
         case bf16(PackedBFloat16Weight)
+
+        /// The precision of this weight's products.
+        public var precision: MatmulPrecision {
+            if case .bf16 = self { return .bfloat16 }
+            return .float32
+        }
     }
 
     /// out[m, n] (row stride ldo) = act(x[m, k] W^T + bias) for weight [n, k] (PyTorch layout).
@@ -136,10 +142,12 @@ public enum FusedInference {
     /// h * headDim of each part); `out` is [batch * seq, d] with head h at columns h * headDim.
     /// softmax(q k^T * scale + key padding) v per (batch, head), in parallel over batch x heads.
     /// Keys after a sequence's last real token are skipped (their probabilities are exactly 0);
-    /// a sequence with no real token gives zeros, as `Tensor.attention` does.
+    /// a sequence with no real token gives zeros, as `Tensor.attention` does. `products: .bfloat16`
+    /// multiplies q k^T and the probabilities by v with bf16 operands and f32 sums (the frozen
+    /// backbone in bf16); scaling, masking and softmax stay f32.
     public static func attention(qkv: UnsafePointer<Float>, batch: Int, seq: Int, heads: Int, headDim: Int,
                                  keyPadding: [Float]?, scale: Float, out: UnsafeMutablePointer<Float>,
-                                 pool: ThreadPool = .shared) {
+                                 products: MatmulPrecision = .float32, pool: ThreadPool = .shared) {
         if let keyPadding { precondition(keyPadding.count == batch * seq, "key padding mask needs \(batch * seq) values, got \(keyPadding.count)") }
         // Per sequence: the number of keys up to and including the last real one.
         let entries = (0..<batch).map { b -> AttentionEntry in
@@ -147,15 +155,18 @@ public enum FusedInference {
             if let keyPadding { while n > 0 && keyPadding[b * seq + n - 1] == 0 { n -= 1 } }
             return AttentionEntry(start: b * seq, queries: seq, keys: n)
         }
-        attention(qkv: qkv, entries: entries, heads: heads, headDim: headDim, keep: keyPadding, scale: scale, out: out, pool: pool)
+        attention(qkv: qkv, entries: entries, heads: heads, headDim: headDim, keep: keyPadding, scale: scale, out: out,
+                  products: products, pool: pool)
     }
 
     /// The same for a packed batch: `qkv` [N, 3d] and `out` [N, d] hold the sequences of
     /// `segments` end to end, every row a real token, and each attends over its own rows only.
     public static func attention(qkv: UnsafePointer<Float>, segments: TokenSegments, heads: Int, headDim: Int,
-                                 scale: Float, out: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
+                                 scale: Float, out: UnsafeMutablePointer<Float>, products: MatmulPrecision = .float32,
+                                 pool: ThreadPool = .shared) {
         let entries = zip(segments.starts, segments.lengths).map { AttentionEntry(start: $0, queries: $1, keys: $1) }
-        attention(qkv: qkv, entries: entries, heads: heads, headDim: headDim, keep: nil, scale: scale, out: out, pool: pool)
+        attention(qkv: qkv, entries: entries, heads: heads, headDim: headDim, keep: nil, scale: scale, out: out,
+                  products: products, pool: pool)
     }
 
     /// One sequence of a batch: its query rows [start, start + queries) and its first `keys` rows as keys.
@@ -165,7 +176,7 @@ public enum FusedInference {
     /// entry's keys (K^T packed once per block by the GEMM), masked by `keep` (per row of qkv, 0 =
     /// padding) when given, softmax, then the product with V written into `out`.
     static func attention(qkv: UnsafePointer<Float>, entries: [AttentionEntry], heads: Int, headDim: Int, keep: [Float]?,
-                          scale: Float, out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                          scale: Float, out: UnsafeMutablePointer<Float>, products: MatmulPrecision, pool: ThreadPool) {
         let d = heads * headDim, ld = 3 * d
         let keepValues = keep ?? []
         entries.withUnsafeBufferPointer { entries in
@@ -181,6 +192,11 @@ public enum FusedInference {
                         return
                     }
                     let block = min(max(e.queries, 1), 256)
+                    if products == .bfloat16 {
+                        bfloat16Head(q0, k0, v0, ld: ld, queries: e.queries, keys: tk, headDim: headDim, block: block,
+                                     scale: scale, keep: kp.map { $0 + e.start }, out: o0, ldo: d)
+                        return
+                    }
                     withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scratch in
                         let sc = scratch.baseAddress!
                         var i0 = 0
@@ -198,6 +214,36 @@ public enum FusedInference {
                             i0 += rows
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// One (sequence, head) of `attention` with bf16 products: K packed once as pairs along the head
+    /// dimension, V as pairs of consecutive keys, then per block of queries their pairs, the
+    /// scores, the f32 scale, mask and softmax, the probabilities' pairs, and their product with V.
+    static func bfloat16Head(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>, ld: Int,
+                             queries: Int, keys tk: Int, headDim: Int, block: Int, scale: Float,
+                             keep: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>, ldo: Int) {
+        let hp = (headDim + 1) / 2, tp = (tk + 1) / 2
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scores in
+            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: hp * tk + tp * headDim + block * max(hp, tp)) { pairs in
+                let sc = scores.baseAddress!, kT = pairs.baseAddress!, vP = kT + hp * tk, xP = vP + tp * headDim
+                sidetune_bf16_pairs_along_rows_transposed(k, ld, tk, headDim, kT, tk) // B(p, j) = K[j][2p, 2p+1]
+                sidetune_bf16_pairs_across_rows(v, false, ld, tk, headDim, 0, tp, vP, headDim) // B(p, j) = V[2p, 2p+1][j]
+                var i0 = 0
+                while i0 < queries {
+                    let rows = min(block, queries - i0)
+                    sidetune_bf16_pairs_along_rows(q + i0 * ld, false, ld, rows, headDim, xP, hp)
+                    sidetune_bf16dot_gemm(rows, tk, hp, xP, hp, 1, kT, tk, sc, tk, false)
+                    for r in 0..<rows {
+                        let row = sc + r * tk
+                        scaleAndMaskRow(row, tk, scale: scale, keep: keep)
+                        _ = softmaxRow(row, row, tk)
+                    }
+                    sidetune_bf16_pairs_along_rows(sc, false, tk, rows, tk, xP, tp)
+                    sidetune_bf16dot_gemm(rows, headDim, tp, xP, tp, 1, vP, headDim, out + i0 * ldo, ldo, false)
+                    i0 += rows
                 }
             }
         }

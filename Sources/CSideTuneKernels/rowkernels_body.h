@@ -243,8 +243,10 @@ static void ST_FN(residual_layer_norm_row)(float *c, const float *bias, const fl
 
 static void ST_FN(scaled_residual_row)(float *c, const float *bias, const float *scale, const float *residual, long d) {
     long j = 0;
-    for (; j + 16 <= d; j += 16)
-        ST_FN(st)(c + j, ST_FN(fma)(ST_FN(ld)(c + j) + ST_FN(ld)(bias + j), ST_FN(ld)(scale + j), ST_FN(ld)(residual + j)));
+    for (; j + 16 <= d; j += 16) {
+        const st_f16 branch = ST_FN(ld)(c + j) + ST_FN(ld)(bias + j);
+        ST_FN(st)(c + j, ST_FN(fma)(branch, ST_FN(ld)(scale + j), ST_FN(ld)(residual + j)));
+    }
     for (; j < d; j++) c[j] = residual[j] + (c[j] + bias[j]) * scale[j];
 }
 

@@ -62,7 +62,9 @@ extension Backbone {
 /// A projection's weight and bias as the fused kernels take them, or nil when the layer is not a
 /// plain f32 `Linear` or a `BFloat16Linear` with an f32 bias (wrapped, quantised, bias-less).
 func fusedProjection(_ layer: any LinearLayer) -> (weight: FusedInference.Weight, bias: UnsafePointer<Float>)? {
-    if let l = layer as? BFloat16Linear, let b = l.bias, b.dtype == .float32 { return (.bf16(l._weight), UnsafePointer(b.data)) }
+    if let l = layer as? BFloat16Linear, let b = l.bias, b.dtype == .float32 {
+        return (.bf16(l._weight), UnsafePointer(b.data))
+    }
     if let l = layer.plain, let b = l.bias, b.dtype == .float32 { return (.f32(l.weight.data), UnsafePointer(b.data)) }
     return nil
 }
@@ -89,7 +91,9 @@ final class FusedQKV: @unchecked Sendable {
         for (i, p) in parts.enumerated() { (bqkv + i * d).update(from: p.bias, count: d) }
         let weight: FusedInference.Weight
         if case .f32 = parts[0].weight {
-            for (i, p) in parts.enumerated() { if case .f32(let w) = p.weight { (wqkv + i * d * d).update(from: w, count: d * d) } }
+            for (i, p) in parts.enumerated() {
+                if case .f32(let w) = p.weight { (wqkv + i * d * d).update(from: w, count: d * d) }
+            }
             weight = .f32(wqkv)
         } else {
             weight = .bf16(stacked(layers.map { $0 as! BFloat16Linear }))

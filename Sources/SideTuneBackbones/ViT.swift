@@ -240,7 +240,9 @@ extension ViTBlock {
         // and three [M, d]: the LayerNorms' outputs, the attention context, h.
         let big = scratch + FusedQKV.scratchFloats(d: d)
         let normed = big + m * max(3 * d, dff), ctx = normed + m * d, h = ctx + m * d
-        let norm = { (n: LayerNorm) in FusedInference.NormRows(weight: n.weight!.data, bias: n.bias!.data, eps: n.eps, out: normed) }
+        let norm = { (n: LayerNorm) in
+            FusedInference.NormRows(weight: n.weight!.data, bias: n.bias!.data, eps: n.eps, out: normed)
+        }
         let norm1Rows = norm(norm1)
         pool.parallelChunks(m, minChunk: 64) { norm1Rows.apply(x.data, rows: $0, d: d) }
         attention._qkv.project([attention.query, attention.key, attention.value], normed, m: m, d: d, scratch: scratch,
@@ -248,7 +250,8 @@ extension ViTBlock {
         FusedInference.attention(qkv: big, batch: b, seq: t, heads: heads, headDim: hd, keyPadding: nil,
                                  scale: 1 / Float(hd).squareRoot(), out: ctx, products: o.weight.precision, pool: pool)
         FusedInference.linearScaledResidual(ctx, ldx: d, m: m, k: d, weight: o.weight, d: d, bias: o.bias,
-                                            scale: layerScale1.data, residual: x.data, out: h, norm: norm(norm2), pool: pool)
+                                            scale: layerScale1.data, residual: x.data, out: h, norm: norm(norm2),
+                                            pool: pool)
         FusedInference.linear(normed, ldx: d, m: m, k: d, weight: f1.weight, n: dff, bias: f1.bias, activation: .gelu,
                               out: big, ldo: dff, pool: pool)
         let y = Tensor(shape: [b, t, d])
@@ -315,7 +318,8 @@ public final class DINOv2ViT: Module {
         var metaOutputs: [Tensor] = []
         let (b, d) = (pixels.shape[0], config.hiddenSize)
         if metaTokens == nil && !Autograd.isEnabled && !x.requiresGrad && runsFused {
-            InferenceScratch.with(floats: ViTBlock.fusedScratchFloats(config, tokens: x.shape[0] * x.shape[1])) { scratch in
+            let floats = ViTBlock.fusedScratchFloats(config, tokens: x.shape[0] * x.shape[1])
+            InferenceScratch.with(floats: floats) { scratch in
                 for block in layers {
                     x = block.fusedInference(x, scratch: scratch)
                     if collectTaps { taps.append(x) }

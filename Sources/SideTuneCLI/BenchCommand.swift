@@ -41,7 +41,9 @@ extension SideTuneCommand.Bench {
         var rounds: Int = 5
         @Option(help: ArgumentHelp("Products in f32, or with bf16 operands and f32 sums (as --side-matmul bf16: packing included; the peak column stays FP32's, which bf16 products can double).", valueName: "f32|bf16"))
         var precision: MatmulPrecision = .float32
-        @Flag(help: "With --precision bf16: B is a frozen weight [N, K], rounded and packed once outside the timing as `--backbone-precision bf16` stores it; only A is rounded per call (the frozen backbone's products).")
+        @Flag(help: ArgumentHelp("With --precision bf16: B is a frozen weight [N, K], rounded and packed once "
+                                 + "outside the timing as `--backbone-precision bf16` stores it; only A is rounded "
+                                 + "per call (the frozen backbone's products)."))
         var frozenWeight = false
 
         public init() {}
@@ -72,9 +74,12 @@ extension SideTuneCommand.Bench {
                 return min(t, ThreadPool.shared.maxThreads)
             }
             let list = try shapes.map(GEMMBenchmark.parseShapes) ?? GEMMBenchmark.defaultShapes
-            if frozenWeight && precision != .bfloat16 { throw ValidationError("--frozen-weight needs --precision bf16") }
+            if frozenWeight && precision != .bfloat16 {
+                throw ValidationError("--frozen-weight needs --precision bf16")
+            }
             if frozenWeight, let s = list.first(where: { $0.transA || $0.transB }) {
-                throw ValidationError("--frozen-weight times x W^T with W given as [N, K]: give shapes as MxNxK without a transpose suffix (got \(s.m)x\(s.n)x\(s.k))")
+                throw ValidationError("--frozen-weight times x W^T with W given as [N, K]: give shapes as MxNxK "
+                                      + "without a transpose suffix (got \(s.m)x\(s.n)x\(s.k))")
             }
             let report = GEMMBenchmark.run(shapes: list, threadCounts: threadCounts, minSeconds: seconds, precision: precision,
                                            frozenWeight: frozenWeight, progress: json ? nil : { print($0) })

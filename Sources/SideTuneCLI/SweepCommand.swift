@@ -282,14 +282,11 @@ extension SideTuneCommand.Train {
                                                    source: BackboneSource, splits: TaskSplits<S>, overwrite: Bool,
                                                    log: @escaping (String) -> Void) throws
         -> (reports: [TrainingReport], stream: [String: String]) where S.Batch == B.Input {
-        let examples = { [train = splits.train] (n: Int) in
-            (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) }
-        }
         var trainers: [Trainer<Classifier<B>, S>] = []
         for (c, name) in zip(configs, names) {
             let options = c.methodFlags.options()
             let built = try MethodRegistry.build(c.method, on: backbone, classes: splits.labels.count, options: options,
-                                                 seed: task.seed, trainingExamples: examples, progress: log)
+                                                 seed: task.seed, trainingExamples: splits.trainingExamples, progress: log)
             guard let model = built as? Classifier<B> else {
                 throw ValidationError("\(name): \(c.method.rawValue) cannot run in a sweep")
             }

@@ -10,6 +10,12 @@ struct TaskSplits<S: ClassificationData> {
     var maxLength: Int
     var imageSize: Int?
     var imagePipeline: String?
+
+    /// The first n training examples one by one, as method builders read them (QST's Fisher
+    /// scores, LAST's initialisation).
+    func trainingExamples(_ n: Int) -> [(input: S.Batch, label: Int)] {
+        (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) }
+    }
 }
 
 /// What a command does with a loaded backbone and its task's splits. Generic over the backbone

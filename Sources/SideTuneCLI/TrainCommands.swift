@@ -222,9 +222,8 @@ extension SideTuneCommand {
         func train<B: Backbone, S: ClassificationData>(_ backbone: B, source: BackboneSource, options: MethodOptions,
                                                        splits: TaskSplits<S>,
                                                        log: @escaping (String) -> Void) throws -> TrainingReport where S.Batch == B.Input {
-            let examples = { [train = splits.train] (n: Int) in (0..<min(n, train.count)).map { (input: train.batch([$0]), label: train.labels[$0]) } }
-            let model = try MethodRegistry.build(method, on: backbone, classes: splits.labels.count, options: options, seed: task.seed,
-                                                 trainingExamples: examples, progress: log)
+            let model = try MethodRegistry.build(method, on: backbone, classes: splits.labels.count, options: options,
+                                                 seed: task.seed, trainingExamples: splits.trainingExamples, progress: log)
             let config = checkpointConfig(method: method, options: options, source: source, splits: splits)
             return try train(model, train: splits.train, validation: splits.validation, test: splits.test, config: config, log: log)
         }

@@ -159,7 +159,8 @@ import Testing
                     #expect(a.shape == b.shape)
                     let diff = zip(a.toArray(), b.toArray()).map { abs($0 - $1) }.max() ?? 0
                     let bound = precision == .float32 ? 1e-5 : 0.01 * max(1, b.toArray().map(abs).max() ?? 0)
-                    #expect(diff < bound, "\(act) d=\(config.hiddenSize) prompt \(p != nil) \(precision) tap \(i): max diff \(diff)")
+                    #expect(diff < bound,
+                            "\(act) d=\(config.hiddenSize) prompt \(p != nil) \(precision) tap \(i): max diff \(diff)")
                 }
             }
         }

@@ -84,10 +84,13 @@ public enum GEMMBenchmark {
                 let pool = ThreadPool.sized(t)
                 func product() {
                     switch (precision, weight) {
-                    case (.float32, _): gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
-                    case (.bfloat16, let w?): gemmBFloat16(m: s.m, a.floats, ldx: s.k, w, c.floats, ldc: s.n, pool: pool)
+                    case (.float32, _):
+                        gemm(s, a.floats, lda: lda, b.floats, ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                    case (.bfloat16, let w?):
+                        gemmBFloat16(m: s.m, a.floats, ldx: s.k, w, c.floats, ldc: s.n, pool: pool)
                     case (.bfloat16, nil):
-                        gemmBFloat16Products(s, .f32(a.floats), lda: lda, .f32(b.floats), ldb: ldb, c.floats, ldc: s.n, pool: pool)
+                        gemmBFloat16Products(s, .f32(a.floats), lda: lda, .f32(b.floats), ldb: ldb, c.floats, ldc: s.n,
+                                             pool: pool)
                     }
                 }
                 product() // warm-up

@@ -126,7 +126,8 @@ public enum FusedInference {
     public struct NormRows {
         public var weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
         public var out: UnsafeMutablePointer<Float>
-        public init(weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float, out: UnsafeMutablePointer<Float>) {
+        public init(weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
+                    out: UnsafeMutablePointer<Float>) {
             (self.weight, self.bias, self.eps, self.out) = (weight, bias, eps, out)
         }
 
@@ -227,10 +228,12 @@ public enum FusedInference {
                              keep: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>, ldo: Int) {
         let hp = (headDim + 1) / 2, tp = (tk + 1) / 2
         withUnsafeTemporaryAllocation(of: Float.self, capacity: block * tk) { scores in
-            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: hp * tk + tp * headDim + block * max(hp, tp)) { pairs in
+            let pairCount = hp * tk + tp * headDim + block * max(hp, tp)
+            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: pairCount) { pairs in
                 let sc = scores.baseAddress!, kT = pairs.baseAddress!, vP = kT + hp * tk, xP = vP + tp * headDim
-                sidetune_bf16_pairs_along_rows_transposed(k, ld, tk, headDim, kT, tk) // B(p, j) = K[j][2p, 2p+1]
-                sidetune_bf16_pairs_across_rows(v, false, ld, tk, headDim, 0, tp, vP, headDim) // B(p, j) = V[2p, 2p+1][j]
+                // B(p, j) = K[j][2p, 2p+1] for the scores, V[2p, 2p+1][j] for the output.
+                sidetune_bf16_pairs_along_rows_transposed(k, ld, tk, headDim, kT, tk)
+                sidetune_bf16_pairs_across_rows(v, false, ld, tk, headDim, 0, tp, vP, headDim)
                 var i0 = 0
                 while i0 < queries {
                     let rows = min(block, queries - i0)

@@ -19,9 +19,11 @@ public protocol TrainableModel<Batch>: Module {
     /// The backbone's taps for a batch, without autograd: [B, T, d], or packed [1, N, d] (the
     /// batch's real tokens end to end) when `readsPackedTaps`.
     func frozenTaps(_ batch: Batch) -> [Tensor]
-    /// Logits, one row per target the data gives for the batch ([B, classes] for a classifier).
-    /// `taps` (from the feature cache, only when `tapsRead` is not empty) replaces the backbone pass.
-    func logits(_ batch: Batch, taps: [Tensor]?) -> Tensor
+    /// The forward pass behind `logits`, as autograd records it. Callers use `logits`, which runs
+    /// it under the model's `activationBits`, so no model can leave the setting out.
+    func recordLogits(_ batch: Batch, taps: [Tensor]?) -> Tensor
+    /// Bits per element of what backward keeps (`--activation-bits`): every model states its own.
+    var activationBits: ActivationBits { get }
     /// Whether `logits` takes packed taps ([1, N, d], the batch's real tokens end to end, as the
     /// feature cache's `packedTaps` builds them) and computes nothing for padding.
     var readsPackedTaps: Bool { get }
@@ -33,6 +35,13 @@ public protocol TrainableModel<Batch>: Module {
 }
 
 extension TrainableModel {
+    /// Logits, one row per target the data gives for the batch ([B, classes] for a classifier).
+    /// `taps` (from the feature cache, only when `tapsRead` is not empty) replaces the backbone
+    /// pass. What backward keeps follows `activationBits`.
+    public func logits(_ batch: Batch, taps: [Tensor]?) -> Tensor {
+        Tensor.withActivationBits(activationBits) { recordLogits(batch, taps: taps) }
+    }
+
     public var readsPackedTaps: Bool { false }
     public var readsBFloat16Taps: Bool { false }
     public var examplesAreIndependent: Bool { false }
@@ -143,11 +152,9 @@ public final class Classifier<B: Backbone>: Module, TrainableModel {
     /// Bits per element of what backward keeps (`--activation-bits`; 32 unless set).
     public var activationBits: ActivationBits { MethodRegistry.activationBits(method, options: _options) }
 
-    public func logits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {
-        Tensor.withActivationBits(activationBits) {
-            Tensor.withAttentionRecompute(MethodRegistry.method(method).recomputesAttentionProjections) {
-                recordedLogits(batch, taps: cached)
-            }
+    public func recordLogits(_ batch: B.Input, taps cached: [Tensor]?) -> Tensor {
+        Tensor.withAttentionRecompute(MethodRegistry.method(method).recomputesAttentionProjections) {
+            recordedLogits(batch, taps: cached)
         }
     }
 

@@ -83,11 +83,7 @@ public final class QSTLanguageModel: Module, TrainableModel {
     public func frozenTaps(_ batch: LMBatch) -> [Tensor] { backbone.frozenTaps(batch.tokens, packed: false) }
 
     /// Logits [targets, vocab] at the batch's target positions (only those rows reach the head).
-    public func logits(_ batch: LMBatch, taps cached: [Tensor]?) -> Tensor {
-        Tensor.withActivationBits(activationBits) { recordedLogits(batch, taps: cached) }
-    }
-
-    private func recordedLogits(_ batch: LMBatch, taps cached: [Tensor]?) -> Tensor {
+    public func recordLogits(_ batch: LMBatch, taps cached: [Tensor]?) -> Tensor {
         let layout = backbone.paddedLayout(batch.tokens)
         let s: Tensor, last: Tensor
         if let cached {

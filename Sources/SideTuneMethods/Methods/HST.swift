@@ -287,10 +287,13 @@ public final class HSTClassifier: Module, TrainableModel {
         noGrad { backbone(images, metaTokens: side.metaTokenList).taps }
     }
 
-    public func logits(_ images: Tensor, taps: [Tensor]?) -> Tensor {
+    public func recordLogits(_ images: Tensor, taps: [Tensor]?) -> Tensor {
         precondition(taps == nil, "HST backpropagates through the ViT: it cannot run on cached taps")
-        return Tensor.withActivationBits(MethodRegistry.activationBits(.hst, options: _options)) { self(images) }
+        return self(images)
     }
+
+    /// Bits per element of what backward keeps (`--activation-bits`; 32 unless set).
+    public var activationBits: ActivationBits { MethodRegistry.activationBits(.hst, options: _options) }
 
     /// Freezes `backbone` except its blocks' LayerNorms and builds the side network.
     public convenience init(backbone: DINOv2ViT, classes: Int, options: MethodOptions = MethodOptions(),

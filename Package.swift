@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "SideTuneDataTests", dependencies: ["SideTuneData", "SideTuneEngine", "SideTuneTestSupport"], exclude: ["Goldens"]),
         .testTarget(name: "SideTuneFormatsTests", dependencies: ["SideTuneFormats", "SideTuneEngine"]),
         .testTarget(name: "SideTuneAssetsTests", dependencies: [
-            "SideTuneAssets", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            "SideTuneAssets", "SideTuneTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .testTarget(name: "SideTuneBackbonesTests", dependencies: [
             "SideTuneBackbones", "SideTuneEngine", "SideTuneNN", "SideTuneFormats", "SideTuneTokenizers", "SideTuneData",

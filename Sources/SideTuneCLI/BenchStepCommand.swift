@@ -46,6 +46,9 @@ extension SideTuneCommand.Bench {
         var microBatches: Int?
         @Option(help: ArgumentHelp("Threads (default: every core).", valueName: "n"))
         var threads: Int?
+        @Option(help: ArgumentHelp("Bits per element of what backward keeps, as train's --activation-bits (default: "
+                                   + "4 for s2a, 32 otherwise).", valueName: "4|8|16|32"))
+        var activationBits: ActivationBits?
 
         public init() {}
 
@@ -84,6 +87,7 @@ extension SideTuneCommand.Bench {
                     options.sideInit = .random
                     options.dropout = 0
                     options.sideMatmul = sideMatmul.asSideMatmulOption
+                    options.activationBits = activationBits
                     guard case let .bert(backbone, _) = try source.load(weights: MethodRegistry.weights(kind, options: options), log: { _ in }) else {
                         throw ValidationError("bench step runs on a BERT text encoder")
                     }
@@ -100,7 +104,9 @@ extension SideTuneCommand.Bench {
                 }
             }
             let reference = best[.lora]?.computed
-            print("batch \(batch) x \(seq) tokens, \(ThreadPool.shared.activeThreads) threads, median of \(iterations) steps, best of \(rounds) round(s)\(cpuTime ? ", process CPU seconds" : "")")
+            let bits = activationBits.map { ", --activation-bits \($0.rawValue)" } ?? ""
+            print("batch \(batch) x \(seq) tokens, \(ThreadPool.shared.activeThreads) threads, median of \(iterations) steps, "
+                  + "best of \(rounds) round(s)\(cpuTime ? ", process CPU seconds" : "")\(bits)")
             print("method   s/step (backbone computed)   vs LoRA   s/step (from the cache)   speed-up from the cache")
             for kind in methods.kinds {
                 guard let b = best[kind] else { continue }

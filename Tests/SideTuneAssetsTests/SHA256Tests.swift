@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SideTuneAssets
+import SideTuneTestSupport
 
 @Suite struct SHA256Tests {
     /// FIPS 180-4 / NIST example vectors.
@@ -24,7 +25,7 @@ import SideTuneAssets
     /// The SHA-extension rounds (when the CPU has them) and the portable rounds agree on random
     /// data of one to many blocks, fed whole and in two pieces.
     @Test func hardwareRoundsMatchPortableOnes() {
-        print("SHA-256 on the CPU's SHA extensions: \(SHA256.hardwareAvailable)")
+        testLog("SHA-256 on the CPU's SHA extensions: \(SHA256.hardwareAvailable)")
         var rng = SystemRandomNumberGenerator()
         for length in [0, 3, 64, 100, 1000, 4096 + 17, 65_536 + 63] {
             let data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -105,7 +106,7 @@ import SideTuneAssets
             let seconds = threadCPUSeconds() - start
             let rate = Double(n) / 1e6 / seconds
             let label = hardware && SHA256.hardwareAvailable ? "SHA extensions" : "portable"
-            print("SHA-256 throughput, \(label): \(Int(rate)) MB/s (\(n >> 20) MiB in \(String(format: "%.3f", seconds)) s) \(digests.last!.prefix(8))")
+            testLog("SHA-256 throughput, \(label): \(Int(rate)) MB/s (\(n >> 20) MiB in \(String(format: "%.3f", seconds)) s) \(digests.last!.prefix(8))")
             #expect(rate > 50, "SHA-256 (\(label)) at \(rate) MB/s")
         }
         #expect(digests[0] == digests[1])

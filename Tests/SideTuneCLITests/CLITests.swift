@@ -90,6 +90,16 @@ import Testing
         #expect(throws: (any Error).self) {
             _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "hst"])
         }
+        // What backward keeps, as train's flag: the header names it; a width train refuses is refused.
+        var coded = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lora", "--model-dir", Self.modelDir!,
+                                                      "--batch", "2", "--seq", "8", "--iterations", "1", "--activation-bits", "4"])
+        let codedOutput = try captureStandardOutput { try coded.run() }
+        #expect(codedOutput.contains("--activation-bits 4"), "\(codedOutput)")
+        let loraFields = codedOutput.split(separator: "\n").last { $0.hasPrefix("lora ") }?.split(separator: " ") ?? []
+        #expect((Double(loraFields.count > 1 ? loraFields[1] : "") ?? 0) > 0, "\(codedOutput)")
+        #expect(throws: (any Error).self) {
+            _ = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lora", "--activation-bits", "5"])
+        }
         // Micro-batches apply to the computed step too (as train runs epoch 1).
         var computedParts = try SideTuneCommand.parseAsRoot(["bench", "step", "--methods", "lst", "--model-dir", Self.modelDir!, "--batch", "3",
                                                                "--seq", "8", "--iterations", "1", "--micro-batches", "2"])

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SideTuneData
+import SideTuneTestSupport
 
 let tweetsPath = ProcessInfo.processInfo.environment["SIDETUNE_TWEETS_CSV"]
 
@@ -14,7 +15,7 @@ struct TweetsTests {
         let elapsed = try ContinuousClock().measure {
             d = try TextDataset.load(url, options: LoadOptions(textColumn: "text", labelColumn: "sentiment"))
         }
-        print("tweets: \(d.report.summary) in \(elapsed)")
+        testLog("tweets: \(d.report.summary) in \(elapsed)")
         #expect(d.count == 38_158)
         #expect(d.labelVocabulary.labels == ["negative", "neutral", "positive"])
         #expect(d.classCounts == [16_186, 15_018, 6_954])
@@ -29,6 +30,6 @@ struct TweetsTests {
         #expect(Set(split.train).union(split.validation).union(split.test).count == d.count)
         let val = d.subset(split.validation).classCounts, test = d.subset(split.test).classCounts
         #expect(val == [1_619, 1_502, 695] && test == [1_619, 1_502, 695])
-        print("split train \(split.train.count) \(d.subset(split.train).classCounts), validation \(val), test \(test); first validation rows \(split.validation.prefix(5))")
+        testLog("split train \(split.train.count) \(d.subset(split.train).classCounts), validation \(val), test \(test); first validation rows \(split.validation.prefix(5))")
     }
 }

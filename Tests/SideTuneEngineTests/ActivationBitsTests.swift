@@ -37,7 +37,7 @@ import Testing
             let e8 = relativeError(gradients(f, bits: .eight, std: std).coded, gradients(f, bits: .eight, std: std).exact)
             let e16 = relativeError(gradients(f, bits: .sixteen, std: std).coded,
                                     gradients(f, bits: .sixteen, std: std).exact)
-            print("\(name) x ~ N(0, \(std)^2): dx relative error 4-bit \(e4), 8-bit \(e8), bf16 \(e16)")
+            testLog("\(name) x ~ N(0, \(std)^2): dx relative error 4-bit \(e4), 8-bit \(e8), bf16 \(e16)")
             #expect(e4 < 0.08 && e4 > 0, "\(name) 4-bit")
             #expect(e8 < 0.01 && e8 < e4 / 4, "\(name) 8-bit")
             #expect(e16 < 0.01, "\(name) bf16 input")
@@ -135,7 +135,7 @@ import Testing
         #expect(exact.kept == 3 * tensor * 4 + lse, "q, k, v in f32 (the output is its own) and the row statistics")
         #expect(rounded.kept == 4 * tensor * 2 + lse, "q, k, v and a copy of the output in bf16")
         let err = relativeError(rounded.grads, exact.grads)
-        print("attention gradients with bf16 q, k, v, o: relative error \(err)")
+        testLog("attention gradients with bf16 q, k, v, o: relative error \(err)")
         #expect(err > 0 && err < 0.02)
     }
 }

@@ -36,7 +36,7 @@ import Testing
         for method in [MethodKind.lora, .bitfit, .full, .adapter] {
             let b32 = try keptBytes(method, bits: .thirtyTwo), b16 = try keptBytes(method, bits: .sixteen)
             let b4 = try keptBytes(method, bits: .four)
-            print("\(method.rawValue) kept between forward and backward: 32-bit \(b32) B, 16-bit \(b16) B, 4-bit \(b4) B")
+            testLog("\(method.rawValue) kept between forward and backward: 32-bit \(b32) B, 16-bit \(b16) B, 4-bit \(b4) B")
             #expect(b16 < b32 * 7 / 10, "\(method): bf16 copies keep well under 32-bit's bytes")
             #expect(b4 < b16, "\(method): GELU codes keep less than bf16 inputs")
         }
@@ -71,7 +71,7 @@ import Testing
             }
         }
         let exact = try kept(.thirtyTwo), coded = try kept(.four)
-        print("hst kept between forward and backward: 32-bit \(exact) B, 4-bit \(coded) B")
+        testLog("hst kept between forward and backward: 32-bit \(exact) B, 4-bit \(coded) B")
         #expect(coded < exact * 7 / 10)
     }
 
@@ -82,7 +82,7 @@ import Testing
         let top = try keptBytes(.s2a, bits: nil) { $0.s2aLayers = 1 }
         let both = try keptBytes(.s2a, bits: nil) { $0.s2aLayers = 2 }
         let prompted = try keptBytes(.s2a, bits: nil) { $0.s2aLayers = 1; $0.s2aPromptLength = 2 }
-        print("s2a kept: top block \(top) B, both blocks \(both) B, top block with 2 prompts \(prompted) B")
+        testLog("s2a kept: top block \(top) B, both blocks \(both) B, top block with 2 prompts \(prompted) B")
         #expect(top > 0 && top < both * 6 / 10)
         #expect(prompted > both, "a prompt at the input needs every block's activations (and pads the batch)")
         #expect(try keptBytes(.s2a, bits: nil) == top, "the top half of two blocks is one")
@@ -114,8 +114,8 @@ import Testing
             return losses
         }
         let exact = try curve(.thirtyTwo), coded = try curve(.four)
-        print("LoRA on MiniLM, loss per step: exact \(exact.map { String(format: "%.4f", $0) })")
-        print("                            4-bit \(coded.map { String(format: "%.4f", $0) })")
+        testLog("LoRA on MiniLM, loss per step: exact \(exact.map { String(format: "%.4f", $0) })")
+        testLog("                            4-bit \(coded.map { String(format: "%.4f", $0) })")
         #expect(exact[0] == coded[0], "the forward does not depend on the setting")
         for (e, c) in zip(exact, coded) { #expect(abs(e - c) <= 0.02 * e, "exact \(e), 4-bit \(c)") }
         #expect(exact.last! < exact[0] * 0.8 && coded.last! < coded[0] * 0.8, "both learn the batch")

@@ -132,7 +132,7 @@ func tinyHST(seed: UInt64 = 1, classes: Int = 3) throws -> HSTClassifier {
         try MemoryLedger.withLedger(ledger) {
             let (vit, _) = try DINOv2ViT.load(onnx: ONNXModel(path: ProcessInfo.processInfo.environment["SIDETUNE_VIT_ONNX"]!))
             let model = try HSTClassifier(backbone: vit, classes: 10, seed: 1)
-            print("HST on ViT-S/14: \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters")
+            testLog("HST on ViT-S/14: \(model.trainableParameterCount) trainable of \(model.parameterCount) parameters")
             let opt = AdamW(parameters: model.trainableParameters().map(\.1), learningRate: 1e-3, weightDecay: 0.01)
             var rng = SplitMix64(seed: 1)
             let labels = (0..<32).map { Int32($0 % 10) }
@@ -151,7 +151,7 @@ func tinyHST(seed: UInt64 = 1, classes: Int = 3) throws -> HSTClassifier {
                     if step == 1 {
                         let snap = ledger.snapshot()
                         let peaks = MemoryCategory.allCases.map { "\($0.rawValue) \(formatBytes(snap.peak[$0] ?? 0))" }
-                        print(String(format: "HST step at %d px, batch 32: %.2f s (forward %.2f s, backward+AdamW %.2f s); ledger peak total %@; %@",
+                        testLog(String(format: "HST step at %d px, batch 32: %.2f s (forward %.2f s, backward+AdamW %.2f s); ledger peak total %@; %@",
                                      size, Double(t2 - t0) / 1e9, Double(t1 - t0) / 1e9, Double(t2 - t1) / 1e9,
                                      formatBytes(snap.peakTotal), peaks.joined(separator: ", ")))
                     }

@@ -206,7 +206,7 @@ struct QSTLanguageModelTests {
             }
         }
         let exact = try kept(.thirtyTwo), coded = try kept(.four)
-        print("QST LM kept between forward and backward: 32-bit \(exact) B, 4-bit \(coded) B")
+        testLog("QST LM kept between forward and backward: 32-bit \(exact) B, 4-bit \(coded) B")
         #expect(coded < exact)
     }
 

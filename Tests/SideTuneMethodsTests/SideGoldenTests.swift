@@ -34,7 +34,7 @@ import Testing
         let logits = side(taps: taps, keyPadding: mask)
         let expected = try tensor(f, "\(method).logits")
         let d = maxAbsDiff(logits, expected)
-        print("\(method) logits maxdiff \(d) first \(logits.toArray().prefix(3)) vs \(expected.toArray().prefix(3))")
+        testLog("\(method) logits maxdiff \(d) first \(logits.toArray().prefix(3)) vs \(expected.toArray().prefix(3))")
         #expect(d < 1e-4, "\(method) logits differ by \(d)")
         let loss = logits.crossEntropy(targets: labels)
         #expect(abs(loss.item() - (try f.floats("\(method).loss"))[0]) < 1e-5)

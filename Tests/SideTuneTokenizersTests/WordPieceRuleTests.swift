@@ -218,7 +218,7 @@ struct TokenizerErrorTests {
             #expect(e.file == "tokenizer.json")
             #expect(e.message.contains("invalid JSON"))
             #expect(e.line == 4, "the stray } is on line 4")
-            print("malformed JSON error: \(e)")
+            testLog("malformed JSON error: \(e)")
         }
     }
 

@@ -51,7 +51,7 @@ import Testing
         let shared = tinyBackbone() // one backbone under every configuration
         let sweepers = try configs.map { try trainer($0, on: shared, cache: cache) }
         let reports = try Sweep(sweepers).run()
-        print("sweep (cache \(cache)): test accuracy \(reports.map(\.accuracy)), alone \(alone.map(\.0.accuracy))")
+        testLog("sweep (cache \(cache)): test accuracy \(reports.map(\.accuracy)), alone \(alone.map(\.0.accuracy))")
         #expect(weights(sweepers[0]) != weights(sweepers[1]), "the configurations differ (so the comparison can fail)")
         for (k, (report, (single, singleWeights))) in zip(reports, alone).enumerated() {
             #expect(report.accuracy == single.accuracy, "configuration \(k): test accuracy")

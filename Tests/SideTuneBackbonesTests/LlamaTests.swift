@@ -27,7 +27,7 @@ func check(_ label: String, _ got: [Float], _ expected: [Float], rtol: Float,
     let (d, s) = maxDiff(got, expected)
     let rel = d / max(s, 1e-12)
     let firsts = zip(got, expected).prefix(3).map { String(format: "%.5f/%.5f", $0, $1) }.joined(separator: " ")
-    log(String(format: "%-16@ maxdiff %.3g (scale %.3g, rel %.3g) %@ %@", label as NSString, d, s, rel, firsts as NSString,
+    testLog(String(format: "%-16@ maxdiff %.3g (scale %.3g, rel %.3g) %@ %@", label as NSString, d, s, rel, firsts as NSString,
                  (rel <= rtol ? "OK" : "FAIL") as NSString))
     #expect(rel <= rtol, "\(label): max |diff| \(d) is \(rel) of the reference scale \(s)", sourceLocation: sourceLocation)
     return rel
@@ -115,7 +115,7 @@ struct LlamaTests {
         let file = try GGUFFile(path: smolLM2GGUF!)
         let t0 = Date()
         let model = try Llama.load(gguf: file)
-        log(String(format: "loaded SmolLM2 in %.2f s, %d parameters", Date().timeIntervalSince(t0), model.parameterCount))
+        testLog(String(format: "loaded SmolLM2 in %.2f s, %d parameters", Date().timeIntervalSince(t0), model.parameterCount))
         #expect(model.config == LlamaConfig(vocabSize: 49152, dim: 576, ffnDim: 1536, layers: 30, heads: 9, kvHeads: 3,
                                             headDim: 64, ropeTheta: 100000, rmsEps: 9.999999747378752e-06,
                                             contextLength: 8192, tiedEmbeddings: true))
@@ -149,14 +149,13 @@ struct LlamaTests {
             let start = Date()
             let ours = model.generate(prompt: ids, parameters: GenerateParameters(maxTokens: greedy.count))
             let secs = Date().timeIntervalSince(start)
-            log("p\(p): \(t) prompt tokens, greedy \(String(reflecting: tok.decode(ours))) (\(String(format: "%.1f", Double(ours.count) / secs)) tok/s incl. prefill)")
+            testLog("p\(p): \(t) prompt tokens, greedy \(String(reflecting: tok.decode(ours))) (\(String(format: "%.1f", Double(ours.count) / secs)) tok/s incl. prefill)")
             #expect(ours == greedy, "prompt \(p): greedy continuation differs from transformers")
         }
     }
 }
 
 /// Test output goes to stderr: the CLI tests capture stdout (fd 1) while other tests run in parallel.
-func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
 /// Inputs found by the fuzz targets (Fuzz/): each gave a trap before its fix, now a clear error.
 @Suite struct LlamaLoaderFuzzRegressionTests {

